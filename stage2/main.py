@@ -1,0 +1,98 @@
+"""The single Hydra entry point: `stage2 stage=filter|tokenizer|shard|pipeline|report|verify`.
+
+This module only composes and checks the config, sets up the run folder and dispatches; each stage's
+work lives in its own module (stage2/filter.py, tokenizer.py, shard.py, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from stage2.errors import Stage2Error
+from stage2.schema import register, validate
+
+log = logging.getLogger("stage2")
+
+# Absolute, so the app finds its configs as a console script, via `python -m`, from any directory.
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+def _data_path(rel: str) -> str:
+    return str(DATA_DIR / rel)
+
+
+def register_all() -> None:
+    register()
+    if not OmegaConf.has_resolver("stage2_data"):
+        OmegaConf.register_new_resolver("stage2_data", _data_path)
+
+
+register_all()
+
+
+def resolve_config(cfg: DictConfig, launch_dir: str) -> Dict[str, Any]:
+    """Re-apply the schema (a rerun from a saved config has none), resolve, and return plain data."""
+    cfg = validate(cfg)
+    if cfg.launch_dir is None:
+        cfg.launch_dir = launch_dir
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)  # type: ignore[return-value]
+
+
+def quiet_datasets_logging() -> None:
+    # `datasets` installs its own handler and also propagates to Hydra's root handler: every line twice.
+    logging.getLogger("datasets").handlers.clear()
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+
+
+def run_stage(cfg: Dict[str, Any], run_dir: Path) -> Path:
+    from stage2 import pipeline
+
+    return pipeline.run_stage(cfg, run_dir)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def app(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    verbose = bool(cfg.get("verbose", False))
+    try:
+        plain = resolve_config(cfg, hydra_cfg.runtime.cwd)
+        quiet_datasets_logging()
+        run_stage(plain, run_dir)
+    except Stage2Error as exc:
+        if verbose:
+            raise
+        log.error("%s", exc)
+        print(f"stage2: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"stage2: interrupted; finished partitions are kept in {run_dir} (resume=true continues)", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        if verbose:
+            raise
+        log.exception("unexpected error")
+        print(f"stage2: error: {type(exc).__name__}: {exc} (verbose=true shows the traceback; the log is in {run_dir})", file=sys.stderr)
+        sys.exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Filtered parts: the parquet files the filter stage writes and the later stages read.
+
+Layout: `<run>/filtered/<component>/part-00000.parquet`, one file per partition, plus
+`<run>/filtered/manifest.json` listing the components in manifest order with their parts.
+Parts load with `datasets.load_dataset("parquet", data_files=...)`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stage2.errors import Stage2Error
+from stage2.run import Run, atomic_path
+from stage2.sources import ComponentSpec, Document, iter_documents
+
+log = logging.getLogger(__name__)
+
+FILTERED_DIR = "filtered"
+MANIFEST = "manifest.json"
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("text", pa.string()),
+        ("component", pa.string()),
+        ("source", pa.string()),
+        ("record", pa.int64()),
+        ("meta", pa.string()),
+    ]
+)
+
+
+def part_path(run_dir: Path, component: str, index: int) -> Path:
+    return Path(run_dir) / FILTERED_DIR / component / f"part-{index:05d}.parquet"
+
+
+def docs_to_table(docs: List[Document], extra: Optional[Dict[str, list]] = None) -> pa.Table:
+    columns = {
+        "id": [d.id for d in docs],
+        "text": [d.text for d in docs],
+        "component": [d.component for d in docs],
+        "source": [d.source for d in docs],
+        "record": [d.record for d in docs],
+        "meta": [d.meta for d in docs],
+    }
+    schema = SCHEMA
+    for name, values in (extra or {}).items():
+        columns[name] = values
+        schema = schema.append(pa.field(name, pa.infer_type(values) if values else pa.string()))
+    return pa.table(columns, schema=schema)
+
+
+def write_table(path: Path, table: pa.Table) -> None:
+    """Atomic, deterministic parquet (no timestamps in the file; same bytes for the same rows)."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=10_000)
+
+
+def read_documents(path: Path) -> Iterator[Document]:
+    table = pq.read_table(path, columns=list(SCHEMA.names))
+    for row in table.to_pylist():
+        yield Document(**row)
+
+
+def read_manifest(run_dir: Path) -> Dict[str, Any]:
+    path = Path(run_dir) / FILTERED_DIR / MANIFEST
+    if not path.exists():
+        raise Stage2Error(f"{run_dir}: no filtered parts here ({FILTERED_DIR}/{MANIFEST} is missing); point at a filter or pipeline run folder")
+    return json.loads(path.read_text())
+
+
+def iter_filtered(run_dir: Path, component: str) -> Iterator[Document]:
+    manifest = read_manifest(run_dir)
+    entry = manifest["components"].get(component)
+    if entry is None:
+        raise Stage2Error(f"{run_dir}: the filtered parts have no component {component!r} (have: {', '.join(manifest['components'])})")
+    for rel in entry["parts"]:
+        yield from read_documents(Path(run_dir) / rel)
+
+
+def filtered_part_files(run_dir: Path, component: str) -> List[Path]:
+    manifest = read_manifest(run_dir)
+    entry = manifest["components"].get(component)
+    if entry is None:
+        raise Stage2Error(f"{run_dir}: the filtered parts have no component {component!r}")
+    return [Path(run_dir) / rel for rel in entry["parts"]]
+
+
+def filtered_source(run: Run, input_run: Optional[str]) -> Optional[Path]:
+    """Where a tokenizer/shard stage reads filtered text: a past run, this run's own parts, or None (raw)."""
+    if input_run:
+        folder = run.resolve_path(input_run).resolve()
+        read_manifest(folder)  # fail early with a clear message
+        run.record_lineage("input_run", folder)
+        return folder
+    if (run.dir / FILTERED_DIR / MANIFEST).exists():
+        return run.dir
+    return None
+
+
+def component_documents(run: Run, spec: ComponentSpec, filtered_dir: Optional[Path]) -> Iterator[Document]:
+    """A component's documents: filtered parts when there are any, else the raw source (valid records only)."""
+    if filtered_dir is not None:
+        yield from iter_filtered(filtered_dir, spec.name)
+        return
+    for doc in iter_documents(spec):
+        if doc.problem is None and doc.text:
+            yield doc

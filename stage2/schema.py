@@ -1,0 +1,210 @@
+"""Typed schema of every config group, registered in Hydra's ConfigStore.
+
+`conf/config.yaml` puts `stage2_schema` first in its defaults list, so every YAML file and every
+command-line override is merged into these dataclasses: an unknown key or a value of the wrong type
+fails at start-up with Hydra's own message, before any work is done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class Stage(str, Enum):
+    filter = "filter"
+    tokenizer = "tokenizer"
+    shard = "shard"
+    pipeline = "pipeline"
+    report = "report"
+    verify = "verify"
+
+
+class LangBackend(str, Enum):
+    langdetect = "langdetect"
+    fasttext = "fasttext"
+
+
+class DedupScope(str, Enum):
+    component = "component"
+    mixture = "mixture"
+
+
+class BadRecordPolicy(str, Enum):
+    fail = "fail"
+    skip = "skip"
+
+
+class ModelType(str, Enum):
+    unigram = "unigram"
+    bpe = "bpe"
+
+
+class Remainder(str, Enum):
+    drop = "drop"
+    pad = "pad"
+
+
+class ExecutorKind(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+@dataclass
+class ComponentConfig:
+    """One source of a mixture: local files (`data_files`) or a hub dataset (`hub_path`)."""
+
+    data_files: Optional[List[str]] = None  # paths or globs; relative to the launch directory
+    format: Optional[str] = None  # json | parquet | text; inferred from the file names when unset
+    hub_path: Optional[str] = None  # e.g. HuggingFaceFW/fineweb
+    subset: Optional[str] = None  # the hub dataset's config name
+    split: str = "train"
+    revision: Optional[str] = None  # pin a hub commit / tag
+    text_column: str = "text"
+    id_column: Optional[str] = "id"  # when missing in a record, the id is <component>/<record number>
+    sample_by: str = "line"  # for text files: line | paragraph | document
+    max_records: Optional[int] = None
+    weight: float = 1.0
+    lang_filter: bool = True  # false for code: no language identification
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    components: Dict[str, ComponentConfig] = field(default_factory=dict)
+    # `dataset=files`: each path or glob becomes one component named after its file stem.
+    paths: List[str] = field(default_factory=list)
+    text_column: str = "text"
+    id_column: Optional[str] = "id"
+    max_records: Optional[int] = None
+    # Documents per partition. Partitions are the unit of parallel work and of output files; they
+    # are fixed here (never by the machine) so artifacts do not depend on the worker count.
+    partition_size: int = 2000
+
+
+@dataclass
+class DedupConfig:
+    exact: bool = True
+    near: bool = True
+    window_words: int = 13  # k: words per rolling-hash window
+    threshold: float = 0.5  # share of a document's windows already seen that makes it a near duplicate
+    scope: DedupScope = DedupScope.component
+
+
+@dataclass
+class FilterConfig:
+    min_chars: int = 200
+    max_chars: int = 8000
+    languages: List[str] = field(default_factory=lambda: ["en"])
+    lang_backend: LangBackend = LangBackend.langdetect
+    lang_threshold: float = 0.85
+    lang_max_chars: int = 2000  # characters of a document the detector reads
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    keep_rejected: int = 0  # keep up to N dropped documents per reason for inspection
+    on_bad_record: BadRecordPolicy = BadRecordPolicy.fail
+
+
+@dataclass
+class TokenizerConfig:
+    model_type: ModelType = ModelType.unigram
+    vocab_size: int = 32000
+    hard_vocab_limit: bool = True
+    character_coverage: float = 0.9995
+    byte_fallback: bool = True
+    split_digits: bool = True
+    normalization_rule_name: str = "nmt_nfkc"
+    unk_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    pad_id: int = 3
+    user_defined_symbols: List[str] = field(default_factory=list)
+    # Part of the recipe: SentencePiece learns a different vocabulary with another thread count.
+    num_threads: int = 4
+    seed: int = 0
+    samples_per_component: int = 20000
+    sample_by_weight: bool = False  # share `samples_per_component * n_components` by mixture weight
+    heldout_percent: int = 5  # documents held out (by id hash) for evaluation, never trained on
+    eval_docs_per_component: int = 500
+    input_sentence_size: int = 2000000
+    max_sentence_length: int = 4192  # bytes; longer lines are cut at whitespace
+    shuffle_input_sentence: bool = True
+    input_run: Optional[str] = None  # train on a past filter/pipeline run's filtered parts
+
+
+@dataclass
+class ShardConfig:
+    seq_len: int = 512
+    sequences_per_shard: int = 8192
+    remainder: Remainder = Remainder.drop
+    add_bos: bool = False
+    add_eos: bool = True
+    batch_size: int = 512  # documents per encode call
+    tokenizer: Optional[str] = None  # a .model file or a tokenizer/pipeline run folder
+    input_run: Optional[str] = None  # a past filter/pipeline run whose filtered parts to shard
+
+
+@dataclass
+class ExecutorConfig:
+    kind: ExecutorKind = ExecutorKind.local
+    workers: int = 0  # 0: all cores of this machine
+    address: Optional[str] = None  # ray only: auto, ray://host:port, or none for a local instance
+    max_in_flight: int = 0  # partitions queued at once; 0: 2 x workers (bounds memory)
+
+
+@dataclass
+class ReportConfig:
+    dir: Optional[str] = None  # a run or sweep folder to summarise
+    compare: List[str] = field(default_factory=list)  # two run folders to diff
+    stage: Optional[str] = None  # filter the runs index
+    dataset: Optional[str] = None
+
+
+@dataclass
+class VerifyConfig:
+    dir: Optional[str] = None
+
+
+@dataclass
+class Config:
+    stage: Stage = Stage.pipeline
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    shard: ShardConfig = field(default_factory=ShardConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    verbose: bool = False
+    progress: bool = True
+    resume: bool = False
+    allow_changed_inputs: bool = False
+    runs_index: str = "outputs/runs.jsonl"  # relative to the launch directory
+    launch_dir: Optional[str] = None  # filled in at start: where relative paths are resolved
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="stage2_schema", node=Config)
+
+
+# Keys that never change an artifact: left out of the config digest.
+NON_RECIPE_KEYS = (
+    "executor",
+    "verbose",
+    "progress",
+    "resume",
+    "allow_changed_inputs",
+    "runs_index",
+    "launch_dir",
+    "report",
+    "verify",
+)
+
+
+def validate(cfg: DictConfig | Dict[str, Any]) -> DictConfig:
+    """Merge a config into the schema again (a saved `.hydra/config.yaml` carries no types)."""
+    merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+    return merged
