@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -39,11 +39,12 @@ def register_all() -> None:
 register_all()
 
 
-def resolve_config(cfg: DictConfig, launch_dir: str) -> Dict[str, Any]:
+def resolve_config(cfg: DictConfig, launch_dir: str, rerun_of: Optional[str] = None) -> Dict[str, Any]:
     """Re-apply the schema (a rerun from a saved config has none), resolve, and return plain data."""
     cfg = validate(cfg)
     if cfg.launch_dir is None:
         cfg.launch_dir = launch_dir
+    cfg.rerun_of = rerun_of
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)  # type: ignore[return-value]
 
 
@@ -58,6 +59,16 @@ def quiet_datasets_logging() -> None:
         pass
 
 
+def saved_run_folder(hydra_cfg: Any) -> Optional[str]:
+    """The past run folder whose `.hydra/config.yaml` is this run's primary config, if any."""
+    for source in hydra_cfg.runtime.config_sources:
+        if source.provider == "main" and source.schema == "file":
+            folder = Path(source.path)
+            if folder.name == ".hydra" and (folder.parent / "provenance.json").exists():
+                return str(folder.parent)
+    return None
+
+
 def run_stage(cfg: Dict[str, Any], run_dir: Path) -> Path:
     from stage2 import pipeline
 
@@ -70,7 +81,10 @@ def app(cfg: DictConfig) -> None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     verbose = bool(cfg.get("verbose", False))
     try:
-        plain = resolve_config(cfg, hydra_cfg.runtime.cwd)
+        rerun_of = saved_run_folder(hydra_cfg)
+        if rerun_of and Path(rerun_of).resolve() == run_dir.resolve() and not cfg.get("resume", False):
+            raise Stage2Error(f"{run_dir}: refusing to write into the run being rerun; give a new hydra.run.dir (stage2-rerun does) or resume=true")
+        plain = resolve_config(cfg, hydra_cfg.runtime.cwd, rerun_of)
         quiet_datasets_logging()
         run_stage(plain, run_dir)
     except Stage2Error as exc:

@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import yaml
 
 import stage2
+from stage2.errors import Stage2Error
 from stage2.schema import NON_RECIPE_KEYS
 from stage2.sources import ComponentSpec, hub_revisions, input_fingerprints, resolve_components
 
@@ -165,11 +166,30 @@ def start_run(run_dir: Path, cfg: Dict[str, Any]) -> Run:
         "inputs_digest": json_digest({p: v["xxh3_128"] for p, v in fingerprints.items()}),
         "hub": hub_revisions(components),
     }
+    if cfg.get("rerun_of"):
+        check_inputs_unchanged(Path(cfg["rerun_of"]), fingerprints, bool(cfg.get("allow_changed_inputs")))
+        run.provenance["rerun_of"] = cfg["rerun_of"]
     write_json(run_dir / "provenance.json", run.provenance)
     if needs_inputs:
         run.executor = make_executor(cfg["executor"])
         run.stats["workers"] = run.executor.workers
     return run
+
+
+def check_inputs_unchanged(past_run: Path, fingerprints: Dict[str, Dict[str, Any]], allowed: bool) -> None:
+    """A rerun must read the inputs the past run read; say so before any work when they differ."""
+    recorded = json.loads((past_run / "provenance.json").read_text()).get("inputs", {})
+    changed = [p for p in sorted(set(recorded) | set(fingerprints)) if recorded.get(p, {}).get("xxh3_128") != fingerprints.get(p, {}).get("xxh3_128")]
+    if not changed:
+        return
+    what = ", ".join(f"{p} ({'missing now' if p not in fingerprints else 'new' if p not in recorded else 'content changed'})" for p in changed[:3])
+    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    if not allowed:
+        raise Stage2Error(
+            f"inputs differ from those of {past_run}: {what}{more}; the rerun would not rebuild that run "
+            "(allow_changed_inputs=true runs it anyway)"
+        )
+    log.warning("inputs differ from those of %s: %s%s (allow_changed_inputs=true)", past_run, what, more)
 
 
 def append_index(run: Run, headline: Dict[str, Any]) -> None:

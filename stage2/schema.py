@@ -145,6 +145,9 @@ class ShardConfig:
     batch_size: int = 512  # documents per encode call
     tokenizer: Optional[str] = None  # a .model file or a tokenizer/pipeline run folder
     input_run: Optional[str] = None  # a past filter/pipeline run whose filtered parts to shard
+    # SentencePiece encode threads per worker; 0: this machine's cores / executor workers.
+    # Not part of the result: encoding gives the same ids with any thread count.
+    num_threads: int = 0
 
 
 @dataclass
@@ -165,7 +168,7 @@ class ReportConfig:
 
 @dataclass
 class VerifyConfig:
-    dir: Optional[str] = None
+    dir: Optional[str] = None  # the run folder to check (shards, index invariants, filter stats)
 
 
 @dataclass
@@ -184,6 +187,7 @@ class Config:
     allow_changed_inputs: bool = False
     runs_index: str = "outputs/runs.jsonl"  # relative to the launch directory
     launch_dir: Optional[str] = None  # filled in at start: where relative paths are resolved
+    rerun_of: Optional[str] = None  # filled in when the config comes from a past run's .hydra folder
 
 
 def register() -> None:
@@ -199,6 +203,7 @@ NON_RECIPE_KEYS = (
     "allow_changed_inputs",
     "runs_index",
     "launch_dir",
+    "rerun_of",
     "report",
     "verify",
 )

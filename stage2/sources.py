@@ -122,7 +122,7 @@ def resolve_components(dataset: Dict[str, Any], launch_dir: str) -> List[Compone
         fields = {k: v for k, v in comp.items() if k not in ("data_files", "format")}
         specs.append(ComponentSpec(name=name, files=files, format=fmt, **fields))
     if not specs:
-        raise Stage2Error("the dataset has no components: set dataset.components or dataset.paths")
+        raise Stage2Error("the dataset has no components: give files with 'dataset.paths=[a.jsonl.gz,...]' (dataset=files) or set dataset.components")
     return specs
 
 

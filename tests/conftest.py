@@ -1,0 +1,51 @@
+"""Shared helpers: compose the real `conf/` with Hydra's compose API and build runs from it."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import stage2.main as stage2_main
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "data" / "sample"
+
+
+def compose_plain(overrides: List[str], launch_dir: Path) -> Dict[str, Any]:
+    """The resolved plain config a run of `stage2 <overrides>` launched from `launch_dir` would get."""
+    with initialize_config_dir(config_dir=stage2_main.CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    return stage2_main.resolve_config(cfg, str(launch_dir))
+
+
+def sample_records(name: str, n: int) -> List[Dict[str, Any]]:
+    """The first n records of one of the embedded sample's jsonl.gz files."""
+    out = []
+    with gzip.open(SAMPLE / name, "rt", encoding="utf-8") as f:
+        for line in f:
+            out.append(json.loads(line))
+            if len(out) == n:
+                break
+    return out
+
+
+def write_jsonl(path: Path, records: List[Dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return path
+
+
+@pytest.fixture
+def plain_config(tmp_path):
+    def make(*overrides: str) -> Dict[str, Any]:
+        return compose_plain([f"runs_index={tmp_path}/runs.jsonl", *overrides], tmp_path)
+
+    return make

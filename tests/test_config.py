@@ -1,0 +1,86 @@
+"""Every file in conf/ composes and validates against the schema; bad overrides fail at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, ValidationError
+
+import stage2.main as stage2_main
+from stage2.schema import Config, validate
+from stage2.run import config_digest
+from stage2.errors import Stage2Error
+from stage2.sources import resolve_components
+
+from conftest import compose_plain
+
+CONF = Path(stage2_main.CONF_DIR)
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
+
+
+def group_options():
+    for group in GROUPS:
+        for option in sorted((CONF / group).glob("*.yaml")):
+            yield group, option.stem
+
+
+@pytest.mark.parametrize("group,option", list(group_options()))
+def test_every_config_file_composes_and_validates(group, option, tmp_path):
+    overrides = [f"{group}={option}"]
+    if (group, option) == ("dataset", "files"):
+        overrides.append(f"dataset.paths=[{tmp_path}/a.jsonl]")
+    with initialize_config_dir(config_dir=stage2_main.CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    # Validating the composed config against a fresh schema must succeed and keep every value.
+    plain = OmegaConf.to_container(validate(OmegaConf.to_container(cfg)), resolve=True, enum_to_str=True)
+    assert plain[group] == OmegaConf.to_container(cfg[group], resolve=True, enum_to_str=True)
+
+
+def test_groups_present():
+    assert set(GROUPS) >= {"dataset", "filter", "tokenizer", "shard", "executor"}
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [("tokenizer.vocab_sise=8000", "vocab_sise"), ("filter.min_chars=abc", "min_chars"), ("stage=bogus", "stage")],
+)
+def test_bad_override_fails_at_compose_naming_the_key(override, key):
+    with initialize_config_dir(config_dir=stage2_main.CONF_DIR, version_base="1.3"):
+        with pytest.raises((ConfigCompositionException, ConfigKeyError, ValidationError)) as info:
+            compose("config", overrides=[override])
+    assert key in str(info.value) + str(info.value.__cause__)
+
+
+def test_saved_config_without_schema_is_validated_again():
+    # A rerun composes `.hydra/config.yaml`, which has no types: a wrong value must still be caught.
+    untyped = OmegaConf.create({"filter": {"min_chars": "abc"}})
+    with pytest.raises(ValidationError, match="min_chars"):
+        validate(untyped)
+
+
+def test_sample_manifest_resolves_to_existing_absolute_files(tmp_path):
+    plain = compose_plain([], tmp_path)
+    comps = plain["dataset"]["components"]
+    assert list(comps) == ["web", "encyclopedia", "code", "noisy"]
+    for comp in comps.values():
+        for f in comp["data_files"]:
+            assert Path(f).is_absolute() and Path(f).is_file(), f
+    assert comps["code"]["lang_filter"] is False
+
+
+def test_files_dataset_needs_paths(tmp_path):
+    plain = compose_plain(["dataset=files"], tmp_path)
+    with pytest.raises(Stage2Error, match="dataset.paths"):
+        resolve_components(plain["dataset"], str(tmp_path))
+
+
+def test_config_digest_ignores_workers_and_folders_but_not_recipe(tmp_path):
+    base = compose_plain([], tmp_path)
+    same = compose_plain(["executor.workers=1", "runs_index=/elsewhere/runs.jsonl", "verbose=true"], tmp_path / "other")
+    changed = compose_plain(["filter.lang_threshold=0.9"], tmp_path)
+    assert config_digest(base) == config_digest(same)
+    assert config_digest(base) != config_digest(changed)

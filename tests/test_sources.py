@@ -1,0 +1,112 @@
+"""Components -> documents through real `datasets` streaming of local files in every supported format."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from stage2.errors import Stage2Error
+from stage2.sources import ComponentSpec, iter_documents, resolve_components
+
+from conftest import sample_records, write_jsonl
+
+RECORDS = sample_records("web_stackexchange.jsonl.gz", 30)
+
+
+def texts(spec):
+    return [d.text for d in iter_documents(spec)]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".jsonl.zst", ".parquet"])
+def test_every_format_yields_the_same_documents_in_order(tmp_path, suffix):
+    path = tmp_path / f"docs{suffix}"
+    if suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(RECORDS), path)
+    elif suffix == ".jsonl.zst":
+        raw = "".join(json.dumps(r) + "\n" for r in RECORDS).encode()
+        path.write_bytes(zstandard.ZstdCompressor().compress(raw))
+    else:
+        write_jsonl(path, RECORDS)
+    [spec] = resolve_components({"paths": [str(path)], "text_column": "text", "id_column": "id"}, str(tmp_path))
+    docs = list(iter_documents(spec))
+    assert [d.text for d in docs] == [r["text"] for r in RECORDS]
+    assert [d.id for d in docs] == [r["id"] for r in RECORDS]
+    assert [d.record for d in docs] == list(range(1, len(RECORDS) + 1))
+    assert spec.name == "docs"
+    # Other columns travel along as sorted JSON.
+    assert json.loads(docs[0].meta)["source"] == RECORDS[0]["source"]
+
+
+def test_text_files_by_line_and_by_document(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("first line\nsecond line\n\nthird\n", encoding="utf-8")
+    [spec] = resolve_components({"paths": [str(path)]}, str(tmp_path))
+    assert spec.format == "text"
+    assert texts(spec) == ["first line", "second line", "", "third"]
+    whole = ComponentSpec(name="notes", files=[str(path)], format="text", sample_by="document")
+    assert texts(whole) == ["first line\nsecond line\n\nthird\n"]
+    # Records without an id column get a stable id from component, file and record number.
+    assert [d.id for d in iter_documents(spec)][:2] == ["notes/notes/1", "notes/notes/2"]
+
+
+def test_relative_paths_and_globs_resolve_against_launch_dir(tmp_path):
+    write_jsonl(tmp_path / "in" / "b.jsonl", RECORDS[10:12])
+    write_jsonl(tmp_path / "in" / "a.jsonl", RECORDS[:2])
+    dataset = {"components": {"mix": {"data_files": ["in/*.jsonl"], "text_column": "text"}}}
+    [spec] = resolve_components(dataset, str(tmp_path))
+    assert spec.files == [str(tmp_path / "in" / "a.jsonl"), str(tmp_path / "in" / "b.jsonl")]
+    assert texts(spec) == [r["text"] for r in RECORDS[:2] + RECORDS[10:12]]
+
+
+def test_max_records_bounds_the_component_across_files(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", RECORDS[:3])
+    write_jsonl(tmp_path / "b.jsonl", RECORDS[3:6])
+    spec = ComponentSpec(name="c", files=[str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")], format="json", max_records=4)
+    assert texts(spec) == [r["text"] for r in RECORDS[:4]]
+
+
+def test_a_pattern_matching_nothing_is_a_one_line_error(tmp_path):
+    with pytest.raises(Stage2Error) as info:
+        resolve_components({"paths": ["nothing/*.jsonl"]}, str(tmp_path))
+    assert "nothing/*.jsonl" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_unusable_records_are_marked_with_their_problem(tmp_path):
+    path = write_jsonl(tmp_path / "bad.jsonl", [{"id": "a", "text": "fine"}, {"id": "b", "text": None}, {"id": "c", "body": "x"}])
+    docs = list(iter_documents(ComponentSpec(name="bad", files=[str(path)], format="json")))
+    assert [d.problem is None for d in docs] == [True, False, False]
+    assert "null" in docs[1].problem and docs[1].record == 2
+    # Within one file `datasets` unifies the columns: a record lacking `text` reads as null.
+    assert "null" in docs[2].problem
+    other = write_jsonl(tmp_path / "other.jsonl", [{"id": "a", "body": "x"}])
+    [doc] = iter_documents(ComponentSpec(name="other", files=[str(other)], format="json"))
+    assert "no text column 'text'" in doc.problem and "body" in doc.problem
+
+
+def test_two_files_with_the_same_stem_are_refused(tmp_path):
+    write_jsonl(tmp_path / "x" / "part.jsonl", RECORDS[:1])
+    write_jsonl(tmp_path / "y" / "part.jsonl", RECORDS[:1])
+    with pytest.raises(Stage2Error, match="part"):
+        resolve_components({"paths": ["x/part.jsonl", "y/part.jsonl"]}, str(tmp_path))
+
+
+def test_unreachable_hub_dataset_says_to_use_local_files(monkeypatch):
+    # The real hub code path, offline: HF_HUB_OFFLINE makes huggingface_hub fail at once instead of retrying.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import datasets.config
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    spec = ComponentSpec(name="fineweb", hub_path="HuggingFaceFW/fineweb", subset="sample-10BT")
+    with pytest.raises(Stage2Error) as info:
+        next(iter_documents(spec))
+    message = str(info.value)
+    assert "HuggingFaceFW/fineweb" in message and "local files" in message and "\n" not in message
