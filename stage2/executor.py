@@ -67,20 +67,15 @@ class RayExecutor:
             kwargs: Dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
             if address is None:
                 kwargs["num_cpus"] = resolve_workers(workers)
-                # Workers import stage2 from this checkout.
-                kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [_repo_root(), os.environ.get("PYTHONPATH")]))}}
             ray.init(**kwargs)
         self.workers = int(ray.cluster_resources().get("CPU", 1))
         self.max_in_flight = max_in_flight or 2 * self.workers
-        self._remote_cache: Dict[Callable, Any] = {}
+        self._apply = ray.remote(num_cpus=1)(_apply)
 
     def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
-        remote = self._remote_cache.get(fn)
-        if remote is None:
-            remote = self._remote_cache[fn] = self._ray.remote(num_cpus=1)(fn)
         pending: deque = deque()
         for task in tasks:
-            pending.append(remote.remote(task))
+            pending.append(self._apply.remote(fn, task))
             if len(pending) >= self.max_in_flight:
                 yield self._ray.get(pending.popleft())
         while pending:
@@ -90,8 +85,9 @@ class RayExecutor:
         pass  # a Ray instance is shut down at process exit; a joined cluster keeps running
 
 
-def _repo_root() -> str:
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def _apply(fn: Callable[[Any], Any], task: Any) -> Any:
+    # One remote function for every stage: `fn` travels by reference (module + name), like in a process pool.
+    return fn(task)
 
 
 def make_executor(executor_cfg: Dict[str, Any]):

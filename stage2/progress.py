@@ -1,0 +1,63 @@
+"""Progress of long steps: a tqdm bar on a terminal, periodic log lines elsewhere (CI, nohup, Slurm)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Iterable, Iterator, Optional, TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+log = logging.getLogger("stage2.progress")
+
+LOG_EVERY_S = 30.0
+
+
+class Progress:
+    """Count work done (documents, tokens...) and report rate and ETA."""
+
+    def __init__(self, desc: str, total: Optional[int] = None, unit: str = "doc", enabled: bool = True):
+        self.desc, self.total, self.unit = desc, total, unit
+        self.done = 0
+        self.started = self._last_log = time.monotonic()
+        self._bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True) if enabled and sys.stderr.isatty() else None
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+            return
+        now = time.monotonic()
+        if now - self._last_log >= LOG_EVERY_S:
+            self._last_log = now
+            log.info("%s", self.line(now))
+
+    def line(self, now: Optional[float] = None) -> str:
+        elapsed = max((now or time.monotonic()) - self.started, 1e-9)
+        rate = self.done / elapsed
+        text = f"{self.desc}: {self.done:,} {self.unit}s, {rate:,.0f} {self.unit}s/s"
+        if self.total:
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            text += f", {100 * self.done / self.total:.0f}% , ETA {eta:,.0f} s"
+        return text
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        log.info("%s (done in %.1f s)", self.line(), time.monotonic() - self.started)
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def track(items: Iterable[T], desc: str, total: Optional[int] = None, unit: str = "doc", enabled: bool = True) -> Iterator[T]:
+    """Iterate `items`, counting one unit per item."""
+    with Progress(desc, total, unit, enabled) as bar:
+        for item in items:
+            yield item
+            bar.update(1)
