@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -84,7 +85,10 @@ def app(cfg: DictConfig) -> None:
         rerun_of = saved_run_folder(hydra_cfg)
         if rerun_of and Path(rerun_of).resolve() == run_dir.resolve() and not cfg.get("resume", False):
             raise Stage2Error(f"{run_dir}: refusing to write into the run being rerun; give a new hydra.run.dir (stage2-rerun does) or resume=true")
-        plain = resolve_config(cfg, hydra_cfg.runtime.cwd, rerun_of)
+        launch_dir = hydra_cfg.runtime.cwd
+        if rerun_of:  # relative input paths mean what they meant for the original run
+            launch_dir = yaml.safe_load((Path(rerun_of) / "config.resolved.yaml").read_text()).get("launch_dir") or launch_dir
+        plain = resolve_config(cfg, launch_dir, rerun_of)
         quiet_datasets_logging()
         run_stage(plain, run_dir)
     except Stage2Error as exc:

@@ -51,7 +51,7 @@ def run_stage(cfg: Dict[str, Any], run_dir: Path) -> Path:
     finally:
         if run.executor is not None:
             run.executor.close()
-    run.save_stats()
+    run.save_stats(status="finished")
     append_index(run, headline)
     log.info("run folder: %s", run_dir)
     print(f"stage2: {stage} finished; run folder: {run_dir}")

@@ -18,9 +18,18 @@ def rerun_argv(folder: str, overrides: list[str]) -> list[str]:
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         raise SystemExit(f"stage2-rerun: {run_dir} is not a run folder ({saved} is missing)\n{USAGE}")
-    has_run_dir = any(o.startswith("hydra.run.dir=") for o in overrides)
-    defaults = [] if has_run_dir else ["hydra.run.dir=outputs/${now:%Y-%m-%d}/${now:%H-%M-%S.%f}"]
-    return ["--config-path", str(run_dir / ".hydra"), "--config-name", "config", "hydra.job.name=stage2", *defaults, *overrides]
+    if "resume=true" in overrides:  # continue the run in its own folder
+        target = [f"hydra.run.dir={run_dir}"]
+    elif any(o.startswith("hydra.run.dir=") for o in overrides):
+        target = []
+    else:
+        target = ["hydra.run.dir=outputs/${now:%Y-%m-%d}/${now:%H-%M-%S.%f}"]
+    # The saved config is the primary config now, so the callbacks of conf/config.yaml are added back.
+    callbacks = [
+        "+hydra.callbacks.run_folder_guard._target_=stage2.run.RunFolderGuard",
+        "+hydra.callbacks.sweep_summary._target_=stage2.report.SweepSummaryCallback",
+    ]
+    return ["--config-path", str(run_dir / ".hydra"), "--config-name", "config", "hydra.job.name=stage2", *target, *callbacks, *overrides]
 
 
 def main() -> None:

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, read_write
 
 import stage2
 from stage2.errors import Stage2Error
@@ -123,7 +125,9 @@ class Run:
         """A user-given path, relative to the launch directory."""
         return Path(path) if os.path.isabs(path) else Path(self.cfg["launch_dir"]) / path
 
-    def save_stats(self) -> None:
+    def save_stats(self, status: Optional[str] = None) -> None:
+        if status:
+            self.stats["status"] = status
         self.stats["seconds"] = round(time.time() - self.started, 3)
         self.stats["artifacts"] = sorted(self.artifacts)
         write_json(self.dir / "stats.json", self.stats)
@@ -139,40 +143,56 @@ class Run:
 
 
 def start_run(run_dir: Path, cfg: Dict[str, Any]) -> Run:
-    """Write the resolved config and provenance, and make the run's executor."""
+    """Write the resolved config, provenance and a first stats.json, and make the run's executor.
+
+    A folder that already holds a run is continued only with resume=true and the same recipe and inputs;
+    its provenance is kept and the resume is noted in it.
+    """
     from stage2.executor import make_executor
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "config.resolved.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    check_resumable(run_dir, cfg)
+    resuming = (run_dir / "stats.json").exists()
     needs_inputs = cfg["stage"] not in ("report", "verify")
     components = resolve_components(cfg["dataset"], cfg["launch_dir"]) if needs_inputs else []
+    fingerprints = input_fingerprints(components)
+    if resuming:
+        check_inputs_unchanged(run_dir, fingerprints, allowed=False)
+    elif cfg.get("rerun_of"):
+        check_inputs_unchanged(Path(cfg["rerun_of"]), fingerprints, bool(cfg.get("allow_changed_inputs")))
+
+    run_dir.mkdir(parents=True, exist_ok=True)
     run = Run(dir=run_dir, cfg=cfg, components=components)
     run.stats = {
         "stage": cfg["stage"],
         "dataset": cfg["dataset"].get("name"),
         "config_digest": run.digest,
+        "status": "running",
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
     }
-    fingerprints = input_fingerprints(components)
-    run.provenance = {
-        "stage2_version": stage2.__version__,
-        "git": git_state(),
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "packages": package_versions(),
-        "command": sys.argv,
-        "config_digest": run.digest,
-        "inputs": fingerprints,
-        "inputs_digest": json_digest({p: v["xxh3_128"] for p, v in fingerprints.items()}),
-        "hub": hub_revisions(components),
-    }
-    if cfg.get("rerun_of"):
-        check_inputs_unchanged(Path(cfg["rerun_of"]), fingerprints, bool(cfg.get("allow_changed_inputs")))
-        run.provenance["rerun_of"] = cfg["rerun_of"]
+    if resuming:
+        run.provenance = json.loads((run_dir / "provenance.json").read_text())
+        run.provenance.setdefault("resumed", []).append({"time": run.stats["started"], "command": sys.argv})
+    else:
+        atomic_write(run_dir / "config.resolved.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+        run.provenance = {
+            "stage2_version": stage2.__version__,
+            "git": git_state(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "packages": package_versions(),
+            "command": sys.argv,
+            "config_digest": run.digest,
+            "inputs": fingerprints,
+            "inputs_digest": json_digest({p: v["xxh3_128"] for p, v in fingerprints.items()}),
+            "hub": hub_revisions(components),
+        }
+        if cfg.get("rerun_of"):
+            run.provenance["rerun_of"] = cfg["rerun_of"]
     write_json(run_dir / "provenance.json", run.provenance)
     if needs_inputs:
         run.executor = make_executor(cfg["executor"])
         run.stats["workers"] = run.executor.workers
+    run.save_stats()  # from here on the folder is a (resumable) run
     return run
 
 
@@ -190,6 +210,23 @@ def check_inputs_unchanged(past_run: Path, fingerprints: Dict[str, Dict[str, Any
             "(allow_changed_inputs=true runs it anyway)"
         )
     log.warning("inputs differ from those of %s: %s%s (allow_changed_inputs=true)", past_run, what, more)
+
+
+def check_resumable(run_dir: Path, cfg: Dict[str, Any]) -> None:
+    """A folder that already holds a run may only be continued with the same recipe (resume=true)."""
+    stats_file = run_dir / "stats.json"
+    if not stats_file.exists():
+        return
+    if not cfg.get("resume"):
+        raise Stage2Error(
+            f"{run_dir} already holds a run; resume=true continues it (same recipe), or choose another hydra.run.dir"
+        )
+    recorded = json.loads(stats_file.read_text()).get("config_digest")
+    if recorded != config_digest(cfg):
+        raise Stage2Error(
+            f"{run_dir}: cannot resume: the recipe differs from the one this folder was started with "
+            f"(config digest {config_digest(cfg)} != {recorded}); rerun into a new folder instead"
+        )
 
 
 def append_index(run: Run, headline: Dict[str, Any]) -> None:
@@ -211,3 +248,26 @@ def append_index(run: Run, headline: Dict[str, Any]) -> None:
         fcntl.flock(f, fcntl.LOCK_EX)
         f.write(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n")
         fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class RunFolderGuard(Callback):
+    """Checks a single run's folder before Hydra writes `.hydra/` into it.
+
+    Without it, pointing hydra.run.dir at a finished run would overwrite that run's saved recipe before
+    stage2 could refuse. A resume keeps the folder's original `.hydra/` record.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = Path(config.hydra.run.dir)
+        if not (run_dir / "stats.json").exists():
+            return
+        from stage2.main import resolve_config
+
+        task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        try:
+            check_resumable(run_dir, resolve_config(task_cfg, config.hydra.runtime.cwd))
+        except Stage2Error as exc:
+            print(f"stage2: error: {exc}", file=sys.stderr)
+            sys.exit(1)
+        with read_write(config.hydra):
+            config.hydra.output_subdir = None
