@@ -128,3 +128,11 @@ def test_multirun_jobs_each_get_a_folder_and_an_index_line(tmp_path):
     lines = [json.loads(l) for l in (tmp_path / "runs.jsonl").read_text().splitlines()]
     assert sorted(Path(l["folder"]).name for l in lines) == ["0", "1"]
     assert len({l["config_digest"] for l in lines}) == 2
+
+
+def test_ray_executor_gives_the_same_artifacts_as_local(first_run):
+    pytest.importorskip("ray")
+    base, run_dir, _ = first_run
+    stage2("hydra.run.dir=run_ray", f"runs_index={base}/runs.jsonl", "executor=ray", "executor.workers=2", *SMALL, cwd=base)
+    assert artifact_hashes(base / "run_ray") == artifact_hashes(run_dir)
+    assert json.loads((base / "run_ray" / "stats.json").read_text())["config_digest"] == json.loads((run_dir / "stats.json").read_text())["config_digest"]
