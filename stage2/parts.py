@@ -104,10 +104,16 @@ def filtered_source(run: Run, input_run: Optional[str]) -> Optional[Path]:
 
 
 def component_documents(run: Run, spec: ComponentSpec, filtered_dir: Optional[Path]) -> Iterator[Document]:
-    """A component's documents: filtered parts when there are any, else the raw source (valid records only)."""
+    """A component's documents: filtered parts when there are any, else the raw source.
+
+    Unusable raw records fail the run, or are passed over with filter.on_bad_record=skip.
+    """
     if filtered_dir is not None:
         yield from iter_filtered(filtered_dir, spec.name)
         return
+    skip_bad = run.cfg["filter"]["on_bad_record"] == "skip"
     for doc in iter_documents(spec):
-        if doc.problem is None and doc.text:
+        if doc.problem is None:
             yield doc
+        elif not skip_bad:
+            raise Stage2Error(f"{doc.source}: record {doc.record}: {doc.problem} (filter.on_bad_record=skip passes over such records)")

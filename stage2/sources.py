@@ -8,6 +8,7 @@ record number it came from: that is the component's canonical order, and errors 
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import logging
 import os
@@ -153,27 +154,74 @@ def _first_line(exc: BaseException) -> str:
 
 
 def iter_documents(spec: ComponentSpec) -> Iterator[Document]:
-    """Every record of the component, in canonical order, as a Document (bounded by max_records)."""
-    emitted = 0
+    """Every record of the component, in canonical order, as a Document (bounded by max_records).
+
+    Unusable records come out as Documents with `problem` set (the consumer fails or counts them, by
+    its `on_bad_record` policy). A JSON-lines file that `datasets` cannot parse is read again line by
+    line from where `datasets` stopped, so the bad line is named and the good ones are not lost.
+    """
+    remaining = spec.max_records
     for path in spec.files or [None]:
         source = path or f"hf://{spec.hub_path}" + (f"/{spec.subset}" if spec.subset else "") + f"[{spec.split}]"
-        record = 0
-        try:
-            stream = _load_stream(spec, path)
-            for row in stream:
-                if spec.max_records is not None and emitted >= spec.max_records:
-                    return
-                record += 1
-                emitted += 1
-                yield _to_document(spec, source, record, row)
-        except Stage2Error:
-            raise
-        except Exception as exc:  # a parse error inside datasets/pyarrow: name the file and where
-            raise Stage2Error(
-                f"{source}: record {record + 1}: cannot be read: {type(exc).__name__}: {_first_line(exc)}"
-            ) from exc
-        if spec.max_records is not None and emitted >= spec.max_records:
-            return
+        records = _file_records(spec, path, source)
+        count = 0
+        for doc in records if remaining is None else itertools.islice(records, remaining):
+            count += 1
+            yield doc
+        if path is not None and count == 0 and remaining != 0:
+            raise Stage2Error(f"{source}: holds no records (empty file?)")
+        if remaining is not None:
+            remaining -= count
+            if remaining <= 0:
+                return
+
+
+def _file_records(spec: ComponentSpec, path: Optional[str], source: str) -> Iterator[Document]:
+    if path is not None and os.path.getsize(path) == 0:
+        raise Stage2Error(f"{source}: the file is empty")
+    record = 0
+    try:
+        for row in _load_stream(spec, path):
+            record += 1
+            yield _to_document(spec, source, record, row)
+    except Stage2Error:
+        raise
+    except Exception as exc:  # raised inside datasets/pyarrow, which cannot say which record
+        if path is None or spec.format != "json" or infer_format(path) != "json" or _is_json_array(path):
+            raise Stage2Error(f"{source}: record {record + 1}: cannot be read: {type(exc).__name__}: {_first_line(exc)}") from exc
+        log.warning("%s: datasets could not parse it (%s); reading it line by line from record %d", source, _first_line(exc), record + 1)
+        yield from _scan_json_lines(spec, path, source, already=record)
+
+
+def _is_json_array(path: str) -> bool:
+    return ".jsonl" not in path.lower() and ".ndjson" not in path.lower()
+
+
+def _scan_json_lines(spec: ComponentSpec, path: str, source: str, already: int) -> Iterator[Document]:
+    """Records of a JSON-lines file after the first `already`, one line at a time; bad lines become problems."""
+    import fsspec
+
+    record = 0
+    with fsspec.open(path, "rb", compression="infer") as f:
+        for line_no, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            record += 1
+            if record <= already:
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                problem = f"invalid UTF-8 (byte {exc.start} of line {line_no})"
+            except json.JSONDecodeError as exc:
+                problem = f"malformed JSON on line {line_no}: {exc.msg} at column {exc.colno}"
+            else:
+                if isinstance(row, dict):
+                    yield _to_document(spec, source, record, row)
+                    continue
+                problem = f"line {line_no} is a JSON {type(row).__name__}, not an object"
+            yield Document(id=f"{spec.name}/{file_stem(source)}/{record}", text=None, component=spec.name,
+                           source=source, record=record, problem=problem)
 
 
 def _to_document(spec: ComponentSpec, source: str, record: int, row: Dict[str, Any]) -> Document:
