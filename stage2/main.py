@@ -6,6 +6,7 @@ work lives in its own module (stage2/filter.py, tokenizer.py, shard.py, ...).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -15,6 +16,7 @@ from typing import Any, Dict, Optional
 import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from stage2.errors import Stage2Error
@@ -92,20 +94,36 @@ def app(cfg: DictConfig) -> None:
         quiet_datasets_logging()
         run_stage(plain, run_dir)
     except Stage2Error as exc:
-        if verbose:
-            raise
-        log.error("%s", exc)
-        print(f"stage2: error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        fail(run_dir, hydra_cfg, verbose, str(exc))
     except KeyboardInterrupt:
         print(f"stage2: interrupted; finished partitions are kept in {run_dir} (resume=true continues)", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
-        if verbose:
-            raise
         log.exception("unexpected error")
-        print(f"stage2: error: {type(exc).__name__}: {exc} (verbose=true shows the traceback; the log is in {run_dir})", file=sys.stderr)
+        fail(run_dir, hydra_cfg, verbose, f"{type(exc).__name__}: {exc} (verbose=true shows the traceback; the log is in {run_dir})")
+
+
+def fail(run_dir: Path, hydra_cfg: Any, verbose: bool, message: str) -> None:
+    """One line on stderr and exit 1; in a sweep, mark the job failed and let the other jobs run."""
+    if verbose:
+        raise
+    log.error("%s", message)
+    print(f"stage2: error: {message}", file=sys.stderr)
+    stats_file = run_dir / "stats.json"
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        if stats_file.exists():
+            mark_failed(stats_file, message)
         sys.exit(1)
+    # The sweep summary lists the failure and the sweep exits non-zero at its end.
+    mark_failed(stats_file, message)
+
+
+def mark_failed(stats_file: Path, message: str) -> None:
+    from stage2.run import write_json
+
+    stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+    stats.update(status="failed", error=message)
+    write_json(stats_file, stats)
 
 
 def main() -> None:

@@ -121,6 +121,8 @@ def resolve_components(dataset: Dict[str, Any], launch_dir: str) -> List[Compone
                 raise Stage2Error(f"dataset.components.{name}: files of several formats {sorted(formats)}; split them into components")
             fmt = formats.pop()
         fields = {k: v for k, v in comp.items() if k not in ("data_files", "format")}
+        if fields.get("max_records") is None:  # dataset.max_records bounds every component without its own
+            fields["max_records"] = dataset.get("max_records")
         specs.append(ComponentSpec(name=name, files=files, format=fmt, **fields))
     if not specs:
         raise Stage2Error("the dataset has no components: give files with 'dataset.paths=[a.jsonl.gz,...]' (dataset=files) or set dataset.components")

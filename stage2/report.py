@@ -1,0 +1,445 @@
+"""Reports: a sweep's summary table and plot, one run's stats, the runs index, two runs side by side.
+
+`SweepSummaryCallback` runs when a Hydra multirun ends and writes `summary.md`, `summary.csv` and
+`summary.png` into the sweep folder; `stage2 stage=report report.dir=<sweep>` regenerates them. The
+core reads only the run-folder contract (stats.json, .hydra/overrides.yaml, config.resolved.yaml),
+never the stages' code, so it works on any past run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import yaml
+from hydra.experimental.callback import Callback
+
+from stage2.errors import Stage2Error
+from stage2.run import atomic_path, atomic_write
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILES = ("summary.md", "summary.csv", "summary.png")
+BASE_COLUMNS = ["job", "folder", "overrides", "stage", "status"]
+
+
+# ---------------------------------------------------------------- reading run folders
+
+
+def is_run(folder: Path) -> bool:
+    return (folder / "stats.json").is_file()
+
+
+def job_folders(folder: Path) -> List[Path]:
+    """A sweep's job folders (Hydra's `hydra.job.num` subdirs), in job order."""
+    if not folder.is_dir():
+        return []
+    jobs = [p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
+    return sorted(jobs, key=lambda p: int(p.name))
+
+
+def is_sweep(folder: Path) -> bool:
+    return (folder / "multirun.yaml").is_file() or any(
+        is_run(j) or (j / ".hydra").is_dir() for j in job_folders(folder)
+    )
+
+
+def read_stats(folder: Path) -> Dict[str, Any]:
+    path = folder / "stats.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise Stage2Error(f"{path}: not found (the run did not finish?)") from None
+    except json.JSONDecodeError as exc:
+        raise Stage2Error(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_overrides(folder: Path) -> List[str]:
+    path = folder / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    return [str(o) for o in (yaml.safe_load(path.read_text(encoding="utf-8")) or [])]
+
+
+def read_config(folder: Path) -> Dict[str, Any]:
+    path = folder / "config.resolved.yaml"
+    if not path.is_file():
+        raise Stage2Error(f"{path}: not found; {folder} is not a stage2 run folder")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise Stage2Error(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+
+
+def flatten(obj: Any, prefix: str = "") -> Dict[str, Any]:
+    """Nested dicts as dotted keys; lists and scalars stay values."""
+    if not isinstance(obj, dict) or (not obj and prefix):
+        return {prefix: obj}
+    out: Dict[str, Any] = {}
+    for key, value in obj.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+# ---------------------------------------------------------------- sweep summary
+
+
+def override_map(overrides: Sequence[str]) -> Dict[str, str]:
+    """`key=value` overrides as a dict; `+key`, `++key` and `~key` count as `key`."""
+    out: Dict[str, str] = {}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        out[key.lstrip("+~")] = value
+    return out
+
+
+def swept_keys(maps: Sequence[Dict[str, str]]) -> List[str]:
+    """Keys whose override differs between jobs (or is missing in some), in first-seen order."""
+    keys: List[str] = []
+    for m in maps:
+        keys.extend(k for k in m if k not in keys)
+    return [k for k in keys if len({m.get(k) for m in maps}) > 1]
+
+
+def metrics(stats: Dict[str, Any]) -> Dict[str, Any]:
+    """The headline figures of one run, as ordered `metric.component` columns."""
+    stages = stats.get("stages") or {}
+    out: Dict[str, Any] = {}
+    for name, comp in ((stages.get("filter") or {}).get("components") or {}).items():
+        if comp.get("records_in"):
+            out[f"kept_share.{name}"] = comp.get("kept", 0) / comp["records_in"]
+    tok = stages.get("tokenizer") or {}
+    for name, comp in (tok.get("components") or {}).items():
+        if comp.get("bytes_per_token") is not None:
+            out[f"bytes_per_token.{name}"] = comp["bytes_per_token"]
+    if (tok.get("overall") or {}).get("bytes_per_token") is not None:
+        out["bytes_per_token.overall"] = tok["overall"]["bytes_per_token"]
+    if tok.get("vocab_size") is not None:
+        out["vocab_size"] = tok["vocab_size"]
+    shard_comps = (stages.get("shard") or {}).get("components") or {}
+    if shard_comps:
+        out["shard_tokens"] = sum(c.get("tokens", 0) for c in shard_comps.values())
+    return out
+
+
+def safe_overrides(job: Path) -> List[str]:
+    try:
+        return read_overrides(job)
+    except (OSError, yaml.YAMLError, TypeError) as exc:
+        log.warning("%s: unreadable overrides (%s)", job / ".hydra" / "overrides.yaml", exc)
+        return []
+
+
+def job_row(job: Path, sweep_dir: Path, overrides: List[str]) -> Dict[str, Any]:
+    """One job's summary row; a job that cannot be read gets a row saying why, not an exception."""
+    row: Dict[str, Any] = {"job": int(job.name), "folder": os.path.relpath(job, sweep_dir)}
+    row["overrides"] = " ".join(overrides)
+    try:
+        stats = read_stats(job)
+        row["stage"] = stats.get("stage", "")
+        # stats.json is written from a run's start: "running" here means the job stopped early.
+        row["status"] = stats.get("status") or "ok"
+        row.update(metrics(stats))
+    except (Stage2Error, OSError, AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        row["stage"] = ""
+        row["status"] = f"unreadable: {exc}"
+    return row
+
+
+def summary_rows(sweep_dir: Path) -> Tuple[List[Dict[str, Any]], List[str], List[Dict[str, str]]]:
+    """(rows, columns, each job's overrides as a dict) of a sweep folder."""
+    jobs = job_folders(sweep_dir)
+    overrides = [safe_overrides(j) for j in jobs]
+    rows = [job_row(j, sweep_dir, o) for j, o in zip(jobs, overrides)]
+    columns = list(BASE_COLUMNS)
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    return rows, columns, [override_map(o) for o in overrides]
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def markdown_table(columns: Sequence[str], rows: Iterable[Dict[str, Any]]) -> str:
+    def cell(v: Any) -> str:
+        return fmt(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(columns: Sequence[str], rows: Iterable[Dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    # Full precision in the CSV (it is for machines); the markdown rounds.
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def as_number(value: Any) -> Optional[float]:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def plot_spec(rows: List[Dict[str, Any]], overrides: List[Dict[str, str]]) -> Optional[Tuple[str, str, List[Any]]]:
+    """(metric prefix, x label, x value per row) for the plot, or None when there is nothing to plot.
+
+    A sweep that changes the vocabulary size is a tokenizer sweep: bytes per token against vocab
+    size. Otherwise the metric is kept share (or bytes per token if no filter ran) against the
+    first swept key, preferring a `filter.` key.
+    """
+    has = lambda prefix: any(k.startswith(prefix) for r in rows for k in r)  # noqa: E731
+    swept = swept_keys(overrides)
+    vocab = [r.get("vocab_size") for r in rows]
+    if has("bytes_per_token.") and len({v for v in vocab if v is not None}) > 1:
+        return "bytes_per_token", "vocab size", vocab
+    if not swept:
+        return None
+    key = next((k for k in swept if k.startswith("filter.")), swept[0])
+    metric = "kept_share" if has("kept_share.") else "bytes_per_token" if has("bytes_per_token.") else None
+    if metric is None:
+        return None
+    xs = [o.get(key) for o in overrides]
+    return metric, key, xs
+
+
+OVERALL_STYLE = {"color": "black", "linestyle": "--"}  # the mixture line stands apart from its components
+
+
+def write_plot(path: Path, rows: List[Dict[str, Any]], overrides: List[Dict[str, str]]) -> bool:
+    spec = plot_spec(rows, overrides)
+    if spec is None:
+        return False
+    metric, xlabel, xs = spec
+    swept = swept_keys(overrides)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    numeric = all(as_number(x) is not None for x in xs if x is not None)
+    labels: List[str] = []
+    if not numeric:  # categorical values (e.g. a language list): one slot per distinct value
+        labels = list(dict.fromkeys(str(x) for x in xs))
+    position = (lambda x: as_number(x)) if numeric else (lambda x: float(labels.index(str(x))))
+    series = [c for r in rows for c in r if c.startswith(metric + ".")]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for column in dict.fromkeys(series):
+        points = sorted((position(x), r[column]) for x, r in zip(xs, rows) if x is not None and r.get(column) is not None)
+        if points:
+            ax.plot(*zip(*points), marker="o", **(OVERALL_STYLE if column.endswith(".overall") else {}), label=column.split(".", 1)[1])
+    if not numeric:
+        ax.set_xticks(range(len(labels)), labels, rotation=20)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(f"{metric.replace('_', ' ')} by {xlabel}" + (f" (also swept: {', '.join(k for k in swept if k != xlabel)})" if len(swept) > 1 else ""), fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        # No "Software" metadata: the PNG's bytes then do not depend on the matplotlib version.
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return True
+
+
+def write_summary(sweep_dir: Path) -> str:
+    """Write summary.md/.csv/.png into a sweep folder; return the markdown table."""
+    rows, columns, overrides = summary_rows(sweep_dir)
+    swept = swept_keys(overrides)
+    if not rows:
+        raise Stage2Error(f"{sweep_dir}: no job folders (0/, 1/, ...) in this sweep folder")
+    table = markdown_table(columns, rows)
+    header = f"# Sweep {sweep_dir}\n\n{len(rows)} jobs; swept: {', '.join(swept) or 'nothing'}\n\n"
+    if not write_plot(sweep_dir / "summary.png", rows, overrides):
+        (sweep_dir / "summary.png").unlink(missing_ok=True)  # a stale plot would contradict the table
+        header += "(no plot: no swept value with metrics to plot)\n\n"
+    atomic_write(sweep_dir / "summary.md", header + table)
+    atomic_write(sweep_dir / "summary.csv", csv_text(columns, rows))
+    return header + table
+
+
+class SweepSummaryCallback(Callback):
+    """Summarise a multirun when it ends; a failure here only logs a warning, never fails the sweep."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        try:
+            sweep_dir = Path(str(config.hydra.sweep.dir))
+            write_summary(sweep_dir)
+            print(f"stage2: sweep summary: {sweep_dir / 'summary.md'}")
+        except Exception as exc:  # noqa: BLE001 - the sweep's results matter more than its summary
+            log.warning("could not write the sweep summary: %s: %s", type(exc).__name__, exc)
+        failed = [j.name for j in job_folders(Path(str(config.hydra.sweep.dir))) if _failed(j)]
+        if failed:
+            print(f"stage2: error: {len(failed)} job(s) of the sweep failed: {', '.join(failed)} (see their stats.json and logs)", file=sys.stderr)
+            sys.exit(1)
+
+
+def _failed(job: Path) -> bool:
+    try:
+        return json.loads((job / "stats.json").read_text()).get("status") == "failed"
+    except (OSError, ValueError):
+        return False  # report and verify jobs write no stats.json
+
+
+# ---------------------------------------------------------------- one run, the index, comparisons
+
+
+WIDE = 8  # a nested dict with more keys than this (a language histogram) gets one cell, not a column each
+
+
+def component_cells(comps: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Per component, its stats as table cells: small nested dicts as `key.sub` columns, wide ones
+    as one cell of their largest entries, so a table stays readable whatever a stage records."""
+    subkeys: Dict[str, set] = {}
+    for comp in comps.values():
+        for key, value in comp.items():
+            if isinstance(value, dict):
+                subkeys.setdefault(key, set()).update(value)
+    out: Dict[str, Dict[str, Any]] = {}
+    for name, comp in comps.items():
+        cells: Dict[str, Any] = {}
+        for key, value in comp.items():
+            if isinstance(value, dict) and len(subkeys[key]) > WIDE:
+                top = sorted(value.items(), key=lambda kv: (-kv[1], kv[0]) if isinstance(kv[1], (int, float)) else (0, kv[0]))
+                more = f", +{len(top) - 5} more" if len(top) > 5 else ""
+                cells[key] = ", ".join(f"{k} {fmt(v)}" for k, v in top[:5]) + more
+            elif isinstance(value, dict):
+                cells.update(flatten(value, key) if value else {})
+            else:
+                cells[key] = value
+        out[name] = cells
+    return out
+
+
+def run_report(folder: Path) -> str:
+    """One run's stats: its header, then per stage a table with one row per component."""
+    stats = read_stats(folder)
+    lines = [f"# Run {folder}", ""]
+    for key in ("stage", "status", "dataset", "config_digest", "started", "seconds", "workers", "steps"):
+        lines.append(f"- {key}: {fmt(stats.get(key))}")
+    lines.append(f"- overrides: {' '.join(read_overrides(folder)) or '(none)'}")
+    for stage, body in (stats.get("stages") or {}).items():
+        lines += ["", f"## {stage}", ""]
+        comps = dict(body.get("components") or {})
+        if isinstance(body.get("overall"), dict):
+            comps["(overall)"] = body["overall"]
+        scalars = flatten({k: v for k, v in body.items() if k not in ("components", "overall")})
+        lines += [f"- {k}: {fmt(v)}" for k, v in scalars.items()]
+        if comps:
+            flat = component_cells(comps)
+            columns = ["component"] + list(dict.fromkeys(k for f in flat.values() for k in f))
+            lines += ["", markdown_table(columns, [{"component": n, **f} for n, f in flat.items()]).rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+def read_index(path: Path) -> List[Dict[str, Any]]:
+    if not path.is_file():
+        raise Stage2Error(f"{path}: runs index not found (no run has finished yet with this runs_index)")
+    entries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise Stage2Error(f"{path}: line {number} is not valid JSON ({exc})") from None
+    return entries
+
+
+INDEX_COLUMNS = ["time", "stage", "dataset", "config_digest", "seconds", "folder"]
+INDEX_HIDDEN = {"inputs_digest", "git_commit"}  # long and rarely what one scans a listing for
+
+
+def index_report(path: Path, launch_dir: Path, stage: Optional[str] = None, dataset: Optional[str] = None) -> str:
+    entries = [
+        e for e in read_index(path)
+        if (stage is None or e.get("stage") == stage) and (dataset is None or e.get("dataset") == dataset)
+    ]
+    rows = []
+    for e in entries:
+        folder = str(e.get("folder", ""))
+        if folder.startswith(str(launch_dir) + os.sep):  # shorter, and what one types back as report.dir
+            folder = os.path.relpath(folder, launch_dir)
+        rows.append({**e, "folder": folder})
+    columns = INDEX_COLUMNS + list(dict.fromkeys(k for e in entries for k in e if k not in INDEX_COLUMNS and k not in INDEX_HIDDEN))
+    chosen = ", ".join(f"{k}={v}" for k, v in (("stage", stage), ("dataset", dataset)) if v is not None)
+    title = f"# Runs in {path}" + (f" ({chosen})" if chosen else "")
+    return f"{title}\n\n{len(rows)} runs\n\n" + markdown_table(columns, rows)
+
+
+def diff_table(left: Dict[str, Any], right: Dict[str, Any], names: Tuple[str, str]) -> Tuple[int, str]:
+    keys = list(dict.fromkeys([*left, *right]))
+    rows = [
+        {"key": k, names[0]: _show(left.get(k, "(absent)")), names[1]: _show(right.get(k, "(absent)"))}
+        for k in keys
+        if left.get(k, "(absent)") != right.get(k, "(absent)")
+    ]
+    return len(rows), markdown_table(["key", *names], rows) if rows else "(no differences)\n"
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else fmt(value)
+
+
+def compare_report(a: Path, b: Path) -> str:
+    names = ("A", "B")
+    stats = []
+    for folder in (a, b):
+        s = read_stats(folder)
+        # The artifact list can run to thousands of shard names: compare its length.
+        s["artifacts"] = len(s.get("artifacts") or [])
+        stats.append(flatten(s))
+    n_cfg, cfg_table = diff_table(flatten(read_config(a)), flatten(read_config(b)), names)
+    n_stats, stats_table = diff_table(stats[0], stats[1], names)
+    return (
+        f"# Compare\n\n- A: {a}\n- B: {b}\n\n## Config ({n_cfg} keys differ)\n\n{cfg_table}"
+        f"\n## Stats ({n_stats} keys differ)\n\n{stats_table}"
+    )
+
+
+def run(cfg: Dict[str, Any], run_dir: Path) -> str:
+    """`stage2 stage=report`: print the report and keep it as `run_dir/report.md`."""
+    rcfg = cfg.get("report") or {}
+    launch_dir = Path(cfg.get("launch_dir") or os.getcwd())
+    resolve = lambda p: Path(p) if os.path.isabs(p) else launch_dir / p  # noqa: E731
+    if rcfg.get("compare"):
+        if len(rcfg["compare"]) != 2:
+            raise Stage2Error(f"report.compare takes two run folders, got {len(rcfg['compare'])}: {rcfg['compare']}")
+        a, b = (resolve(p) for p in rcfg["compare"])
+        for folder in (a, b):
+            if not is_run(folder):
+                raise Stage2Error(f"{folder}: not a run folder (no stats.json)")
+        text = compare_report(a, b)
+    elif rcfg.get("dir"):
+        folder = resolve(rcfg["dir"])
+        if not folder.is_dir():
+            raise Stage2Error(f"{folder}: report.dir does not exist")
+        if is_run(folder):
+            text = run_report(folder)
+        elif is_sweep(folder):
+            text = write_summary(folder) + "\n" + "\n".join(
+                f"wrote {folder / f}" for f in SUMMARY_FILES if (folder / f).exists()
+            ) + "\n"
+        else:
+            raise Stage2Error(f"{folder}: neither a run folder (stats.json) nor a sweep folder (multirun.yaml, 0/, 1/, ...)")
+    else:
+        text = index_report(resolve(cfg.get("runs_index", "outputs/runs.jsonl")), launch_dir, rcfg.get("stage"), rcfg.get("dataset"))
+    print(text, end="")
+    atomic_write(Path(run_dir) / "report.md", text)
+    return text
