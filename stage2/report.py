@@ -278,13 +278,14 @@ class SweepSummaryCallback(Callback):
     """Summarise a multirun when it ends; a failure here only logs a warning, never fails the sweep."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = None
         try:
             sweep_dir = Path(str(config.hydra.sweep.dir))
             write_summary(sweep_dir)
             print(f"stage2: sweep summary: {sweep_dir / 'summary.md'}")
         except Exception as exc:  # noqa: BLE001 - the sweep's results matter more than its summary
             log.warning("could not write the sweep summary: %s: %s", type(exc).__name__, exc)
-        failed = [j.name for j in job_folders(Path(str(config.hydra.sweep.dir))) if _failed(j)]
+        failed = [j.name for j in job_folders(sweep_dir) if _failed(j)] if sweep_dir else []
         if failed:
             print(f"stage2: error: {len(failed)} job(s) of the sweep failed: {', '.join(failed)} (see their stats.json and logs)", file=sys.stderr)
             sys.exit(1)
