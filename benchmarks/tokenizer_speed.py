@@ -1,0 +1,158 @@
+"""Tokenizer stage wall time vs calling `SentencePieceTrainer.train` directly on the same sample.
+
+The stage streams and samples the components, trains, writes the model and evaluates on the held-out
+slice; the baseline trains on the stage's own sample, written to a text file beforehand (untimed), with
+the same options: what a user calling SentencePiece by hand would run. Goal: stage <= 1.15x baseline.
+
+    uv run python benchmarks/tokenizer_speed.py [--vocab 8000] [--repeats 1] [--files a.jsonl.gz ...]
+
+Reads the dev corpora in ../shared/data (or $STAGE2_SHARED_DATA); writes benchmarks/results/tokenizer_speed.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import sentencepiece as spm  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+import stage2.main  # noqa: E402
+from benchmarks.common import RESULTS, machine, md_table, shared_data_dir  # noqa: E402
+from stage2 import tokenizer  # noqa: E402
+from stage2.run import start_run  # noqa: E402
+
+DEFAULT_FILES = ["en_web_stackexchange_dev.jsonl.gz", "en_foldoc_dev.jsonl.gz", "multiling_tldr_dev.jsonl.gz"]
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process and its finished children (SentencePiece threads included)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def time_stage(run) -> tuple:
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    tokenizer.run(run)
+    run.executor.close()  # reaps the workers, so their CPU time is counted
+    return time.perf_counter() - t0, cpu_seconds() - c0
+
+
+def time_direct(text_file: Path, prefix: Path, tcfg) -> tuple:
+    options = tokenizer.trainer_options(tcfg)
+    spm.set_random_generator_seed(int(tcfg["seed"]))
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    spm.SentencePieceTrainer.train(input=str(text_file), model_prefix=str(prefix), **options)
+    return time.perf_counter() - t0, cpu_seconds() - c0
+
+
+def write_sample(run, path: Path) -> Path:
+    """The stage's training sample as one sentence per line (what a user would hand to spm_train)."""
+    tcfg = run.cfg["tokenizer"]
+    samples = tokenizer.collect_samples(run, tcfg)
+    texts = (t for s in samples for t in s.train_texts)
+    with open(path, "w", encoding="utf-8") as f:
+        for sentence in tokenizer.sentence_stream(texts, int(tcfg["max_sentence_length"]), tokenizer.SentenceCounter()):
+            f.write(sentence + "\n")
+    return path
+
+
+def make_run(folder: Path, paths, vocab: int, workers: int, threads: int):
+    with initialize_config_dir(config_dir=stage2.main.CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                "stage=tokenizer",
+                "dataset=files",
+                f"dataset.paths=[{','.join(str(p) for p in paths)}]",
+                f"executor.workers={workers}",
+                f"runs_index={folder.parent / 'runs.jsonl'}",
+                f"tokenizer.vocab_size={vocab}",
+                f"tokenizer.num_threads={threads}",
+            ],
+        )
+    return start_run(folder, stage2.main.resolve_config(cfg, str(folder.parent)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vocab", type=int, default=8000)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--files", nargs="*", default=DEFAULT_FILES)
+    args = parser.parse_args()
+    paths = [shared_data_dir() / f for f in args.files]
+
+    rows, ratios, cpu_ratios, shares = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for rep in range(args.repeats):
+            run = make_run(root / f"stage{rep}", paths, args.vocab, args.workers, args.threads)
+            tcfg = run.cfg["tokenizer"]
+            # Odd repeats run the baseline first, so neither side always gets the calmer machine.
+            if rep % 2 == 1:
+                direct_s, direct_cpu = time_direct(text_file, root / "direct", tcfg)
+                stage_s, stage_cpu = time_stage(run)
+            else:
+                stage_s, stage_cpu = time_stage(run)
+                if rep == 0:
+                    # Built after the first stage run, which thus runs cold (pays the one-off `datasets` import).
+                    text_file = write_sample(run, root / "sample.txt")
+                direct_s, direct_cpu = time_direct(text_file, root / "direct", tcfg)
+            stats = run.stage_stats("tokenizer")
+
+            # Same learned vocabulary? (the file-trained model embeds its paths, so compare pieces)
+            ours = spm.SentencePieceProcessor(model_file=str(run.dir / stats["model"]))
+            theirs = spm.SentencePieceProcessor(model_file=str(root / "direct.model"))
+            same = [ours.id_to_piece(i) for i in range(ours.get_piece_size())] == [theirs.id_to_piece(i) for i in range(theirs.get_piece_size())]
+
+            ratio, cpu_ratio = stage_s / direct_s, stage_cpu / direct_cpu
+            ratios.append(ratio)
+            sec = stats["seconds"]
+            cpu_ratios.append(cpu_ratio)
+            overhead = stage_s - sec["train"]
+            shares.append(overhead / sec["train"])
+            rows.append([rep, "stage" if rep % 2 == 0 else "direct", f"{overhead:.2f}", f"{overhead / sec['train']:.3f}", stats["sample"]["docs"], stats["sample"]["sentences"], f"{stats['sample']['bytes'] / 1e6:.2f}", f"{sec['sample']:.2f}", f"{sec['train']:.2f}", f"{sec['evaluate']:.2f}", f"{stage_s:.2f}", f"{direct_s:.2f}", f"{ratio:.3f}", f"{stage_cpu:.1f}", f"{direct_cpu:.1f}", f"{cpu_ratio:.3f}", same])
+            print(f"repeat {rep}: stage {stage_s:.2f}s (sample {sec['sample']:.2f}, train {sec['train']:.2f}, eval {sec['evaluate']:.2f}); direct {direct_s:.2f}s; "
+                  f"wall ratio {ratio:.3f}; cpu {stage_cpu:.1f}s vs {direct_cpu:.1f}s, ratio {cpu_ratio:.3f}; same pieces: {same}; load {os.getloadavg()[0]:.1f}", flush=True)
+
+    header = ["repeat", "first", "stage overhead s", "overhead / train", "train docs", "sentences", "MB", "stage: sample s", "stage: train s", "stage: eval s", "stage wall s", "direct wall s", "wall ratio", "stage CPU s", "direct CPU s", "CPU ratio", "same pieces"]
+    report = "\n".join(
+        [
+            "# Tokenizer stage vs direct SentencePiece training",
+            "",
+            f"Machine: {machine()} (shared with other jobs: timings are noisy; compare the ratio within a run).",
+            f"Command: `uv run python benchmarks/tokenizer_speed.py --vocab {args.vocab} --repeats {args.repeats} --workers {args.workers} --threads {args.threads}`",
+            f"Inputs: {', '.join(args.files)} (shared dev corpora), unigram, vocab {args.vocab}, num_threads {args.threads}, executor.workers {args.workers}, other options at their defaults.",
+            "",
+            "Stage = `stage2.tokenizer.run` (stream + sample every component, train from an iterator, write .model/.vocab, "
+            "evaluate the held-out slice). Direct = `SentencePieceTrainer.train(input=<the same sample as a text file>, ...)` "
+            "with the same options; writing that file is not timed.",
+            "",
+            md_table(header, rows),
+            "",
+            f"Wall ratio stage / direct: {', '.join(f'{r:.3f}' for r in ratios)} (median {statistics.median(ratios):.3f}; goal <= 1.15). "
+            f"CPU ratio (process + reaped workers): {', '.join(f'{r:.3f}' for r in cpu_ratios)} (median {statistics.median(cpu_ratios):.3f}).",
+            f"Stage overhead (stage wall time outside SentencePiece training: sampling, writing, evaluation) / its training time: "
+            f"{', '.join(f'{r:.3f}' for r in shares)} (median {statistics.median(shares):.3f}); less sensitive to the machine's load "
+            "than the ratio of two separate trainings.",
+            f"Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
+            "",
+        ]
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "tokenizer_speed.md").write_text(report, encoding="utf-8")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

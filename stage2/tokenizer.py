@@ -1,0 +1,429 @@
+"""Tokenizer stage: sample the mixture, train SentencePiece, evaluate on held-out documents.
+
+Pure core (documents in, samples / model bytes / metrics out) plus the thin stage entry `run(run)`.
+
+* Held-out documents are chosen by a hash of the document id alone (fixed salt, not the seed), so a
+  sweep over seeds or vocabulary sizes always evaluates on the same documents, and the same documents
+  are held out whether the text comes from raw sources or from filtered parts.
+* The training sample of a component is the bottom-k of the remaining documents by a seeded xxhash of
+  their id: streaming, memory bounded by k, and independent of the order documents arrive in.
+* SentencePiece trains from an iterator into a BytesIO, so neither an input path nor a model prefix is
+  embedded in the model: the same recipe and inputs give the same bytes in any run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import io
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+
+import xxhash
+
+from stage2.errors import Stage2Error
+from stage2.sources import ComponentSpec, Document
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_DIR = "tokenizer"
+# A fixed seed for the held-out split: independent of `tokenizer.seed` (see the module docstring).
+HELDOUT_HASH_SEED = 0x5EED_4E1D
+METRICS = ("bytes_per_token", "chars_per_token", "tokens_per_word", "unk_rate", "byte_fallback_rate", "vocab_used_share")
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")  # JSON may carry lone surrogates; hash them anyway
+
+
+def is_heldout(doc_id: str, percent: int) -> bool:
+    return percent > 0 and xxhash.xxh64_intdigest(_utf8(doc_id), seed=HELDOUT_HASH_SEED) % 100 < percent
+
+
+def sample_key(doc_id: str, text: str, seed: int) -> Tuple[int, int]:
+    # The text's hash only breaks ties between equal ids (a component may repeat an id).
+    return xxhash.xxh64_intdigest(_utf8(doc_id), seed=seed), xxhash.xxh64_intdigest(_utf8(text), seed=seed)
+
+
+class BottomK:
+    """The k items with the smallest keys: a max-heap of size k, so memory stays bounded by k."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self._heap: List[Tuple[Tuple[int, int], str, str]] = []  # (negated key, id, text)
+
+    def push(self, key: Tuple[int, int], doc_id: str, text: str) -> None:
+        if self.k <= 0:
+            return
+        entry = ((-key[0], -key[1]), doc_id, text)
+        if len(self._heap) < self.k:
+            heapq.heappush(self._heap, entry)
+        elif entry[0] > self._heap[0][0]:  # a smaller key than the largest kept one
+            heapq.heapreplace(self._heap, entry)
+
+    def items(self) -> List[Tuple[Tuple[int, int], str, str]]:
+        """(key, id, text) in ascending key order: a canonical order, whatever the input order."""
+        return sorted(((-k[0], -k[1]), i, t) for k, i, t in self._heap)
+
+
+@dataclass
+class ComponentSample:
+    component: str
+    train_ids: List[str] = field(default_factory=list)
+    train_texts: List[str] = field(default_factory=list)
+    eval_ids: List[str] = field(default_factory=list)
+    eval_texts: List[str] = field(default_factory=list)
+    docs_seen: int = 0
+    heldout_docs: int = 0
+
+
+def sample_documents(
+    component: str, docs: Iterable[Document], quota: int, heldout_percent: int, eval_docs: int, seed: int
+) -> ComponentSample:
+    """One streaming pass: held-out docs -> eval slice (bottom-k), the rest -> training sample (bottom-k)."""
+    train, held = BottomK(quota), BottomK(eval_docs)
+    seen = heldout = 0
+    for doc in docs:
+        if not doc.text:
+            continue
+        seen += 1
+        key = sample_key(doc.id, doc.text, seed)
+        if is_heldout(doc.id, heldout_percent):
+            heldout += 1
+            held.push(key, doc.id, doc.text)
+        else:
+            train.push(key, doc.id, doc.text)
+    out = ComponentSample(component=component, docs_seen=seen, heldout_docs=heldout)
+    for _, doc_id, text in train.items():
+        out.train_ids.append(doc_id)
+        out.train_texts.append(text)
+    for _, doc_id, text in held.items():
+        out.eval_ids.append(doc_id)
+        out.eval_texts.append(text)
+    return out
+
+
+def quotas(specs: List[ComponentSpec], per_component: int, by_weight: bool) -> Dict[str, int]:
+    """Training docs per component: equal, or `per_component * n` shared by weight (largest remainder)."""
+    if not by_weight:
+        return {s.name: per_component for s in specs}
+    total_weight = sum(max(s.weight, 0.0) for s in specs)
+    if total_weight <= 0:
+        raise Stage2Error("tokenizer.sample_by_weight=true but the components' weights add up to 0; set dataset weights")
+    total = per_component * len(specs)
+    exact = [total * max(s.weight, 0.0) / total_weight for s in specs]
+    shares = [int(x) for x in exact]
+    # Hand out what rounding down left over, largest remainder first (manifest order breaks ties).
+    order = sorted(range(len(specs)), key=lambda i: (-(exact[i] - shares[i]), i))
+    for i in order[: total - sum(shares)]:
+        shares[i] += 1
+    return {s.name: n for s, n in zip(specs, shares)}
+
+
+# ---------------------------------------------------------------- sentences
+
+
+def cut_line(line: str, max_bytes: int) -> Iterator[str]:
+    """Pieces of at most `max_bytes` UTF-8 bytes, cut at the last whitespace that fits (else mid-word)."""
+    data = line.encode("utf-8")
+    while len(data) > max_bytes:
+        head = data[: max_bytes + 1]
+        cut = max(head.rfind(b" "), head.rfind(b"\t"))
+        if cut <= 0:
+            cut = max_bytes
+            while cut > 0 and (data[cut] & 0xC0) == 0x80:  # never split a UTF-8 character
+                cut -= 1
+            if cut == 0:  # one character longer than max_bytes (a tiny limit): keep it whole, never loop
+                cut = 1
+                while cut < len(data) and (data[cut] & 0xC0) == 0x80:
+                    cut += 1
+            piece, data = data[:cut], data[cut:]
+        else:
+            piece, data = data[:cut], data[cut + 1 :]
+        piece_text = piece.decode("utf-8").strip()
+        if piece_text:
+            yield piece_text
+        data = data.lstrip(b" \t")
+    rest = data.decode("utf-8").strip()
+    if rest:
+        yield rest
+
+
+def split_sentences(text: str, max_bytes: int) -> Iterator[str]:
+    """A document's non-empty lines, each cut to at most `max_bytes` (SentencePiece skips longer ones)."""
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if len(line) * 4 <= max_bytes or len(line.encode("utf-8")) <= max_bytes:
+            yield line
+        else:
+            yield from cut_line(line, max_bytes)
+
+
+@dataclass
+class SentenceCounter:
+    sentences: int = 0
+    bytes: int = 0
+
+
+def sentence_stream(texts: Iterable[str], max_bytes: int, counter: SentenceCounter) -> Iterator[str]:
+    for text in texts:
+        for sentence in split_sentences(text, max_bytes):
+            counter.sentences += 1
+            counter.bytes += len(sentence.encode("utf-8"))
+            yield sentence
+
+
+# ---------------------------------------------------------------- training
+
+
+def trainer_options(tcfg: Dict[str, Any], verbose: bool = False) -> Dict[str, Any]:
+    """The SentencePiece options of a `tokenizer` config (everything but the input and the writer)."""
+    options = {
+        "model_type": str(tcfg["model_type"]),
+        "vocab_size": int(tcfg["vocab_size"]),
+        "hard_vocab_limit": bool(tcfg["hard_vocab_limit"]),
+        "character_coverage": float(tcfg["character_coverage"]),
+        "byte_fallback": bool(tcfg["byte_fallback"]),
+        "split_digits": bool(tcfg["split_digits"]),
+        "normalization_rule_name": str(tcfg["normalization_rule_name"]),
+        "unk_id": int(tcfg["unk_id"]),
+        "bos_id": int(tcfg["bos_id"]),
+        "eos_id": int(tcfg["eos_id"]),
+        "pad_id": int(tcfg["pad_id"]),
+        "num_threads": int(tcfg["num_threads"]),
+        "input_sentence_size": int(tcfg["input_sentence_size"]),
+        "shuffle_input_sentence": bool(tcfg["shuffle_input_sentence"]),
+        "max_sentence_length": int(tcfg["max_sentence_length"]),
+        "minloglevel": 0 if verbose else 2,
+    }
+    if tcfg.get("user_defined_symbols"):
+        options["user_defined_symbols"] = list(tcfg["user_defined_symbols"])
+    return options
+
+
+_MAX_VOCAB = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
+
+
+def train_model(sentences: Iterable[str], options: Dict[str, Any], seed: int, sample_note: str = "") -> bytes:
+    """Train SentencePiece on `sentences`; the serialized model, or a one-line Stage2Error."""
+    import sentencepiece as spm
+
+    spm.set_random_generator_seed(seed)
+    buffer = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=buffer, **options)
+    except (RuntimeError, OSError) as exc:
+        message = " ".join(str(exc).split())
+        found = _MAX_VOCAB.search(message)
+        if found:
+            raise Stage2Error(
+                f"tokenizer.vocab_size={found.group(1)} is too large for the training sample{sample_note}: "
+                f"it supports at most {found.group(2)} pieces; set tokenizer.vocab_size<={found.group(2)}, "
+                "sample more documents (tokenizer.samples_per_component), or make the limit soft with "
+                "tokenizer.hard_vocab_limit=false"
+            ) from None
+        raise Stage2Error(f"SentencePiece training failed{sample_note}: {message.split('] ')[-1]}") from None
+    return strip_run_specific(buffer.getvalue())
+
+
+def strip_run_specific(model: bytes) -> bytes:
+    """Make sure the model embeds no input path or model prefix (training from an iterator leaves none)."""
+    try:
+        from sentencepiece import sentencepiece_model_pb2
+    except ImportError:  # protobuf missing: the iterator/writer training path already leaves these empty
+        return model
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model)
+    spec = proto.trainer_spec
+    if not (list(spec.input) or spec.model_prefix):
+        return model  # the common case: keep SentencePiece's own bytes untouched
+    del spec.input[:]
+    spec.model_prefix = ""
+    return proto.SerializeToString(deterministic=True)
+
+
+def vocab_text(model: bytes) -> str:
+    """The .vocab file SentencePiece writes itself: `piece<TAB>score` per line (scores as C++ prints them)."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_proto=model)
+    return "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size()))
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@dataclass
+class EvalCounts:
+    docs: int = 0
+    bytes: int = 0
+    chars: int = 0
+    words: int = 0
+    tokens: int = 0
+    unk: int = 0
+    byte_pieces: int = 0
+    used: set = field(default_factory=set)
+
+    def add(self, other: "EvalCounts") -> None:
+        for name in ("docs", "bytes", "chars", "words", "tokens", "unk", "byte_pieces"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.used |= other.used
+
+    def metrics(self, vocab_size: int) -> Dict[str, Any]:
+        tokens = max(self.tokens, 1)
+        return {
+            "eval_docs": self.docs,
+            "eval_bytes": self.bytes,
+            "eval_tokens": self.tokens,
+            "bytes_per_token": round(self.bytes / tokens, 4),
+            "chars_per_token": round(self.chars / tokens, 4),
+            "tokens_per_word": round(self.tokens / max(self.words, 1), 4),
+            "unk_rate": round(self.unk / tokens, 6),
+            "byte_fallback_rate": round(self.byte_pieces / tokens, 6),
+            "vocab_used_share": round(len(self.used) / max(vocab_size, 1), 4),
+        }
+
+
+def evaluate(sp: Any, texts: List[str], batch: int = 256) -> EvalCounts:
+    """Token counts of `texts` under the processor `sp` (whole documents, as the shard stage encodes them)."""
+    counts = EvalCounts()
+    unk_id = sp.unk_id()
+    byte_ids = {i for i in range(sp.get_piece_size()) if sp.is_byte(i)}
+    for start in range(0, len(texts), batch):
+        chunk = texts[start : start + batch]
+        for text, ids in zip(chunk, sp.encode(chunk)):
+            counts.docs += 1
+            counts.bytes += len(text.encode("utf-8"))
+            counts.chars += len(text)
+            counts.words += len(text.split())
+            counts.tokens += len(ids)
+            counts.unk += sum(1 for i in ids if i == unk_id)
+            counts.byte_pieces += sum(1 for i in ids if i in byte_ids)
+            counts.used.update(ids)
+    return counts
+
+
+def evaluate_samples(model: bytes, samples: List[ComponentSample]) -> Tuple[int, Dict[str, Any], Dict[str, Any]]:
+    """(trained vocab size, metrics per component, metrics over all eval slices pooled)."""
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_proto=model)
+    vocab_size = sp.get_piece_size()
+    overall = EvalCounts()
+    components: Dict[str, Any] = {}
+    for s in samples:
+        counts = evaluate(sp, s.eval_texts)
+        overall.add(counts)
+        components[s.component] = {
+            **counts.metrics(vocab_size),
+            "docs_seen": s.docs_seen,
+            "heldout_docs": s.heldout_docs,
+            "train_docs": len(s.train_texts),
+        }
+    return vocab_size, components, overall.metrics(vocab_size)
+
+
+# ---------------------------------------------------------------- stage entry
+
+
+def model_name(tcfg: Dict[str, Any]) -> str:
+    return f"spm_{int(tcfg['vocab_size'])}_{tcfg['model_type']}"
+
+
+def _sample_task(task: Tuple[Any, ComponentSpec, Optional[Path], int, int, int, int]) -> ComponentSample:
+    """One component's sample, in a worker (top level and plain arguments: it is pickled)."""
+    from stage2 import parts
+
+    run, spec, filtered_dir, quota, heldout_percent, eval_docs, seed = task
+    docs = parts.component_documents(run, spec, filtered_dir)
+    return sample_documents(spec.name, docs, quota, heldout_percent, eval_docs, seed)
+
+
+def collect_samples(run: Any, tcfg: Dict[str, Any]) -> List[ComponentSample]:
+    """Every component's training sample and eval slice, in manifest order (parallel over components)."""
+    from stage2 import parts
+
+    filtered_dir = parts.filtered_source(run, tcfg.get("input_run"))
+    shares = quotas(run.components, int(tcfg["samples_per_component"]), bool(tcfg["sample_by_weight"]))
+    light = dataclasses.replace(run, executor=None)  # workers need no pool, and a pool does not pickle
+    tasks = [
+        (light, spec, filtered_dir, shares[spec.name], int(tcfg["heldout_percent"]), int(tcfg["eval_docs_per_component"]), int(tcfg["seed"]))
+        for spec in run.components
+    ]
+    mapper = run.executor.map if run.executor is not None else map
+    return list(mapper(_sample_task, tasks))
+
+
+def run(run: Any) -> Dict[str, Any]:
+    from stage2.run import atomic_write
+
+    tcfg = run.cfg["tokenizer"]
+    stats = run.stage_stats("tokenizer")
+    started = time.time()
+
+    samples = collect_samples(run, tcfg)
+    sampled = time.time()
+    train_docs = sum(len(s.train_texts) for s in samples)
+    if train_docs == 0:
+        raise Stage2Error(f"tokenizer: no training documents in {', '.join(c.name for c in run.components)} (all empty or held out)")
+    counter = SentenceCounter()
+    texts = (text for s in samples for text in s.train_texts)
+    sentences = sentence_stream(texts, int(tcfg["max_sentence_length"]), counter)
+    out_dir = run.dir / TOKENIZER_DIR
+    model_path = out_dir / f"{model_name(tcfg)}.model"
+    vocab_path = out_dir / f"{model_name(tcfg)}.vocab"
+    resumed = bool(run.cfg.get("resume")) and model_path.exists() and vocab_path.exists()
+    if resumed:
+        # Written atomically, so complete; same recipe (checked by start_run), so the same bytes.
+        log.info("tokenizer: resume: keeping %s", model_path)
+        model = model_path.read_bytes()
+        for _ in sentences:  # only to count the sample
+            pass
+    else:
+        options = trainer_options(tcfg, verbose=bool(run.cfg.get("verbose")))
+        log.info("tokenizer: training %s %s on %d documents", tcfg["model_type"], tcfg["vocab_size"], train_docs)
+        model = train_model(sentences, options, int(tcfg["seed"]), sample_note=f" ({train_docs} documents)")
+        atomic_write(model_path, model)
+        atomic_write(vocab_path, vocab_text(model))
+    trained = time.time()
+    run.add_artifact(model_path)
+    run.add_artifact(vocab_path)
+
+    vocab_size, components, overall = evaluate_samples(model, samples)
+    evaluated = time.time()
+
+    stats.update(
+        {
+            "model": str(model_path.relative_to(run.dir)),
+            "vocab_size": vocab_size,
+            "vocab_size_requested": int(tcfg["vocab_size"]),
+            "model_type": str(tcfg["model_type"]),
+            "num_threads": int(tcfg["num_threads"]),
+            "resumed": resumed,
+            "sample": {
+                "docs": train_docs,
+                "sentences": counter.sentences,
+                "bytes": counter.bytes,
+                # SentencePiece keeps at most input_sentence_size of them (a seeded random subset if shuffled).
+                "sentences_trained": min(counter.sentences, int(tcfg["input_sentence_size"])),
+            },
+            "components": components,
+            "overall": overall,
+            "seconds": {
+                "sample": round(sampled - started, 3),
+                "train": round(trained - sampled, 3),
+                "evaluate": round(evaluated - trained, 3),
+                "total": round(evaluated - started, 3),
+            },
+        }
+    )
+    return {"vocab_size": vocab_size, "bytes_per_token": stats["overall"]["bytes_per_token"]}

@@ -1,0 +1,240 @@
+"""The tokenizer stage on real text (the repo's data/sample/), with real SentencePiece training.
+
+Vocabularies and samples are small so that every training takes a second or two.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Dict
+
+import pytest
+import sentencepiece as spm
+from hydra import compose, initialize_config_dir
+
+import stage2.main
+from stage2 import tokenizer
+from stage2.errors import Stage2Error
+from stage2.run import Run, start_run
+from stage2.sources import iter_documents
+
+SAMPLE = Path(stage2.main.DATA_DIR) / "sample"
+PATHS = [SAMPLE / "web_stackexchange.jsonl.gz", SAMPLE / "foldoc.jsonl.gz"]
+BASE = [
+    "dataset.max_records=700",
+    "tokenizer.samples_per_component=500",
+    "tokenizer.eval_docs_per_component=40",
+    "tokenizer.num_threads=2",
+    "tokenizer.vocab_size=1000",
+]
+
+
+def make_run(folder: Path, *overrides: str, workers: int = 1) -> Run:
+    with initialize_config_dir(config_dir=stage2.main.CONF_DIR, version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                "stage=tokenizer",
+                "dataset=files",
+                f"dataset.paths=[{','.join(str(p) for p in PATHS)}]",
+                f"executor.workers={workers}",
+                f"runs_index={folder.parent / 'runs.jsonl'}",
+                *BASE,
+                *overrides,
+            ],
+        )
+    return start_run(folder, stage2.main.resolve_config(cfg, str(folder.parent)))
+
+
+def train_run(folder: Path, *overrides: str, workers: int = 1) -> Run:
+    run = make_run(folder, *overrides, workers=workers)
+    try:
+        tokenizer.run(run)
+    finally:
+        run.executor.close()
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Dict[int, Run]:
+    """One trained run per vocabulary size, shared by the tests below."""
+    root = tmp_path_factory.mktemp("tok")
+    return {v: train_run(root / f"v{v}", f"tokenizer.vocab_size={v}") for v in (500, 1000, 2000)}
+
+
+def model_file(run: Run) -> Path:
+    return run.dir / run.stage_stats("tokenizer")["model"]
+
+
+def test_a_larger_vocabulary_packs_more_bytes_into_each_token(runs):
+    overall = [runs[v].stage_stats("tokenizer")["overall"] for v in (500, 1000, 2000)]
+    bpt = [o["bytes_per_token"] for o in overall]
+    tpw = [o["tokens_per_word"] for o in overall]
+    assert bpt[0] < bpt[1] < bpt[2]  # i.e. tokens per byte fall as the vocabulary grows
+    assert tpw[0] > tpw[1] > tpw[2]
+    for v, run in runs.items():
+        stats = run.stage_stats("tokenizer")
+        assert stats["vocab_size"] == v
+        assert set(tokenizer.METRICS) <= set(stats["overall"])
+        for comp in ("web_stackexchange", "foldoc"):
+            entry = stats["components"][comp]
+            assert set(tokenizer.METRICS) <= set(entry)
+            assert 0 < entry["eval_docs"] <= 40
+            assert entry["train_docs"] == 500
+        assert stats["sample"]["docs"] == 1000 and stats["sample"]["sentences"] > 1000
+        assert 0 < stats["overall"]["vocab_used_share"] <= 1
+
+
+def test_rerun_gives_byte_identical_files_in_another_folder_and_worker_count(runs, tmp_path):
+    first = runs[1000]
+    again = train_run(tmp_path / "elsewhere" / "again", workers=2)
+    a, b = model_file(first), model_file(again)
+    assert a.name == b.name == "spm_1000_unigram.model"
+    assert a.read_bytes() == b.read_bytes()
+    assert a.with_suffix(".vocab").read_bytes() == b.with_suffix(".vocab").read_bytes()
+    assert first.stage_stats("tokenizer")["overall"] == again.stage_stats("tokenizer")["overall"]
+    # Nothing run-specific inside the model: no input path, no model prefix.
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(a.read_bytes())
+    assert list(proto.trainer_spec.input) == [] and proto.trainer_spec.model_prefix == ""
+    assert proto.trainer_spec.num_threads == 2 and proto.trainer_spec.vocab_size == 1000
+    assert str(first.dir).encode() not in a.read_bytes()
+
+
+def test_training_on_filtered_parts_of_a_past_run_matches_training_on_the_raw_source(runs, tmp_path):
+    """`tokenizer.input_run` reads filtered parts (parts.py layout); the same documents give the same model."""
+    import json
+
+    from stage2 import parts
+
+    past = tmp_path / "past"
+    manifest = {"components": {}}
+    for spec in runs[1000].components:
+        docs = [d for d in iter_documents(spec) if d.problem is None and d.text]
+        half = len(docs) // 2  # two parts per component: the reader must chain them in order
+        rels = []
+        for index, chunk in enumerate((docs[:half], docs[half:])):
+            path = parts.part_path(past, spec.name, index)
+            parts.write_table(path, parts.docs_to_table(chunk))
+            rels.append(str(path.relative_to(past)))
+        manifest["components"][spec.name] = {"parts": rels}
+    (past / "filtered" / "manifest.json").write_text(json.dumps(manifest))
+
+    run = train_run(tmp_path / "from_parts", f"tokenizer.input_run={past}")
+    assert model_file(run).read_bytes() == model_file(runs[1000]).read_bytes()
+    assert run.provenance["lineage"]["input_run"]["folder"] == str(past.resolve())
+
+
+def test_resume_keeps_the_finished_model_and_evaluates_again(runs):
+    first = runs[500]
+    model = model_file(first)
+    before = (model.read_bytes(), model.stat().st_mtime_ns)
+    again = train_run(first.dir, "tokenizer.vocab_size=500", "resume=true")
+    stats = again.stage_stats("tokenizer")
+    assert stats["resumed"] is True
+    assert (model.read_bytes(), model.stat().st_mtime_ns) == before  # not retrained, not rewritten
+    assert stats["overall"] == first.stage_stats("tokenizer")["overall"]
+    assert stats["sample"] == first.stage_stats("tokenizer")["sample"]
+
+
+def test_vocab_file_lists_every_piece_with_its_score(runs):
+    run = runs[500]
+    sp = spm.SentencePieceProcessor(model_file=str(model_file(run)))
+    lines = model_file(run).with_suffix(".vocab").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == sp.get_piece_size()
+    for i, line in enumerate(lines):
+        piece, score = line.split("\t")
+        assert piece == sp.id_to_piece(i)
+        assert float(score) == pytest.approx(sp.get_score(i), rel=1e-5, abs=1e-6)
+
+
+def test_model_loads_in_plain_sentencepiece_and_round_trips_the_eval_texts(runs):
+    run = runs[1000]
+    sp = spm.SentencePieceProcessor(model_file=str(model_file(run)))
+    assert (sp.unk_id(), sp.bos_id(), sp.eos_id(), sp.pad_id()) == (0, 1, 2, 3)
+    samples = tokenizer.collect_samples(run, run.cfg["tokenizer"])
+    texts = [t for s in samples for t in s.eval_texts]
+    assert len(texts) == run.stage_stats("tokenizer")["overall"]["eval_docs"]
+    for text in texts:
+        # normalize() shows spaces as U+2581 with the dummy prefix; decode() gives them back as spaces.
+        expected = sp.normalize(text).replace("\u2581", " ")
+        expected = expected[1:] if expected.startswith(" ") else expected
+        assert sp.decode(sp.encode(text)) == expected
+
+
+def test_too_large_vocabulary_is_one_line_naming_the_maximum(tmp_path):
+    run = make_run(tmp_path / "big", "tokenizer.vocab_size=200000", "dataset.max_records=150")
+    with pytest.raises(Stage2Error) as err:
+        tokenizer.run(run)
+    message = str(err.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert "tokenizer.hard_vocab_limit=false" in message
+    largest = int(message.split("tokenizer.vocab_size<=")[1].split(",")[0])
+    assert 100 < largest < 200000
+
+    # The named maximum trains; with the limit soft the oversized request trains too (to fewer pieces).
+    at_max = train_run(tmp_path / "max", f"tokenizer.vocab_size={largest}", "dataset.max_records=150")
+    assert at_max.stage_stats("tokenizer")["vocab_size"] == largest
+    soft = train_run(tmp_path / "soft", "tokenizer.vocab_size=200000", "dataset.max_records=150", "tokenizer.hard_vocab_limit=false")
+    assert 100 < soft.stage_stats("tokenizer")["vocab_size"] < 200000
+
+
+def test_heldout_documents_are_never_in_the_training_sample():
+    spec = make_spec()
+    docs = list(iter_documents(spec))
+    sample = tokenizer.sample_documents("web", docs, quota=10_000, heldout_percent=20, eval_docs=50, seed=3)
+    heldout = {d.id for d in docs if tokenizer.is_heldout(d.id, 20)}
+    assert 0.1 < len(heldout) / len(docs) < 0.3
+    assert not heldout & set(sample.train_ids)
+    # Quota above the available documents: every other document is trained on.
+    assert len(sample.train_ids) == len(docs) - len(heldout) == sample.docs_seen - sample.heldout_docs
+    assert set(sample.eval_ids) <= heldout and len(sample.eval_ids) == 50
+
+
+def test_sample_is_bounded_seeded_and_independent_of_document_order():
+    docs = list(iter_documents(make_spec()))
+    a = tokenizer.sample_documents("web", docs, quota=100, heldout_percent=5, eval_docs=10, seed=0)
+    shuffled = docs[:]
+    random.Random(1).shuffle(shuffled)
+    b = tokenizer.sample_documents("web", shuffled, quota=100, heldout_percent=5, eval_docs=10, seed=0)
+    c = tokenizer.sample_documents("web", docs, quota=100, heldout_percent=5, eval_docs=10, seed=1)
+    assert len(a.train_ids) == 100 and len(a.eval_ids) == 10
+    assert a.train_ids == b.train_ids and a.train_texts == b.train_texts and a.eval_ids == b.eval_ids
+    assert a.train_ids != c.train_ids  # another seed, another sample
+    # The held-out set does not depend on the seed (sweeps compare on the same documents).
+    heldout = {d.id for d in docs if tokenizer.is_heldout(d.id, 5)}
+    assert set(a.eval_ids) <= heldout and set(c.eval_ids) <= heldout
+
+
+def make_spec():
+    from stage2.sources import ComponentSpec
+
+    return ComponentSpec(name="web", files=[str(PATHS[0])], format="json", max_records=600)
+
+
+def test_long_lines_are_cut_at_whitespace_and_nothing_is_dropped():
+    words = ["naïve", "tokenizer", "ümlaut", "x" * 7, "数据"] * 200
+    line = " ".join(words)
+    pieces = list(tokenizer.split_sentences(f"short line\n\n{line}\n", 64))
+    assert pieces[0] == "short line"
+    assert all(len(p.encode("utf-8")) <= 64 for p in pieces)
+    assert " ".join(pieces[1:]) == line  # cut only at spaces: every word kept whole
+    # No whitespace at all: cut between characters, never inside a UTF-8 sequence.
+    solid = "数" * 100
+    parts = list(tokenizer.cut_line(solid, 64))
+    assert "".join(parts) == solid and all(len(p.encode("utf-8")) <= 64 for p in parts)
+    # A limit below one character's size keeps the character whole (and terminates).
+    assert list(tokenizer.cut_line("数数 ab", 2)) == ["数", "数", "ab"]
+
+
+def test_quotas_share_the_total_by_weight():
+    from stage2.sources import ComponentSpec
+
+    specs = [ComponentSpec(name=n, weight=w) for n, w in (("a", 0.35), ("b", 0.35), ("c", 0.15), ("d", 0.15))]
+    shares = tokenizer.quotas(specs, 1001, by_weight=True)
+    assert sum(shares.values()) == 4004
+    assert shares["a"] == shares["b"] and shares["c"] == shares["d"] and shares["a"] > 2 * shares["c"]
+    assert tokenizer.quotas(specs, 7, by_weight=False) == {"a": 7, "b": 7, "c": 7, "d": 7}
