@@ -92,6 +92,8 @@ class DedupConfig:
     near: bool = True
     window_words: int = 13  # k: words per rolling-hash window
     threshold: float = 0.5  # share of a document's windows already seen that makes it a near duplicate
+    # component: duplicates within a component; mixture: also across components, in manifest order
+    # (both exact and near dedup).
     scope: DedupScope = DedupScope.component
 
 
@@ -101,7 +103,7 @@ class FilterConfig:
     max_chars: int = 8000
     languages: List[str] = field(default_factory=lambda: ["en"])
     lang_backend: LangBackend = LangBackend.langdetect
-    lang_threshold: float = 0.85
+    lang_threshold: float = 0.85  # on the probability of a wanted language; filter=fasttext sets its own (0.45)
     lang_max_chars: int = 2000  # characters of a document the detector reads
     dedup: DedupConfig = field(default_factory=DedupConfig)
     keep_rejected: int = 0  # keep up to N dropped documents per reason for inspection

@@ -1,0 +1,174 @@
+"""Pure core of the shard stage: texts -> token streams -> fixed-length rows -> `.npy` shards.
+
+A component's documents become one token stream (each document followed by EOS, preceded by BOS
+when asked), which is cut into rows of `seq_len` tokens and written as shards of up to
+`rows_per_shard` rows. Only one shard's worth of tokens is ever held in memory, so memory is set by
+the config (seq_len x rows_per_shard), not by the corpus size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from stage2.errors import Stage2Error
+from stage2.run import atomic_path
+
+SHARD_NAME = "shard-{:05d}.npy"
+UINT16_VOCAB = 1 << 16
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned dtype that holds every id of a vocabulary."""
+    if vocab_size <= 0:
+        raise Stage2Error(f"vocabulary size {vocab_size} is not positive")
+    return np.dtype(np.uint16) if vocab_size <= UINT16_VOCAB else np.dtype(np.uint32)
+
+
+def with_separators(ids: Sequence[Sequence[int]], bos: Optional[int], eos: Optional[int], dtype: np.dtype) -> np.ndarray:
+    """Encoded documents -> one flat stream: [BOS] doc [EOS] for every document, vectorised."""
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    n_sep = int(bos is not None) + int(eos is not None)
+    spans = lengths + n_sep
+    ends = np.cumsum(spans)
+    out = np.empty(int(ends[-1]) if len(ends) else 0, dtype=dtype)
+    if n_sep == 0:
+        out[:] = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=len(out))
+        return out
+    is_token = np.ones(len(out), dtype=bool)
+    if eos is not None:
+        is_token[ends - 1] = False
+        out[ends - 1] = eos
+    if bos is not None:
+        is_token[ends - spans] = False
+        out[ends - spans] = bos
+    out[is_token] = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(lengths.sum()))
+    return out
+
+
+def encode_batch(sp: Any, batch: List[str], num_threads: int, bos: Optional[int], eos: Optional[int], dtype: np.dtype) -> np.ndarray:
+    """One multi-threaded batch encode -> a flat stream chunk with separators."""
+    if bos in (None, sp.bos_id()) and eos in (None, sp.eos_id()):
+        try:
+            # numpy output (sentencepiece >= 0.2.1) skips building a Python int per token: the
+            # per-token Python work was most of the gap to encode alone; separators added in C++.
+            arrays = sp.encode(batch, num_threads=num_threads, return_type="numpy", add_bos=bos is not None, add_eos=eos is not None)
+        except ValueError:  # older sentencepiece: no numpy return type
+            pass
+        else:
+            return np.concatenate(arrays).astype(dtype, copy=False)
+    return with_separators(sp.encode(batch, num_threads=num_threads), bos, eos, dtype)
+
+
+def encode_stream(sp: Any, texts: Iterable[str], batch_size: int, num_threads: int, bos: Optional[int], eos: Optional[int], dtype: np.dtype) -> Iterator[np.ndarray]:
+    """Texts -> token stream chunks, one per batch, through SentencePiece's multi-threaded batch encode."""
+    it = iter(texts)
+    while True:
+        batch = list(itertools.islice(it, batch_size))
+        if not batch:
+            return
+        yield encode_batch(sp, batch, num_threads, bos, eos, dtype)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_shard(path: Path, rows: np.ndarray) -> Dict[str, Any]:
+    """Write one `[rows, seq_len]` shard atomically; read it back to check shape and dtype."""
+    with atomic_path(path) as tmp:
+        # A file object, not a name: np.save would append ".npy" to the temporary name.
+        with open(tmp, "wb") as f:
+            np.save(f, rows, allow_pickle=False)
+        back = np.load(tmp, mmap_mode="r")
+        if back.dtype != rows.dtype or back.shape != rows.shape:
+            raise Stage2Error(f"{path}: read back as {back.dtype}{back.shape}, wrote {rows.dtype}{rows.shape}")
+        del back
+        sha = file_sha256(tmp)
+    return {"file": path.name, "rows": int(rows.shape[0]), "sha256": sha}
+
+
+@dataclass
+class PackResult:
+    rows: int = 0
+    stream_tokens: int = 0  # document tokens + separators fed in
+    padding: int = 0
+    tail_dropped: int = 0
+    shards: List[Dict[str, Any]] = field(default_factory=list)
+
+
+class Packer:
+    """Feed token chunks in stream order; full shards are written as soon as they fill."""
+
+    def __init__(self, out_dir: Path, seq_len: int, rows_per_shard: int, dtype: np.dtype, on_shard=None):
+        if seq_len < 2:
+            raise Stage2Error(f"shard.seq_len={seq_len}: a row needs at least 2 tokens (an input and its next-token target)")
+        if rows_per_shard < 1:
+            raise Stage2Error(f"shard.sequences_per_shard={rows_per_shard} must be at least 1")
+        self.out_dir = Path(out_dir)
+        self.seq_len = seq_len
+        self.rows_per_shard = rows_per_shard
+        self.dtype = np.dtype(dtype)
+        self.on_shard = on_shard  # called with each written shard's path
+        self._buf = np.empty(seq_len * rows_per_shard, dtype=self.dtype)
+        self._fill = 0
+        self.result = PackResult()
+
+    def add(self, tokens: np.ndarray) -> None:
+        """Copy a chunk (an array or a memmap) into the shard buffer, flushing every full shard."""
+        n, pos = len(tokens), 0
+        self.result.stream_tokens += n
+        while pos < n:
+            take = min(n - pos, len(self._buf) - self._fill)
+            self._buf[self._fill : self._fill + take] = tokens[pos : pos + take]
+            self._fill += take
+            pos += take
+            if self._fill == len(self._buf):
+                self._flush(self._buf)
+                self._fill = 0
+
+    def finish(self, remainder: str, pad_id: Optional[int]) -> PackResult:
+        """Write the last, partial shard; the tail that does not fill a row is dropped or padded."""
+        full = self._fill // self.seq_len
+        tail = self._fill - full * self.seq_len
+        rows = full
+        if tail:
+            if remainder == "pad":
+                if pad_id is None or pad_id < 0:
+                    raise Stage2Error("shard.remainder=pad but the tokenizer has no pad id; train it with a pad_id or use shard.remainder=drop")
+                self._buf[self._fill : (full + 1) * self.seq_len] = pad_id
+                self.result.padding = self.seq_len - tail
+                rows += 1
+            elif remainder == "drop":
+                self.result.tail_dropped = tail
+            else:
+                raise Stage2Error(f"shard.remainder={remainder!r}: use drop or pad")
+        if rows:
+            self._flush(self._buf[: rows * self.seq_len])
+        self._fill = 0
+        return self.result
+
+    def _flush(self, flat: np.ndarray) -> None:
+        rows = flat.reshape(-1, self.seq_len)
+        path = self.out_dir / SHARD_NAME.format(len(self.result.shards))
+        self.result.shards.append(write_shard(path, rows))
+        self.result.rows += rows.shape[0]
+        if self.on_shard is not None:
+            self.on_shard(path)
+
+
+def pack_stream(chunks: Iterable[np.ndarray], out_dir: Path, seq_len: int, rows_per_shard: int, dtype: np.dtype, remainder: str = "drop", pad_id: Optional[int] = None) -> PackResult:
+    """Convenience: a whole token stream -> shards."""
+    packer = Packer(out_dir, seq_len, rows_per_shard, dtype)
+    for chunk in chunks:
+        packer.add(chunk)
+    return packer.finish(remainder, pad_id)

@@ -1,0 +1,282 @@
+"""The shard stage and its packing core, with a real SentencePiece model trained from the sample."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+import pytest
+import sentencepiece as spm
+
+from conftest import compose_plain, sample_records, write_jsonl
+from stage2 import packing, parts, shard
+from stage2.errors import Stage2Error
+from stage2.run import Run, start_run
+from stage2.sources import Document
+
+_MODELS: Dict[str, Path] = {}
+
+
+def train_model(base: Path, name: str, vocab: int, pad_id: int) -> Path:
+    """A tiny real SentencePiece model from the sample's text (cached for the session)."""
+    if name not in _MODELS:
+        texts = [r["text"] for r in sample_records("foldoc.jsonl.gz", 600)]
+        texts += [r["text"] for r in sample_records("web_stackexchange.jsonl.gz", 150)]
+        prefix = base / name
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_prefix=str(prefix), vocab_size=vocab, model_type="unigram",
+            pad_id=pad_id, unk_id=0, bos_id=1, eos_id=2, character_coverage=0.9995, byte_fallback=True,
+            num_threads=2, minloglevel=2,
+        )
+        _MODELS[name] = prefix.with_suffix(".model")
+    return _MODELS[name]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return train_model(tmp_path_factory.getbasetemp(), "tiny_pad", 500, pad_id=3)
+
+
+@pytest.fixture(scope="session")
+def nopad_model(tmp_path_factory) -> Path:
+    return train_model(tmp_path_factory.getbasetemp(), "tiny_nopad", 500, pad_id=-1)
+
+
+def corpus(tmp_path: Path) -> List[Path]:
+    """Two small components as jsonl: real sample text."""
+    web = sample_records("web_stackexchange.jsonl.gz", 120)
+    enc = sample_records("foldoc.jsonl.gz", 200)
+    return [write_jsonl(tmp_path / "in" / "web.jsonl", web), write_jsonl(tmp_path / "in" / "enc.jsonl", enc)]
+
+
+def make_run(tmp_path: Path, name: str, paths: List[Path], *overrides: str) -> Run:
+    plain = compose_plain(
+        [
+            f"runs_index={tmp_path}/runs.jsonl",
+            "stage=shard",
+            "dataset=files",
+            f"dataset.paths=[{','.join(str(p) for p in paths)}]",
+            "executor.workers=1",
+            *overrides,
+        ],
+        tmp_path,
+    )
+    return start_run(tmp_path / name, plain)
+
+
+def shard_run(tmp_path: Path, name: str, paths: List[Path], *overrides: str, before=None) -> Run:
+    run = make_run(tmp_path, name, paths, *overrides)
+    try:
+        if before is not None:
+            before(run)
+        run.stats["headline"] = shard.run(run)
+    finally:
+        run.executor.close()
+    run.save_stats()
+    return run
+
+
+def load_index(run: Run, comp: str) -> Dict[str, Any]:
+    return json.loads((run.dir / "shards" / comp / "index.json").read_text())
+
+
+def check_invariant(index: Dict[str, Any]) -> None:
+    assert index["tokens"] + index["separators"] == index["rows"] * index["seq_len"] - index["padding"] + index["tail_dropped"]
+
+
+# --- packing core -------------------------------------------------------------------------------
+
+
+def test_token_dtype_switches_at_uint16_limit():
+    assert packing.token_dtype(500) == np.uint16
+    assert packing.token_dtype(65536) == np.uint16
+    assert packing.token_dtype(65537) == np.uint32
+
+
+def test_with_separators_places_bos_and_eos():
+    out = packing.with_separators([[5, 6], [], [7]], bos=1, eos=2, dtype=np.dtype(np.uint16))
+    assert out.tolist() == [1, 5, 6, 2, 1, 2, 1, 7, 2]
+    assert packing.with_separators([[5, 6], [7]], None, 2, np.dtype(np.uint16)).tolist() == [5, 6, 2, 7, 2]
+    assert packing.with_separators([[5], [7]], None, None, np.dtype(np.uint16)).tolist() == [5, 7]
+
+
+@pytest.mark.parametrize("bos,eos", [(None, 2), (1, 2), (None, None)])
+def test_encode_batch_matches_python_separators(tiny_model, bos, eos):
+    sp = spm.SentencePieceProcessor(model_file=str(tiny_model))
+    texts = [r["text"] for r in sample_records("web_stackexchange.jsonl.gz", 40)] + ["", "x"]
+    got = packing.encode_batch(sp, texts, 2, bos, eos, np.dtype(np.uint16))
+    want = packing.with_separators(sp.encode(texts), bos, eos, np.dtype(np.uint16))
+    assert got.dtype == np.uint16 and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("remainder", ["drop", "pad"])
+def test_packer_rows_shards_and_tail(tmp_path, remainder):
+    rng = np.random.default_rng(0)
+    stream = rng.integers(4, 1000, size=1000).astype(np.uint16)
+    chunks = np.split(stream, [3, 150, 151, 700])  # uneven chunks cross row and shard boundaries
+    res = packing.pack_stream(chunks, tmp_path, seq_len=16, rows_per_shard=10, dtype=np.dtype(np.uint16), remainder=remainder, pad_id=3)
+    files = sorted(tmp_path.glob("shard-*.npy"))
+    arrays = [np.load(f) for f in files]
+    assert [a.shape for a in arrays] == [(10, 16)] * 6 + [(2 if remainder == "drop" else 3, 16)]
+    flat = np.concatenate([a.reshape(-1) for a in arrays])
+    assert res.stream_tokens == 1000
+    assert res.stream_tokens == res.rows * 16 - res.padding + res.tail_dropped
+    if remainder == "drop":
+        assert (res.tail_dropped, res.padding) == (1000 % 16, 0)
+        assert np.array_equal(flat, stream[: 62 * 16])
+    else:
+        assert (res.tail_dropped, res.padding) == (0, 16 - 1000 % 16)
+        assert np.array_equal(flat[:1000], stream) and (flat[1000:] == 3).all()
+    assert [s["sha256"] for s in res.shards] == [packing.file_sha256(f) for f in files]
+
+
+def test_packer_uint32_for_large_vocab(tmp_path):
+    ids = np.array([0, 65535, 65536, 99999, 70000, 1, 2, 3], dtype=np.uint32)
+    dtype = packing.token_dtype(100000)
+    res = packing.pack_stream([ids], tmp_path, seq_len=4, rows_per_shard=8, dtype=dtype)
+    back = np.load(tmp_path / "shard-00000.npy")
+    assert back.dtype == np.uint32 and res.rows == 2
+    assert back.reshape(-1).tolist() == ids.tolist()
+
+
+def test_packer_rejects_short_rows_and_pad_without_id(tmp_path):
+    with pytest.raises(Stage2Error, match="seq_len=1"):
+        packing.Packer(tmp_path, 1, 4, np.dtype(np.uint16))
+    packer = packing.Packer(tmp_path, 4, 4, np.dtype(np.uint16))
+    packer.add(np.arange(6, dtype=np.uint16))
+    with pytest.raises(Stage2Error, match="no pad id"):
+        packer.finish("pad", -1)
+
+
+# --- the stage ----------------------------------------------------------------------------------
+
+
+def test_shard_stage_shapes_index_and_stats(tmp_path, tiny_model):
+    paths = corpus(tmp_path)
+    run = shard_run(tmp_path, "run", paths, f"shard.tokenizer={tiny_model}", "shard.seq_len=64", "shard.sequences_per_shard=32")
+    sp = spm.SentencePieceProcessor(model_file=str(tiny_model))
+    stats = run.stats["stages"]["shard"]["components"]
+    assert list(stats) == ["web", "enc"]  # manifest order
+    for comp, n_docs in (("web", 120), ("enc", 200)):
+        index = load_index(run, comp)
+        check_invariant(index)
+        assert index["documents"] == n_docs == stats[comp]["records"]
+        assert index["separators"] == n_docs and index["eos_id"] == 2 and index["pad_id"] == 3
+        assert index["dtype"] == "uint16" and index["vocab_size"] == 500
+        assert index["tokenizer"]["sha256"] == packing.file_sha256(tiny_model)
+        assert index["padding"] == 0 and 0 <= index["tail_dropped"] < 64
+        shards = [np.load(run.dir / "shards" / comp / s["file"]) for s in index["shards"]]
+        assert len(shards) > 1 and all(a.dtype == np.uint16 and a.shape[1] == 64 for a in shards)
+        assert all(a.shape[0] == 32 for a in shards[:-1]) and sum(a.shape[0] for a in shards) == index["rows"]
+        assert stats[comp]["sequences"] == index["rows"] and stats[comp]["shards"] == len(shards)
+        assert stats[comp]["tokens"] == index["tokens"] + index["separators"] and stats[comp]["tokens_per_s"] > 0
+        # the document tokens are exactly what SentencePiece gives for the input texts
+        texts = [json.loads(l)["text"] for l in open(paths[0 if comp == "web" else 1], encoding="utf-8")]
+        assert index["tokens"] == sum(len(ids) for ids in sp.encode(texts))
+        assert f"shards/{comp}/index.json" in run.artifacts
+        assert not (run.dir / "shards" / comp / ".work").exists()
+    assert run.stats["headline"]["sequences"] == sum(c["sequences"] for c in stats.values())
+    manifest = json.loads((run.dir / "shards" / "manifest.json").read_text())
+    assert [c["name"] for c in manifest["components"]] == ["web", "enc"]
+
+
+def test_pad_remainder_and_bos(tmp_path, tiny_model):
+    paths = corpus(tmp_path)
+    run = shard_run(tmp_path, "run", paths, f"shard.tokenizer={tiny_model}", "shard.seq_len=128", "shard.remainder=pad", "shard.add_bos=true")
+    for comp in ("web", "enc"):
+        index = load_index(run, comp)
+        check_invariant(index)
+        assert index["tail_dropped"] == 0 and 0 < index["padding"] < 128
+        assert index["separators"] == 2 * index["documents"]
+        last = np.load(run.dir / "shards" / comp / index["shards"][-1]["file"])[-1]
+        assert (last[128 - index["padding"] :] == 3).all() and last[128 - index["padding"] - 1] == 2
+        first = np.load(run.dir / "shards" / comp / index["shards"][0]["file"])[0]
+        assert first[0] == 1  # BOS opens the stream
+
+
+def test_pad_without_pad_id_fails_before_work(tmp_path, nopad_model):
+    with pytest.raises(Stage2Error, match="no pad id"):
+        shard_run(tmp_path, "run", corpus(tmp_path), f"shard.tokenizer={nopad_model}", "shard.remainder=pad")
+    assert not (tmp_path / "run" / "shards").exists()
+
+
+def test_seq_len_below_two_is_an_error(tmp_path, tiny_model):
+    with pytest.raises(Stage2Error, match="seq_len=1"):
+        shard_run(tmp_path, "run", corpus(tmp_path), f"shard.tokenizer={tiny_model}", "shard.seq_len=1")
+
+
+def test_round_trip_gives_back_documents(tmp_path, tiny_model):
+    paths = corpus(tmp_path)
+    run = shard_run(tmp_path, "run", paths, f"shard.tokenizer={tiny_model}", "shard.seq_len=100", "shard.remainder=pad")
+    sp = spm.SentencePieceProcessor(model_file=str(tiny_model))
+    from stage2.reader import ComponentShards
+
+    for comp, path in zip(("web", "enc"), paths):
+        flat = np.concatenate(list(ComponentShards(run.dir / "shards" / comp).rows())).astype(np.int64)
+        flat = flat[: len(flat) - load_index(run, comp)["padding"]]
+        ends = np.flatnonzero(flat == sp.eos_id())
+        assert ends[-1] == len(flat) - 1
+        docs = [sp.decode(part.tolist()) for part in np.split(flat, ends + 1)[:-1]]
+        texts = [json.loads(l)["text"] for l in open(path, encoding="utf-8")]
+        assert docs == [sp.decode(sp.encode(t)) for t in texts]
+        # NFKC + whitespace folding is all the tokenizer changes in most documents
+        same = sum(" ".join(d.split()) == " ".join(unicodedata.normalize("NFKC", t).split()) for d, t in zip(docs, texts))
+        assert same >= 0.9 * len(texts)
+
+
+def test_worker_count_does_not_change_bytes(tmp_path, tiny_model):
+    paths = corpus(tmp_path)
+    common = (f"shard.tokenizer={tiny_model}", "shard.seq_len=64", "shard.sequences_per_shard=16", "dataset.partition_size=40", "shard.batch_size=16")
+    one = shard_run(tmp_path, "w1", paths, *common, "executor.workers=1")
+    two = shard_run(tmp_path, "w2", paths, *common, "executor.workers=2", "shard.num_threads=1")
+    files = sorted(p.relative_to(one.dir / "shards") for p in (one.dir / "shards").rglob("*") if p.is_file())
+    assert len(files) > 4
+    assert files == sorted(p.relative_to(two.dir / "shards") for p in (two.dir / "shards").rglob("*") if p.is_file())
+    for rel in files:
+        assert (one.dir / "shards" / rel).read_bytes() == (two.dir / "shards" / rel).read_bytes(), rel
+
+
+def write_filtered(folder: Path, comp: str, texts: List[str], per_part: int) -> None:
+    rels = []
+    for i in range(0, len(texts), per_part):
+        docs = [Document(id=f"{comp}-{j}", text=t, component=comp, source="x", record=j + 1) for j, t in enumerate(texts[i : i + per_part], i)]
+        path = parts.part_path(folder, comp, i // per_part)
+        parts.write_table(path, parts.docs_to_table(docs))
+        rels.append(str(path.relative_to(folder)))
+    manifest = folder / parts.FILTERED_DIR / parts.MANIFEST
+    old = json.loads(manifest.read_text()) if manifest.exists() else {"components": {}}
+    old["components"][comp] = {"parts": rels}
+    manifest.write_text(json.dumps(old))
+
+
+def test_filtered_parts_of_a_past_run_and_tokenizer_folder(tmp_path, tiny_model):
+    paths = corpus(tmp_path)
+    raw = shard_run(tmp_path, "raw", paths, f"shard.tokenizer={tiny_model}", "shard.seq_len=64")
+    # a "past run" holding filtered parts (same texts, split in parts) and a tokenizer/ folder
+    past = tmp_path / "past"
+    for comp, path in zip(("web", "enc"), paths):
+        write_filtered(past, comp, [json.loads(l)["text"] for l in open(path, encoding="utf-8")], per_part=70)
+    (past / "tokenizer").mkdir()
+    (past / "tokenizer" / "spm_500_unigram.model").write_bytes(tiny_model.read_bytes())
+    (past / "stats.json").write_text(json.dumps({"config_digest": "abc"}))
+    run = shard_run(tmp_path, "fromparts", paths, f"shard.tokenizer={past}", f"shard.input_run={past}", "shard.seq_len=64")
+    for comp in ("web", "enc"):
+        a, b = load_index(raw, comp), load_index(run, comp)
+        assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+        assert a["rows"] == b["rows"] and b["tokenizer"]["path"] == str(past / "tokenizer" / "spm_500_unigram.model")
+    lineage = json.loads((run.dir / "provenance.json").read_text())["lineage"]
+    assert lineage["input_run"]["folder"] == str(past) and lineage["tokenizer"]["config_digest"] == "abc"
+
+
+def test_tokenizer_from_this_run(tmp_path, tiny_model):
+    def place_model(run: Run) -> None:
+        (run.dir / "tokenizer").mkdir()
+        (run.dir / "tokenizer" / "spm_500_unigram.model").write_bytes(tiny_model.read_bytes())
+
+    run = shard_run(tmp_path, "run", corpus(tmp_path), "shard.seq_len=64", before=place_model)
+    assert load_index(run, "web")["tokenizer"]["path"] == "tokenizer/spm_500_unigram.model"
+    with pytest.raises(Stage2Error, match="stage=tokenizer first"):
+        shard_run(tmp_path, "nomodel", corpus(tmp_path))
