@@ -26,7 +26,7 @@ def rerun_argv(folder: str, overrides: list[str]) -> list[str]:
         target = ["hydra.run.dir=outputs/${now:%Y-%m-%d}/${now:%H-%M-%S.%f}"]
     # The saved config is the primary config now, so the callbacks of conf/config.yaml are added back.
     callbacks = [
-        "+hydra.callbacks.run_folder_guard._target_=stage2.run.RunFolderGuard",
+        "+hydra.callbacks.run_folder_guard._target_=stage2.callbacks.RunFolderGuard",
         "+hydra.callbacks.sweep_summary._target_=stage2.report.SweepSummaryCallback",
     ]
     return ["--config-path", str(run_dir / ".hydra"), "--config-name", "config", "hydra.job.name=stage2", *target, *callbacks, *overrides]

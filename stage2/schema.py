@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 
@@ -193,6 +192,8 @@ class Config:
 
 
 def register() -> None:
+    from hydra.core.config_store import ConfigStore  # here: workers import this module without Hydra
+
     ConfigStore.instance().store(name="stage2_schema", node=Config)
 
 
