@@ -133,8 +133,28 @@ class Packer:
             self._fill += take
             pos += take
             if self._fill == len(self._buf):
-                self._flush(self._buf)
+                # Emptied before the flush, so `on_shard` sees the state a checkpoint can resume from.
                 self._fill = 0
+                self._flush(self._buf)
+
+    @property
+    def position(self) -> int:
+        """Stream tokens fed so far (the next token's offset in the component's stream)."""
+        return self.result.stream_tokens
+
+    def state(self) -> Dict[str, Any]:
+        """A checkpoint, taken when the buffer is empty (right after a full shard): what `restore` needs."""
+        if self._fill:
+            raise ValueError("a packer checkpoint needs an empty buffer (take it right after a full shard)")
+        return {"rows": self.result.rows, "shards": [dict(s) for s in self.result.shards]}
+
+    def restore(self, state: Dict[str, Any]) -> None:
+        """Continue after the shards of a checkpoint: feed the stream from token rows * seq_len on."""
+        if self.result.stream_tokens or self.result.shards:
+            raise ValueError("restore a checkpoint into a fresh packer only")
+        self.result.rows = int(state["rows"])
+        self.result.shards = [dict(s) for s in state["shards"]]
+        self.result.stream_tokens = self.result.rows * self.seq_len
 
     def finish(self, remainder: str, pad_id: Optional[int]) -> PackResult:
         """Write the last, partial shard; the tail that does not fill a row is dropped or padded."""

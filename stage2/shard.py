@@ -4,15 +4,26 @@ Partitions (a filtered part, or `dataset.partition_size` raw documents) are toke
 `run.executor`; each task writes its token stream to `shards/<component>/.work/`. The driver packs
 those streams in partition order as they arrive, so the shards are byte-identical whatever the
 worker count, and only one shard's worth of tokens (plus the partitions in flight) is in memory.
+
+Resume (`resume=true`): a partition is done once its token file and then its done-marker (its stats)
+are on disk; the packer writes a checkpoint (`.work/pack.json`) after every full shard, and a token
+file is deleted only once a checkpoint lies past its last token. A component is done once its
+index.json is written (after its last shard). A resumed run keeps done components, restores the
+packer from the checkpoint, reuses done partitions and tokenizes the rest: the same shards as an
+uninterrupted run, whatever moment the kill came. Temporary files (`.name.tmp-<pid>`) and token
+files without a marker are never taken for outputs.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
@@ -28,6 +39,9 @@ SHARDS_DIR = "shards"
 WORK_DIR = ".work"
 INDEX = "index.json"
 MANIFEST = "manifest.json"
+PART = "part-{:05d}.bin"
+DONE = "part-{:05d}.done.json"  # a partition's done-marker: written after its token file
+CHECKPOINT = "pack.json"  # the packer's state after its last full shard
 
 
 def resolve_tokenizer(run: Run, setting: Optional[str]) -> Path:
@@ -94,13 +108,72 @@ def tokenize_partition(task: Dict[str, Any]) -> Dict[str, Any]:
             for chunk in packing.encode_stream(sp, texts, task["batch_size"], task["num_threads"], task["bos"], task["eos"], dtype):
                 chunk.tofile(f)
                 tokens += len(chunk)
-    return {"component": task["component"], "out": str(out), "docs": len(texts), "tokens": tokens, "seconds": time.time() - started}
+    marker = {"docs": len(texts), "tokens": tokens, "dtype": dtype.str, "tokenizer_sha256": task["tokenizer_sha256"]}
+    write_json(out.parent / DONE.format(task["index"]), marker)  # last: the partition is done from here on
+    return {"component": task["component"], "index": task["index"], "out": str(out), "docs": len(texts), "tokens": tokens, "seconds": time.time() - started}
 
 
-def _tasks(run: Run, filtered: Optional[Path], base: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
-    """One task per filtered part, or per `partition_size` raw documents, components in manifest order."""
+@dataclass
+class ComponentResume:
+    """What a killed run left of one component: its index (finished), packer checkpoint, done partitions."""
+
+    index: Optional[Dict[str, Any]] = None
+    checkpoint: Optional[Dict[str, Any]] = None
+    done: Dict[int, Dict[str, Any]] = field(default_factory=dict)  # partition -> marker
+
+    @property
+    def first(self) -> int:
+        """The first partition still to pack: earlier ones are inside the checkpoint's shards."""
+        return int(self.checkpoint["partition"]) if self.checkpoint else 0
+
+
+def _read_json(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # missing (never a half-written file: every JSON here is written atomically)
+
+
+def find_resume(out_dir: Path, tok_sha: str, dtype: np.dtype) -> ComponentResume:
+    """Outputs a killed run left in `shards/<component>/` that this run may keep (same tokenizer bytes)."""
+    found = ComponentResume()
+    index = _read_json(out_dir / INDEX)
+    if index and index["tokenizer"]["sha256"] == tok_sha and all((out_dir / s["file"]).is_file() for s in index["shards"]):
+        found.index = index
+        return found
+    work = out_dir / WORK_DIR
+    checkpoint = _read_json(work / CHECKPOINT)
+    if checkpoint and checkpoint["tokenizer_sha256"] == tok_sha and all((out_dir / s["file"]).is_file() for s in checkpoint["packer"]["shards"]):
+        found.checkpoint = checkpoint
+    for marker_path in sorted(work.glob("part-*.done.json")):
+        i = int(marker_path.name.split(".")[0].split("-")[1])
+        marker = _read_json(marker_path)
+        tokens_file = work / PART.format(i)
+        if (
+            marker
+            and marker["tokenizer_sha256"] == tok_sha
+            and marker["dtype"] == dtype.str
+            and tokens_file.is_file()
+            and tokens_file.stat().st_size == marker["tokens"] * dtype.itemsize
+        ):
+            found.done[i] = marker
+    if found.checkpoint and found.first not in found.done:
+        found.checkpoint = None  # its partition's tokens are gone (removed by hand?): pack from the start
+    return found
+
+
+def _tasks(run: Run, filtered: Optional[Path], base: Dict[str, Any], resume: Dict[str, ComponentResume]) -> Iterator[Dict[str, Any]]:
+    """One task per filtered part, or per `partition_size` raw documents, components in manifest order.
+
+    On resume, finished components and partitions inside the checkpoint's shards get no task, and done
+    partitions a task that only hands back their marker.
+    """
     size = int(run.cfg["dataset"]["partition_size"])
     for spec in run.components:
+        state = resume.get(spec.name, ComponentResume())
+        if state.index is not None:
+            yield {"component": spec.name, "end": True, "finished": True}
+            continue
         work = run.dir / SHARDS_DIR / spec.name / WORK_DIR
         if filtered is not None:
             sources = ({"part": str(p)} for p in parts.filtered_part_files(filtered, spec.name))
@@ -108,13 +181,89 @@ def _tasks(run: Run, filtered: Optional[Path], base: Dict[str, Any]) -> Iterator
             docs = (d.text for d in parts.component_documents(run, spec, None))
             sources = ({"texts": list(chunk)} for chunk in iter(lambda: list(itertools.islice(docs, size)), []))
         for i, source in enumerate(sources):
-            yield {**base, **source, "component": spec.name, "out": str(work / f"part-{i:05d}.bin")}
+            out = str(work / PART.format(i))
+            if i < state.first:
+                continue  # packed into the checkpoint's shards (raw text is still read to find later partitions)
+            if i in state.done:
+                yield {"component": spec.name, "index": i, "out": out, "marker": state.done[i]}
+            else:
+                yield {**base, **source, "component": spec.name, "index": i, "out": out}
         # A sentinel so the driver knows the component ended even when it had no partition.
         yield {"component": spec.name, "end": True}
 
 
 def _passthrough(task: Dict[str, Any]) -> Dict[str, Any]:
-    return task if task.get("end") else tokenize_partition(task)
+    if task.get("end"):
+        return task
+    if "marker" in task:  # done by a killed run: nothing to compute
+        marker = task["marker"]
+        return {"component": task["component"], "index": task["index"], "out": task["out"], "docs": marker["docs"], "tokens": marker["tokens"], "seconds": 0.0, "resumed": True}
+    return tokenize_partition(task)
+
+
+class ComponentPacker:
+    """Packs one component's partitions in order; a checkpoint after every full shard lets a killed run go on."""
+
+    def __init__(self, run: Run, name: str, seq_len: int, per_shard: int, dtype: np.dtype, tok_sha: str, checkpoint: Optional[Dict[str, Any]]):
+        self.run, self.tok_sha, self.dtype = run, tok_sha, dtype
+        self.out_dir = run.dir / SHARDS_DIR / name
+        self.work = self.out_dir / WORK_DIR
+        self.packer = packing.Packer(self.out_dir, seq_len, per_shard, dtype, on_shard=self._on_shard)
+        self.docs = 0
+        self.partition, self.partition_start, self.docs_before = 0, 0, 0
+        self.skip = 0  # tokens of the checkpoint's partition already in its shards
+        self.unpacked: List[int] = []  # partitions whose token files may still be needed
+        self.finishing = False
+        if checkpoint:
+            self.packer.restore(checkpoint["packer"])
+            for entry in checkpoint["packer"]["shards"]:
+                run.add_artifact(self.out_dir / entry["file"])
+            self.docs = int(checkpoint["docs_before"])
+            self.partition, self.skip = int(checkpoint["partition"]), int(checkpoint["offset"])
+
+    def add(self, index: int, path: Path, docs: int) -> None:
+        size = path.stat().st_size
+        tokens = np.memmap(path, dtype=self.dtype, mode="r") if size else np.empty(0, self.dtype)
+        skip = self.skip if index == self.partition else 0
+        self.skip = 0
+        self.partition, self.docs_before = index, self.docs
+        self.partition_start = self.packer.position - skip
+        self.unpacked.append(index)
+        self.packer.add(tokens[skip:])
+        self.docs += docs
+        del tokens
+
+    def _on_shard(self, path: Path) -> None:
+        self.run.add_artifact(path)
+        if self.finishing:
+            return  # the last shard: index.json follows and marks the component done
+        checkpoint = {
+            "partition": self.partition,
+            "offset": self.packer.result.rows * self.packer.seq_len - self.partition_start,
+            "docs_before": self.docs_before,
+            "tokenizer_sha256": self.tok_sha,
+            "packer": self.packer.state(),
+        }
+        write_json(self.work / CHECKPOINT, checkpoint)
+        # Only now may the token files before the checkpoint's partition go (marker first: a marker
+        # without its token file is never reused, a token file without its marker never trusted).
+        for i in [i for i in self.unpacked if i < self.partition]:
+            (self.work / DONE.format(i)).unlink(missing_ok=True)
+            (self.work / PART.format(i)).unlink(missing_ok=True)
+        self.unpacked = [i for i in self.unpacked if i >= self.partition]
+
+    def finish(self, remainder: str, pad_id: int) -> packing.PackResult:
+        self.finishing = True
+        return self.packer.finish(remainder, pad_id)
+
+
+def _clean_component(out_dir: Path, keep: List[Dict[str, Any]]) -> None:
+    """After index.json: drop the work folder and anything a killed run left that the index does not list."""
+    shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
+    listed = {s["file"] for s in keep}
+    for path in out_dir.iterdir():
+        if path.is_file() and path.name != INDEX and (path.name.startswith(".") or (path.suffix == ".npy" and path.name not in listed)):
+            path.unlink(missing_ok=True)
 
 
 def _tokenizer_info(run: Run, model: Path, sp: Any) -> Dict[str, Any]:
@@ -178,6 +327,7 @@ def run(run: Run) -> Dict[str, Any]:
     workers = getattr(run.executor, "workers", 1)
     base = {
         "model": str(model.resolve()),
+        "tokenizer_sha256": tok["sha256"],
         "batch_size": int(cfg["batch_size"]),
         "num_threads": encode_threads(int(cfg.get("num_threads") or 0), workers),
         "bos": tok["bos_id"] if cfg["add_bos"] else None,
@@ -186,35 +336,50 @@ def run(run: Run) -> Dict[str, Any]:
     }
     stats = run.stage_stats("shard")
     stats.update({"tokenizer": tok["path"], "seq_len": seq_len, "dtype": dtype.name, "components": {}})
+    resume: Dict[str, ComponentResume] = {}
+    if run.cfg.get("resume"):
+        resume = {s.name: find_resume(run.dir / SHARDS_DIR / s.name, tok["sha256"], dtype) for s in run.components}
+        stats["resumed"] = True
+        stats["components_resumed"] = 0
+        stats["partitions_resumed"] = 0  # partitions not tokenized again
     weights = {s.name: s.weight for s in run.components}
     manifest: List[Dict[str, Any]] = []
-    packer: Optional[packing.Packer] = None
+    current: Optional[ComponentPacker] = None
     docs, busy, stage_started = 0, 0.0, time.time()
 
-    results = run.executor.map(_passthrough, _tasks(run, filtered, base))
+    results = run.executor.map(_passthrough, _tasks(run, filtered, base, resume))
     for result in tqdm(results, desc="shard", unit="part", disable=not run.cfg.get("progress", True)):
         name = result["component"]
         out_dir = run.dir / SHARDS_DIR / name
-        if packer is None:
-            packer = packing.Packer(out_dir, seq_len, per_shard, dtype, on_shard=run.add_artifact)
-            docs, busy = 0, 0.0
+        state = resume.get(name, ComponentResume())
+        if result.get("finished"):
+            index = state.index or {}
+            _keep_finished(run, out_dir, index, stats)
+            manifest.append({"name": name, "weight": weights[name], "index": f"{name}/{INDEX}", "rows": index["rows"]})
+            log.info("shard %s: resume: finished by the interrupted run, kept", name)
+            continue
+        if current is None:
+            current = ComponentPacker(run, name, seq_len, per_shard, dtype, tok["sha256"], state.checkpoint)
+            busy = 0.0
+            if run.cfg.get("resume"):
+                stats["partitions_resumed"] += state.first
+                log.info("shard %s: resume: %d shards kept, %d partitions packed, %d tokenized", name, len(current.packer.result.shards), state.first, len(state.done))
         packing_started = time.time()
         if not result.get("end"):
-            work = Path(result["out"])
-            packer.add(np.memmap(work, dtype=dtype, mode="r") if work.stat().st_size else np.empty(0, dtype))
-            work.unlink()
-            docs += result["docs"]
+            current.add(result["index"], Path(result["out"]), result["docs"])
+            if result.get("resumed"):
+                stats["partitions_resumed"] += 1
             # Time spent on this component (its tasks + packing), not wall time: partitions of
             # several components overlap when there are several workers.
             busy += result["seconds"] + time.time() - packing_started
             continue
-        packed = packer.finish(cfg["remainder"], tok["pad_id"])
-        packer = None
+        packed = current.finish(cfg["remainder"], tok["pad_id"])
+        docs, current = current.docs, None
         seconds = busy + time.time() - packing_started
         index = component_index(name, weights[name], cfg, tok, dtype, docs, packed)
-        write_json(out_dir / INDEX, index)
+        write_json(out_dir / INDEX, index)  # after the last shard: from here on the component is done
         run.add_artifact(out_dir / INDEX)
-        _remove_empty(out_dir / WORK_DIR)
+        _clean_component(out_dir, packed.shards)
         stats["components"][name] = {
             "records": docs,
             "sequences": packed.rows,
@@ -237,8 +402,21 @@ def run(run: Run) -> Dict[str, Any]:
     return {"tokens": sum(c["tokens"] for c in comps), "sequences": sum(c["sequences"] for c in comps)}
 
 
-def _remove_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()
-    except OSError:
-        pass  # missing, or left-overs of an interrupted run: harmless
+def _keep_finished(run: Run, out_dir: Path, index: Dict[str, Any], stats: Dict[str, Any]) -> None:
+    """A component the interrupted run finished: register its files, take its stats from its index."""
+    _clean_component(out_dir, index["shards"])
+    for entry in index["shards"]:
+        run.add_artifact(out_dir / entry["file"])
+    run.add_artifact(out_dir / INDEX)
+    stats["components_resumed"] += 1
+    stats["components"][index["component"]] = {
+        "records": index["documents"],
+        "sequences": index["rows"],
+        "shards": len(index["shards"]),
+        "tokens": index["tokens"] + index["separators"],
+        "padding": index["padding"],
+        "tail_dropped": index["tail_dropped"],
+        "seconds": 0.0,
+        "tokens_per_s": None,
+        "resumed": True,
+    }
