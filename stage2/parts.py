@@ -91,15 +91,20 @@ def filtered_part_files(run_dir: Path, component: str) -> List[Path]:
     return [Path(run_dir) / rel for rel in entry["parts"]]
 
 
-def filtered_source(run: Run, input_run: Optional[str]) -> Optional[Path]:
-    """Where a tokenizer/shard stage reads filtered text: a past run, this run's own parts, or None (raw)."""
+def filtered_source(run: Run, input_run: Optional[str], consumer: str) -> Optional[Path]:
+    """Where a tokenizer/shard stage reads filtered text: a past run, this run's own parts, or None (raw).
+
+    The choice is recorded in the run's lineage under `<consumer>.documents`.
+    """
     if input_run:
         folder = run.resolve_path(input_run).resolve()
         read_manifest(folder)  # fail early with a clear message
-        run.record_lineage("input_run", folder)
+        run.record_lineage(f"{consumer}.documents", folder)
         return folder
     if (run.dir / FILTERED_DIR / MANIFEST).exists():
+        run.record_lineage(f"{consumer}.documents", run.dir, note=f"this run's {FILTERED_DIR}/")
         return run.dir
+    run.record_lineage(f"{consumer}.documents", None, note="raw sources of the manifest")
     return None
 
 

@@ -47,6 +47,9 @@ def run_stage(cfg: Dict[str, Any], run_dir: Path) -> Path:
             log.info("stage %s: %s", step, ", ".join(c.name for c in run.components))
             headline.update(_stage_runner(step)(run) or {})
             run.stats.setdefault("steps", []).append(step)
+            # The chain of steps; what each step read is in provenance["lineage"].
+            run.provenance.setdefault("steps", []).append(step)
+            run.save_provenance()
             run.save_stats()
     finally:
         if run.executor is not None:

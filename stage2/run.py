@@ -130,13 +130,18 @@ class Run:
         self.stats["artifacts"] = sorted(self.artifacts)
         write_json(self.dir / "stats.json", self.stats)
 
-    def record_lineage(self, name: str, folder: Path) -> None:
-        """Note a past run this run consumes: its folder and config digest."""
-        entry: Dict[str, Any] = {"folder": str(folder)}
-        stats_file = folder / "stats.json"
-        if stats_file.exists():
+    def record_lineage(self, name: str, folder: Optional[Path], note: Optional[str] = None) -> None:
+        """Note what a step consumed: a past run (its folder and config digest), this run, or raw inputs."""
+        entry: Dict[str, Any] = {"folder": str(folder) if folder else None}
+        if note:
+            entry["note"] = note
+        stats_file = folder / "stats.json" if folder else None
+        if stats_file and stats_file.exists() and folder.resolve() != self.dir.resolve():
             entry["config_digest"] = json.loads(stats_file.read_text()).get("config_digest")
         self.provenance.setdefault("lineage", {})[name] = entry
+        self.save_provenance()
+
+    def save_provenance(self) -> None:
         write_json(self.dir / "provenance.json", self.provenance)
 
 

@@ -60,7 +60,7 @@ def resolve_tokenizer(run: Run, setting: Optional[str]) -> Path:
         # A model from a past run: note that run in this run's lineage.
         for folder in (model.parent, model.parent.parent):
             if (folder / "stats.json").exists() and folder.resolve() != run.dir.resolve():
-                run.record_lineage("tokenizer", folder)
+                run.record_lineage("shard.tokenizer", folder)
                 break
         return model
     found = sorted((run.dir / "tokenizer").glob("*.model"))
@@ -69,6 +69,7 @@ def resolve_tokenizer(run: Run, setting: Optional[str]) -> Path:
             f"{run.dir / 'tokenizer'}: expected one .model from this run's tokenizer stage, found {len(found)};"
             " run stage=tokenizer first or set shard.tokenizer=<model or run folder>"
         )
+    run.record_lineage("shard.tokenizer", run.dir, note=f"this run's tokenizer/{found[0].name}")
     return found[0]
 
 
@@ -323,7 +324,7 @@ def run(run: Run) -> Dict[str, Any]:
         if flag and tid < 0:
             raise Stage2Error(f"{model}: shard.{what}=true but this tokenizer has no {what[4:]} id (-1)")
     dtype = packing.token_dtype(tok["vocab_size"])
-    filtered = parts.filtered_source(run, cfg.get("input_run"))
+    filtered = parts.filtered_source(run, cfg.get("input_run"), "shard")
     workers = getattr(run.executor, "workers", 1)
     base = {
         "model": str(model.resolve()),

@@ -352,7 +352,7 @@ def collect_samples(run: Any, tcfg: Dict[str, Any]) -> List[ComponentSample]:
     """Every component's training sample and eval slice, in manifest order (parallel over components)."""
     from stage2 import parts
 
-    filtered_dir = parts.filtered_source(run, tcfg.get("input_run"))
+    filtered_dir = parts.filtered_source(run, tcfg.get("input_run"), "tokenizer")
     shares = quotas(run.components, int(tcfg["samples_per_component"]), bool(tcfg["sample_by_weight"]))
     light = dataclasses.replace(run, executor=None)  # workers need no pool, and a pool does not pickle
     tasks = [

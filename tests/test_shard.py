@@ -268,7 +268,7 @@ def test_filtered_parts_of_a_past_run_and_tokenizer_folder(tmp_path, tiny_model)
         assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
         assert a["rows"] == b["rows"] and b["tokenizer"]["path"] == str(past / "tokenizer" / "spm_500_unigram.model")
     lineage = json.loads((run.dir / "provenance.json").read_text())["lineage"]
-    assert lineage["input_run"]["folder"] == str(past) and lineage["tokenizer"]["config_digest"] == "abc"
+    assert lineage["shard.documents"]["folder"] == str(past) and lineage["shard.tokenizer"]["config_digest"] == "abc"
 
 
 def test_tokenizer_from_this_run(tmp_path, tiny_model):

@@ -125,7 +125,7 @@ def test_training_on_filtered_parts_of_a_past_run_matches_training_on_the_raw_so
 
     run = train_run(tmp_path / "from_parts", f"tokenizer.input_run={past}")
     assert model_file(run).read_bytes() == model_file(runs[1000]).read_bytes()
-    assert run.provenance["lineage"]["input_run"]["folder"] == str(past.resolve())
+    assert run.provenance["lineage"]["tokenizer.documents"]["folder"] == str(past.resolve())
 
 
 def test_resume_keeps_the_finished_model_and_evaluates_again(runs):
