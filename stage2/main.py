@@ -51,17 +51,6 @@ def resolve_config(cfg: DictConfig, launch_dir: str, rerun_of: Optional[str] = N
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)  # type: ignore[return-value]
 
 
-def quiet_datasets_logging() -> None:
-    # `datasets` installs its own handler and also propagates to Hydra's root handler: every line twice.
-    logging.getLogger("datasets").handlers.clear()
-    try:
-        import datasets
-
-        datasets.disable_progress_bars()
-    except ImportError:
-        pass
-
-
 def saved_run_folder(hydra_cfg: Any) -> Optional[str]:
     """The past run folder whose `.hydra/config.yaml` is this run's primary config, if any."""
     for source in hydra_cfg.runtime.config_sources:
@@ -91,7 +80,6 @@ def app(cfg: DictConfig) -> None:
         if rerun_of:  # relative input paths mean what they meant for the original run
             launch_dir = yaml.safe_load((Path(rerun_of) / "config.resolved.yaml").read_text()).get("launch_dir") or launch_dir
         plain = resolve_config(cfg, launch_dir, rerun_of)
-        quiet_datasets_logging()
         run_stage(plain, run_dir)
     except Stage2Error as exc:
         fail(run_dir, hydra_cfg, verbose, str(exc))

@@ -7,6 +7,7 @@ record number it came from: that is the component's canonical order, and errors 
 
 from __future__ import annotations
 
+import functools
 import glob
 import itertools
 import json
@@ -129,9 +130,22 @@ def resolve_components(dataset: Dict[str, Any], launch_dir: str) -> List[Compone
     return specs
 
 
-def _load_stream(spec: ComponentSpec, path: Optional[str]):
-    # Imported here: `datasets` is slow to import and not every process needs it.
+@functools.lru_cache(maxsize=None)
+def _datasets():
+    """`datasets`, imported on first use (it is slow to import), logging once through our handlers.
+
+    On import it adds its own stderr handler and also propagates to the root logger (Hydra's console
+    and file handlers), so every message would be printed twice.
+    """
     import datasets
+
+    logging.getLogger("datasets").handlers.clear()
+    datasets.disable_progress_bars()
+    return datasets
+
+
+def _load_stream(spec: ComponentSpec, path: Optional[str]):
+    datasets = _datasets()
 
     if path is None:
         try:
