@@ -69,7 +69,7 @@ def test_datasets_messages_are_printed_once(tmp_path):
     write_lines(tmp_path / "docs.jsonl", [b'{"id": "a", "text": "hello"}', b'{"id": "b", "text": "broken'])
     out = run_filter(tmp_path, "dataset.paths=[docs.jsonl]", "filter.on_bad_record=skip")
     assert out.returncode == 0, out.stderr[-2000:]
-    lines = [l for l in out.stderr.splitlines() if "Failed to load JSON" in l]
+    lines = [l for l in (out.stdout + out.stderr).splitlines() if "Failed to load JSON" in l]
     assert len(lines) == 1, lines
     assert "Failed to load JSON" in (tmp_path / "run" / "stage2.log").read_text()
 
