@@ -69,6 +69,8 @@ def run_stage(cfg: Dict[str, Any], run_dir: Path) -> Path:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def app(cfg: DictConfig) -> None:
+    # A log file that cannot be written (full disk) must not print tracebacks over the real error.
+    logging.raiseExceptions = False
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     verbose = bool(cfg.get("verbose", False))
@@ -109,9 +111,12 @@ def fail(run_dir: Path, hydra_cfg: Any, verbose: bool, message: str) -> None:
 def mark_failed(stats_file: Path, message: str) -> None:
     from stage2.run import write_json
 
-    stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-    stats.update(status="failed", error=message)
-    write_json(stats_file, stats)
+    try:
+        stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+        stats.update(status="failed", error=message)
+        write_json(stats_file, stats)
+    except (OSError, ValueError, Stage2Error) as exc:  # e.g. the disk is full: the error line matters more
+        log.warning("could not mark %s as failed: %s", stats_file, exc)
 
 
 def main() -> None:

@@ -56,6 +56,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a read-only folder: name the file, keep the message one line
+        raise Stage2Error(f"{path}: cannot write it: {exc.strerror or exc}") from exc
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -121,3 +121,31 @@ def test_verbose_shows_the_traceback(tmp_path):
     (tmp_path / "empty.jsonl").write_bytes(b"")
     out = run_filter(tmp_path, "dataset.paths=[empty.jsonl]", "verbose=true")
     assert out.returncode != 0 and "Traceback" in out.stderr and "Stage2Error" in out.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 256 KiB filesystem (tmpfs), so that writing really runs out of space."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {out.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_disk_full_while_writing(tmp_path, small_disk):
+    records = sample_records("foldoc.jsonl.gz", 3000)
+    write_jsonl(tmp_path / "docs.jsonl", records)
+    out = subprocess.run(
+        [str(BIN / "stage2"), "stage=filter", "dataset=files", "dataset.paths=[docs.jsonl]", f"hydra.run.dir={small_disk}/run",
+         f"runs_index={tmp_path}/runs.jsonl", "executor.workers=1", "filter.lang_backend=fasttext", "dataset.partition_size=500"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 1, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("stage2: error: ") and "No space left on device" in last and str(small_disk) in last
+    assert "Traceback" not in out.stderr
+    assert not [p for p in small_disk.rglob("*") if ".tmp-" in p.name]
+    assert not (tmp_path / "runs.jsonl").exists()
