@@ -6,11 +6,13 @@ import gzip
 import json
 import os
 import platform
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+# `python -m benchmarks --quick` points this elsewhere, so a smoke test does not overwrite the full results.
+RESULTS = Path(os.environ.get("STAGE2_BENCH_RESULTS") or REPO / "benchmarks" / "results")
 
 
 def shared_data_dir() -> Path:
@@ -30,6 +32,25 @@ def read_jsonl(path: Path) -> Iterator[Dict[str, Any]]:
 
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def write_results(name: str, markdown: str, headline: Dict[str, Any]) -> None:
+    """`<name>.md` for people and `<name>.json` (headline numbers) for `python -m benchmarks`."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.md").write_text(markdown, encoding="utf-8")
+    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), **headline}, indent=2) + "\n", encoding="utf-8")
+
+
+def child_env() -> Dict[str, str]:
+    """Environment for a timed `stage2` subprocess: bytecode cached in a temp folder.
+
+    This box sets PYTHONDONTWRITEBYTECODE, so every spawned worker would recompile its imports
+    (seconds of `compile`), which a normal install does not pay; the repo and venv are not touched.
+    """
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = os.path.join(tempfile.gettempdir(), "stage2-bench-pycache")
+    return env
 
 
 def md_table(header: List[str], rows: List[List[Any]]) -> str:

@@ -10,7 +10,7 @@ jsonl file. Measured, in this order:
               writes, worker start-up included) with langdetect, then with fastText;
   near dedup  window hashing + sequential decisions in one process: MB of text per second per core.
 Goals: stage/loop >= 1.8x with langdetect, >= 30x with fastText; near dedup >= 20 MB/s per core.
-Writes benchmarks/results/filter_speed.md. Timings on a shared machine are noisy: compare the ratios.
+Writes benchmarks/results/filter_speed.md and .json (headline numbers). Timings on a shared machine are noisy: compare the ratios.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ if os.environ.get("PYTHONDONTWRITEBYTECODE"):
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from benchmarks.common import RESULTS, machine, md_table, read_jsonl, shared_data_dir
+from benchmarks.common import machine, md_table, read_jsonl, shared_data_dir, write_results
 
 # Hydra, stage2.main and stage2.run are imported inside the functions: spawned workers re-import
 # this module (as __mp_main__) and should pay for what `stage2` workers import, not for the benchmark.
@@ -208,8 +208,16 @@ def main() -> None:
         f"({near['state_bytes'] / max(near['windows'], 1):.1f} bytes per window).\n"
     )
     print(report)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "filter_speed.md").write_text(report)
+    write_results("filter_speed", report, {
+        "docs": len(texts), "mb": round(mb, 3), "workers": args.workers, "load_end": load,
+        "loop_docs_per_s": round(loop_rate, 1),
+        "langdetect_docs_per_s": round(ld["docs"] / ld["seconds"], 1),
+        "langdetect_vs_loop": round(ld["docs"] / ld["seconds"] / loop_rate, 3),
+        "langdetect_cpu_bound_vs_loop": round(args.workers * (ld["docs"] / ld["cpu"]) / loop_rate_cpu, 3),
+        "fasttext_docs_per_s": round(ft["docs"] / ft["seconds"], 1),
+        "fasttext_vs_loop": round(ft["docs"] / ft["seconds"] / loop_rate, 3),
+        "near_dedup_mb_per_s_per_core": round(mb / near_s, 2),
+    })
 
 
 if __name__ == "__main__":

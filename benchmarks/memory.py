@@ -1,6 +1,6 @@
 """Peak RSS of each stage at 1x and 10x input.
 
-    uv run python -m benchmarks.memory [--scale 10]
+    uv run python -m benchmarks.memory [--scale 10] [--max-docs N] [--vocab 8000]
 
 Input: the embedded sample's English components (web + encyclopedia, ~12k documents). The 10x input
 adds 9 copies whose words are shuffled within each document with a fixed seed, so that the copies are
@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from benchmarks.common import RESULTS, REPO, machine, md_table
 
@@ -29,14 +29,14 @@ SOURCES = [REPO / "data" / "sample" / "web_stackexchange.jsonl.gz", REPO / "data
 BIN = Path(sys.executable).parent / "stage2"
 
 
-def make_input(folder: Path, scale: int) -> List[str]:
+def make_input(folder: Path, scale: int, max_docs: Optional[int] = None) -> List[str]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for src in SOURCES:
         out = folder / src.name
         rng = random.Random(0)
         with gzip.open(src, "rt", encoding="utf-8") as f, gzip.open(out, "wt", encoding="utf-8", compresslevel=1) as g:
-            records = [json.loads(line) for line in f]
+            records = [json.loads(line) for line in f][:max_docs]  # --max-docs: the first N of each source
             for copy in range(scale):
                 for r in records:
                     text = r["text"]
@@ -61,16 +61,18 @@ def peak_rss_mb(args: List[str], cwd: Path) -> Dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=10)
+    parser.add_argument("--max-docs", type=int, default=None, help="first N records of each source (smoke tests)")
+    parser.add_argument("--vocab", type=int, default=8000)
     args = parser.parse_args()
     rows, results = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model = None
         for scale in (1, args.scale):
-            paths = make_input(work / f"x{scale}", scale)
+            paths = make_input(work / f"x{scale}", scale, args.max_docs)
             mb = sum(os.path.getsize(p) for p in paths) / 1e6
             common = ["dataset=files", f"dataset.paths=[{','.join(paths)}]", "executor.workers=1", "progress=false",
-                      f"runs_index={work}/runs.jsonl", "tokenizer.vocab_size=8000"]
+                      f"runs_index={work}/runs.jsonl", f"tokenizer.vocab_size={args.vocab}"]
             filt = peak_rss_mb(["stage=filter", f"hydra.run.dir={work}/filter{scale}", *common], work)
             tok = peak_rss_mb(["stage=tokenizer", f"hydra.run.dir={work}/tok{scale}", f"tokenizer.input_run={work}/filter{scale}", *common], work)
             if model is None:  # the same tokenizer for both scales: shard cost depends on the text only
@@ -79,11 +81,13 @@ def main() -> None:
             results[f"{scale}x"] = {"input_gz_mb": round(mb, 1), "filter": filt, "tokenizer": tok, "shard": shard}
             rows.append([f"{scale}x", f"{mb:.1f}", filt["peak_rss_mb"], tok["peak_rss_mb"], shard["peak_rss_mb"]])
     table = md_table(["input", "gzip MB", "filter peak RSS MB", "tokenizer peak RSS MB", "shard peak RSS MB"], rows)
-    text = f"# Peak RSS per stage (benchmarks/memory.py)\n\nMachine: {machine()}. One process per stage (executor.workers=1).\n\n{table}\n"
+    text = f"# Peak RSS per stage (benchmarks/memory.py)\n\nMachine: {machine()}. One process per stage (executor.workers=1).\n"
+    text += f"Input: {'the first %d records of ' % args.max_docs if args.max_docs else ''}{', '.join(p.name for p in SOURCES)}; vocab {args.vocab}.\n\n{table}\n"
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "memory.md").write_text(text)
-    (RESULTS / "memory.json").write_text(json.dumps(results, indent=2) + "\n")
+    headline = {"machine": machine(), "max_docs": args.max_docs, "vocab": args.vocab, "scale": args.scale, **results}
+    (RESULTS / "memory.json").write_text(json.dumps(headline, indent=2) + "\n")
 
 
 if __name__ == "__main__":

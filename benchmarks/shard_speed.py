@@ -1,6 +1,6 @@
 """Shard stage throughput vs SentencePiece batch encode alone, and peak memory at 1x and 10x input.
 
-    uv run python benchmarks/shard_speed.py [--docs 100000] [--threads 2] [--out benchmarks/results/shard_speed.md]
+    uv run python benchmarks/shard_speed.py [--docs 100000] [--threads 2] [--repeats 3] [--out benchmarks/results/shard_speed.md]
 
 Input: English documents of the shared dev corpora (`../shared/data`, or $STAGE2_SHARED_DATA), written
 as filtered parquet parts (1000 docs each) of a fake filter run; the 10x input is the same parts
@@ -12,6 +12,7 @@ repeated ten times. A SentencePiece unigram model (8000 pieces) is trained once 
   1 worker x N threads and N workers x 1 thread.
 Every measurement runs in its own subprocess, which reports its wall time and peak RSS (its own plus
 its worker processes'), so the figures of one invocation are comparable with each other.
+Headline numbers also go to shard_speed.json next to the markdown (read by `python -m benchmarks`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script too (`python benchmarks/shard_speed.py`, and its children)
+from benchmarks.common import RESULTS  # noqa: E402  ($STAGE2_BENCH_RESULTS moves it)
+
 SHARED = Path(os.environ.get("STAGE2_SHARED_DATA") or REPO.parent / "shared" / "data")
 FILES = ("en_foldoc_dev.jsonl.gz", "en_web_stackexchange_dev.jsonl.gz", "en_web_cc_samples_dev.jsonl.gz")
 PART_DOCS = 1000
@@ -156,7 +160,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=100000)  # capped by what the files hold
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "shard_speed.md"))
+    ap.add_argument("--out", default=str(RESULTS / "shard_speed.md"))
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of each 1x figure; the best counts")
     ap.add_argument("--child")
     ap.add_argument("--work")
     ap.add_argument("--model")
@@ -174,7 +179,7 @@ def main() -> None:
         info = prepare(work, args.docs)
         model = info["model"]
         rows = []
-        # Interleaved repeats: the box is shared, so each figure is the best of three.
+        # Interleaved repeats: the box is shared, so each figure is the best of --repeats.
         plan = [
             ("encode alone, one call, %d threads" % n, "encode", dict(threads=n, batch=0)),
             ("encode alone, batches of 512, %d threads" % n, "encode", dict(threads=n, batch=512)),
@@ -182,7 +187,7 @@ def main() -> None:
             ("shard stage 1x, %d workers x 1 thread" % n, "shard", dict(threads=1, workers=n, scale=1)),
         ]
         results = {label: [] for label, _, _ in plan}
-        for _ in range(3):
+        for _ in range(args.repeats):
             for label, kind, kw in plan:
                 results[label].append(measure(kind, work, model, **kw))
         x10 = measure("shard", work, model, threads=n, workers=1, scale=10)
@@ -209,7 +214,7 @@ def main() -> None:
         " SentencePiece unigram model, 8000 pieces; shard.seq_len=512, sequences_per_shard=8192 (defaults).",
         "",
         "Tokens: encode alone counts document tokens; the shard stage counts document tokens + EOS (one per document).",
-        "Each 1x figure is the best of three interleaved repeats. Peak RSS: the measuring process's VmHWM, reset"
+        f"Each 1x figure is the best of {args.repeats} interleaved repeats. Peak RSS: the measuring process's VmHWM, reset"
         " after set-up (encode alone: after the texts are loaded and the model is read; shard stage: after the"
         " run folder is made), and the largest worker process (`RUSAGE_CHILDREN`; 2-worker runs only).",
         "",
@@ -230,6 +235,16 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
+    two = by_label["shard stage 1x, %d workers x 1 thread" % n]
+    headline = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "docs": info["docs"], "mb": round(info["bytes"] / 1e6, 3), "threads": n, "repeats": args.repeats,
+        "encode_tokens_per_s": round(base, 1),
+        "stage_vs_encode_1x": round(one_1x[4], 4), "stage_vs_encode_10x": round(one_10x[4], 4),
+        "stage_workers_vs_encode_1x": round(two[4], 4),
+        "peak_rss_mb_1x": one_1x[5], "peak_rss_mb_10x": one_10x[5], "load_end": os.getloadavg()[0],
+    }
+    Path(args.out).with_suffix(".json").write_text(json.dumps(headline, indent=2) + "\n")
     print(text)
 
 

@@ -6,7 +6,8 @@ the same options: what a user calling SentencePiece by hand would run. Goal: sta
 
     uv run python benchmarks/tokenizer_speed.py [--vocab 8000] [--repeats 1] [--files a.jsonl.gz ...]
 
-Reads the dev corpora in ../shared/data (or $STAGE2_SHARED_DATA); writes benchmarks/results/tokenizer_speed.md.
+Reads the dev corpora in ../shared/data (or $STAGE2_SHARED_DATA); writes benchmarks/results/tokenizer_speed.md
+and .json (headline numbers).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import sentencepiece as spm  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 import stage2.main  # noqa: E402
-from benchmarks.common import RESULTS, machine, md_table, shared_data_dir  # noqa: E402
+from benchmarks.common import machine, md_table, shared_data_dir, write_results  # noqa: E402
 from stage2 import tokenizer  # noqa: E402
 from stage2.run import start_run  # noqa: E402
 
@@ -95,6 +96,7 @@ def main() -> None:
     rows, ratios, cpu_ratios, shares = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        text_file = root / "sample.txt"  # the stage's sample, written after the first stage run (below)
         for rep in range(args.repeats):
             run = make_run(root / f"stage{rep}", paths, args.vocab, args.workers, args.threads)
             tcfg = run.cfg["tokenizer"]
@@ -106,7 +108,7 @@ def main() -> None:
                 stage_s, stage_cpu = time_stage(run)
                 if rep == 0:
                     # Built after the first stage run, which thus runs cold (pays the one-off `datasets` import).
-                    text_file = write_sample(run, root / "sample.txt")
+                    write_sample(run, text_file)
                 direct_s, direct_cpu = time_direct(text_file, root / "direct", tcfg)
             stats = run.stage_stats("tokenizer")
 
@@ -149,8 +151,12 @@ def main() -> None:
             "",
         ]
     )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "tokenizer_speed.md").write_text(report, encoding="utf-8")
+    write_results("tokenizer_speed", report, {
+        "vocab": args.vocab, "repeats": args.repeats, "workers": args.workers, "threads": args.threads, "files": args.files,
+        "wall_ratio": round(statistics.median(ratios), 4), "wall_ratios": [round(r, 4) for r in ratios],
+        "cpu_ratio": round(statistics.median(cpu_ratios), 4), "overhead_share": round(statistics.median(shares), 4),
+        "load_end": os.getloadavg()[0],
+    })
     print(report)
 
 
