@@ -25,6 +25,7 @@ class Stage(str, Enum):
 
 class LangBackend(str, Enum):
     langdetect = "langdetect"
+    langdetect_fast = "langdetect_fast"  # langdetect's answers, vectorised (stage2/langid_fast.py)
     fasttext = "fasttext"
 
 
@@ -101,7 +102,7 @@ class FilterConfig:
     min_chars: int = 200
     max_chars: int = 8000
     languages: List[str] = field(default_factory=lambda: ["en"])
-    lang_backend: LangBackend = LangBackend.langdetect
+    lang_backend: LangBackend = LangBackend.langdetect_fast
     lang_threshold: float = 0.85  # on the probability of a wanted language; filter=fasttext sets its own (0.45)
     lang_max_chars: int = 2000  # characters of a document the detector reads
     dedup: DedupConfig = field(default_factory=DedupConfig)
