@@ -10,18 +10,35 @@ A partition that keeps no document writes no part (part indexes may have gaps; t
 the parts that exist, in order). The driver holds the documents of the partitions in flight only
 (at most `executor.max_in_flight` + 1) plus the dedup state: 8 bytes per distinct normalised text
 and per distinct word window of kept documents.
+
+Resume (`resume=true`): each partition's map result (languages, scores, window hashes) is saved by
+its worker as `filtered/.work/<component>/map-<i>.npz` (temp name + rename: a partition is done only
+once its file is complete) with a key over the map settings and the partition's texts. A resumed
+run re-streams and re-partitions (cheap), loads the results whose key matches instead of computing
+them, redoes the reduce and rewrites every part: the same bytes as an uninterrupted run. The
+manifest is written last, then `filtered/.finished.json` (the stage's stats and the sha256 of its
+artifacts, no timings, so the same bytes on every run; not an artifact), then `filtered/.work/` is
+deleted: map results are a few times the size of the parts, and a later stage's resume (a pipeline
+killed while sharding) keeps the finished filter outputs through .finished.json, no map work redone.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
 import sys
 import time
+import zipfile
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
+import xxhash
 
 from stage2.dedup import HashSet, NearDeduper, batch_window_hashes, exact_key
 from stage2.errors import Stage2Error
@@ -31,6 +48,13 @@ log = logging.getLogger(__name__)
 
 REASONS = ("invalid", "too_short", "too_long", "duplicate", "language", "near_duplicate")
 LOG_EVERY_S = 10.0
+WORK_DIR = ".work"
+MAP_FILE = "map-{:05d}.npz"
+FINISHED = ".finished.json"  # in filtered/, next to the manifest
+# Part of every saved map result's key: bump it when analyse_partition's output changes, so a run
+# resumed with newer code recomputes what older code saved.
+MAP_VERSION = 1
+MAP_SETTINGS = ("lang_filter", "backend", "languages", "max_chars", "near", "window_words")
 
 
 @dataclass(frozen=True)
@@ -84,6 +108,7 @@ class PartitionResult:
     index: int
     kept: List[Document]
     rejected: List[Rejected]
+    resumed: bool = False  # the map result was loaded from a saved file, not computed
 
 
 @dataclass
@@ -129,7 +154,25 @@ class DedupState:
 
 
 def analyse_partition(task: Dict[str, Any]) -> Dict[str, Any]:
-    """Language ID and window hashes of one partition's texts (top-level: workers unpickle it)."""
+    """Language ID and window hashes of one partition's texts (top-level: workers unpickle it).
+
+    With task["work"] (a file path) a saved result with the same key is loaded instead (marked
+    "resumed"), and a computed one is saved there before it is returned.
+    """
+    work = task.get("work")
+    if not work:
+        return _compute_map(task)
+    key = map_key(task)
+    out = load_map_result(Path(work), key)
+    if out is not None:
+        out["resumed"] = True
+        return out
+    out = _compute_map(task)
+    save_map_result(Path(work), key, out)
+    return out
+
+
+def _compute_map(task: Dict[str, Any]) -> Dict[str, Any]:
     from stage2.langid import identify_all
 
     texts: List[str] = task["texts"]
@@ -142,6 +185,58 @@ def analyse_partition(task: Dict[str, Any]) -> Dict[str, Any]:
     if task["near"]:
         out["hashes"], out["offsets"] = batch_window_hashes(texts, task["window_words"])
     return out
+
+
+def map_key(task: Dict[str, Any]) -> str:
+    """What a partition's map result depends on: code version, map settings and the texts themselves."""
+    h = xxhash.xxh3_128()
+    h.update(json.dumps([MAP_VERSION, {k: task[k] for k in MAP_SETTINGS}], sort_keys=True).encode())
+    for text in task["texts"]:
+        data = text.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "little"))  # length-prefixed: ["ab", "c"] != ["a", "bc"]
+        h.update(data)
+    return h.hexdigest()
+
+
+def save_map_result(path: Path, key: str, out: Dict[str, Any]) -> None:
+    """Atomically, as plain numpy arrays (no pickles): the file exists only once complete."""
+    from stage2.run import atomic_path
+
+    arrays = {"key": np.array(key)}
+    if "language" in out:
+        arrays["language"] = np.array(out["language"], dtype=str)
+        arrays["score"] = np.array(out["score"], dtype=np.float64)
+        arrays["target"] = np.array(out["target"], dtype=np.float64)
+    if "hashes" in out:
+        arrays["hashes"], arrays["offsets"] = out["hashes"], out["offsets"]
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to the temp name
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def load_map_result(path: Path, key: str) -> Optional[Dict[str, Any]]:
+    """A saved map result, or None when there is none, it is unreadable, or its key differs."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            if str(saved["key"]) != key:
+                log.warning("%s: saved for other texts or settings; computed again", path)
+                return None
+            out: Dict[str, Any] = {}
+            if "language" in saved.files:
+                # .tolist(): Python str and float, as a fresh computation returns them.
+                out["language"] = saved["language"].tolist()
+                out["score"] = saved["score"].tolist()
+                out["target"] = saved["target"].tolist()
+            if "hashes" in saved.files:
+                out["hashes"], out["offsets"] = saved["hashes"], saved["offsets"]
+            return out
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("%s: unreadable (%s); computed again", path, exc)
+        return None
 
 
 # ---- driver: cheap checks and partitioning ----------------------------------------------------
@@ -201,6 +296,7 @@ def filter_documents(
     mapper: Callable[[Callable, Iterable[Any]], Iterator[Any]] = map,
     tick: Callable[[], None] = lambda: None,
     keep_rejected: Optional[int] = None,
+    work_dir: Optional[Path] = None,
 ) -> Iterator[PartitionResult]:
     """The pure core: documents in canonical order -> kept and rejected documents per partition.
 
@@ -208,6 +304,7 @@ def filter_documents(
     in task order. Decisions never depend on the mapper, so neither do the outputs. Rejected
     documents are returned with their reason, the first `keep_rejected` of each reason only (all
     when None): a long run of short records must not pile up in memory before a partition is cut.
+    With `work_dir`, map results are saved there and saved ones reused (see analyse_partition).
     """
     in_flight: Deque[Tuple[List[Document], List[Rejected]]] = deque()
     taken: Counter = Counter()
@@ -219,9 +316,11 @@ def filter_documents(
         return True
 
     def tasks() -> Iterator[Dict[str, Any]]:
-        for batch, rejected in _partitions(docs, settings, state, counts, tick, keep):
+        for index, (batch, rejected) in enumerate(_partitions(docs, settings, state, counts, tick, keep)):
             in_flight.append((batch, rejected))
             yield {
+                # (No file when the map has nothing to do: recomputing nothing is free.)
+                "work": str(Path(work_dir) / MAP_FILE.format(index)) if work_dir is not None and (lang_filter or settings.near) else None,
                 "texts": [d.text for d in batch],
                 "lang_filter": lang_filter,
                 "backend": settings.lang_backend,
@@ -254,7 +353,7 @@ def filter_documents(
             kept.append(doc)
             counts.kept += 1
             counts.bytes_out += len(doc.text.encode("utf-8"))
-        yield PartitionResult(index, kept, rejected)
+        yield PartitionResult(index, kept, rejected, bool(result.get("resumed")))
 
 
 # ---- stage entry ------------------------------------------------------------------------------
@@ -307,6 +406,48 @@ def _write_rejected(run, name: str, samples: List[Rejected]) -> Optional[str]:
     return str(path.relative_to(run.dir))
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _without_timings(stats: Dict[str, Any]) -> Dict[str, Any]:
+    """The stage's stats minus what varies between identical runs (.finished.json: the same bytes every time)."""
+    out = {k: v for k, v in stats.items() if k not in ("resumed", "partitions_resumed")}
+    out["components"] = {
+        name: {k: v for k, v in entry.items() if k not in ("seconds", "docs_per_s", "partitions_resumed")}
+        for name, entry in stats["components"].items()
+    }
+    return out
+
+
+def _restore_finished(run, path: Path) -> Optional[Dict[str, Any]]:
+    """The headline of a filter stage this run folder finished before (a later stage was interrupted), or None.
+
+    Its outputs are kept when every artifact it listed still has the recorded sha256.
+    """
+    try:
+        finished = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # none (written atomically, so never half a file)
+    if finished.get("config_digest") != run.digest:
+        return None
+    for rel, digest in finished["artifacts"].items():
+        if not (run.dir / rel).is_file() or _sha256(run.dir / rel) != digest:
+            log.warning("filter: resume: %s is missing or changed since the stage finished; filtering again", rel)
+            return None
+    for rel in finished["artifacts"]:
+        run.add_artifact(run.dir / rel)
+    stats = run.stage_stats("filter")
+    stats.update(finished["stats"])
+    stats.update({"resumed": True, "stage_finished_before": True, "partitions_resumed": sum(c["partitions"] for c in stats["components"].values())})
+    log.info("filter: resume: the stage had finished; its %d artifacts are kept", len(finished["artifacts"]))
+    return finished["headline"]
+
+
 def run(run) -> Dict[str, Any]:
     from stage2.parts import FILTERED_DIR, MANIFEST, docs_to_table, part_path, write_table
     from stage2.run import write_json
@@ -314,8 +455,20 @@ def run(run) -> Dict[str, Any]:
 
     settings = Settings.from_cfg(run.cfg)
     keep_rejected = int(run.cfg["filter"].get("keep_rejected") or 0)
+    work_root = run.dir / FILTERED_DIR / WORK_DIR
+    finished_path = run.dir / FILTERED_DIR / FINISHED
+    resuming = bool(run.cfg.get("resume"))
+    if resuming:
+        headline = _restore_finished(run, finished_path)
+        if headline is not None:
+            return headline
+    else:
+        shutil.rmtree(work_root, ignore_errors=True)  # a fresh run trusts nothing it finds
+    finished_path.unlink(missing_ok=True)
     stats = run.stage_stats("filter")
     stats.update({"lang_backend": settings.lang_backend, "languages": list(settings.languages), "components": {}})
+    if resuming:
+        stats.update({"resumed": True, "partitions_resumed": 0})
     manifest: Dict[str, Any] = {"components": {}}
     shared = DedupState.new(settings) if settings.scope == "mixture" else None
     state_bytes = 0
@@ -327,15 +480,20 @@ def run(run) -> Dict[str, Any]:
         state = shared or DedupState.new(settings)
         counts = Counts()
         comp_dir = run.dir / FILTERED_DIR / spec.name
-        for stale in [*comp_dir.glob("part-*.parquet"), comp_dir / "rejected.parquet"]:  # a rerun into the same folder
+        # Outputs of an interrupted run (all rewritten below; temp files of killed writers too).
+        for stale in [*comp_dir.glob("part-*.parquet"), comp_dir / "rejected.parquet", *comp_dir.glob(".*.tmp-*")]:
             stale.unlink(missing_ok=True)
         progress = _Progress(bool(run.cfg.get("progress")), spec.name)
         parts: List[str] = []
+        partitions = resumed = 0
         samples: Dict[str, List[Rejected]] = {r: [] for r in REASONS}
         try:
             for result in filter_documents(
-                iter_documents(spec), settings, spec.lang_filter, state, counts, run.executor.map, progress.tick, keep_rejected
+                iter_documents(spec), settings, spec.lang_filter, state, counts, run.executor.map, progress.tick,
+                keep_rejected, work_root / spec.name,
             ):
+                partitions += 1
+                resumed += result.resumed
                 for r in result.rejected:
                     samples[r.reason].append(r)
                 if result.kept:
@@ -348,6 +506,11 @@ def run(run) -> Dict[str, Any]:
         seconds = time.monotonic() - started
         entry = counts.as_stats(seconds)
         entry["parts"] = len(parts)
+        entry["partitions"] = partitions
+        if resuming:
+            entry["partitions_resumed"] = resumed
+            stats["partitions_resumed"] += resumed
+            log.info("filter %s: resume: %d of %d partitions' map results reused", spec.name, resumed, partitions)
         if not spec.lang_filter:
             entry["lang_filter"] = False
         rejected_file = _write_rejected(run, spec.name, [r for reason in REASONS for r in samples[reason]])
@@ -373,7 +536,7 @@ def run(run) -> Dict[str, Any]:
             total.dropped[reason] += n
 
     manifest_path = run.dir / FILTERED_DIR / MANIFEST
-    write_json(manifest_path, manifest)
+    write_json(manifest_path, manifest)  # last of the outputs: the parts before it are complete
     run.add_artifact(manifest_path)
     stats.update(
         {
@@ -386,8 +549,21 @@ def run(run) -> Dict[str, Any]:
             "empty_components": empty,
         }
     )
-    return {
+    headline = {
         "filter_records_in": total.records_in,
         "filter_kept": total.kept,
         "filter_kept_bytes": total.bytes_out,
     }
+    own = [rel for rel in run.artifacts if rel.startswith(f"{FILTERED_DIR}/")]
+    finished = {
+        "config_digest": run.digest,
+        "headline": headline,
+        "stats": _without_timings(stats),
+        "artifacts": {rel: _sha256(run.dir / rel) for rel in sorted(own)},
+    }
+    write_json(finished_path, finished)
+    # The map results are not needed any more: .finished.json keeps the stage done for a resume.
+    shutil.rmtree(work_root, ignore_errors=True)
+    for leftover in (run.dir / FILTERED_DIR).glob(".*.tmp-*"):  # of a killed manifest write
+        leftover.unlink(missing_ok=True)
+    return headline
