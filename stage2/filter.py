@@ -42,6 +42,7 @@ import xxhash
 
 from stage2.dedup import HashSet, NearDeduper, batch_window_hashes, exact_key
 from stage2.errors import Stage2Error
+from stage2.langid import check_languages
 from stage2.sources import Document
 
 log = logging.getLogger(__name__)
@@ -454,6 +455,8 @@ def run(run) -> Dict[str, Any]:
     from stage2.sources import iter_documents
 
     settings = Settings.from_cfg(run.cfg)
+    if any(spec.lang_filter for spec in run.components):
+        check_languages(settings.lang_backend, settings.languages)
     keep_rejected = int(run.cfg["filter"].get("keep_rejected") or 0)
     work_root = run.dir / FILTERED_DIR / WORK_DIR
     finished_path = run.dir / FILTERED_DIR / FINISHED

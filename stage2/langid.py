@@ -117,11 +117,15 @@ def identify(text: str, detector: Detector, languages: Sequence[str], max_chars:
 
 def identify_all(texts: Sequence[str], backend: str, languages: Sequence[str], max_chars: int) -> List[LangVerdict]:
     detector = get_backend(backend)
-    if backend == "langdetect_fast":
-        from stage2.langid_fast import check_languages
-
-        check_languages(languages)  # a code langdetect never reports (`zh`, `ga`) would drop everything
     return [identify(t, detector, languages, max_chars) for t in texts]
+
+
+def check_languages(backend: str, languages: Sequence[str]) -> None:
+    """Fail at start-up on a code the detector never reports (`zh`, `ga`): it would drop every document."""
+    if backend in ("langdetect", "langdetect_fast"):  # the same bundled profiles
+        from stage2.langid_fast import check_languages as check_langdetect_codes
+
+        check_langdetect_codes(languages)
 
 
 def normalise_language(code: Optional[str]) -> Optional[str]:

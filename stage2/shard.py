@@ -22,8 +22,8 @@ import logging
 import os
 import shutil
 import time
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
@@ -364,7 +364,10 @@ def run(run: Run) -> Dict[str, Any]:
             busy = 0.0
             if run.cfg.get("resume"):
                 stats["partitions_resumed"] += state.first
-                log.info("shard %s: resume: %d shards kept, %d partitions packed, %d tokenized", name, len(current.packer.result.shards), state.first, len(state.done))
+                log.info(
+                    "shard %s: resume: %d shards kept (holding partitions before %d), %d partitions already tokenized",
+                    name, len(current.packer.result.shards), state.first, len(state.done),
+                )
         packing_started = time.time()
         if not result.get("end"):
             current.add(result["index"], Path(result["out"]), result["docs"])

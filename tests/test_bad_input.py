@@ -117,6 +117,13 @@ def test_glob_matching_nothing(tmp_path):
     assert_clean_failure(tmp_path, out, "nowhere/*.jsonl.gz", "no file matches")
 
 
+def test_a_language_the_detector_never_reports_fails_at_start(tmp_path):
+    write_jsonl(tmp_path / "docs.jsonl", GOOD[:5])
+    out = run_filter(tmp_path, "dataset.paths=[docs.jsonl]", "filter.languages=[en,zh]")
+    assert_clean_failure(tmp_path, out, "filter.languages", "'zh'")
+    assert not (tmp_path / "run" / "filtered").exists()
+
+
 def test_verbose_shows_the_traceback(tmp_path):
     (tmp_path / "empty.jsonl").write_bytes(b"")
     out = run_filter(tmp_path, "dataset.paths=[empty.jsonl]", "verbose=true")
