@@ -24,12 +24,10 @@ killed while sharding) keeps the finished filter outputs through .finished.json,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
-import sys
 import time
 import zipfile
 from collections import Counter, deque
@@ -43,12 +41,13 @@ import xxhash
 from stage2.dedup import HashSet, NearDeduper, batch_window_hashes, exact_key
 from stage2.errors import Stage2Error
 from stage2.langid import check_languages
+from stage2.progress import Progress
+from stage2.run import file_sha256
 from stage2.sources import Document
 
 log = logging.getLogger(__name__)
 
 REASONS = ("invalid", "too_short", "too_long", "duplicate", "language", "near_duplicate")
-LOG_EVERY_S = 10.0
 WORK_DIR = ".work"
 MAP_FILE = "map-{:05d}.npz"
 FINISHED = ".finished.json"  # in filtered/, next to the manifest
@@ -360,34 +359,6 @@ def filter_documents(
 # ---- stage entry ------------------------------------------------------------------------------
 
 
-class _Progress:
-    """A tqdm bar on a terminal, else a log line every LOG_EVERY_S seconds."""
-
-    def __init__(self, enabled: bool, component: str):
-        self.component = component
-        self.n = 0
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(desc=f"filter {component}", unit="doc", file=sys.stderr)
-        self.started = self.last = time.monotonic()
-
-    def tick(self) -> None:
-        self.n += 1
-        if self.bar is not None:
-            self.bar.update(1)
-        elif self.n % 1000 == 0:
-            now = time.monotonic()
-            if now - self.last >= LOG_EVERY_S:
-                self.last = now
-                log.info("filter %s: %d documents read (%.0f docs/s)", self.component, self.n, self.n / (now - self.started))
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _write_rejected(run, name: str, samples: List[Rejected]) -> Optional[str]:
     from stage2.parts import FILTERED_DIR, docs_to_table, write_table
 
@@ -405,14 +376,6 @@ def _write_rejected(run, name: str, samples: List[Rejected]) -> Optional[str]:
     write_table(path, table)
     run.add_artifact(path)
     return str(path.relative_to(run.dir))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _without_timings(stats: Dict[str, Any]) -> Dict[str, Any]:
@@ -437,7 +400,7 @@ def _restore_finished(run, path: Path) -> Optional[Dict[str, Any]]:
     if finished.get("config_digest") != run.digest:
         return None
     for rel, digest in finished["artifacts"].items():
-        if not (run.dir / rel).is_file() or _sha256(run.dir / rel) != digest:
+        if not (run.dir / rel).is_file() or file_sha256(run.dir / rel) != digest:
             log.warning("filter: resume: %s is missing or changed since the stage finished; filtering again", rel)
             return None
     for rel in finished["artifacts"]:
@@ -486,13 +449,13 @@ def run(run) -> Dict[str, Any]:
         # Outputs of an interrupted run (all rewritten below; temp files of killed writers too).
         for stale in [*comp_dir.glob("part-*.parquet"), comp_dir / "rejected.parquet", *comp_dir.glob(".*.tmp-*")]:
             stale.unlink(missing_ok=True)
-        progress = _Progress(bool(run.cfg.get("progress")), spec.name)
+        progress = Progress(f"filter {spec.name}", total=spec.max_records, unit="doc", enabled=bool(run.cfg.get("progress")))
         parts: List[str] = []
         partitions = resumed = 0
         samples: Dict[str, List[Rejected]] = {r: [] for r in REASONS}
         try:
             for result in filter_documents(
-                iter_documents(spec), settings, spec.lang_filter, state, counts, run.executor.map, progress.tick,
+                iter_documents(spec), settings, spec.lang_filter, state, counts, run.executor.map, progress.update,
                 keep_rejected, work_root / spec.name,
             ):
                 partitions += 1
@@ -562,7 +525,7 @@ def run(run) -> Dict[str, Any]:
         "config_digest": run.digest,
         "headline": headline,
         "stats": _without_timings(stats),
-        "artifacts": {rel: _sha256(run.dir / rel) for rel in sorted(own)},
+        "artifacts": {rel: file_sha256(run.dir / rel) for rel in sorted(own)},
     }
     write_json(finished_path, finished)
     # The map results are not needed any more: .finished.json keeps the stage done for a resume.

@@ -20,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from stage2.errors import Stage2Error
-from stage2.schema import register, validate
+from stage2.schema import check_ranges, register, validate
 
 log = logging.getLogger("stage2")
 
@@ -48,7 +48,9 @@ def resolve_config(cfg: DictConfig, launch_dir: str, rerun_of: Optional[str] = N
     if cfg.launch_dir is None:
         cfg.launch_dir = launch_dir
     cfg.rerun_of = rerun_of
-    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)  # type: ignore[return-value]
+    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)
+    check_ranges(plain)  # type: ignore[arg-type]
+    return plain  # type: ignore[return-value]
 
 
 def saved_run_folder(hydra_cfg: Any) -> Optional[str]:

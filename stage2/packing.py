@@ -8,7 +8,6 @@ the config (seq_len x rows_per_shard), not by the corpus size.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 import numpy as np
 
 from stage2.errors import Stage2Error
-from stage2.run import atomic_path
+from stage2.run import atomic_path, file_sha256
 
 SHARD_NAME = "shard-{:05d}.npy"
 UINT16_VOCAB = 1 << 16
@@ -73,14 +72,6 @@ def encode_stream(sp: Any, texts: Iterable[str], batch_size: int, num_threads: i
         if not batch:
             return
         yield encode_batch(sp, batch, num_threads, bos, eos, dtype)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_shard(path: Path, rows: np.ndarray) -> Dict[str, Any]:

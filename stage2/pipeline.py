@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Dict
 
+from stage2.errors import Stage2Error
 from stage2.run import Run, append_index, start_run
 
 log = logging.getLogger("stage2")
@@ -24,6 +25,20 @@ def _stage_runner(name: str) -> Callable[[Run], Dict[str, Any]]:
     else:
         raise ValueError(name)
     return runner
+
+
+def _check_no_empty_component(run: Run) -> None:
+    """A component with no document left would silently leave the mixture: stop before training on it.
+
+    (A filter-only run just warns: a threshold sweep may well empty a component.)"""
+    components = run.stage_stats("filter").get("components", {})
+    for name, counts in components.items():
+        if counts.get("kept") == 0:
+            dropped = ", ".join(f"{k} {v}" for k, v in counts.get("dropped", {}).items() if v)
+            raise Stage2Error(
+                f"component {name}: no document left after filtering ({counts.get('records_in')} read; dropped: {dropped});"
+                " loosen the filter or remove the component from the mixture"
+            )
 
 
 def run_stage(cfg: Dict[str, Any], run_dir: Path) -> Path:
@@ -50,6 +65,8 @@ def run_stage(cfg: Dict[str, Any], run_dir: Path) -> Path:
             # The chain of steps; what each step read is in provenance["lineage"].
             run.provenance.setdefault("steps", []).append(step)
             run.save_provenance()
+            if step == "filter" and stage == "pipeline":
+                _check_no_empty_component(run)
             run.save_stats()
     finally:
         if run.executor is not None:

@@ -12,7 +12,7 @@ from tqdm import tqdm
 T = TypeVar("T")
 log = logging.getLogger("stage2.progress")
 
-LOG_EVERY_S = 30.0
+LOG_EVERY_S = 10.0
 
 
 class Progress:
@@ -46,7 +46,6 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-        log.info("%s (done in %.1f s)", self.line(), time.monotonic() - self.started)
 
     def __enter__(self) -> "Progress":
         return self

@@ -213,6 +213,29 @@ NON_RECIPE_KEYS = (
 )
 
 
+def check_ranges(cfg: Dict[str, Any]) -> None:
+    """Values the types alone cannot check, checked at start-up (before any work) with one-line errors."""
+    from stage2.errors import Stage2Error
+
+    f, d, t, s = cfg["filter"], cfg["filter"]["dedup"], cfg["tokenizer"], cfg["shard"]
+    rules = [
+        (s["seq_len"] >= 2, f"shard.seq_len={s['seq_len']}: a row needs at least 2 tokens (an input and its next-token target)"),
+        (s["sequences_per_shard"] >= 1, f"shard.sequences_per_shard={s['sequences_per_shard']} must be at least 1"),
+        (s["batch_size"] >= 1, f"shard.batch_size={s['batch_size']} must be at least 1"),
+        (cfg["dataset"]["partition_size"] >= 1, f"dataset.partition_size={cfg['dataset']['partition_size']} must be at least 1"),
+        (0 <= f["min_chars"] <= f["max_chars"], f"filter.min_chars={f['min_chars']} and filter.max_chars={f['max_chars']}: need 0 <= min_chars <= max_chars"),
+        (0.0 <= f["lang_threshold"] <= 1.0, f"filter.lang_threshold={f['lang_threshold']} must be between 0 and 1"),
+        (0.0 < d["threshold"] <= 1.0, f"filter.dedup.threshold={d['threshold']} must be in (0, 1]"),
+        (d["window_words"] >= 1, f"filter.dedup.window_words={d['window_words']} must be at least 1"),
+        (t["vocab_size"] >= 1, f"tokenizer.vocab_size={t['vocab_size']} must be positive"),
+        (0 <= t["heldout_percent"] < 100, f"tokenizer.heldout_percent={t['heldout_percent']} must be in [0, 100)"),
+        (t["num_threads"] >= 1, f"tokenizer.num_threads={t['num_threads']} must be at least 1 (it is part of the recipe)"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise Stage2Error(message)
+
+
 def validate(cfg: DictConfig | Dict[str, Any]) -> DictConfig:
     """Merge a config into the schema again (a saved `.hydra/config.yaml` carries no types)."""
     merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
-from tqdm import tqdm
 
 from stage2 import packing, parts
 from stage2.errors import Stage2Error
-from stage2.run import Run, atomic_path, write_json
+from stage2.progress import Progress
+from stage2.run import Run, atomic_path, file_sha256, write_json
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ def _tokenizer_info(run: Run, model: Path, sp: Any) -> Dict[str, Any]:
         shown = str(model)
     return {
         "path": shown,
-        "sha256": packing.file_sha256(model),
+        "sha256": file_sha256(model),
         "vocab_size": int(sp.get_piece_size()),
         "eos_id": int(sp.eos_id()),
         "bos_id": int(sp.bos_id()),
@@ -349,7 +349,9 @@ def run(run: Run) -> Dict[str, Any]:
     docs, busy, stage_started = 0, 0.0, time.time()
 
     results = run.executor.map(_passthrough, _tasks(run, filtered, base, resume))
-    for result in tqdm(results, desc="shard", unit="part", disable=not run.cfg.get("progress", True)):
+    progress = Progress("shard", unit="token", enabled=run.cfg.get("progress", True))
+    for result in results:
+        progress.update(result.get("tokens", 0))
         name = result["component"]
         out_dir = run.dir / SHARDS_DIR / name
         state = resume.get(name, ComponentResume())
@@ -397,6 +399,7 @@ def run(run: Run) -> Dict[str, Any]:
         manifest.append({"name": name, "weight": weights[name], "index": f"{name}/{INDEX}", "rows": packed.rows})
         log.info("shard %s: %d docs, %d tokens, %d rows in %d shards", name, docs, packed.stream_tokens, packed.rows, len(packed.shards))
 
+    progress.close()
     write_json(run.dir / SHARDS_DIR / MANIFEST, {"seq_len": seq_len, "dtype": dtype.name, "tokenizer": tok, "components": manifest})
     run.add_artifact(run.dir / SHARDS_DIR / MANIFEST)
     comps = stats["components"].values()

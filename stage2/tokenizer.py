@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 import xxhash
 
 from stage2.errors import Stage2Error
+from stage2.progress import track
 from stage2.sources import ComponentSpec, Document
 
 log = logging.getLogger(__name__)
@@ -360,7 +361,7 @@ def collect_samples(run: Any, tcfg: Dict[str, Any]) -> List[ComponentSample]:
         for spec in run.components
     ]
     mapper = run.executor.map if run.executor is not None else map
-    return list(mapper(_sample_task, tasks))
+    return list(track(mapper(_sample_task, tasks), "tokenizer: sampling", total=len(tasks), unit="component", enabled=bool(run.cfg.get("progress"))))
 
 
 def run(run: Any) -> Dict[str, Any]:

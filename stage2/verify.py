@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from stage2.errors import Stage2Error
-from stage2.packing import file_sha256
+from stage2.run import file_sha256
 from stage2.shard import INDEX, MANIFEST, SHARDS_DIR
 
 log = logging.getLogger(__name__)

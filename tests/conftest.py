@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Dict, List
@@ -41,6 +42,12 @@ def write_jsonl(path: Path, records: List[Dict[str, Any]]) -> Path:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     return path
+
+
+def artifact_hashes(run_dir: Path) -> Dict[str, str]:
+    """sha256 of every artifact a finished run lists in its stats.json."""
+    stats = json.loads((run_dir / "stats.json").read_text())
+    return {rel: hashlib.sha256((run_dir / rel).read_bytes()).hexdigest() for rel in stats["artifacts"]}
 
 
 @pytest.fixture

@@ -156,3 +156,42 @@ def test_disk_full_while_writing(tmp_path, small_disk):
     assert "Traceback" not in out.stderr
     assert not [p for p in small_disk.rglob("*") if ".tmp-" in p.name]
     assert not (tmp_path / "runs.jsonl").exists()
+
+
+def run_stage2(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "stage2"), "hydra.run.dir=run", f"runs_index={tmp_path}/runs.jsonl", "executor.workers=1", *args],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env,
+    )
+
+
+def test_unreachable_hub_dataset_exits_with_a_hint(tmp_path):
+    import os
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # fail at once instead of retrying the network
+    out = run_stage2(tmp_path, "stage=filter", "dataset=refinedweb_mix", env=env)
+    assert_clean_failure(tmp_path, out, "HuggingFaceFW/fineweb", "local files")
+
+
+def test_vocab_too_large_for_the_sample_names_the_largest_size(tmp_path):
+    write_jsonl(tmp_path / "docs.jsonl", GOOD)
+    out = run_stage2(tmp_path, "stage=tokenizer", "dataset=files", "dataset.paths=[docs.jsonl]", "tokenizer.vocab_size=50000")
+    last = assert_clean_failure(tmp_path, out, "tokenizer.vocab_size=50000", "at most", "hard_vocab_limit=false")
+    assert not list((tmp_path / "run").rglob("*.model"))
+    largest = int(last.split("at most ")[1].split()[0])
+    ok = run_stage2(tmp_path, "stage=tokenizer", "dataset=files", "dataset.paths=[docs.jsonl]", f"tokenizer.vocab_size={largest}", "hydra.run.dir=run2")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+
+
+def test_seq_len_below_two(tmp_path):
+    write_jsonl(tmp_path / "docs.jsonl", GOOD)
+    out = run_stage2(tmp_path, "dataset=files", "dataset.paths=[docs.jsonl]", "shard.seq_len=1")
+    assert_clean_failure(tmp_path, out, "shard.seq_len=1", "at least 2 tokens")
+    assert not (tmp_path / "run" / "stats.json").exists()  # refused at start-up, before any stage ran
+
+
+def test_a_component_left_empty_by_the_filter(tmp_path):
+    write_jsonl(tmp_path / "docs.jsonl", GOOD)
+    write_jsonl(tmp_path / "tiny.jsonl", [{"id": f"t{i}", "text": f"short text {i}"} for i in range(5)])
+    out = run_stage2(tmp_path, "dataset=files", "dataset.paths=[docs.jsonl,tiny.jsonl]", "tokenizer.vocab_size=400")
+    assert_clean_failure(tmp_path, out, "tiny", "no document")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SAMPLE, sample_records, write_jsonl
+from conftest import SAMPLE, artifact_hashes, sample_records, write_jsonl
 
 BIN = Path(sys.executable).parent
 # The sample mixture, cut small so that a whole pipeline takes seconds.
@@ -32,11 +31,6 @@ def stage2(*args: str, cwd: Path, command: str = "stage2", check: bool = True) -
     if check and out.returncode != 0:
         raise AssertionError(f"{command} {' '.join(args)} failed ({out.returncode}):\n{out.stderr[-3000:]}")
     return out
-
-
-def artifact_hashes(run_dir: Path) -> dict:
-    stats = json.loads((run_dir / "stats.json").read_text())
-    return {rel: hashlib.sha256((run_dir / rel).read_bytes()).hexdigest() for rel in stats["artifacts"]}
 
 
 @pytest.fixture(scope="module")

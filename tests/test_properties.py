@@ -15,6 +15,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stage2.run import file_sha256
 from stage2 import packing
 
 PAD, BOS, EOS = 3, 1, 2
@@ -44,7 +45,7 @@ def shard_rows(folder: Path, result: packing.PackResult, seq_len: int) -> np.nda
     arrays = [np.load(f, allow_pickle=False) for f in files]
     for a, entry, f in zip(arrays, result.shards, files):
         assert a.ndim == 2 and a.shape[1] == seq_len and a.shape[0] == entry["rows"]
-        assert entry["sha256"] == packing.file_sha256(f)
+        assert entry["sha256"] == file_sha256(f)
     return np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.empty(0, dtype=np.int64)
 
 

@@ -7,7 +7,6 @@ The helpers (`kill_when`, `resume`, `artifact_hashes`, `assert_resumed_like`) se
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -19,7 +18,7 @@ from typing import Any, Callable, Dict, List
 
 import pytest
 import sentencepiece as spm
-from conftest import sample_records, write_jsonl
+from conftest import artifact_hashes, sample_records, write_jsonl
 
 BIN = Path(sys.executable).parent
 POLL_S = 0.002  # the stages are fast on this input: poll often so the kill lands mid-way
@@ -66,10 +65,6 @@ def resume(run_dir: Path, cwd: Path, *overrides: str) -> subprocess.CompletedPro
 
 def stats(run_dir: Path) -> Dict[str, Any]:
     return json.loads((run_dir / "stats.json").read_text())
-
-
-def artifact_hashes(run_dir: Path) -> Dict[str, str]:
-    return {rel: hashlib.sha256((run_dir / rel).read_bytes()).hexdigest() for rel in stats(run_dir)["artifacts"]}
 
 
 def assert_killed_mid_stage(run_dir: Path, stage_done: Path) -> None:

@@ -9,10 +9,10 @@ from typing import Any, Dict, List
 
 import pytest
 
-from conftest import sample_records, write_jsonl
+from conftest import artifact_hashes, sample_records, write_jsonl
 from stage2.filter import MAP_FILE, Counts, DedupState, Settings, filter_documents
 from stage2.sources import Document
-from test_resume import artifact_hashes, assert_killed_mid_stage, assert_resumed_like, kill_when, resume, stage2, stats
+from test_resume import assert_killed_mid_stage, assert_resumed_like, kill_when, resume, stage2, stats
 
 PARTITION = 25
 # Two components; langdetect makes the map slow enough (about 0.25 s a partition of 25 on a 2-core box)

@@ -14,7 +14,7 @@ import sentencepiece as spm
 from conftest import compose_plain, sample_records, write_jsonl
 from stage2 import packing, parts, shard
 from stage2.errors import Stage2Error
-from stage2.run import Run, start_run
+from stage2.run import file_sha256, Run, start_run
 from stage2.sources import Document
 
 _MODELS: Dict[str, Path] = {}
@@ -130,7 +130,7 @@ def test_packer_rows_shards_and_tail(tmp_path, remainder):
     else:
         assert (res.tail_dropped, res.padding) == (0, 16 - 1000 % 16)
         assert np.array_equal(flat[:1000], stream) and (flat[1000:] == 3).all()
-    assert [s["sha256"] for s in res.shards] == [packing.file_sha256(f) for f in files]
+    assert [s["sha256"] for s in res.shards] == [file_sha256(f) for f in files]
 
 
 def test_packer_uint32_for_large_vocab(tmp_path):
@@ -166,7 +166,7 @@ def test_shard_stage_shapes_index_and_stats(tmp_path, tiny_model):
         assert index["documents"] == n_docs == stats[comp]["records"]
         assert index["separators"] == n_docs and index["eos_id"] == 2 and index["pad_id"] == 3
         assert index["dtype"] == "uint16" and index["vocab_size"] == 500
-        assert index["tokenizer"]["sha256"] == packing.file_sha256(tiny_model)
+        assert index["tokenizer"]["sha256"] == file_sha256(tiny_model)
         assert index["padding"] == 0 and 0 <= index["tail_dropped"] < 64
         shards = [np.load(run.dir / "shards" / comp / s["file"]) for s in index["shards"]]
         assert len(shards) > 1 and all(a.dtype == np.uint16 and a.shape[1] == 64 for a in shards)
