@@ -45,6 +45,7 @@ def rows_filter_speed(r: Dict[str, Any]) -> List[Row]:
     w = r["workers"]
     return [
         _ratio_row(f"filter stage, langdetect, {w} workers / 1-process detect_langs loop (wall)", r["langdetect_vs_loop"], 1.8),
+        _ratio_row(f"filter stage, langdetect_fast (the default), {w} workers / detect_langs loop (wall; stretch)", r["langdetect_fast_vs_loop"], 10),
         _ratio_row(f"filter stage, fastText, {w} workers / 1-process detect_langs loop (wall)", r["fasttext_vs_loop"], 30),
         _ratio_row("near dedup, MB of text per CPU second (one process)", r["near_dedup_mb_per_s_per_core"], 20, unit=" MB/s"),
     ]

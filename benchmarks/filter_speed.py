@@ -72,7 +72,7 @@ def plain_cfg(path: Path, workdir: Path, workers: int, backend: str, partition_s
         f"dataset.paths=[{path}]",
         f"executor.workers={workers}",
         f"runs_index={workdir}/runs.jsonl",
-        f"filter={'default' if backend == 'langdetect' else backend}",
+        "filter=fasttext" if backend == "fasttext" else f"filter.lang_backend={backend}",
     ]
     with initialize_config_dir(config_dir=stage2_main.CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
@@ -156,7 +156,7 @@ def main() -> None:
         max_chars, dedup_cfg = cfg["filter"]["lang_max_chars"], cfg["filter"]["dedup"]
         # Other jobs share the cores: each measurement is repeated (order alternated) and the fastest
         # wall time kept, so that a burst of someone else's work does not decide the ratio.
-        loops, lds, fts = [], [], []
+        loops, lds, fasts, fts = [], [], [], []
         for rep in range(args.repeats):
             if rep % 2:
                 lds.append(time_stage(path, work / f"r{rep}", args.workers, "langdetect", args.partition_size))
@@ -164,11 +164,13 @@ def main() -> None:
             else:
                 loops.append(time_loop(texts, max_chars))
                 lds.append(time_stage(path, work / f"r{rep}", args.workers, "langdetect", args.partition_size))
+            fasts.append(time_stage(path, work / f"r{rep}", args.workers, "langdetect_fast", args.partition_size))
             fts.append(time_stage(path, work / f"r{rep}", args.workers, "fasttext", args.partition_size))
         load = os.getloadavg()[0]
         loop_s, loop_cpu = min(loops)
         ld = min(lds, key=lambda r: r["seconds"])
         ft = min(fts, key=lambda r: r["seconds"])
+        fast = min(fasts, key=lambda r: r["seconds"])
         near = time_near(texts, dedup_cfg["window_words"], dedup_cfg["threshold"], cfg["dataset"]["partition_size"])
     loop_rate = len(texts) / loop_s
     loop_rate_cpu = len(texts) / loop_cpu
@@ -178,6 +180,7 @@ def main() -> None:
     rows = [
         row("langdetect.detect_langs loop, 1 process", loop_s, loop_cpu, len(texts), ""),
         row(f"filter stage, langdetect, {args.workers} workers", ld["seconds"], ld["cpu"], ld["docs"], ">= 1.8x"),
+        row(f"filter stage, langdetect_fast (default), {args.workers} workers", fast["seconds"], fast["cpu"], fast["docs"], ">= 10x (stretch)"),
         row(f"filter stage, fasttext, {args.workers} workers", ft["seconds"], ft["cpu"], ft["docs"], ">= 30x"),
     ]
     near_s = near["hash_s"] + near["decide_s"]
@@ -201,7 +204,7 @@ def main() -> None:
         f"(worker start-up ~0.5 CPU s each: imports + langdetect profiles), so on {args.workers} free cores its wall-time "
         f"ratio is bounded by {args.workers * (ld['docs'] / ld['cpu']) / loop_rate_cpu:.2f}x."
         + f"\n\nStage wall time includes reading with `datasets`, exact dedup, worker start-up and parquet writes; "
-        f"kept {ld['kept']} (langdetect) / {ft['kept']} (fasttext) of {ld['docs']}.\n\n"
+        f"kept {ld['kept']} (langdetect) / {fast['kept']} (langdetect_fast) / {ft['kept']} (fasttext) of {ld['docs']}.\n\n"
         f"Near dedup (k={dedup_cfg['window_words']}, threshold={dedup_cfg['threshold']}) in one process over the same {mb:.2f} MB:\n\n"
         + md_table(["step", "CPU seconds", "MB/s per core"], near_rows)
         + f"\n\n{near['dropped']} near duplicates; state {near['state_bytes'] / 1e6:.2f} MB for {near['windows']} distinct windows "
@@ -214,6 +217,8 @@ def main() -> None:
         "langdetect_docs_per_s": round(ld["docs"] / ld["seconds"], 1),
         "langdetect_vs_loop": round(ld["docs"] / ld["seconds"] / loop_rate, 3),
         "langdetect_cpu_bound_vs_loop": round(args.workers * (ld["docs"] / ld["cpu"]) / loop_rate_cpu, 3),
+        "langdetect_fast_docs_per_s": round(fast["docs"] / fast["seconds"], 1),
+        "langdetect_fast_vs_loop": round(fast["docs"] / fast["seconds"] / loop_rate, 3),
         "fasttext_docs_per_s": round(ft["docs"] / ft["seconds"], 1),
         "fasttext_vs_loop": round(ft["docs"] / ft["seconds"] / loop_rate, 3),
         "near_dedup_mb_per_s_per_core": round(mb / near_s, 2),
