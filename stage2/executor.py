@@ -39,7 +39,9 @@ class LocalExecutor:
             return
         if self._pool is None:
             # spawn: forking a process that holds threads (tqdm, datasets, sentencepiece) can deadlock.
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent
+            )
         pending: deque = deque()
         for task in tasks:
             pending.append(self._pool.submit(fn, task))
@@ -52,6 +54,17 @@ class LocalExecutor:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+
+
+def _die_with_parent() -> None:
+    """Linux: a pool worker gets SIGKILL when its driver dies (after kill -9 it would idle forever)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the pool's own shutdown handling applies
+        pass
 
 
 class RayExecutor:

@@ -18,6 +18,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from stage2.errors import Stage2Error
 from stage2.schema import check_ranges, register, validate
@@ -44,13 +45,55 @@ register_all()
 
 def resolve_config(cfg: DictConfig, launch_dir: str, rerun_of: Optional[str] = None) -> Dict[str, Any]:
     """Re-apply the schema (a rerun from a saved config has none), resolve, and return plain data."""
-    cfg = validate(cfg)
+    try:
+        cfg = validate(cfg)
+    except OmegaConfBaseException as exc:  # e.g. a key added with `+key=...` that the schema does not have
+        raise Stage2Error(f"{getattr(exc, 'full_key', None) or 'config'}: {str(exc).splitlines()[0]}") from exc
     if cfg.launch_dir is None:
         cfg.launch_dir = launch_dir
     cfg.rerun_of = rerun_of
-    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)
-    check_ranges(plain)  # type: ignore[arg-type]
-    return plain  # type: ignore[return-value]
+    plain: Dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)  # type: ignore[assignment]
+    check_ranges(plain)
+    absolutize_paths(plain, plain["launch_dir"])
+    return plain
+
+
+def absolutize_paths(cfg: Dict[str, Any], launch_dir: str) -> None:
+    """Record every user-given path as absolute (relative ones mean: from the launch directory)."""
+
+    def absolute(path: Optional[str]) -> Optional[str]:
+        return path if path is None or os.path.isabs(path) else os.path.normpath(os.path.join(launch_dir, path))
+
+    dataset = cfg["dataset"]
+    dataset["paths"] = [absolute(p) for p in dataset.get("paths") or []]
+    for comp in (dataset.get("components") or {}).values():
+        if comp.get("data_files"):
+            comp["data_files"] = [absolute(p) for p in comp["data_files"]]
+    for section, key in (("tokenizer", "input_run"), ("shard", "input_run"), ("shard", "tokenizer"), ("report", "dir"), ("verify", "dir")):
+        cfg[section][key] = absolute(cfg[section].get(key))
+    cfg["report"]["compare"] = [absolute(p) for p in cfg["report"].get("compare") or []]
+    cfg["runs_index"] = absolute(cfg["runs_index"])
+
+
+def complete_saved_config(hydra_cfg: Any) -> None:
+    """Add stage2's `hydra:` settings to the job's saved `.hydra/config.yaml`.
+
+    Hydra saves the task config without them, so `--config-path <run>/.hydra --config-name config`
+    would rerun with Hydra's defaults: folders without microseconds, `main.log`, and none of stage2's
+    callbacks (the guard that keeps a finished run's `.hydra/` from being overwritten, sweep summaries).
+    """
+    if hydra_cfg.output_subdir is None:
+        return
+    saved = Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir / "config.yaml"
+    if not saved.is_file():
+        return
+    text = saved.read_text(encoding="utf-8")
+    if any(line.startswith("hydra:") for line in text.splitlines()):
+        return
+    ours = yaml.safe_load((Path(CONF_DIR) / "config.yaml").read_text(encoding="utf-8"))["hydra"]
+    from stage2.run import atomic_write
+
+    atomic_write(saved, text + yaml.safe_dump({"hydra": ours}, sort_keys=False, allow_unicode=True))
 
 
 def saved_run_folder(hydra_cfg: Any) -> Optional[str]:
@@ -77,6 +120,7 @@ def app(cfg: DictConfig) -> None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     verbose = bool(cfg.get("verbose", False))
     try:
+        complete_saved_config(hydra_cfg)
         rerun_of = saved_run_folder(hydra_cfg)
         if rerun_of and Path(rerun_of).resolve() == run_dir.resolve() and not cfg.get("resume", False):
             raise Stage2Error(f"{run_dir}: refusing to write into the run being rerun; give a new hydra.run.dir (stage2-rerun does) or resume=true")
@@ -88,6 +132,7 @@ def app(cfg: DictConfig) -> None:
     except Stage2Error as exc:
         fail(run_dir, hydra_cfg, verbose, str(exc))
     except KeyboardInterrupt:
+        mark_failed(run_dir / "stats.json", "interrupted (Ctrl-C)", status="interrupted", only_existing=True)
         print(f"stage2: interrupted; finished partitions are kept in {run_dir} (resume=true continues)", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
@@ -101,21 +146,21 @@ def fail(run_dir: Path, hydra_cfg: Any, verbose: bool, message: str) -> None:
         raise
     log.error("%s", message)
     print(f"stage2: error: {message}", file=sys.stderr)
-    stats_file = run_dir / "stats.json"
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        if stats_file.exists():
-            mark_failed(stats_file, message)
+    single = hydra_cfg.mode != RunMode.MULTIRUN
+    # In a sweep the job is always marked (the summary lists it, the sweep exits 1 at its end) and the others go on.
+    mark_failed(run_dir / "stats.json", message, only_existing=single)
+    if single:
         sys.exit(1)
-    # The sweep summary lists the failure and the sweep exits non-zero at its end.
-    mark_failed(stats_file, message)
 
 
-def mark_failed(stats_file: Path, message: str) -> None:
+def mark_failed(stats_file: Path, message: str, status: str = "failed", only_existing: bool = False) -> None:
     from stage2.run import write_json
 
+    if only_existing and not stats_file.exists():
+        return
     try:
         stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-        stats.update(status="failed", error=message)
+        stats.update(status=status, error=message)
         write_json(stats_file, stats)
     except (OSError, ValueError, Stage2Error) as exc:  # e.g. the disk is full: the error line matters more
         log.warning("could not mark %s as failed: %s", stats_file, exc)

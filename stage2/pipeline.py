@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Optional
 
 from stage2.errors import Stage2Error
 from stage2.run import Run, append_index, start_run
@@ -25,6 +26,13 @@ def _stage_runner(name: str) -> Callable[[Run], Dict[str, Any]]:
     else:
         raise ValueError(name)
     return runner
+
+
+def _status(run_dir: Path) -> Optional[str]:
+    try:
+        return json.loads((run_dir / "stats.json").read_text()).get("status")
+    except (OSError, ValueError):
+        return None
 
 
 def _check_no_empty_component(run: Run) -> None:
@@ -54,6 +62,7 @@ def run_stage(cfg: Dict[str, Any], run_dir: Path) -> Path:
         verify(cfg, run_dir)
         return run_dir
 
+    finished_before = _status(run_dir) == "finished"  # resuming a finished run: it is indexed already
     run = start_run(run_dir, cfg)
     steps = PIPELINE if stage == "pipeline" else (stage,)
     headline: Dict[str, Any] = {}
@@ -72,7 +81,8 @@ def run_stage(cfg: Dict[str, Any], run_dir: Path) -> Path:
         if run.executor is not None:
             run.executor.close()
     run.save_stats(status="finished")
-    append_index(run, headline)
+    if not finished_before:
+        append_index(run, headline)
     log.info("run folder: %s", run_dir)
     print(f"stage2: {stage} finished; run folder: {run_dir}")
     return run_dir

@@ -221,29 +221,46 @@ def plot_spec(rows: List[Dict[str, Any]], overrides: List[Dict[str, str]]) -> Op
 OVERALL_STYLE = {"color": "black", "linestyle": "--"}  # the mixture line stands apart from its components
 
 
+def plot_series(metric: str, rows: List[Dict[str, Any]], xs: List[Any]) -> Tuple[List[str], Dict[str, List[Tuple[float, float]]]]:
+    """(x labels if x is categorical, else []; per `metric.*` column its sorted (x, y) points).
+
+    A missing or null value (e.g. a component with no held-out documents) is no point at all, never 0.
+    """
+    numeric = all(as_number(x) is not None for x in xs if x is not None)
+    labels: List[str] = []
+    if not numeric:  # categorical values (e.g. a language list): one slot per distinct value
+        labels = list(dict.fromkeys(str(x) for x in xs))
+    position = (lambda x: as_number(x)) if numeric else (lambda x: float(labels.index(str(x))))
+    series: Dict[str, List[Tuple[float, float]]] = {}
+    for column in dict.fromkeys(c for r in rows for c in r if c.startswith(metric + ".")):
+        points = sorted(
+            (position(x), as_number(r.get(column)))
+            for x, r in zip(xs, rows)
+            if x is not None and as_number(r.get(column)) is not None
+        )
+        if points:
+            series[column] = points
+    return labels, series
+
+
 def write_plot(path: Path, rows: List[Dict[str, Any]], overrides: List[Dict[str, str]]) -> bool:
     spec = plot_spec(rows, overrides)
     if spec is None:
         return False
     metric, xlabel, xs = spec
+    labels, series = plot_series(metric, rows, xs)
+    if not series:
+        return False  # every value missing: an empty plot would only look like a result
     swept = swept_keys(overrides)
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    numeric = all(as_number(x) is not None for x in xs if x is not None)
-    labels: List[str] = []
-    if not numeric:  # categorical values (e.g. a language list): one slot per distinct value
-        labels = list(dict.fromkeys(str(x) for x in xs))
-    position = (lambda x: as_number(x)) if numeric else (lambda x: float(labels.index(str(x))))
-    series = [c for r in rows for c in r if c.startswith(metric + ".")]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for column in dict.fromkeys(series):
-        points = sorted((position(x), r[column]) for x, r in zip(xs, rows) if x is not None and r.get(column) is not None)
-        if points:
-            ax.plot(*zip(*points), marker="o", **(OVERALL_STYLE if column.endswith(".overall") else {}), label=column.split(".", 1)[1])
-    if not numeric:
+    for column, points in series.items():
+        ax.plot(*zip(*points), marker="o", **(OVERALL_STYLE if column.endswith(".overall") else {}), label=column.split(".", 1)[1])
+    if labels:
         ax.set_xticks(range(len(labels)), labels, rotation=20)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(metric.replace("_", " "))

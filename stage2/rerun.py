@@ -1,7 +1,8 @@
 """`stage2-rerun <run folder> [overrides...]`: run a past run's saved recipe again, into a new folder.
 
 It is the documented long form with the details filled in:
-    stage2 --config-path <abs run folder>/.hydra --config-name config hydra.run.dir=outputs/<now> [overrides...]
+    stage2 --config-path <abs run folder>/.hydra --config-name config [overrides...]
+(`resume=true` points the run at the old folder itself.)
 The saved `.hydra/config.yaml` carries no schema; the app re-applies it before any work.
 """
 
@@ -20,16 +21,19 @@ def rerun_argv(folder: str, overrides: list[str]) -> list[str]:
         raise SystemExit(f"stage2-rerun: {run_dir} is not a run folder ({saved} is missing)\n{USAGE}")
     if "resume=true" in overrides:  # continue the run in its own folder
         target = [f"hydra.run.dir={run_dir}"]
-    elif any(o.startswith("hydra.run.dir=") for o in overrides):
-        target = []
     else:
-        target = ["hydra.run.dir=outputs/${now:%Y-%m-%d}/${now:%H-%M-%S.%f}"]
-    # The saved config is the primary config now, so the callbacks of conf/config.yaml are added back.
-    callbacks = [
-        "+hydra.callbacks.run_folder_guard._target_=stage2.callbacks.RunFolderGuard",
-        "+hydra.callbacks.sweep_summary._target_=stage2.report.SweepSummaryCallback",
-    ]
-    return ["--config-path", str(run_dir / ".hydra"), "--config-name", "config", "hydra.job.name=stage2", *target, *callbacks, *overrides]
+        target = []  # the saved config carries stage2's folder pattern: a new timestamped folder
+    extras = []
+    if not any(line.startswith("hydra:") for line in saved.read_text(encoding="utf-8").splitlines()):
+        # A run saved before stage2 recorded its hydra settings: add them back here.
+        extras = [
+            "hydra.job.name=stage2",
+            "+hydra.callbacks.run_folder_guard._target_=stage2.callbacks.RunFolderGuard",
+            "+hydra.callbacks.sweep_summary._target_=stage2.report.SweepSummaryCallback",
+        ]
+        if not target and not any(o.startswith("hydra.run.dir=") for o in overrides):
+            target = ["hydra.run.dir=outputs/${now:%Y-%m-%d}/${now:%H-%M-%S.%f}"]
+    return ["--config-path", str(run_dir / ".hydra"), "--config-name", "config", *extras, *target, *overrides]
 
 
 def main() -> None:

@@ -138,6 +138,9 @@ class Run:
             self.stats["status"] = status
         self.stats["seconds"] = round(time.time() - self.started, 3)
         self.stats["artifacts"] = sorted(self.artifacts)
+        if status == "finished":
+            # Only once, at the end: it costs one read of every artifact; `stage=verify` checks against it.
+            self.stats["artifact_sha256"] = {rel: file_sha256(self.dir / rel) for rel in self.stats["artifacts"]}
         write_json(self.dir / "stats.json", self.stats)
 
     def record_lineage(self, name: str, folder: Optional[Path], note: Optional[str] = None) -> None:

@@ -237,6 +237,10 @@ def check_ranges(cfg: Dict[str, Any]) -> None:
 
 
 def validate(cfg: DictConfig | Dict[str, Any]) -> DictConfig:
-    """Merge a config into the schema again (a saved `.hydra/config.yaml` carries no types)."""
-    merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
-    return merged
+    """Merge a config into the schema again (a saved `.hydra/config.yaml` carries no types).
+
+    The config is merged as plain data: a key added with Hydra's `+key=value` (which Hydra itself lets
+    into the composed config) must fail here like any unknown key.
+    """
+    plain = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+    return OmegaConf.merge(OmegaConf.structured(Config), plain)

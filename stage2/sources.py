@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
@@ -78,6 +79,19 @@ def file_stem(path: str) -> str:
     return name.split(".")[0]
 
 
+def component_name(pattern: str) -> str:
+    """`data/web.jsonl.gz` -> `web`; a glob `shards/web-*.jsonl` -> `web`; `shards/*.parquet` -> `shards`."""
+    stem = re.sub(r"\[[^\]]*\]|[*?]", "", file_stem(pattern)).strip("-_. ")
+    return stem or os.path.basename(os.path.dirname(os.path.abspath(pattern.split("*")[0] + "x"))) or "files"
+
+
+def _single_format(files: List[str], what: str) -> str:
+    formats = {infer_format(f) for f in files}
+    if len(formats) > 1:
+        raise Stage2Error(f"{what}: files of several formats {sorted(formats)}; split them into components")
+    return formats.pop()
+
+
 def expand_paths(patterns: List[str], launch_dir: str, what: str) -> List[str]:
     """Globs and relative paths -> sorted absolute paths; a pattern that matches nothing is an error."""
     files: List[str] = []
@@ -94,22 +108,22 @@ def expand_paths(patterns: List[str], launch_dir: str, what: str) -> List[str]:
 def resolve_components(dataset: Dict[str, Any], launch_dir: str) -> List[ComponentSpec]:
     """The manifest (a resolved `dataset` config) -> components in manifest order."""
     specs: List[ComponentSpec] = []
-    if dataset.get("paths"):
-        for pattern in dataset["paths"]:
-            for path in expand_paths([pattern], launch_dir, f"dataset.paths"):
-                name = file_stem(path)
-                if any(s.name == name for s in specs):
-                    raise Stage2Error(f"dataset.paths: two files are named {name!r}; rename one (components are named after file stems)")
-                specs.append(
-                    ComponentSpec(
-                        name=name,
-                        files=[path],
-                        format=infer_format(path),
-                        text_column=dataset.get("text_column", "text"),
-                        id_column=dataset.get("id_column", "id"),
-                        max_records=dataset.get("max_records"),
-                    )
-                )
+    for pattern in dataset.get("paths") or []:
+        # One component per path or glob (a glob over a sharded dataset is one component).
+        files = expand_paths([pattern], launch_dir, "dataset.paths")
+        name = component_name(pattern)
+        if any(s.name == name for s in specs):
+            raise Stage2Error(f"dataset.paths: two paths give the component name {name!r}; rename a file (components are named after file stems)")
+        specs.append(
+            ComponentSpec(
+                name=name,
+                files=files,
+                format=_single_format(files, f"dataset.paths {pattern!r}"),
+                text_column=dataset.get("text_column", "text"),
+                id_column=dataset.get("id_column", "id"),
+                max_records=dataset.get("max_records"),
+            )
+        )
     for name, comp in (dataset.get("components") or {}).items():
         has_files, has_hub = bool(comp.get("data_files")), bool(comp.get("hub_path"))
         if has_files == has_hub:
@@ -117,10 +131,7 @@ def resolve_components(dataset: Dict[str, Any], launch_dir: str) -> List[Compone
         files = expand_paths(list(comp["data_files"]), launch_dir, f"dataset.components.{name}") if has_files else []
         fmt = comp.get("format")
         if has_files and fmt is None:
-            formats = {infer_format(f) for f in files}
-            if len(formats) > 1:
-                raise Stage2Error(f"dataset.components.{name}: files of several formats {sorted(formats)}; split them into components")
-            fmt = formats.pop()
+            fmt = _single_format(files, f"dataset.components.{name}")
         fields = {k: v for k, v in comp.items() if k not in ("data_files", "format")}
         if fields.get("max_records") is None:  # dataset.max_records bounds every component without its own
             fields["max_records"] = dataset.get("max_records")

@@ -212,10 +212,50 @@ def trainer_options(tcfg: Dict[str, Any], verbose: bool = False) -> Dict[str, An
 
 
 _MAX_VOCAB = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
+_REQUIRED_CHARS = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
 
 
-def train_model(sentences: Iterable[str], options: Dict[str, Any], seed: int, sample_note: str = "") -> bytes:
-    """Train SentencePiece on `sentences`; the serialized model, or a one-line Stage2Error."""
+def training_error(message: str, options: Dict[str, Any], sample_note: str, sample_capped: bool, filtered: bool) -> str:
+    """SentencePiece's failure in terms of the stage2 settings that fix it (its own text otherwise)."""
+    found = _MAX_VOCAB.search(message)
+    if found:
+        # Sampling more only helps when the quota, not the data, limited the sample.
+        more = "sample more documents (tokenizer.samples_per_component), " if sample_capped else ""
+        return (
+            f"tokenizer.vocab_size={found.group(1)} is too large for the training sample{sample_note}: "
+            f"it supports at most {found.group(2)} pieces; set tokenizer.vocab_size<={found.group(2)}, "
+            f"{more}or make the limit soft with tokenizer.hard_vocab_limit=false"
+        )
+    found = _REQUIRED_CHARS.search(message)
+    if found:
+        rest = "byte_fallback covers the rest" if options.get("byte_fallback") else "the rest becomes <unk>"
+        filtered_hint = "" if filtered else ", or train on filtered text (tokenizer.input_run=<filter run folder>)"
+        # SentencePiece's count includes the special pieces and, with byte_fallback, the 256 byte pieces.
+        meta = sum(1 for k in ("unk_id", "bos_id", "eos_id", "pad_id") if int(options.get(k, -1)) >= 0)
+        meta += len(options.get("user_defined_symbols") or []) + (256 if options.get("byte_fallback") else 0)
+        needed = int(found.group(2))
+        return (
+            f"tokenizer.vocab_size={found.group(1)} is smaller than the {needed} pieces needed: {needed - meta} "
+            f"characters to cover tokenizer.character_coverage={options.get('character_coverage')} of the training "
+            f"sample{sample_note} plus {meta} special and byte pieces; raise tokenizer.vocab_size, "
+            f"lower tokenizer.character_coverage ({rest}){filtered_hint}"
+        )
+    return f"SentencePiece training failed{sample_note}: {message.split('] ')[-1]}"
+
+
+def train_model(
+    sentences: Iterable[str],
+    options: Dict[str, Any],
+    seed: int,
+    sample_note: str = "",
+    sample_capped: bool = True,
+    filtered: bool = False,
+) -> bytes:
+    """Train SentencePiece on `sentences`; the serialized model, or a one-line Stage2Error.
+
+    `sample_capped`: the per-component quota left documents out; `filtered`: the text is already
+    filtered parts. Both only shape the advice of the error message.
+    """
     import sentencepiece as spm
 
     spm.set_random_generator_seed(seed)
@@ -224,16 +264,14 @@ def train_model(sentences: Iterable[str], options: Dict[str, Any], seed: int, sa
         spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=buffer, **options)
     except (RuntimeError, OSError) as exc:
         message = " ".join(str(exc).split())
-        found = _MAX_VOCAB.search(message)
-        if found:
-            raise Stage2Error(
-                f"tokenizer.vocab_size={found.group(1)} is too large for the training sample{sample_note}: "
-                f"it supports at most {found.group(2)} pieces; set tokenizer.vocab_size<={found.group(2)}, "
-                "sample more documents (tokenizer.samples_per_component), or make the limit soft with "
-                "tokenizer.hard_vocab_limit=false"
-            ) from None
-        raise Stage2Error(f"SentencePiece training failed{sample_note}: {message.split('] ')[-1]}") from None
+        raise Stage2Error(training_error(message, options, sample_note, sample_capped, filtered)) from None
     return strip_run_specific(buffer.getvalue())
+
+
+def piece_count(model: bytes) -> int:
+    import sentencepiece as spm
+
+    return spm.SentencePieceProcessor(model_proto=model).get_piece_size()
 
 
 def strip_run_specific(model: bytes) -> bytes:
@@ -280,11 +318,13 @@ class EvalCounts:
         self.used |= other.used
 
     def metrics(self, vocab_size: int) -> Dict[str, Any]:
-        tokens = max(self.tokens, 1)
+        counts = {"eval_docs": self.docs, "eval_bytes": self.bytes, "eval_tokens": self.tokens}
+        if self.docs == 0 or self.tokens == 0:
+            # Nothing evaluated: a 0.0 would read (and plot) as a measurement; null says "no data".
+            return {**counts, **{name: None for name in METRICS}}
+        tokens = self.tokens
         return {
-            "eval_docs": self.docs,
-            "eval_bytes": self.bytes,
-            "eval_tokens": self.tokens,
+            **counts,
             "bytes_per_token": round(self.bytes / tokens, 4),
             "chars_per_token": round(self.chars / tokens, 4),
             "tokens_per_word": round(self.tokens / max(self.words, 1), 4),
@@ -323,7 +363,12 @@ def evaluate_samples(model: bytes, samples: List[ComponentSample]) -> Tuple[int,
     components: Dict[str, Any] = {}
     for s in samples:
         counts = evaluate(sp, s.eval_texts)
-        overall.add(counts)
+        if counts.docs == 0:
+            log.warning(
+                "tokenizer: %s has no held-out documents to evaluate on (%d seen, %d held out); its metrics are null",
+                s.component, s.docs_seen, s.heldout_docs,
+            )
+        overall.add(counts)  # an empty slice adds nothing, so the pooled figures ignore it
         components[s.component] = {
             **counts.metrics(vocab_size),
             "docs_seen": s.docs_seen,
@@ -336,8 +381,15 @@ def evaluate_samples(model: bytes, samples: List[ComponentSample]) -> Tuple[int,
 # ---------------------------------------------------------------- stage entry
 
 
-def model_name(tcfg: Dict[str, Any]) -> str:
-    return f"spm_{int(tcfg['vocab_size'])}_{tcfg['model_type']}"
+def model_name(vocab_size: int, model_type: str) -> str:
+    """Named after the vocabulary actually trained (fewer pieces than asked with hard_vocab_limit=false)."""
+    return f"spm_{int(vocab_size)}_{model_type}"
+
+
+def finished_model(out_dir: Path, model_type: str) -> Optional[Path]:
+    """The model a previous attempt of this run finished (its .vocab, written after it, exists), if exactly one."""
+    found = [p for p in sorted(out_dir.glob(f"spm_*_{model_type}.model")) if p.with_suffix(".vocab").exists()]
+    return found[0] if len(found) == 1 else None
 
 
 def _sample_task(task: Tuple[Any, ComponentSpec, Optional[Path], int, int, int, int]) -> ComponentSample:
@@ -380,22 +432,35 @@ def run(run: Any) -> Dict[str, Any]:
     texts = (text for s in samples for text in s.train_texts)
     sentences = sentence_stream(texts, int(tcfg["max_sentence_length"]), counter)
     out_dir = run.dir / TOKENIZER_DIR
-    model_path = out_dir / f"{model_name(tcfg)}.model"
-    vocab_path = out_dir / f"{model_name(tcfg)}.vocab"
-    resumed = bool(run.cfg.get("resume")) and model_path.exists() and vocab_path.exists()
-    if resumed:
+    requested = int(tcfg["vocab_size"])
+    previous = finished_model(out_dir, str(tcfg["model_type"])) if run.cfg.get("resume") else None
+    resumed = previous is not None
+    if previous is not None:
         # Written atomically, so complete; same recipe (checked by start_run), so the same bytes.
-        log.info("tokenizer: resume: keeping %s", model_path)
+        log.info("tokenizer: resume: keeping %s", previous)
+        model_path = previous
         model = model_path.read_bytes()
         for _ in sentences:  # only to count the sample
             pass
     else:
         options = trainer_options(tcfg, verbose=bool(run.cfg.get("verbose")))
-        log.info("tokenizer: training %s %s on %d documents", tcfg["model_type"], tcfg["vocab_size"], train_docs)
-        model = train_model(sentences, options, int(tcfg["seed"]), sample_note=f" ({train_docs} documents)")
+        log.info("tokenizer: training %s %s on %d documents", tcfg["model_type"], requested, train_docs)
+        capped = any(s.docs_seen - s.heldout_docs > len(s.train_texts) for s in samples)
+        model = train_model(
+            sentences, options, int(tcfg["seed"]), sample_note=f" ({train_docs} documents)",
+            sample_capped=capped, filtered=bool(tcfg.get("input_run")),
+        )
+        model_path = out_dir / f"{model_name(piece_count(model), str(tcfg['model_type']))}.model"
         atomic_write(model_path, model)
-        atomic_write(vocab_path, vocab_text(model))
+        atomic_write(model_path.with_suffix(".vocab"), vocab_text(model))  # last: marks the model finished
+    vocab_path = model_path.with_suffix(".vocab")
     trained = time.time()
+    actual = piece_count(model)
+    if actual < requested:
+        log.warning(
+            "tokenizer: trained %d pieces, fewer than tokenizer.vocab_size=%d (hard_vocab_limit=false and the "
+            "sample supports no more); wrote %s", actual, requested, model_path.name,
+        )
     run.add_artifact(model_path)
     run.add_artifact(vocab_path)
 
@@ -406,7 +471,7 @@ def run(run: Any) -> Dict[str, Any]:
         {
             "model": str(model_path.relative_to(run.dir)),
             "vocab_size": vocab_size,
-            "vocab_size_requested": int(tcfg["vocab_size"]),
+            "vocab_size_requested": requested,
             "model_type": str(tcfg["model_type"]),
             "num_threads": int(tcfg["num_threads"]),
             "resumed": resumed,

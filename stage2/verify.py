@@ -1,5 +1,9 @@
 """`stage2 stage=verify verify.dir=<run folder>`: check a run folder's artifacts against its indexes.
 
+A finished run's stats.json lists the sha256 of every artifact (`artifact_sha256`): each is re-hashed
+first, so a changed or deleted filtered part, tokenizer model or shard is named. Runs without it (older
+runs) get the deeper checks only; a run that did not finish is refused.
+Filtered parts: every part listed in filtered/manifest.json exists.
 Shards: every file re-hashed against index.json, shape `[rows, seq_len]`, dtype, ids < vocab size,
 and the token count invariant `tokens + separators == rows * seq_len - padding + tail_dropped`.
 Filter stats (when the run has them): `records_in == kept + sum(dropped)` per component.
@@ -17,10 +21,49 @@ import numpy as np
 import yaml
 
 from stage2.errors import Stage2Error
+from stage2.parts import FILTERED_DIR
+from stage2.parts import MANIFEST as PARTS_MANIFEST
 from stage2.run import file_sha256
 from stage2.shard import INDEX, MANIFEST, SHARDS_DIR
 
 log = logging.getLogger(__name__)
+
+
+def check_status(folder: Path, stats: Dict[str, Any]) -> None:
+    # Older stats.json files may lack a status; only an explicit unfinished one is refused.
+    status = stats.get("status", "finished")
+    if status != "finished":
+        raise Stage2Error(
+            f"{folder}: the run did not finish (status {status}); resume it with `stage2-rerun {folder} resume=true`"
+            " or verify another run"
+        )
+
+
+def check_artifact_hashes(folder: Path, stats: Dict[str, Any]) -> int:
+    """Every artifact the finished run recorded, re-hashed; returns how many were checked."""
+    recorded: Dict[str, str] = stats.get("artifact_sha256") or {}
+    for rel, digest in sorted(recorded.items()):
+        path = folder / rel
+        if not path.is_file():
+            raise Stage2Error(f"{path}: listed in {folder / 'stats.json'} but missing")
+        sha = file_sha256(path)
+        if sha != digest:
+            raise Stage2Error(f"{path}: sha256 {sha[:16]}... does not match stats.json ({digest[:16]}...): the file changed")
+    return len(recorded)
+
+
+def check_filtered_parts(folder: Path) -> int:
+    """Every part filtered/manifest.json lists exists; returns how many parts it lists."""
+    manifest_path = folder / FILTERED_DIR / PARTS_MANIFEST
+    if not manifest_path.exists():
+        return 0
+    n = 0
+    for name, entry in json.loads(manifest_path.read_text())["components"].items():
+        for rel in entry.get("parts", []):
+            if not (folder / rel).is_file():
+                raise Stage2Error(f"{folder / rel}: listed in {manifest_path} (component {name}) but missing")
+            n += 1
+    return n
 
 
 def check_component(comp_dir: Path) -> Dict[str, Any]:
@@ -103,10 +146,14 @@ def verify_folder(folder: Path) -> Dict[str, Any]:
     folder = Path(folder)
     if not folder.is_dir():
         raise Stage2Error(f"verify.dir={folder}: no such folder")
-    report: Dict[str, Any] = {"folder": str(folder), "components": {}, "filter_components": 0}
+    report: Dict[str, Any] = {"folder": str(folder), "components": {}, "filter_components": 0, "artifacts": 0, "parts": 0}
     stats_path = folder / "stats.json"
     if stats_path.exists():
-        report["filter_components"] = check_filter_stats(json.loads(stats_path.read_text()), stats_path)
+        stats = json.loads(stats_path.read_text())
+        check_status(folder, stats)
+        report["artifacts"] = check_artifact_hashes(folder, stats)
+        report["filter_components"] = check_filter_stats(stats, stats_path)
+    report["parts"] = check_filtered_parts(folder)
     shards = folder / SHARDS_DIR
     manifest_path = shards / MANIFEST
     if manifest_path.exists():
@@ -117,8 +164,8 @@ def verify_folder(folder: Path) -> Dict[str, Any]:
         report["components"][name] = check_component(shards / name)
     if stats_path.exists() and names:
         check_filter_to_shard(folder, json.loads(stats_path.read_text()), shards)
-    if not names and not report["filter_components"]:
-        raise Stage2Error(f"{folder}: nothing to verify (no {SHARDS_DIR}/*/{INDEX} and no filter stats)")
+    if not names and not report["filter_components"] and not report["artifacts"]:
+        raise Stage2Error(f"{folder}: nothing to verify (no {SHARDS_DIR}/*/{INDEX}, no filter stats, no artifact_sha256 in stats.json)")
     return report
 
 
@@ -131,7 +178,8 @@ def run(cfg: Dict[str, Any], run_dir: Path) -> Dict[str, Any]:
     n_shards = sum(c["shards"] for c in report["components"].values())
     n_rows = sum(c["rows"] for c in report["components"].values())
     print(
-        f"stage2: verify OK: {folder}: {len(report['components'])} components, {n_shards} shards, {n_rows} rows;"
+        f"stage2: verify OK: {folder}: {report['artifacts']} artifacts match stats.json; {report['parts']} filtered parts;"
+        f" {len(report['components'])} components, {n_shards} shards, {n_rows} rows;"
         f" filter stats of {report['filter_components']} components"
     )
     return report

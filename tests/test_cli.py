@@ -130,3 +130,11 @@ def test_ray_executor_gives_the_same_artifacts_as_local(first_run):
     stage2("hydra.run.dir=run_ray", f"runs_index={base}/runs.jsonl", "executor=ray", "executor.workers=2", *SMALL, cwd=base)
     assert artifact_hashes(base / "run_ray") == artifact_hashes(run_dir)
     assert json.loads((base / "run_ray" / "stats.json").read_text())["config_digest"] == json.loads((run_dir / "stats.json").read_text())["config_digest"]
+
+
+def test_a_key_added_with_plus_that_the_schema_lacks_is_refused(tmp_path):
+    # Hydra's own typo message suggests `+key=value`; that must not smuggle the typo in.
+    out = stage2("+tokenizer.vocab_sise=8000", "stage=filter", "hydra.run.dir=run", cwd=tmp_path, check=False)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1] == "stage2: error: tokenizer.vocab_sise: Key 'vocab_sise' not in 'TokenizerConfig'"
+    assert not (tmp_path / "run" / "stats.json").exists()

@@ -169,6 +169,39 @@ def test_tokenizer_sweep_summary_table_and_plot(tmp_path):
     assert (sweep / "summary.png").read_bytes() == png
 
 
+def test_null_metrics_of_an_empty_eval_slice_are_blank_cells_and_no_plot_points(tmp_path):
+    """A component with no held-out documents has null metrics (tokenizer stage): never shown or plotted as 0."""
+    vocabs = [1000, 2000, 4000]
+    jobs = [["stage=tokenizer", f"tokenizer.vocab_size={v}"] for v in vocabs]
+
+    def stages_of(overrides: List[str]) -> Dict[str, Any]:
+        tok = tokenizer_stats(override_value(overrides, "tokenizer.vocab_size"))
+        if override_value(overrides, "tokenizer.vocab_size") == 2000:
+            tok["components"]["code"] = {"eval_docs": 0, "bytes_per_token": None, "chars_per_token": None, "tokens_per_word": None}
+        return {"tokenizer": tok}
+
+    sweep = make_sweep(tmp_path, jobs, stages_of)
+    report.write_summary(sweep)
+    rows = read_csv(sweep / "summary.csv")
+    assert rows[1]["bytes_per_token.code"] == "" and float(rows[0]["bytes_per_token.code"]) > 0
+    header, *lines = [line for line in (sweep / "summary.md").read_text().splitlines() if line.startswith("| ")]
+    cells = lambda line: [c.strip() for c in line.strip("|").split("|")]  # noqa: E731
+    column = cells(header).index("bytes_per_token.code")
+    assert cells(lines[1])[column] == "" and cells(lines[0])[column] != ""
+    assert (sweep / "summary.png").read_bytes().startswith(PNG_MAGIC)
+
+    summary_rows, _, overrides = report.summary_rows(sweep)
+    metric, _, xs = report.plot_spec(summary_rows, overrides)
+    _, series = report.plot_series(metric, summary_rows, xs)
+    assert [x for x, _ in series["bytes_per_token.code"]] == [1000.0, 4000.0]  # the null job is skipped
+    assert len(series["bytes_per_token.web"]) == len(series["bytes_per_token.overall"]) == 3
+    assert all(y > 0 for points in series.values() for _, y in points)
+    # One run's report shows the null as a blank cell, not 0.
+    text = report.run_report(sweep / "1")
+    code_row = next(line for line in text.splitlines() if line.startswith("| code |"))
+    assert "0.0000" not in code_row and "| 0 |" in code_row  # eval_docs 0 is a count; the rates are blank
+
+
 def test_filter_sweep_plots_kept_share_against_the_swept_value(tmp_path):
     mins = [100, 300, 500]
     jobs = [["stage=filter", f"filter.min_chars={m}"] for m in mins]

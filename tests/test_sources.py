@@ -110,3 +110,13 @@ def test_unreachable_hub_dataset_says_to_use_local_files(monkeypatch):
         next(iter_documents(spec))
     message = str(info.value)
     assert "HuggingFaceFW/fineweb" in message and "local files" in message and "\n" not in message
+
+
+def test_a_glob_is_one_component_named_after_its_stem(tmp_path):
+    write_jsonl(tmp_path / "shards" / "web-0001.jsonl", RECORDS[:3])
+    write_jsonl(tmp_path / "shards" / "web-0002.jsonl", RECORDS[3:5])
+    write_jsonl(tmp_path / "code.jsonl", RECORDS[5:6])
+    specs = resolve_components({"paths": ["shards/web-*.jsonl", "code.jsonl"]}, str(tmp_path))
+    assert [s.name for s in specs] == ["web", "code"]
+    assert [len(s.files) for s in specs] == [2, 1]
+    assert texts(specs[0]) == [r["text"] for r in RECORDS[:5]]

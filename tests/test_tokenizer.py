@@ -5,6 +5,9 @@ Vocabularies and samples are small so that every training takes a second or two.
 
 from __future__ import annotations
 
+import gzip
+import json
+import logging
 import random
 from pathlib import Path
 from typing import Dict
@@ -30,14 +33,14 @@ BASE = [
 ]
 
 
-def make_run(folder: Path, *overrides: str, workers: int = 1) -> Run:
+def make_run(folder: Path, *overrides: str, workers: int = 1, paths=PATHS) -> Run:
     with initialize_config_dir(config_dir=stage2.main.CONF_DIR, version_base="1.3"):
         cfg = compose(
             "config",
             overrides=[
                 "stage=tokenizer",
                 "dataset=files",
-                f"dataset.paths=[{','.join(str(p) for p in PATHS)}]",
+                f"dataset.paths=[{','.join(str(p) for p in paths)}]",
                 f"executor.workers={workers}",
                 f"runs_index={folder.parent / 'runs.jsonl'}",
                 *BASE,
@@ -47,8 +50,8 @@ def make_run(folder: Path, *overrides: str, workers: int = 1) -> Run:
     return start_run(folder, stage2.main.resolve_config(cfg, str(folder.parent)))
 
 
-def train_run(folder: Path, *overrides: str, workers: int = 1) -> Run:
-    run = make_run(folder, *overrides, workers=workers)
+def train_run(folder: Path, *overrides: str, workers: int = 1, paths=PATHS) -> Run:
+    run = make_run(folder, *overrides, workers=workers, paths=paths)
     try:
         tokenizer.run(run)
     finally:
@@ -165,21 +168,92 @@ def test_model_loads_in_plain_sentencepiece_and_round_trips_the_eval_texts(runs)
         assert sp.decode(sp.encode(text)) == expected
 
 
-def test_too_large_vocabulary_is_one_line_naming_the_maximum(tmp_path):
-    run = make_run(tmp_path / "big", "tokenizer.vocab_size=200000", "dataset.max_records=150")
-    with pytest.raises(Stage2Error) as err:
-        tokenizer.run(run)
+def failure(run: Run) -> str:
+    try:
+        with pytest.raises(Stage2Error) as err:
+            tokenizer.run(run)
+    finally:
+        run.executor.close()
     message = str(err.value)
     assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+def test_too_large_vocabulary_is_one_line_naming_the_maximum(tmp_path, caplog):
+    # 150 records per component, a quota of 500: every document is already in the sample.
+    message = failure(make_run(tmp_path / "big", "tokenizer.vocab_size=200000", "dataset.max_records=150"))
     assert "tokenizer.hard_vocab_limit=false" in message
+    assert "sample more documents" not in message
     largest = int(message.split("tokenizer.vocab_size<=")[1].split(",")[0])
     assert 100 < largest < 200000
+    # A quota that left documents out: then sampling more is worth suggesting.
+    capped = failure(make_run(tmp_path / "capped", "tokenizer.vocab_size=200000", "dataset.max_records=150", "tokenizer.samples_per_component=60"))
+    assert "sample more documents (tokenizer.samples_per_component)" in capped
 
     # The named maximum trains; with the limit soft the oversized request trains too (to fewer pieces).
     at_max = train_run(tmp_path / "max", f"tokenizer.vocab_size={largest}", "dataset.max_records=150")
     assert at_max.stage_stats("tokenizer")["vocab_size"] == largest
+    caplog.set_level(logging.WARNING, logger="stage2.tokenizer")
     soft = train_run(tmp_path / "soft", "tokenizer.vocab_size=200000", "dataset.max_records=150", "tokenizer.hard_vocab_limit=false")
-    assert 100 < soft.stage_stats("tokenizer")["vocab_size"] < 200000
+    stats = soft.stage_stats("tokenizer")
+    actual = stats["vocab_size"]
+    assert 100 < actual < 200000 and stats["vocab_size_requested"] == 200000
+    # Files are named after the vocabulary trained, and hold exactly that many pieces.
+    name = f"spm_{actual}_unigram"
+    assert sorted(p.name for p in (soft.dir / "tokenizer").iterdir()) == [f"{name}.model", f"{name}.vocab"]
+    assert stats["model"] == f"tokenizer/{name}.model"
+    assert spm.SentencePieceProcessor(model_file=str(model_file(soft))).get_piece_size() == actual
+    assert any(r.levelno == logging.WARNING and str(actual) in r.getMessage() and "200000" in r.getMessage() for r in caplog.records)
+    # The shard stage finds it, in this run and from another run pointing at this folder.
+    from stage2.shard import resolve_tokenizer
+
+    assert resolve_tokenizer(soft, None) == model_file(soft)
+    assert resolve_tokenizer(at_max, str(soft.dir)) == model_file(soft).resolve()
+    # Resuming finds the model under its actual-size name and keeps it.
+    again = train_run(soft.dir, "tokenizer.vocab_size=200000", "dataset.max_records=150", "tokenizer.hard_vocab_limit=false", "resume=true")
+    assert again.stage_stats("tokenizer")["resumed"] is True and again.stage_stats("tokenizer")["model"] == stats["model"]
+
+
+def test_too_few_pieces_for_the_characters_is_one_line_in_stage2_terms(tmp_path):
+    """Multilingual raw text (UDHR in many scripts) needs more distinct characters than a small vocabulary."""
+    paths = [SAMPLE / "noisy_udhr.jsonl.zst", SAMPLE / "noisy_tldr.jsonl.gz"]
+    message = failure(make_run(tmp_path / "chars", "tokenizer.vocab_size=340", "dataset.max_records=300", paths=paths))
+    assert message.startswith("tokenizer.vocab_size=340 is smaller than the ")
+    needed = int(message.split("smaller than the ")[1].split()[0])
+    chars = int(message.split("needed: ")[1].split()[0])
+    meta = int(message.split(" plus ")[1].split()[0])
+    assert needed > 340 and chars + meta == needed and meta == 4 + 256  # unk/bos/eos/pad and the byte pieces
+    assert "tokenizer.character_coverage=0.9995" in message and "byte_fallback covers the rest" in message
+    assert "tokenizer.input_run=" in message and "SentencePiece" not in message
+    # The advice holds: the requested size trains once the coverage is lowered.
+    low = train_run(tmp_path / "low", "tokenizer.vocab_size=340", "dataset.max_records=300", "tokenizer.character_coverage=0.98", paths=paths)
+    assert low.stage_stats("tokenizer")["vocab_size"] == 340
+
+
+def test_component_without_heldout_documents_reports_null_metrics(tmp_path, caplog):
+    # A tiny component whose ids all fall outside the held-out split: nothing to evaluate it on.
+    ids = [f"tiny-{i}" for i in range(200) if not tokenizer.is_heldout(f"tiny-{i}", 5)][:8]
+    tiny = tmp_path / "tiny.jsonl.gz"
+    with gzip.open(tiny, "wt", encoding="utf-8") as f:
+        for i, doc_id in enumerate(ids):
+            f.write(json.dumps({"id": doc_id, "text": f"Document number {i} of the tiny component.\nIt has two lines."}) + "\n")
+    caplog.set_level(logging.WARNING, logger="stage2.tokenizer")
+    run = train_run(tmp_path / "run", "tokenizer.vocab_size=500", "dataset.max_records=300", paths=[*PATHS, tiny])
+    stats = run.stage_stats("tokenizer")
+    empty = stats["components"]["tiny"]
+    assert empty["eval_docs"] == 0 and empty["train_docs"] == len(ids)
+    assert all(empty[m] is None for m in tokenizer.METRICS)
+    assert any("tiny" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    # The pooled figures are those of the components that had held-out documents.
+    others = [stats["components"][c] for c in ("web_stackexchange", "foldoc")]
+    assert all(o["eval_docs"] > 0 and o["bytes_per_token"] > 0 for o in others)
+    overall = stats["overall"]
+    assert overall["eval_docs"] == sum(o["eval_docs"] for o in others)
+    assert overall["bytes_per_token"] == round(sum(o["eval_bytes"] for o in others) / sum(o["eval_tokens"] for o in others), 4)
+    # stats.json carries null, not 0.0.
+    run.save_stats()
+    saved = json.loads((run.dir / "stats.json").read_text())["stages"]["tokenizer"]["components"]["tiny"]
+    assert saved["bytes_per_token"] is None
 
 
 def test_heldout_documents_are_never_in_the_training_sample():

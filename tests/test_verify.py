@@ -4,21 +4,57 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from conftest import artifact_hashes, compose_plain
 from stage2.errors import Stage2Error
+from stage2.pipeline import run_stage
 from stage2.verify import verify_folder
 from test_shard import corpus, shard_run, tiny_model  # noqa: F401  (tiny_model is a fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The sample mixture cut small (as in test_cli), so that a whole pipeline takes seconds.
+SMALL = [
+    "dataset.components.web.max_records=150",
+    "dataset.components.encyclopedia.max_records=250",
+    "dataset.components.code.max_records=60",
+    "dataset.components.noisy.max_records=300",
+    "dataset.partition_size=100",
+    "tokenizer.vocab_size=800",
+    "shard.sequences_per_shard=64",
+    "executor.workers=1",
+    "progress=false",
+]
+
+
+def finish(run):
+    """What pipeline.run_stage does at the end of a run: stats.json gets status finished and artifact_sha256."""
+    run.save_stats(status="finished")
+    return run
+
+
+def as_older_run(folder: Path) -> None:
+    """A finished run from before artifact_sha256 was recorded: only the deeper checks apply."""
+    stats = json.loads((folder / "stats.json").read_text())
+    del stats["artifact_sha256"]
+    (folder / "stats.json").write_text(json.dumps(stats))
+
+
+def flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
 
 
 @pytest.fixture
 def sharded(tmp_path, tiny_model):  # noqa: F811
-    return shard_run(tmp_path, "run", corpus(tmp_path), f"shard.tokenizer={tiny_model}", "shard.seq_len=64", "shard.sequences_per_shard=16")
+    run = shard_run(tmp_path, "run", corpus(tmp_path), f"shard.tokenizer={tiny_model}", "shard.seq_len=64", "shard.sequences_per_shard=16")
+    return finish(run)
 
 
 def test_verify_passes_then_fails_on_one_flipped_byte(sharded):
@@ -34,6 +70,7 @@ def test_verify_passes_then_fails_on_one_flipped_byte(sharded):
 
 
 def test_verify_catches_index_invariant_and_missing_file(sharded):
+    as_older_run(sharded.dir)  # else the edited index.json fails its recorded sha256 first
     index_path = sharded.dir / "shards" / "web" / "index.json"
     index = json.loads(index_path.read_text())
     index["tokens"] += 1
@@ -85,9 +122,93 @@ def test_verify_checks_the_run_tokenizer(tmp_path, tiny_model):  # noqa: F811
         (run.dir / "tokenizer").mkdir()
         (run.dir / "tokenizer" / "spm_500_unigram.model").write_bytes(tiny_model.read_bytes())
 
-    run = shard_run(tmp_path, "run", corpus(tmp_path), "shard.seq_len=64", before=place_model)
+    run = finish(shard_run(tmp_path, "run", corpus(tmp_path), "shard.seq_len=64", before=place_model))
     verify_folder(run.dir)
     with open(run.dir / "tokenizer" / "spm_500_unigram.model", "ab") as f:
         f.write(b"\0")
     with pytest.raises(Stage2Error, match="spm_500_unigram.model: sha256 does not match"):
         verify_folder(run.dir)
+
+
+def test_shard_hash_check_against_index_still_applies_to_older_runs(sharded):
+    as_older_run(sharded.dir)
+    flip_byte(sharded.dir / "shards" / "enc" / "shard-00001.npy")
+    with pytest.raises(Stage2Error, match="enc/shard-00001.npy: sha256 .* does not match .*index.json"):
+        verify_folder(sharded.dir)
+
+
+# --- every artifact of a finished run -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pipeline_runs(tmp_path_factory):
+    """One real pipeline run and one tokenizer-only run of the small sample, built once; tests copy them."""
+    base = tmp_path_factory.mktemp("verify_runs")
+    runs = {}
+    for stage in ("pipeline", "tokenizer"):
+        plain = compose_plain([f"runs_index={base}/runs.jsonl", f"stage={stage}", *SMALL], base)
+        runs[stage] = run_stage(plain, base / stage)
+    return runs
+
+
+@pytest.fixture
+def pipeline_run(pipeline_runs, tmp_path):
+    return Path(shutil.copytree(pipeline_runs["pipeline"], tmp_path / "pipeline"))
+
+
+@pytest.fixture
+def tokenizer_run(pipeline_runs, tmp_path):
+    return Path(shutil.copytree(pipeline_runs["tokenizer"], tmp_path / "tokenizer"))
+
+
+def test_finished_run_records_the_sha256_of_every_artifact(pipeline_run):
+    stats = json.loads((pipeline_run / "stats.json").read_text())
+    assert stats["status"] == "finished"
+    assert sorted(stats["artifact_sha256"]) == stats["artifacts"]
+    assert stats["artifact_sha256"] == artifact_hashes(pipeline_run)
+    kinds = {rel.split("/")[0] for rel in stats["artifacts"]}
+    assert {"filtered", "tokenizer", "shards"} <= kinds
+    report = verify_folder(pipeline_run)
+    assert report["artifacts"] == len(stats["artifacts"]) and report["parts"] > 0
+
+
+def test_flipped_byte_in_a_filtered_part_is_named(pipeline_run):
+    part = pipeline_run / "filtered" / "web" / "part-00000.parquet"
+    flip_byte(part)
+    with pytest.raises(Stage2Error, match="filtered/web/part-00000.parquet: sha256 .* does not match stats.json"):
+        verify_folder(pipeline_run)
+
+
+def test_deleted_filtered_part_is_named(pipeline_run):
+    (pipeline_run / "filtered" / "web" / "part-00000.parquet").unlink()
+    with pytest.raises(Stage2Error, match="filtered/web/part-00000.parquet: listed in .*stats.json but missing"):
+        verify_folder(pipeline_run)
+    as_older_run(pipeline_run)  # without artifact_sha256 the parts manifest still catches it
+    with pytest.raises(Stage2Error, match="filtered/web/part-00000.parquet: listed in .*filtered/manifest.json"):
+        verify_folder(pipeline_run)
+
+
+def test_flipped_byte_in_the_tokenizer_model_is_named(pipeline_run):
+    (model,) = (pipeline_run / "tokenizer").glob("*.model")
+    flip_byte(model)
+    with pytest.raises(Stage2Error, match=f"tokenizer/{model.name}: sha256 .* does not match stats.json"):
+        verify_folder(pipeline_run)
+
+
+def test_tokenizer_only_run_verifies_then_fails_after_its_model_changes(tokenizer_run):
+    report = verify_folder(tokenizer_run)
+    assert report["artifacts"] >= 2 and not report["components"]  # the model and its vocab, no shards
+    (model,) = (tokenizer_run / "tokenizer").glob("*.model")
+    with open(model, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(Stage2Error, match=f"tokenizer/{model.name}: sha256 .* does not match stats.json"):
+        verify_folder(tokenizer_run)
+
+
+@pytest.mark.parametrize("status", ["running", "failed"])
+def test_unfinished_run_is_refused(pipeline_run, status):
+    stats = json.loads((pipeline_run / "stats.json").read_text())
+    stats["status"] = status
+    (pipeline_run / "stats.json").write_text(json.dumps(stats))
+    with pytest.raises(Stage2Error, match=f"the run did not finish \\(status {status}\\); resume it with .*resume=true"):
+        verify_folder(pipeline_run)
