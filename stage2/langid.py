@@ -126,8 +126,3 @@ def check_languages(backend: str, languages: Sequence[str]) -> None:
         from stage2.langid_fast import check_languages as check_langdetect_codes
 
         check_langdetect_codes(languages)
-
-
-def normalise_language(code: Optional[str]) -> Optional[str]:
-    """Dataset labels vs detector codes: langdetect and lid.176 say `no` for Norwegian Bokmål (`nb`)."""
-    return {"nb": "no"}.get(code, code) if code else code

@@ -17,6 +17,18 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
 
 
+# The sample mixture cut small, so that a whole pipeline takes seconds.
+SMALL_SAMPLE = [
+    "dataset.components.web.max_records=150",
+    "dataset.components.encyclopedia.max_records=250",
+    "dataset.components.code.max_records=60",
+    "dataset.components.noisy.max_records=300",
+    "dataset.partition_size=100",
+    "tokenizer.vocab_size=800",
+    "shard.sequences_per_shard=64",
+]
+
+
 def compose_plain(overrides: List[str], launch_dir: Path) -> Dict[str, Any]:
     """The resolved plain config a run of `stage2 <overrides>` launched from `launch_dir` would get."""
     with initialize_config_dir(config_dir=stage2_main.CONF_DIR, version_base="1.3"):

@@ -11,19 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SAMPLE, artifact_hashes, sample_records, write_jsonl
+from conftest import SAMPLE, SMALL_SAMPLE, artifact_hashes, sample_records, write_jsonl
 
 BIN = Path(sys.executable).parent
-# The sample mixture, cut small so that a whole pipeline takes seconds.
-SMALL = [
-    "dataset.components.web.max_records=150",
-    "dataset.components.encyclopedia.max_records=250",
-    "dataset.components.code.max_records=60",
-    "dataset.components.noisy.max_records=300",
-    "dataset.partition_size=100",
-    "tokenizer.vocab_size=800",
-    "shard.sequences_per_shard=64",
-]
 
 
 def stage2(*args: str, cwd: Path, command: str = "stage2", check: bool = True) -> subprocess.CompletedProcess:
@@ -36,7 +26,7 @@ def stage2(*args: str, cwd: Path, command: str = "stage2", check: bool = True) -
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("cli")
-    out = stage2("hydra.run.dir=run_a", f"runs_index={base}/runs.jsonl", "executor.workers=2", *SMALL, cwd=base)
+    out = stage2("hydra.run.dir=run_a", f"runs_index={base}/runs.jsonl", "executor.workers=2", *SMALL_SAMPLE, cwd=base)
     return base, base / "run_a", out
 
 
@@ -127,7 +117,7 @@ def test_multirun_jobs_each_get_a_folder_and_an_index_line(tmp_path):
 def test_ray_executor_gives_the_same_artifacts_as_local(first_run):
     pytest.importorskip("ray")
     base, run_dir, _ = first_run
-    stage2("hydra.run.dir=run_ray", f"runs_index={base}/runs.jsonl", "executor=ray", "executor.workers=2", *SMALL, cwd=base)
+    stage2("hydra.run.dir=run_ray", f"runs_index={base}/runs.jsonl", "executor=ray", "executor.workers=2", *SMALL_SAMPLE, cwd=base)
     assert artifact_hashes(base / "run_ray") == artifact_hashes(run_dir)
     assert json.loads((base / "run_ray" / "stats.json").read_text())["config_digest"] == json.loads((run_dir / "stats.json").read_text())["config_digest"]
 

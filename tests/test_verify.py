@@ -11,25 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import artifact_hashes, compose_plain
+from conftest import SMALL_SAMPLE, artifact_hashes, compose_plain
 from stage2.errors import Stage2Error
 from stage2.pipeline import run_stage
 from stage2.verify import verify_folder
 from test_shard import corpus, shard_run, tiny_model  # noqa: F401  (tiny_model is a fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The sample mixture cut small (as in test_cli), so that a whole pipeline takes seconds.
-SMALL = [
-    "dataset.components.web.max_records=150",
-    "dataset.components.encyclopedia.max_records=250",
-    "dataset.components.code.max_records=60",
-    "dataset.components.noisy.max_records=300",
-    "dataset.partition_size=100",
-    "tokenizer.vocab_size=800",
-    "shard.sequences_per_shard=64",
-    "executor.workers=1",
-    "progress=false",
-]
+SMALL = [*SMALL_SAMPLE, "executor.workers=1", "progress=false"]
 
 
 def finish(run):
