@@ -66,7 +66,24 @@ def write_sample(run, path: Path) -> Path:
     return path
 
 
-def make_run(folder: Path, paths, vocab: int, workers: int, threads: int):
+def write_parts(folder: Path, paths) -> Path:
+    """The input files as a filter run's parquet parts (what the pipeline's tokenizer step reads)."""
+    import json
+
+    from stage2 import parts
+    from stage2.sources import component_name, iter_documents, resolve_components
+
+    manifest = {"components": {}}
+    for spec in resolve_components({"paths": [str(p) for p in paths]}, str(folder)):
+        docs = list(iter_documents(spec))
+        path = parts.part_path(folder, spec.name, 0)
+        parts.write_table(path, parts.docs_to_table(docs))
+        manifest["components"][component_name(str(spec.files[0]))] = {"parts": [str(path.relative_to(folder))], "kept": len(docs)}
+    (folder / parts.FILTERED_DIR / parts.MANIFEST).write_text(json.dumps(manifest))
+    return folder
+
+
+def make_run(folder: Path, paths, vocab: int, workers: int, threads: int, input_run: Path = None):
     with initialize_config_dir(config_dir=stage2.main.CONF_DIR, version_base="1.3"):
         cfg = compose(
             "config",
@@ -78,6 +95,7 @@ def make_run(folder: Path, paths, vocab: int, workers: int, threads: int):
                 f"runs_index={folder.parent / 'runs.jsonl'}",
                 f"tokenizer.vocab_size={vocab}",
                 f"tokenizer.num_threads={threads}",
+                *([f"tokenizer.input_run={input_run}"] if input_run else []),
             ],
         )
     return start_run(folder, stage2.main.resolve_config(cfg, str(folder.parent)))
@@ -127,6 +145,16 @@ def main() -> None:
             print(f"repeat {rep}: stage {stage_s:.2f}s (sample {sec['sample']:.2f}, train {sec['train']:.2f}, eval {sec['evaluate']:.2f}); direct {direct_s:.2f}s; "
                   f"wall ratio {ratio:.3f}; cpu {stage_cpu:.1f}s vs {direct_cpu:.1f}s, ratio {cpu_ratio:.3f}; same pieces: {same}; load {os.getloadavg()[0]:.1f}", flush=True)
 
+        # The pipeline's path: the same documents as filtered parquet parts (no `datasets` reading).
+        parts_dir = write_parts(root / "filtered_run", paths)
+        parts_ratios = []
+        for rep in range(args.repeats):
+            run = make_run(root / f"parts{rep}", paths, args.vocab, args.workers, args.threads, input_run=parts_dir)
+            stage_s, _ = time_stage(run)
+            direct_s, _ = time_direct(text_file, root / "direct", run.cfg["tokenizer"])
+            parts_ratios.append(stage_s / direct_s)
+            print(f"parts repeat {rep}: stage {stage_s:.2f}s, direct {direct_s:.2f}s, ratio {stage_s / direct_s:.3f}", flush=True)
+
     header = ["repeat", "first", "stage overhead s", "overhead / train", "train docs", "sentences", "MB", "stage: sample s", "stage: train s", "stage: eval s", "stage wall s", "direct wall s", "wall ratio", "stage CPU s", "direct CPU s", "CPU ratio", "same pieces"]
     report = "\n".join(
         [
@@ -147,6 +175,8 @@ def main() -> None:
             f"Stage overhead (stage wall time outside SentencePiece training: sampling, writing, evaluation) / its training time: "
             f"{', '.join(f'{r:.3f}' for r in shares)} (median {statistics.median(shares):.3f}); less sensitive to the machine's load "
             "than the ratio of two separate trainings.",
+            f"On filtered parquet parts (the pipeline's tokenizer step: `tokenizer.input_run=<filter run>`, same documents, "
+            f"so the same sample): wall ratio {', '.join(f'{r:.3f}' for r in parts_ratios)} (median {statistics.median(parts_ratios):.3f}).",
             f"Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
             "",
         ]
@@ -154,6 +184,7 @@ def main() -> None:
     write_results("tokenizer_speed", report, {
         "vocab": args.vocab, "repeats": args.repeats, "workers": args.workers, "threads": args.threads, "files": args.files,
         "wall_ratio": round(statistics.median(ratios), 4), "wall_ratios": [round(r, 4) for r in ratios],
+        "wall_ratio_parts": round(statistics.median(parts_ratios), 4),
         "cpu_ratio": round(statistics.median(cpu_ratios), 4), "overhead_share": round(statistics.median(shares), 4),
         "load_end": os.getloadavg()[0],
     })
