@@ -18,7 +18,6 @@ import time
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 
 import stage2.main as stage2_main
 from benchmarks.common import RESULTS, machine, md_table, read_jsonl, shared_data_dir
@@ -52,9 +51,8 @@ NOTES = """Notes on the language errors (from reading the misjudged documents):
 
 def filter_cfg(backend: str) -> Dict[str, Any]:
     """The filter recipe as the app composes it (so the benchmark checks the shipped defaults)."""
-    with initialize_config_dir(config_dir=stage2_main.CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"filter={'default' if backend == 'langdetect' else backend}"])
-    return stage2_main.resolve_config(cfg, ".")["filter"]
+    overrides = ["filter=fasttext"] if backend == "fasttext" else [f"filter.lang_backend={backend}"]
+    return stage2_main.compose_recipe(overrides, ".")["filter"]
 
 
 def prf(scores: np.ndarray, is_en: np.ndarray, threshold: float) -> Tuple[int, int, int, float, float]:

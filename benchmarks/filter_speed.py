@@ -60,8 +60,6 @@ def load_docs(n: int) -> List[Dict[str, Any]]:
 
 
 def plain_cfg(path: Path, workdir: Path, workers: int, backend: str, partition_size: int) -> Dict[str, Any]:
-    from hydra import compose, initialize_config_dir
-
     import stage2.main as stage2_main
 
     overrides = [
@@ -74,9 +72,7 @@ def plain_cfg(path: Path, workdir: Path, workers: int, backend: str, partition_s
         f"runs_index={workdir}/runs.jsonl",
         "filter=fasttext" if backend == "fasttext" else f"filter.lang_backend={backend}",
     ]
-    with initialize_config_dir(config_dir=stage2_main.CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return stage2_main.resolve_config(cfg, str(workdir))
+    return stage2_main.compose_recipe(overrides, str(workdir))
 
 
 def time_stage(path: Path, workdir: Path, workers: int, backend: str, partition_size: int) -> Dict[str, Any]:

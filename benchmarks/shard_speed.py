@@ -114,8 +114,6 @@ def child_encode(args) -> dict:
 
 def child_shard(args) -> dict:
     sys.path.insert(0, str(REPO))
-    from hydra import compose, initialize_config_dir
-
     import stage2.main as stage2_main
     from stage2 import shard
     from stage2.run import start_run
@@ -129,9 +127,7 @@ def child_shard(args) -> dict:
         f"shard.tokenizer={args.model}", f"shard.input_run={work / f'x{args.scale}'}",
         f"executor.workers={args.workers}", f"shard.num_threads={args.threads}",
     ]
-    with initialize_config_dir(config_dir=stage2_main.CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    plain = stage2_main.resolve_config(cfg, str(work))
+    plain = stage2_main.compose_recipe(overrides, str(work))
     run = start_run(Path(tempfile.mkdtemp(dir=work, prefix=f"run-x{args.scale}-w{args.workers}-")), plain)
     reset_peak()
     t0 = time.perf_counter()

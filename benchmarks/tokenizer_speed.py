@@ -24,7 +24,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sentencepiece as spm  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
 
 import stage2.main  # noqa: E402
 from benchmarks.common import machine, md_table, shared_data_dir, write_results  # noqa: E402
@@ -84,21 +83,20 @@ def write_parts(folder: Path, paths) -> Path:
 
 
 def make_run(folder: Path, paths, vocab: int, workers: int, threads: int, input_run: Path = None):
-    with initialize_config_dir(config_dir=stage2.main.CONF_DIR, version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "stage=tokenizer",
-                "dataset=files",
-                f"dataset.paths=[{','.join(str(p) for p in paths)}]",
-                f"executor.workers={workers}",
-                f"runs_index={folder.parent / 'runs.jsonl'}",
-                f"tokenizer.vocab_size={vocab}",
-                f"tokenizer.num_threads={threads}",
-                *([f"tokenizer.input_run={input_run}"] if input_run else []),
-            ],
-        )
-    return start_run(folder, stage2.main.resolve_config(cfg, str(folder.parent)))
+    recipe = stage2.main.compose_recipe(
+        [
+            "stage=tokenizer",
+            "dataset=files",
+            f"dataset.paths=[{','.join(str(p) for p in paths)}]",
+            f"executor.workers={workers}",
+            f"runs_index={folder.parent / 'runs.jsonl'}",
+            f"tokenizer.vocab_size={vocab}",
+            f"tokenizer.num_threads={threads}",
+            *([f"tokenizer.input_run={input_run}"] if input_run else []),
+        ],
+        str(folder.parent),
+    )
+    return start_run(folder, recipe)
 
 
 def main() -> None:

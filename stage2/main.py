@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import hydra
 import yaml
@@ -94,6 +94,18 @@ def complete_saved_config(hydra_cfg: Any) -> None:
     from stage2.run import atomic_write
 
     atomic_write(saved, text + yaml.safe_dump({"hydra": ours}, sort_keys=False, allow_unicode=True))
+
+
+def compose_recipe(overrides: List[str], launch_dir: str) -> Dict[str, Any]:
+    """The resolved recipe that `stage2 <overrides>` launched from `launch_dir` would run, as plain data.
+
+    For notebooks, tests and benchmarks: Hydra's compose API on conf/, then the same checks as the CLI.
+    """
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    return resolve_config(cfg, str(launch_dir))
 
 
 def saved_run_folder(hydra_cfg: Any) -> Optional[str]:

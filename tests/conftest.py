@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
-from hydra import compose, initialize_config_dir
 
 import stage2.main as stage2_main
 
@@ -31,9 +30,7 @@ SMALL_SAMPLE = [
 
 def compose_plain(overrides: List[str], launch_dir: Path) -> Dict[str, Any]:
     """The resolved plain config a run of `stage2 <overrides>` launched from `launch_dir` would get."""
-    with initialize_config_dir(config_dir=stage2_main.CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return stage2_main.resolve_config(cfg, str(launch_dir))
+    return stage2_main.compose_recipe(overrides, str(launch_dir))
 
 
 def sample_records(name: str, n: int) -> List[Dict[str, Any]]:

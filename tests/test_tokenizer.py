@@ -14,7 +14,6 @@ from typing import Dict
 
 import pytest
 import sentencepiece as spm
-from hydra import compose, initialize_config_dir
 
 import stage2.main
 from stage2 import tokenizer
@@ -34,20 +33,19 @@ BASE = [
 
 
 def make_run(folder: Path, *overrides: str, workers: int = 1, paths=PATHS) -> Run:
-    with initialize_config_dir(config_dir=stage2.main.CONF_DIR, version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "stage=tokenizer",
-                "dataset=files",
-                f"dataset.paths=[{','.join(str(p) for p in paths)}]",
-                f"executor.workers={workers}",
-                f"runs_index={folder.parent / 'runs.jsonl'}",
-                *BASE,
-                *overrides,
-            ],
-        )
-    return start_run(folder, stage2.main.resolve_config(cfg, str(folder.parent)))
+    recipe = stage2.main.compose_recipe(
+        [
+            "stage=tokenizer",
+            "dataset=files",
+            f"dataset.paths=[{','.join(str(p) for p in paths)}]",
+            f"executor.workers={workers}",
+            f"runs_index={folder.parent / 'runs.jsonl'}",
+            *BASE,
+            *overrides,
+        ],
+        str(folder.parent),
+    )
+    return start_run(folder, recipe)
 
 
 def train_run(folder: Path, *overrides: str, workers: int = 1, paths=PATHS) -> Run:
