@@ -241,7 +241,7 @@ def _scan_json_lines(spec: ComponentSpec, path: str, source: str, already: int) 
             except UnicodeDecodeError as exc:
                 problem = f"invalid UTF-8 (byte {exc.start} of line {line_no})"
             except json.JSONDecodeError as exc:
-                problem = f"malformed JSON on line {line_no}: {exc.msg} at column {exc.colno}"
+                problem = f"malformed JSON on line {line_no}: {exc.msg} (column {exc.colno})"
             else:
                 if isinstance(row, dict):
                     yield _to_document(spec, source, record, row)
