@@ -62,7 +62,8 @@ def write_table(path: Path, table: pa.Table) -> None:
 
 
 def read_documents(path: Path) -> Iterator[Document]:
-    table = pq.read_table(path, columns=list(SCHEMA.names))
+    # ParquetFile, not read_table: read_table imports pyarrow.dataset and pandas (~0.25 s per process).
+    table = pq.ParquetFile(path).read(columns=list(SCHEMA.names))
     for row in table.to_pylist():
         yield Document(**row)
 
@@ -74,21 +75,17 @@ def read_manifest(run_dir: Path) -> Dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def iter_filtered(run_dir: Path, component: str) -> Iterator[Document]:
-    manifest = read_manifest(run_dir)
-    entry = manifest["components"].get(component)
-    if entry is None:
-        raise Stage2Error(f"{run_dir}: the filtered parts have no component {component!r} (have: {', '.join(manifest['components'])})")
-    for rel in entry["parts"]:
-        yield from read_documents(Path(run_dir) / rel)
-
-
 def filtered_part_files(run_dir: Path, component: str) -> List[Path]:
     manifest = read_manifest(run_dir)
     entry = manifest["components"].get(component)
     if entry is None:
-        raise Stage2Error(f"{run_dir}: the filtered parts have no component {component!r}")
+        raise Stage2Error(f"{run_dir}: the filtered parts have no component {component!r} (have: {', '.join(manifest['components'])})")
     return [Path(run_dir) / rel for rel in entry["parts"]]
+
+
+def iter_filtered(run_dir: Path, component: str) -> Iterator[Document]:
+    for path in filtered_part_files(run_dir, component):
+        yield from read_documents(path)
 
 
 def filtered_source(run: Run, input_run: Optional[str], consumer: str) -> Optional[Path]:
