@@ -118,12 +118,6 @@ def saved_run_folder(hydra_cfg: Any) -> Optional[str]:
     return None
 
 
-def run_stage(cfg: Dict[str, Any], run_dir: Path) -> Path:
-    from stage2 import pipeline
-
-    return pipeline.run_stage(cfg, run_dir)
-
-
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def app(cfg: DictConfig) -> None:
     # A log file that cannot be written (full disk) must not print tracebacks over the real error.
@@ -134,12 +128,12 @@ def app(cfg: DictConfig) -> None:
     try:
         complete_saved_config(hydra_cfg)
         rerun_of = saved_run_folder(hydra_cfg)
-        if rerun_of and Path(rerun_of).resolve() == run_dir.resolve() and not cfg.get("resume", False):
-            raise Stage2Error(f"{run_dir}: refusing to write into the run being rerun; give a new hydra.run.dir (stage2-rerun does) or resume=true")
         launch_dir = hydra_cfg.runtime.cwd
         if rerun_of:  # relative input paths mean what they meant for the original run
             launch_dir = yaml.safe_load((Path(rerun_of) / "config.resolved.yaml").read_text()).get("launch_dir") or launch_dir
         plain = resolve_config(cfg, launch_dir, rerun_of)
+        from stage2.pipeline import run_stage  # here: `--help` and config errors need none of the stages
+
         run_stage(plain, run_dir)
     except Stage2Error as exc:
         fail(run_dir, hydra_cfg, verbose, str(exc))
