@@ -5,7 +5,8 @@ benchmarks/results/filter_quality.md.
     uv run python -m benchmarks.filter_quality            # data: ../shared/data or $STAGE2_SHARED_DATA
 
 Language: every document of multiling_*_dev with >= filter.min_chars characters, label "en" or not
-(the sources' own labels). Near dedup: each pair of neardup_dev_pairs is run through a fresh
+(the sources' own labels; precision also with four English fortunes under a `pl` label counted as
+English, RELABELLED below), through the shipped recipes (stage2/langrule.py) and each backend alone. Near dedup: each pair of neardup_dev_pairs is run through a fresh
 deduper, the earlier document (file order) first; "removed" means the later one is dropped by exact
 or near dedup. Goals: English precision >= 99 %, recall >= 97 %; pairs with label 1 and
 jaccard_word5 >= 0.8 >= 95 % removed, exact copies 100 %, label-0 pairs <= 1 % removed.
@@ -22,7 +23,7 @@ import numpy as np
 import stage2.main as stage2_main
 from benchmarks.common import RESULTS, machine, md_table, read_jsonl, shared_data_dir
 from stage2.dedup import HashSet, NearDeduper, batch_window_hashes, exact_key, window_hashes
-from stage2.langid import get_backend, identify
+from stage2.langrule import LanguageRule, judge
 
 LANG_FILES = ("multiling_fortunes_dev.jsonl.gz", "multiling_tldr_dev.jsonl.gz", "multiling_udhr_dev.jsonl.gz")
 THRESHOLDS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
@@ -33,75 +34,120 @@ STREAM_FILES = ("en_foldoc_dev.jsonl.gz", "en_web_stackexchange_dev.jsonl.gz")
 NEAR_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
+# Fortunes whose source label is `pl` but whose text is English (read by hand; quoted in the report).
+# Precision is given against the sources' labels and, separately, with these four counted as English.
+RELABELLED = {
+    "fortune:pl:argante:525": "an English mailing-list exchange (\"IMHO You are right... but every idea should be considered\")",
+    "fortune:pl:argante:541": "an English mail quote (\"Assembler is your FRIEND!\")",
+    "fortune:pl:pld:319": "an English joke about Windows patches (\"install patches, reboot, ...\")",
+    "fortune:pl:debian.pl:68": "an English IRC log of make errors on #debian.pl",
+}
+
+# The language rules measured: each backend alone (the issue's rule: probability >= threshold) and
+# the two shipped recipes (stage2/langrule.py: checks before the main detector).
+ALONE = {
+    "langdetect": ["filter.lang_backend=langdetect_fast", "filter.lang_check=null", "filter.function_words=0"],
+    "fasttext": ["filter=fasttext", "filter.function_words=0"],
+}
+RECIPES = {
+    "default (fastText check, function words, langdetect)": [],
+    "filter=fasttext (fastText, function words)": ["filter=fasttext"],
+}
+
 # What inspecting the errors showed (the per-label error counts below say how many of each).
 NOTES = """Notes on the language errors (from reading the misjudged documents):
-- Some `pl` fortunes are English text (IRC logs, mailing-list quotes) under a Polish
-  label: both backends call them English, and they count as false positives here.
 - langdetect has no profile for Irish, Scottish Gaelic or Manx (`ga`, `gd`, `gv` UDHR articles) and
   calls many of them English with probability >= 0.85; its probabilities are coarse (7 random
-  trials), so thresholds between 0.9 and 0.9999 give the same result.
-- fastText calls some Manx and Sanskrit-in-Grantha-script articles English with p 0.5-0.75.
+  trials), so thresholds between 0.9 and 0.9999 give the same result. fastText knows these languages:
+  as a first check at 0.3 it removes the Gaelic ones.
+- Both detectors call some Manx articles English (fastText with p 0.35-0.7); Manx has almost no
+  English function words (share <= 0.024 against a median of 0.32 in FOLDOC), so the function-word
+  check (0.03) removes them. It also drops 14 of 9,427 English dev documents (lists of acronym
+  expansions in FOLDOC, a tldr page that is all placeholders).
+- Four `pl` fortunes are English text (listed below): every rule that keeps English calls them
+  English, and against the sources' labels they are false positives. That caps precision against
+  the labels at 254/258 = 0.984 for a rule that finds all English; the goal (0.99) is reached only
+  with them counted as English.
 - Before language ID, code spans, URLs, paths and {{placeholders}} are removed (stage2/langid.py):
   tldr pages in Chinese/Korean are mostly English command lines, which langdetect otherwise reads
   as English (English precision 0.71 -> 0.86 for langdetect at 0.85 on this set).
-- English precision >= 0.99 is out of reach for either backend alone here: the 3-5 English texts
-  under a `pl` label alone cost 1-2 points of precision (255 English documents).
 """
 
 
-def filter_cfg(backend: str) -> Dict[str, Any]:
+def filter_cfg(overrides: List[str]) -> Dict[str, Any]:
     """The filter recipe as the app composes it (so the benchmark checks the shipped defaults)."""
-    overrides = ["filter=fasttext"] if backend == "fasttext" else [f"filter.lang_backend={backend}"]
     return stage2_main.compose_recipe(overrides, ".")["filter"]
 
 
-def prf(scores: np.ndarray, is_en: np.ndarray, threshold: float) -> Tuple[int, int, int, float, float]:
-    kept = scores >= threshold
+def prf(kept: np.ndarray, is_en: np.ndarray) -> Tuple[int, int, int, float, float]:
     tp, fp, fn = int((kept & is_en).sum()), int((kept & ~is_en).sum()), int((~kept & is_en).sum())
     precision = tp / (tp + fp) if tp + fp else 1.0
     recall = tp / (tp + fn) if tp + fn else 1.0
     return tp, fp, fn, precision, recall
 
 
+def error_counts(docs, kept: np.ndarray, is_en: np.ndarray) -> str:
+    errors: Dict[str, int] = {}
+    for d, k, e in zip(docs, kept, is_en):
+        if k != e:
+            key = f"{'FP' if k else 'FN'} {d['lang']}"
+            errors[key] = errors.get(key, 0) + 1
+    return ", ".join(f"{k}: {v}" for k, v in sorted(errors.items(), key=lambda kv: -kv[1])) or "none"
+
+
+def measure(docs, overrides: List[str]) -> Tuple[LanguageRule, Dict[str, List[Any]], float]:
+    rule = LanguageRule.from_filter_cfg(filter_cfg(overrides))
+    judge([d["text"] for d in docs[:20]], rule)  # load the models outside the timing
+    started = time.process_time()
+    out = judge([d["text"] for d in docs], rule)
+    return rule, out, time.process_time() - started
+
+
 def language_section(data, limit: int) -> Tuple[str, Dict[str, Any]]:
-    base = filter_cfg("langdetect")
-    docs = [d for f in LANG_FILES for d in read_jsonl(data / f) if len(d["text"]) >= base["min_chars"]]
+    min_chars = filter_cfg([])["min_chars"]
+    docs = [d for f in LANG_FILES for d in read_jsonl(data / f) if len(d["text"]) >= min_chars]
     if limit:
         docs = docs[:: max(1, len(docs) // limit)]
     is_en = np.array([d["lang"] == "en" for d in docs])
+    is_en_fixed = is_en | np.array([d["id"] in RELABELLED for d in docs])
     out = [
-        f"### English identification ({len(docs)} docs >= {base['min_chars']} chars from {', '.join(LANG_FILES)}; "
-        f"{int(is_en.sum())} labelled en)\n"
+        f"### English identification ({len(docs)} docs >= {min_chars} chars from {', '.join(LANG_FILES)}; "
+        f"{int(is_en.sum())} labelled en, {int(is_en_fixed.sum())} with the relabelled fortunes)\n"
     ]
     summary: Dict[str, Any] = {}
-    for backend in ("langdetect", "fasttext"):
-        cfg = filter_cfg(backend)
-        detector = get_backend(backend)
-        started = time.perf_counter()
-        verdicts = [identify(d["text"], detector, ["en"], cfg["lang_max_chars"]) for d in docs]
-        seconds = time.perf_counter() - started
-        scores = np.array([v.target_score for v in verdicts])
+    recipe_rows = []
+    for name, overrides in RECIPES.items():
+        rule, verdicts, cpu = measure(docs, overrides)
+        kept = np.array(verdicts["passed"])
+        tp, fp, fn, p, r = prf(kept, is_en)
+        _, _, _, p_fixed, r_fixed = prf(kept, is_en_fixed)
+        summary[name] = {"precision": p, "recall": r, "precision_relabelled": p_fixed, "recall_relabelled": r_fixed}
+        recipe_rows.append([name, tp, fp, fn, p, r, p_fixed, r_fixed, f"{len(docs) / cpu:.0f}", error_counts(docs, kept, is_en)])
+    out.append(
+        "#### The shipped recipes\n\n"
+        + md_table(["recipe", "TP", "FP", "FN", "precision", "recall", "precision (relabelled)", "recall (relabelled)", "docs per CPU s", "errors against the labels"], recipe_rows)
+        + "\n"
+    )
+    for backend, overrides in ALONE.items():
+        rule, verdicts, cpu = measure(docs, overrides)
+        scores = np.array(verdicts["target"])
         rows = []
-        for t in sorted(set(THRESHOLDS) | {cfg["lang_threshold"]}):
-            tp, fp, fn, p, r = prf(scores, is_en, t)
-            mark = " (default)" if t == cfg["lang_threshold"] else ""
-            rows.append([f"{t}{mark}", tp, fp, fn, p, r])
-        tp, fp, fn, p, r = prf(scores, is_en, cfg["lang_threshold"])
-        summary[backend] = {"threshold": cfg["lang_threshold"], "precision": p, "recall": r, "docs_per_s": len(docs) / seconds}
-        # Where the errors are, by source file and labelled language, at the default threshold.
-        kept = scores >= cfg["lang_threshold"]
-        errors: Dict[str, int] = {}
-        for d, k, e in zip(docs, kept, is_en):
-            if k != e:
-                key = f"{'FP' if k else 'FN'} {d['lang']}"
-                errors[key] = errors.get(key, 0) + 1
+        for t in sorted(set(THRESHOLDS) | {rule.threshold}):
+            tp, fp, fn, p, r = prf(scores >= t, is_en)
+            rows.append([f"{t}{' (recipe)' if t == rule.threshold else ''}", tp, fp, fn, p, r])
+        kept = scores >= rule.threshold
+        tp, fp, fn, p, r = prf(kept, is_en)
+        summary[backend] = {"threshold": rule.threshold, "precision": p, "recall": r, "docs_per_cpu_s": len(docs) / cpu}
         out.append(
-            f"#### {backend} (lang_max_chars={cfg['lang_max_chars']}; {len(docs) / seconds:.0f} docs/s in one process)\n\n"
+            f"#### {backend} alone (lang_max_chars={rule.max_chars}; {len(docs) / cpu:.0f} docs per CPU second)\n\n"
             + md_table(["threshold", "TP", "FP", "FN", "precision", "recall"], rows)
-            + "\n\nErrors at the default threshold (label): "
-            + (", ".join(f"{k}: {v}" for k, v in sorted(errors.items(), key=lambda kv: -kv[1])) or "none")
-            + "\n"
+            + f"\n\nErrors at {rule.threshold} (label): {error_counts(docs, kept, is_en)}\n"
         )
+    out.append(
+        "#### The relabelled fortunes\n\n"
+        + "\n".join(f"- `{i}`: {why}" for i, why in RELABELLED.items())
+        + "\n"
+    )
     return "\n".join(out), summary
 
 
@@ -118,7 +164,7 @@ def pair_shares(docs: Dict[str, str], pairs: List[Dict[str, Any]], order: Dict[s
 
 
 def near_section(data) -> Tuple[str, Dict[str, Any]]:
-    cfg = filter_cfg("langdetect")["dedup"]
+    cfg = filter_cfg([])["dedup"]
     records = list(read_jsonl(data / "neardup_dev_docs.jsonl.gz"))
     docs = {d["id"]: d["text"] for d in records}
     order = {d["id"]: i for i, d in enumerate(records)}
@@ -176,9 +222,11 @@ def main() -> None:
         print(near_text)
         return
     lang_text, lang = language_section(data, args.limit)
+    recipes = list(RECIPES)
     goals = [
-        ["English precision >= 0.99", *(f"{lang[b]['precision']:.4f}" for b in ("langdetect", "fasttext"))],
-        ["English recall >= 0.97", *(f"{lang[b]['recall']:.4f}" for b in ("langdetect", "fasttext"))],
+        ["English precision >= 0.99 (sources' labels)", *(f"{lang[r]['precision']:.4f}" for r in recipes)],
+        ["English precision >= 0.99 (4 fortunes relabelled en)", *(f"{lang[r]['precision_relabelled']:.4f}" for r in recipes)],
+        ["English recall >= 0.97 (sources' labels)", *(f"{lang[r]['recall']:.4f}" for r in recipes)],
     ]
     near_goals = [
         ["label 1, J >= 0.8 removed >= 0.95", f"{near['close_recall']:.4f}"],
@@ -190,7 +238,7 @@ def main() -> None:
         "# Filter quality (benchmarks/filter_quality.py)\n\n"
         f"Machine: {machine()}. Data: {data} dev corpora (labels from the sources, not a detector).\n\n"
         "## Goals at the shipped defaults\n\n"
-        + md_table(["goal", f"langdetect (t={lang['langdetect']['threshold']})", f"fasttext (t={lang['fasttext']['threshold']})"], goals)
+        + md_table(["goal", *recipes], goals)
         + "\n\n"
         + md_table([f"near dedup goal (k={near['k']}, threshold={near['threshold']})", "measured"], near_goals)
         + "\n\n" + NOTES + "\n## Details\n\n"

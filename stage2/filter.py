@@ -31,7 +31,7 @@ import shutil
 import time
 import zipfile
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -41,6 +41,7 @@ import xxhash
 from stage2.dedup import HashSet, NearDeduper, batch_window_hashes, exact_key
 from stage2.errors import Stage2Error
 from stage2.langid import check_languages
+from stage2.langrule import LanguageRule
 from stage2.progress import Progress
 from stage2.run import file_sha256
 from stage2.sources import Document
@@ -53,8 +54,8 @@ MAP_FILE = "map-{:05d}.npz"
 FINISHED = ".finished.json"  # in filtered/, next to the manifest
 # Part of every saved map result's key: bump it when analyse_partition's output changes, so a run
 # resumed with newer code recomputes what older code saved.
-MAP_VERSION = 1
-MAP_SETTINGS = ("lang_filter", "backend", "languages", "max_chars", "near", "window_words")
+MAP_VERSION = 2
+MAP_SETTINGS = ("lang_filter", "rule", "near", "window_words")
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,6 @@ class Settings:
 
     min_chars: int = 200
     max_chars: int = 8000
-    languages: Tuple[str, ...] = ("en",)
-    lang_backend: str = "langdetect"
-    lang_threshold: float = 0.85
-    lang_max_chars: int = 2000
     exact: bool = True
     near: bool = True
     window_words: int = 13
@@ -74,6 +71,7 @@ class Settings:
     scope: str = "component"
     on_bad_record: str = "fail"
     partition_size: int = 2000
+    lang_rule: LanguageRule = LanguageRule()  # what the workers judge languages by
 
     @classmethod
     def from_cfg(cls, cfg: Dict[str, Any]) -> "Settings":
@@ -81,10 +79,6 @@ class Settings:
         return cls(
             min_chars=f["min_chars"],
             max_chars=f["max_chars"],
-            languages=tuple(f["languages"]),
-            lang_backend=f["lang_backend"],
-            lang_threshold=f["lang_threshold"],
-            lang_max_chars=f["lang_max_chars"],
             exact=d["exact"],
             near=d["near"],
             window_words=d["window_words"],
@@ -92,6 +86,7 @@ class Settings:
             scope=d["scope"],
             on_bad_record=f["on_bad_record"],
             partition_size=cfg["dataset"]["partition_size"],
+            lang_rule=LanguageRule.from_filter_cfg(f),
         )
 
 
@@ -101,6 +96,7 @@ class Rejected:
     reason: str
     language: Optional[str] = None
     score: Optional[float] = None
+    failed_check: Optional[str] = None  # for reason "language": the check that rejected it (langrule)
 
 
 @dataclass
@@ -119,6 +115,7 @@ class Counts:
     bytes_in: int = 0
     bytes_out: int = 0
     languages: Counter = field(default_factory=Counter)
+    language_checks: Counter = field(default_factory=Counter)  # reason "language", by the check that failed
 
     def as_stats(self, seconds: float) -> Dict[str, Any]:
         return {
@@ -131,6 +128,7 @@ class Counts:
             "docs_per_s": round(self.records_in / seconds, 1) if seconds > 0 else None,
             # Top language of every document that reached language ID, most frequent first.
             "languages": dict(sorted(self.languages.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "language_dropped_by": dict(sorted(self.language_checks.items())),
         }
 
 
@@ -173,15 +171,13 @@ def analyse_partition(task: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _compute_map(task: Dict[str, Any]) -> Dict[str, Any]:
-    from stage2.langid import identify_all
+    from stage2.langrule import judge
 
     texts: List[str] = task["texts"]
     out: Dict[str, Any] = {}
     if task["lang_filter"]:
-        verdicts = identify_all(texts, task["backend"], task["languages"], task["max_chars"])
-        out["language"] = [v.language for v in verdicts]
-        out["score"] = [v.score for v in verdicts]
-        out["target"] = [v.target_score for v in verdicts]
+        rule = dict(task["rule"], languages=tuple(task["rule"]["languages"]))
+        out.update(judge(texts, LanguageRule(**rule)))
     if task["near"]:
         out["hashes"], out["offsets"] = batch_window_hashes(texts, task["window_words"])
     return out
@@ -207,6 +203,8 @@ def save_map_result(path: Path, key: str, out: Dict[str, Any]) -> None:
         arrays["language"] = np.array(out["language"], dtype=str)
         arrays["score"] = np.array(out["score"], dtype=np.float64)
         arrays["target"] = np.array(out["target"], dtype=np.float64)
+        arrays["passed"] = np.array(out["passed"], dtype=bool)
+        arrays["rule"] = np.array(out["rule"], dtype=str)
     if "hashes" in out:
         arrays["hashes"], arrays["offsets"] = out["hashes"], out["offsets"]
     with atomic_path(path) as tmp:
@@ -231,6 +229,8 @@ def load_map_result(path: Path, key: str) -> Optional[Dict[str, Any]]:
                 out["language"] = saved["language"].tolist()
                 out["score"] = saved["score"].tolist()
                 out["target"] = saved["target"].tolist()
+                out["passed"] = saved["passed"].tolist()
+                out["rule"] = saved["rule"].tolist()
             if "hashes" in saved.files:
                 out["hashes"], out["offsets"] = saved["hashes"], saved["offsets"]
             return out
@@ -323,9 +323,7 @@ def filter_documents(
                 "work": str(Path(work_dir) / MAP_FILE.format(index)) if work_dir is not None and (lang_filter or settings.near) else None,
                 "texts": [d.text for d in batch],
                 "lang_filter": lang_filter,
-                "backend": settings.lang_backend,
-                "languages": list(settings.languages),
-                "max_chars": settings.lang_max_chars,
+                "rule": asdict(settings.lang_rule),
                 "near": settings.near,
                 "window_words": settings.window_words,
             }
@@ -336,9 +334,10 @@ def filter_documents(
         language: List[Optional[str]] = result.get("language", [None] * n)
         score: List[Optional[float]] = result.get("score", [None] * n)
         passed = np.ones(n, dtype=bool)
+        failed_check: List[Optional[str]] = result.get("rule", [None] * n)
         if lang_filter:
             counts.languages.update(language)
-            passed = np.array(result["target"], dtype=float) >= settings.lang_threshold
+            passed = np.array(result["passed"], dtype=bool)
         near = (
             state.near.decide(result["hashes"], result["offsets"], passed) if settings.near else np.zeros(n, dtype=bool)
         )
@@ -347,8 +346,11 @@ def filter_documents(
             reason = "language" if not passed[i] else "near_duplicate" if near[i] else None
             if reason is not None:
                 counts.dropped[reason] += 1
+                check = failed_check[i] if reason == "language" else None
+                if check:
+                    counts.language_checks[check] += 1
                 if keep(reason):
-                    rejected.append(Rejected(doc, reason, language[i], score[i]))
+                    rejected.append(Rejected(doc, reason, language[i], score[i], check))
                 continue
             kept.append(doc)
             counts.kept += 1
@@ -370,6 +372,7 @@ def _write_rejected(run, name: str, samples: List[Rejected]) -> Optional[str]:
             "reason": [r.reason for r in samples],
             "language": [r.language or "" for r in samples],
             "score": [float("nan") if r.score is None else float(r.score) for r in samples],
+            "failed_check": [r.failed_check or "" for r in samples],
         },
     )
     path = run.dir / FILTERED_DIR / name / "rejected.parquet"
@@ -419,7 +422,8 @@ def run(run) -> Dict[str, Any]:
 
     settings = Settings.from_cfg(run.cfg)
     if any(spec.lang_filter for spec in run.components):
-        check_languages(settings.lang_backend, settings.languages)
+        for backend in filter(None, (settings.lang_rule.backend, settings.lang_rule.check_backend)):
+            check_languages(backend, settings.lang_rule.languages)
     keep_rejected = int(run.cfg["filter"].get("keep_rejected") or 0)
     work_root = run.dir / FILTERED_DIR / WORK_DIR
     finished_path = run.dir / FILTERED_DIR / FINISHED
@@ -432,7 +436,14 @@ def run(run) -> Dict[str, Any]:
         shutil.rmtree(work_root, ignore_errors=True)  # a fresh run trusts nothing it finds
     finished_path.unlink(missing_ok=True)
     stats = run.stage_stats("filter")
-    stats.update({"lang_backend": settings.lang_backend, "languages": list(settings.languages), "components": {}})
+    stats.update(
+        {
+            "lang_backend": settings.lang_rule.backend,
+            "lang_check": settings.lang_rule.check_backend,
+            "languages": list(settings.lang_rule.languages),
+            "components": {},
+        }
+    )
     if resuming:
         stats.update({"resumed": True, "partitions_resumed": 0})
     manifest: Dict[str, Any] = {"components": {}}

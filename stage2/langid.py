@@ -101,6 +101,17 @@ def get_backend(name: str) -> Detector:
     raise Stage2Error(f"filter.lang_backend: unknown backend {name!r} (langdetect, langdetect_fast or fasttext)")
 
 
+def rank_all(cleaned: Sequence[str], backend: str) -> List[List[Tuple[str, float]]]:
+    """Each text's [(language, probability)], best first; texts already through `language_text`."""
+    detector = get_backend(backend)
+    return [detector(t) for t in cleaned]
+
+
+def target_score(ranked: Sequence[Tuple[str, float]], wanted: Sequence[str]) -> float:
+    """The highest probability among the wanted languages (what a threshold compares)."""
+    return float(max((p for lang, p in ranked if lang in wanted), default=0.0))
+
+
 def language_text(text: str, max_chars: int) -> str:
     """What a detector reads: the first `max_chars` characters, without code, URLs and paths."""
     return _NOT_LANGUAGE.sub(" ", text[:max_chars] if max_chars and max_chars > 0 else text)
@@ -126,3 +137,12 @@ def check_languages(backend: str, languages: Sequence[str]) -> None:
         from stage2.langid_fast import check_languages as check_langdetect_codes
 
         check_langdetect_codes(languages)
+    elif backend == "fasttext":
+        import fasttext
+
+        # (fasttext-predict has no label list: ask for every label, whatever its probability.)
+        all_labels, _ = fasttext.load_model(fasttext_model_path()).predict("", k=-1, threshold=-1.0)
+        labels = {label.replace("__label__", "") for label in all_labels}
+        unknown = [lang for lang in languages if lang.split("-")[0] not in labels]
+        if unknown:
+            raise Stage2Error(f"filter.languages: {', '.join(map(repr, unknown))} unknown to fastText's lid.176 (it knows {', '.join(sorted(labels))})")

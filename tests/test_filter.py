@@ -99,6 +99,8 @@ def test_every_verdict_and_count(tmp_path, plain_config):
     assert stats["kept"] == len(expected_kept) == headline["filter_kept"]
     assert stats["dropped"] == {reason: sum(f == reason for f in fates.values()) for reason in REASONS}
     assert stats["records_in"] == stats["kept"] + sum(stats["dropped"].values())
+    assert stats["language_dropped_by"] == {"fasttext": 3}  # the first check already knows de, ru, es
+    assert {r["failed_check"] for r in rejected if r["reason"] == "language"} == {"fasttext"}
     assert stats["languages"]["en"] == len(expected_kept) + 1  # + the near duplicate, identified before dedup
     texts = {r["id"]: r["text"] for r in (json.loads(l) for l in open(path, encoding="utf-8"))}
     assert stats["bytes_in"] == sum(len(t.encode()) for t in texts.values() if t is not None)

@@ -1,0 +1,40 @@
+"""Share of a text's words that are its language's most common function words (English only so far).
+
+A cheap plausibility check behind the language detectors: real English prose is 25-45 % function words
+(median 0.32 in FOLDOC entries, 0.41 in Stack Exchange posts), while texts in languages the detectors do
+not know but call English (Manx, Scottish Gaelic and Irish UDHR articles on the dev set) have almost none
+(Manx: at most 0.024). Gopher's quality rules use the same idea ("at least two stop words").
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, FrozenSet, Optional, Sequence
+
+# Frequent English function words: articles, pronouns, prepositions, auxiliaries, conjunctions.
+ENGLISH = frozenset(
+    """the of and to a in is that for it with was on be by this are or not from at an have has but
+    which you they their his her he she we can will all there been if would no its may any other such
+    into than these some shall i my your our do does what when who so""".split()
+)
+WORD_LISTS: Dict[str, FrozenSet[str]] = {"en": ENGLISH}
+_WORD = re.compile(r"[^\W\d_]+")  # runs of letters: digits, underscores and punctuation split words
+
+
+def has_list(language: str) -> bool:
+    return language in WORD_LISTS
+
+
+def share(text: str, languages: Sequence[str]) -> Optional[float]:
+    """The highest share over `languages`; None (no check) unless every one of them has a word list.
+
+    (A wanted language without a list could be any share: a German page in an en+de filter is not
+    English-like, and must not be dropped for it.)
+    """
+    if not languages or not all(lang in WORD_LISTS for lang in languages):
+        return None
+    lists = [WORD_LISTS[lang] for lang in languages]
+    words = [w.lower() for w in _WORD.findall(text)]
+    if not words:
+        return 0.0
+    return max(sum(w in words_of for w in words) / len(words) for words_of in lists)

@@ -1,0 +1,108 @@
+"""The language rule on real text: checks in order, each one's part, and what the filter stage records."""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import SAMPLE, sample_records
+from stage2 import function_words
+from stage2.langid import language_text, rank_all
+from stage2.langrule import FUNCTION_WORDS, LanguageRule, judge
+from stage2.main import compose_recipe
+from test_filter import run_filter
+
+
+@pytest.fixture(scope="module")
+def udhr() -> Dict[str, List[str]]:
+    """UDHR articles of the embedded sample by language label (its own labels, not a detector's)."""
+    ds = datasets.load_dataset("json", data_files=str(SAMPLE / "noisy_udhr.jsonl.zst"), split="train")
+    out: Dict[str, List[str]] = {}
+    for r in ds:
+        if len(r["text"]) >= 200:
+            out.setdefault(r["lang"], []).append(r["text"])
+    return out
+
+
+def default_rule(tmp_path) -> LanguageRule:
+    return LanguageRule.from_filter_cfg(compose_recipe([], str(tmp_path))["filter"])
+
+
+def test_function_word_share():
+    english = sample_records("web_stackexchange.jsonl.gz", 20)
+    assert all(function_words.share(r["text"], ["en"]) > 0.1 for r in english)
+    assert function_words.share("Ta dy chooilley ghooinney ruggit seyr as corrym rish", ["en"]) == 0.0  # Manx
+    assert function_words.share("The cat, the dog and a bird.", ["en"]) == pytest.approx(4 / 7)  # the, the, and, a
+    assert function_words.share("1234 -- ;;", ["en"]) == 0.0  # no words at all
+    # A wanted language without a list: no check (a German page is not English-like, and is wanted).
+    assert function_words.share("Der Hund und die Katze", ["en", "de"]) is None
+    assert function_words.share("Der Hund und die Katze", ["de"]) is None
+
+
+def test_gaelic_and_manx_that_langdetect_calls_english_are_dropped(tmp_path, udhr):
+    plain = LanguageRule(backend="langdetect_fast", threshold=0.85)
+    rule = default_rule(tmp_path)
+    assert rule.check_backend == "fasttext" and rule.min_function_words > 0  # the shipped recipe
+    celtic = udhr["gd"] + udhr["ga"] + udhr["gv"]
+    alone = judge(celtic, plain)
+    assert sum(alone["passed"]) >= 10  # the problem: langdetect has no profile for them, many pass
+    both = judge(celtic, rule)
+    assert not any(both["passed"])
+    assert set(both["rule"]) == {"fasttext", FUNCTION_WORDS}  # each check removes some
+    manx = judge(udhr["gv"], rule)
+    assert all(r in ("fasttext", FUNCTION_WORDS) for r in manx["rule"])
+    english = judge(udhr["en"], rule)
+    assert all(english["passed"]) and set(english["language"]) == {"en"} and set(english["rule"]) == {""}
+
+
+def test_checks_run_in_order_and_report_the_deciding_detector(tmp_path, udhr):
+    rule = default_rule(tmp_path)
+    texts = udhr["de"][:5] + udhr["gv"][:5] + udhr["en"][:5]
+    out = judge(texts, rule)
+    cleaned = [language_text(t, rule.max_chars) for t in texts]
+    fast = rank_all(cleaned, "fasttext")
+    main = rank_all(cleaned, rule.backend)
+    for i, failed in enumerate(out["rule"]):
+        # Rejected by fastText: langdetect never ran, the verdict is fastText's; otherwise it is langdetect's.
+        ranked = fast[i] if failed in ("fasttext", FUNCTION_WORDS) else main[i]
+        assert (out["language"][i], out["score"][i]) == (ranked[0][0], ranked[0][1])
+        assert out["passed"][i] == (failed == "")
+    assert out["rule"][:5] == ["fasttext"] * 5  # German: wrong language at the first check
+    # Switched off, the rule is langdetect's threshold alone.
+    off = LanguageRule.from_filter_cfg(compose_recipe(["filter.lang_check=null", "filter.function_words=0"], str(tmp_path))["filter"])
+    assert off.check_backend is None and off.min_function_words == 0
+    plain = judge(texts, off)
+    assert plain["passed"] == [t >= 0.85 for t in plain["target"]]
+    assert plain["language"] == [m[0][0] for m in main]
+
+
+def test_stage_counts_language_drops_by_check(tmp_path, plain_config, udhr):
+    from conftest import write_jsonl
+
+    texts = udhr["en"][:4] + udhr["gd"][:6] + udhr["gv"][:6] + udhr["de"][:2]
+    path = write_jsonl(tmp_path / "in" / "mix.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)])
+    run, _ = run_filter(
+        plain_config, tmp_path / "run", "dataset=files", f"dataset.paths=[{path}]", "executor.workers=1",
+        "filter.keep_rejected=100", "dataset.partition_size=5", "filter.dedup.near=false",
+    )
+    stats = run.stats["stages"]["filter"]["components"]["mix"]
+    assert stats["kept"] == 4 and stats["dropped"]["language"] == len(texts) - 4
+    assert sum(stats["language_dropped_by"].values()) == stats["dropped"]["language"]
+    rejected = pq.read_table(run.dir / "filtered" / "mix" / "rejected.parquet").to_pylist()
+    by_check: Dict[str, int] = {}
+    for r in rejected:
+        by_check[r["failed_check"]] = by_check.get(r["failed_check"], 0) + 1
+    assert by_check == stats["language_dropped_by"]
+    assert run.stats["stages"]["filter"]["lang_check"] == "fasttext"
+
+
+def test_check_languages_validates_fasttext_codes(tmp_path):
+    from stage2.errors import Stage2Error
+    from stage2.langid import check_languages
+
+    check_languages("fasttext", ["en", "zh-cn"])  # langdetect's region codes map to fastText's zh
+    with pytest.raises(Stage2Error, match="'xx' unknown to fastText"):
+        check_languages("fasttext", ["en", "xx"])
