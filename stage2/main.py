@@ -150,13 +150,26 @@ def fail(run_dir: Path, hydra_cfg: Any, verbose: bool, message: str) -> None:
     """One line on stderr and exit 1; in a sweep, mark the job failed and let the other jobs run."""
     if verbose:
         raise
-    log.error("%s", message)
+    _log_to_files(message)
     print(f"stage2: error: {message}", file=sys.stderr)
     single = hydra_cfg.mode != RunMode.MULTIRUN
     # In a sweep the job is always marked (the summary lists it, the sweep exits 1 at its end) and the others go on.
     mark_failed(run_dir / "stats.json", message, only_existing=single)
     if single:
         sys.exit(1)
+
+
+def _log_to_files(message: str) -> None:
+    """The error into the run's stage2.log, not to the console: the stderr line already says it there."""
+    root = logging.getLogger()
+    consoles = [h for h in root.handlers if type(h) is logging.StreamHandler]  # FileHandler is a subclass
+    for handler in consoles:
+        root.removeHandler(handler)
+    try:
+        log.error("%s", message)
+    finally:
+        for handler in consoles:
+            root.addHandler(handler)
 
 
 def mark_failed(stats_file: Path, message: str, status: str = "failed", only_existing: bool = False) -> None:

@@ -30,7 +30,11 @@ def assert_clean_failure(tmp_path: Path, out: subprocess.CompletedProcess, *need
     for needle in needles:
         assert needle in last, last
     assert "Traceback" not in out.stderr
+    message = last.removeprefix("stage2: error: ")
+    assert (out.stdout + out.stderr).count(message) == 1  # said once on the terminal (not also as a log line)
     run_dir = tmp_path / "run"
+    if (run_dir / "stage2.log").exists():
+        assert message in (run_dir / "stage2.log").read_text()  # and kept in the run's log
     leftovers = [p for p in run_dir.rglob("*") if ".tmp-" in p.name]
     assert not leftovers, leftovers
     if (run_dir / "stats.json").exists():
