@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 from benchmarks.common import RESULTS, machine, md_table, read_jsonl, shared_data_dir
 from benchmarks.filter_quality import filter_cfg
 from stage2 import langid_fast
+from stage2.langrule import LanguageRule, judge
 from stage2.langid import UNKNOWN, LangVerdict, get_backend, identify, language_text
 
 FILES = (
@@ -142,6 +143,11 @@ def main() -> None:
             agree = sum(keep_ref[i] == keep_nb[i] for i in idx)
             per_file.append([name, len(idx), sum(keep_ref[i] for i in idx), agree / len(idx)])
     n = len(texts)
+    # The shipped recipe (checks before langdetect_fast, stage2/langrule.py) against plain langdetect:
+    # the checks may only drop what langdetect keeps (they run first and never add a document).
+    recipe = judge(texts, LanguageRule.from_filter_cfg(f))["passed"]
+    recipe_same = sum(a == b for a, b in zip(keep_ref, recipe))
+    recipe_added = sum(b and not a for a, b in zip(keep_ref, recipe))
     ms = {w: 1e3 * cpu[w] / n for w in WAYS}
     load_range = f"{min(loads):.2f}-{max(loads):.2f}"
     summary = {
@@ -151,6 +157,7 @@ def main() -> None:
         "threshold": threshold,
         "lang_max_chars": f["lang_max_chars"],
         "verdict_agreement": same / n,
+        "shipped_recipe_agreement": recipe_same / n,
         "top_language_agreement": same_top / n,
         "identical_verdicts": identical / n,
         "max_probability_difference": max_diff,
@@ -176,6 +183,8 @@ def main() -> None:
             ["measure", "value"],
             [
                 ["same keep/drop verdict", f"{100 * same / n:.3f} % ({same}/{n})"],
+                ["shipped recipe (fastText check, function words, langdetect_fast) vs langdetect's keep/drop",
+                 f"{100 * recipe_same / n:.3f} % ({recipe_same}/{n}; {n - recipe_same - recipe_added} kept by langdetect, dropped by the checks; {recipe_added} the other way)"],
                 ["same top language", f"{100 * same_top / n:.3f} % ({same_top}/{n})"],
                 ["identical verdicts (language, probabilities)", f"{100 * identical / n:.3f} % ({identical}/{n})"],
                 ["largest probability difference", f"{max_diff:.2e}"],
