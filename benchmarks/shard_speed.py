@@ -7,11 +7,15 @@ as filtered parquet parts (1000 docs each) of a fake filter run; the 10x input i
 repeated ten times. A SentencePiece unigram model (8000 pieces) is trained once on part of the text.
 
 * encode alone: `sp.encode(texts, num_threads=N)` over the texts already in memory (one call per
-  `shard.batch_size` docs, and one call over everything), ids left as Python lists.
+  `shard.batch_size` docs, and one call over everything), ids left as Python lists. The best of these
+  is the headline's denominator. An extra row, not in the denominator, encodes the same batches with
+  `return_type="numpy"` (the output the stage uses, cheaper than Python lists): the stage's ratio to
+  it shows what reading, packing and writing still cost on top of encoding.
 * end to end: the shard stage (`stage2.shard.run`) from the parquet parts to shards on disk, with
   1 worker x N threads and N workers x 1 thread.
-Every measurement runs in its own subprocess, which reports its wall time and peak RSS (its own plus
-its worker processes'), so the figures of one invocation are comparable with each other.
+Every figure, 1x and 10x, is the best of --repeats interleaved runs, each in its own subprocess, which
+reports its wall time and peak RSS (its own plus its worker processes'), so the figures of one
+invocation are comparable with each other.
 Headline numbers also go to shard_speed.json next to the markdown (read by `python -m benchmarks`).
 """
 
@@ -104,7 +108,9 @@ def child_encode(args) -> dict:
     sp = spm.SentencePieceProcessor(model_file=args.model)
     reset_peak()  # the texts are loaded: measure what encoding adds on top
     t0 = time.perf_counter()
-    if args.batch:
+    if args.numpy:
+        tokens = sum(len(x) for i in range(0, len(texts), args.batch) for x in sp.encode(texts[i : i + args.batch], num_threads=args.threads, return_type="numpy"))
+    elif args.batch:
         tokens = sum(len(x) for i in range(0, len(texts), args.batch) for x in sp.encode(texts[i : i + args.batch], num_threads=args.threads))
     else:
         tokens = sum(len(x) for x in sp.encode(texts, num_threads=args.threads))
@@ -162,6 +168,7 @@ def main() -> None:
     ap.add_argument("--work")
     ap.add_argument("--model")
     ap.add_argument("--batch", type=int, default=0)
+    ap.add_argument("--numpy", type=int, default=0, help="encode child: numpy output (needs --batch)")
     ap.add_argument("--scale", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
@@ -176,25 +183,26 @@ def main() -> None:
         model = info["model"]
         rows = []
         # Interleaved repeats: the box is shared, so each figure is the best of --repeats.
+        baseline = ["encode alone, one call, %d threads" % n, "encode alone, batches of 512, %d threads" % n]
+        numpy_label = "numpy output: encode(batches of 512, %d threads, return_type=numpy)" % n
         plan = [
-            ("encode alone, one call, %d threads" % n, "encode", dict(threads=n, batch=0)),
-            ("encode alone, batches of 512, %d threads" % n, "encode", dict(threads=n, batch=512)),
+            (baseline[0], "encode", dict(threads=n, batch=0)),
+            (baseline[1], "encode", dict(threads=n, batch=512)),
+            (numpy_label, "encode", dict(threads=n, batch=512, numpy=1)),
             ("shard stage 1x, 1 worker x %d threads" % n, "shard", dict(threads=n, workers=1, scale=1)),
             ("shard stage 1x, %d workers x 1 thread" % n, "shard", dict(threads=1, workers=n, scale=1)),
+            ("shard stage 10x, 1 worker x %d threads" % n, "shard", dict(threads=n, workers=1, scale=10)),
+            ("shard stage 10x, %d workers x 1 thread" % n, "shard", dict(threads=1, workers=n, scale=10)),
         ]
         results = {label: [] for label, _, _ in plan}
+        load_start = os.getloadavg()[0]
         for _ in range(args.repeats):
             for label, kind, kw in plan:
                 results[label].append(measure(kind, work, model, **kw))
-        x10 = measure("shard", work, model, threads=n, workers=1, scale=10)
-        x10w = measure("shard", work, model, threads=1, workers=n, scale=10)
 
         best = {label: min(rs, key=lambda r: r["seconds"]) for label, rs in results.items()}
-        base = max(r["tokens"] / r["seconds"] for label, r in best.items() if label.startswith("encode"))
+        base = max(best[label]["tokens"] / best[label]["seconds"] for label in baseline)  # Python-list output only
         for label, r in best.items():
-            tps = r["tokens"] / r["seconds"]
-            rows.append((label, r["tokens"], r["seconds"], tps, tps / base, r["peak_rss_mb"], r["worker_peak_rss_mb"]))
-        for label, r in (("shard stage 10x, 1 worker x %d threads" % n, x10), ("shard stage 10x, %d workers x 1 thread" % n, x10w)):
             tps = r["tokens"] / r["seconds"]
             rows.append((label, r["tokens"], r["seconds"], tps, tps / base, r["peak_rss_mb"], r["worker_peak_rss_mb"]))
 
@@ -203,14 +211,15 @@ def main() -> None:
         "",
         f"Measured by `uv run python benchmarks/shard_speed.py --threads {n}` on this machine:"
         f" {platform.machine()}, {os.cpu_count()} cores (shared with other jobs, so absolute figures are noisy;"
-        f" compare the ratios, all measured in the same invocation), Python {platform.python_version()}.",
+        f" compare the ratios, all measured in the same invocation), Python {platform.python_version()};"
+        f" 1-minute load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end.",
         "",
         f"Input (1x): {info['docs']} English documents of the shared dev corpora ({info['bytes'] / 1e6:.1f} MB of UTF-8 text),"
         f" as {-(-info['docs'] // PART_DOCS)} filtered parquet parts; 10x repeats the parts ten times."
         " SentencePiece unigram model, 8000 pieces; shard.seq_len=512, sequences_per_shard=8192 (defaults).",
         "",
         "Tokens: encode alone counts document tokens; the shard stage counts document tokens + EOS (one per document).",
-        f"Each 1x figure is the best of {args.repeats} interleaved repeats. Peak RSS: the measuring process's VmHWM, reset"
+        f"Each figure is the best of {args.repeats} interleaved repeats; the ratios are to the best encode alone (Python-list output). Peak RSS: the measuring process's VmHWM, reset"
         " after set-up (encode alone: after the texts are loaded and the model is read; shard stage: after the"
         " run folder is made), and the largest worker process (`RUSAGE_CHILDREN`; 2-worker runs only).",
         "",
@@ -224,6 +233,8 @@ def main() -> None:
     lines += [
         "",
         f"- End to end vs encode alone (1 worker x {n} threads): {one_1x[4]:.2f}x at 1x, {one_10x[4]:.2f}x at 10x (goal >= 0.85x).",
+        f"- The same against the numpy-output encode (the encode the stage does, without packing or I/O):"
+        f" {one_1x[4] / by_label[numpy_label][4]:.2f}x at 1x, {one_10x[4] / by_label[numpy_label][4]:.2f}x at 10x.",
         f"- Peak RSS of the stage at 10x / 1x input: {one_10x[5] / one_1x[5]:.2f} ({one_1x[5]} -> {one_10x[5]} MB) for ten times the"
         " tokens. The shard buffer is seq_len x sequences_per_shard tokens (512 x 8192 x 2 bytes = 8 MiB, touched"
         " in full only once a shard fills, which 1x input does not do); besides it, memory holds the partitions in flight.",
@@ -238,7 +249,9 @@ def main() -> None:
         "encode_tokens_per_s": round(base, 1),
         "stage_vs_encode_1x": round(one_1x[4], 4), "stage_vs_encode_10x": round(one_10x[4], 4),
         "stage_workers_vs_encode_1x": round(two[4], 4),
-        "peak_rss_mb_1x": one_1x[5], "peak_rss_mb_10x": one_10x[5], "load_end": os.getloadavg()[0],
+        "stage_vs_numpy_encode_1x": round(one_1x[4] / by_label[numpy_label][4], 4),
+        "stage_vs_numpy_encode_10x": round(one_10x[4] / by_label[numpy_label][4], 4),
+        "peak_rss_mb_1x": one_1x[5], "peak_rss_mb_10x": one_10x[5], "load_start": load_start, "load_end": os.getloadavg()[0],
     }
     Path(args.out).with_suffix(".json").write_text(json.dumps(headline, indent=2) + "\n")
     print(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import unicodedata
 from pathlib import Path
 from typing import Any, Dict, List
@@ -280,3 +281,79 @@ def test_tokenizer_from_this_run(tmp_path, tiny_model):
     assert load_index(run, "web")["tokenizer"]["path"] == "tokenizer/spm_500_unigram.model"
     with pytest.raises(Stage2Error, match="stage=tokenizer first"):
         shard_run(tmp_path, "nomodel", corpus(tmp_path))
+
+
+# --- in-process pipeline (one worker: reader, encoder and packer threads) ------------------------
+
+
+class _PublicOnly:
+    """A processor seen without its private C++ handle: encode_batch must take the public numpy call."""
+
+    def __init__(self, sp: Any, processor: Any = None):
+        self._sp, self._fake = sp, processor
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_processor":
+            if self._fake is None:
+                raise AttributeError(name)
+            return self._fake
+        return getattr(self._sp, name)
+
+
+class _ChangedSignature:
+    def _EncodeAsBufferBatch(self, *args: Any) -> Any:
+        raise TypeError("incompatible function arguments")  # what pybind says to a changed signature
+
+
+@pytest.mark.parametrize("processor", [None, _ChangedSignature()], ids=["no-private-method", "changed-signature"])
+def test_encode_batch_falls_back_to_the_public_call(tiny_model, processor):
+    sp = spm.SentencePieceProcessor(model_file=str(tiny_model))
+    texts = [r["text"] for r in sample_records("web_stackexchange.jsonl.gz", 20)] + [""]
+    got = packing.encode_batch(_PublicOnly(sp, processor), texts, 2, None, 2, np.dtype(np.uint16))
+    assert np.array_equal(got, packing.encode_batch(sp, texts, 2, None, 2, np.dtype(np.uint16)))
+    assert np.array_equal(got, packing.with_separators(sp.encode(texts), None, 2, np.dtype(np.uint16)))
+
+
+def test_filtered_parts_same_bytes_with_one_or_two_workers(tmp_path, tiny_model):
+    """One worker reads parts on a thread and packs from memory; two workers go through token files."""
+    paths = corpus(tmp_path)
+    past = tmp_path / "past"
+    for comp, path in zip(("web", "enc"), paths):
+        write_filtered(past, comp, [json.loads(l)["text"] for l in open(path, encoding="utf-8")], per_part=30)
+    common = (f"shard.tokenizer={tiny_model}", f"shard.input_run={past}", "shard.seq_len=64", "shard.sequences_per_shard=16", "shard.batch_size=8")
+    one = shard_run(tmp_path, "w1", paths, *common, "executor.workers=1")
+    two = shard_run(tmp_path, "w2", paths, *common, "executor.workers=2", "shard.num_threads=1")
+    files = sorted(p.relative_to(one.dir / "shards") for p in (one.dir / "shards").rglob("*") if p.is_file())
+    assert len(files) > 4
+    assert files == sorted(p.relative_to(two.dir / "shards") for p in (two.dir / "shards").rglob("*") if p.is_file())
+    for rel in files:
+        assert (one.dir / "shards" / rel).read_bytes() == (two.dir / "shards" / rel).read_bytes(), rel
+    for comp in ("web", "enc"):
+        a, b = (json.loads((r.dir / "stats.json").read_text())["stages"]["shard"]["components"][comp] for r in (one, two))
+        assert {k: v for k, v in a.items() if k not in ("seconds", "tokens_per_s")} == {k: v for k, v in b.items() if k not in ("seconds", "tokens_per_s")}
+
+
+def test_in_process_threads_stop_when_packing_fails(tmp_path, tiny_model, monkeypatch):
+    """An error on the packing side stops the reader and encoder threads; nothing is saved after it."""
+    calls = []
+    add = shard.ComponentPacker.add
+
+    def failing_add(self, index, tokens, docs):
+        calls.append(index)
+        if len(calls) == 2:
+            raise RuntimeError("disk gone")
+        add(self, index, tokens, docs)
+
+    monkeypatch.setattr(shard.ComponentPacker, "add", failing_add)
+    run = make_run(tmp_path, "fails", corpus(tmp_path), f"shard.tokenizer={tiny_model}", "dataset.partition_size=10", "shard.seq_len=64")
+    try:
+        # Kept: a live traceback keeps run()'s frame, so the threads must stop before the error leaves it.
+        with pytest.raises(RuntimeError, match="disk gone") as failure:
+            shard.run(run)
+    finally:
+        run.executor.close()
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(("shard-read", "shard-encode"))], failure
+    work = run.dir / "shards" / "web" / ".work"
+    # Partitions 0 and 1 were saved before they were packed; later ones, encoded ahead, were dropped.
+    assert sorted(p.name for p in work.glob("part-*.done.json")) == ["part-00000.done.json", "part-00001.done.json"]
+    assert not list(run.dir.rglob("*.tmp-*"))
