@@ -1,14 +1,16 @@
 """Filter speed, one run on one input: the stage (2 workers) vs a single-process langdetect loop.
 
-    uv run python -m benchmarks.filter_speed [--docs 4000] [--workers 2]
+    uv run python -m benchmarks.filter_speed [--docs 6000] [--workers 2]
 
-Input: the first N documents of 200..8000 characters (they all pass the length screen) from the
-English web and multilingual dev corpora (../shared/data or $STAGE2_SHARED_DATA), written to one
-jsonl file. Measured, in this order:
+Input: every document of 200..8000 characters (they all pass the length screen; 15,147) of the
+English web and multilingual dev corpora (../shared/data or $STAGE2_SHARED_DATA), or with --docs N
+the first N/5 of each file, written to one jsonl file. Measured, in this order:
   loop        `langdetect.detect_langs(text[:lang_max_chars])` per document in one process (seed 0);
   stage       the whole filter stage (datasets read, exact dedup, language ID, near dedup, parquet
               writes, worker start-up included) with langdetect, then with fastText;
   near dedup  window hashing + sequential decisions in one process: MB of text per second per core.
+Then the fastText stage again on every 3rd document (the same mix): a line through the two runs splits
+its time into a fixed part (worker start-up, opening the source) and a part per document.
 Goals: stage/loop >= 1.8x with langdetect, >= 30x with fastText; near dedup >= 20 MB/s per core.
 Writes benchmarks/results/filter_speed.md and .json (headline numbers). Timings on a shared machine are noisy: compare the ratios.
 """
@@ -33,7 +35,7 @@ if os.environ.get("PYTHONDONTWRITEBYTECODE"):
     sys.dont_write_bytecode = False
     sys.pycache_prefix = _cache
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from benchmarks.common import machine, md_table, read_jsonl, shared_data_dir, write_results
 
@@ -49,14 +51,20 @@ FILES = (
 )
 
 
-def load_docs(n: int) -> List[Dict[str, Any]]:
+def load_docs(n: Optional[int] = None) -> List[Dict[str, Any]]:
+    """All documents of 200..8000 characters of FILES, or the first n/5 of each file (n of them at most)."""
     data = shared_data_dir()
-    per_file = n // len(FILES) + 1  # a mix of languages and kinds of text, not just the first file
+    per_file = None if n is None else n // len(FILES) + 1  # a mix of languages and kinds of text, not just the first file
     docs: List[Dict[str, Any]] = []
     for name in FILES:
         picked = [d for d in read_jsonl(data / name) if 200 <= len(d["text"]) <= 8000][:per_file]
         docs.extend({"id": d["id"], "text": d["text"]} for d in picked)
     return docs[:n]
+
+
+def write_docs(path: Path, docs: List[Dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+    return path
 
 
 def plain_cfg(path: Path, workdir: Path, workers: int, backend: str, partition_size: int) -> Dict[str, Any]:
@@ -133,9 +141,45 @@ def time_near(texts: List[str], k: int, threshold: float, partition_size: int) -
     return {"hash_s": hash_s, "decide_s": decide_s, "wall_s": wall, "dropped": dropped, "state_bytes": dedup.seen.nbytes, "windows": len(dedup.seen)}
 
 
+def best_near(runs: List[Dict[str, float]]) -> Dict[str, float]:
+    """The run with the least CPU (the first pays for warming allocations and caches: ~10% more)."""
+    return min(runs, key=lambda r: r["hash_s"] + r["decide_s"])
+
+
+def fixed_and_marginal(small: Dict[str, Any], big: Dict[str, Any]) -> Dict[str, float]:
+    """The line through two runs of the stage: time = fixed + docs * per_doc (wall and CPU seconds)."""
+    extra = big["docs"] - small["docs"]
+    per_doc, per_doc_cpu = (big["seconds"] - small["seconds"]) / extra, (big["cpu"] - small["cpu"]) / extra
+    return {
+        "per_doc_s": per_doc, "per_doc_cpu": per_doc_cpu,
+        "fixed_s": big["seconds"] - big["docs"] * per_doc, "fixed_cpu": big["cpu"] - big["docs"] * per_doc_cpu,
+    }
+
+
+def fit_report(fit: Dict[str, float], small: Dict[str, Any], big: Dict[str, Any], loop_rate: float, loop_rate_cpu: float) -> str:
+    rows = [
+        ["every 3rd document", small["docs"], f"{small['seconds']:.2f}", f"{small['cpu']:.2f}", f"{small['docs'] / small['seconds'] / loop_rate:.2f}x"],
+        ["all documents", big["docs"], f"{big['seconds']:.2f}", f"{big['cpu']:.2f}", f"{big['docs'] / big['seconds'] / loop_rate:.2f}x"],
+        ["fixed part (line through both)", 0, f"{fit['fixed_s']:.2f}", f"{fit['fixed_cpu']:.2f}", ""],
+        ["per document", 1, f"{fit['per_doc_s'] * 1e6:.0f} us", f"{fit['per_doc_cpu'] * 1e6:.0f} us",
+         f"{1 / fit['per_doc_s'] / loop_rate:.2f}x" if fit["per_doc_s"] > 0 else "n/a"],
+    ]
+    return (
+        "Fixed vs per-document cost of the fastText stage (best of the runs each; the loop's rate on all documents "
+        "is the yardstick, the third has the same mix):\n\n"
+        + md_table(["input", "docs", "wall s", "CPU s (all processes)", "docs/s vs loop"], rows)
+        + f"\n\nThe fixed part is worker start-up (spawn, imports, the model; overlapped with the driver opening the "
+        f"source) and the stage's own start and end. Per document the stage needs {fit['per_doc_cpu'] * 1e6:.0f} us of CPU "
+        f"over all processes; the loop needs {1e6 / loop_rate_cpu:.0f} us, so on 2 free cores the stage's ratio "
+        f"is bounded by {2 / (fit['per_doc_cpu'] * loop_rate_cpu):.1f}x "
+        f"(30x needs at most {2e6 / loop_rate_cpu / 30:.0f} us a document) however large the input.\n\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--docs", type=int, default=6000)
+    # All 15,147: fixed start-up costs (~0.3 s a worker) would weigh 3x more on the 5,238 of --docs 6000.
+    parser.add_argument("--docs", type=int, default=None, help="first N/5 of each file (default: all)")
     parser.add_argument("--workers", type=int, default=2)
     # Small enough that a few thousand documents make many partitions to spread over the workers.
     parser.add_argument("--partition-size", type=int, default=250)
@@ -146,8 +190,7 @@ def main() -> None:
     mb = sum(len(t.encode()) for t in texts) / 1e6
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        path = work / "speed.jsonl"
-        path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
+        path = write_docs(work / "speed.jsonl", docs)
         cfg = plain_cfg(path, work, args.workers, "langdetect", args.partition_size)
         max_chars, dedup_cfg = cfg["filter"]["lang_max_chars"], cfg["filter"]["dedup"]
         # Other jobs share the cores: each measurement is repeated (order alternated) and the fastest
@@ -167,7 +210,16 @@ def main() -> None:
         ld = min(lds, key=lambda r: r["seconds"])
         ft = min(fts, key=lambda r: r["seconds"])
         fast = min(fasts, key=lambda r: r["seconds"])
-        near = time_near(texts, dedup_cfg["window_words"], dedup_cfg["threshold"], cfg["dataset"]["partition_size"])
+        near_args = (dedup_cfg["window_words"], dedup_cfg["threshold"], cfg["dataset"]["partition_size"])
+        near = best_near([time_near(texts, *near_args) for _ in range(args.repeats)])
+        # The state grows with the input (8 bytes a window), and each batch's lookups with it: the third
+        # shows how much of the rate that costs.
+        near_third = best_near([time_near(texts[::3], *near_args) for _ in range(args.repeats)])
+        third = write_docs(work / "speed-third.jsonl", docs[::3])
+        ft_third = min(
+            (time_stage(third, work / f"t{rep}", args.workers, "fasttext", args.partition_size) for rep in range(args.repeats)),
+            key=lambda r: r["seconds"],
+        )
     loop_rate = len(texts) / loop_s
     loop_rate_cpu = len(texts) / loop_cpu
     def row(what: str, seconds: float, cpu: float, docs: int, goal: str) -> List[Any]:
@@ -180,11 +232,15 @@ def main() -> None:
         row(f"filter stage, fasttext, {args.workers} workers", ft["seconds"], ft["cpu"], ft["docs"], ">= 30x"),
     ]
     near_s = near["hash_s"] + near["decide_s"]
+    near_third_s = near_third["hash_s"] + near_third["decide_s"]
+    mb_third = sum(len(t.encode()) for t in texts[::3]) / 1e6
+    fit = fixed_and_marginal(ft_third, ft)
     near_rows = [
         ["window hashing", f"{near['hash_s']:.2f}", f"{mb / near['hash_s']:.1f}"],
         ["sequential decisions", f"{near['decide_s']:.2f}", f"{mb / near['decide_s']:.1f}"],
         ["near dedup in all (goal >= 20 MB/s per core)", f"{near_s:.2f}", f"{mb / near_s:.1f}"],
         ["(wall clock, shared cores)", f"{near['wall_s']:.2f}", f"{mb / near['wall_s']:.1f}"],
+        [f"near dedup in all, every 3rd document ({mb_third:.2f} MB, a third of the state)", f"{near_third_s:.2f}", f"{mb_third / near_third_s:.1f}"],
     ]
     report = (
         "# Filter speed (benchmarks/filter_speed.py)\n\n"
@@ -201,7 +257,9 @@ def main() -> None:
         f"ratio is bounded by {args.workers * (ld['docs'] / ld['cpu']) / loop_rate_cpu:.2f}x."
         + f"\n\nStage wall time includes reading with `datasets`, exact dedup, worker start-up and parquet writes; "
         f"kept {ld['kept']} (langdetect) / {fast['kept']} (langdetect_fast) / {ft['kept']} (fasttext) of {ld['docs']}.\n\n"
-        f"Near dedup (k={dedup_cfg['window_words']}, threshold={dedup_cfg['threshold']}) in one process over the same {mb:.2f} MB:\n\n"
+        + fit_report(fit, ft_third, ft, loop_rate, loop_rate_cpu)
+        + f"Near dedup (k={dedup_cfg['window_words']}, threshold={dedup_cfg['threshold']}) in one process over the same {mb:.2f} MB "
+        f"(least CPU of {args.repeats} runs):\n\n"
         + md_table(["step", "CPU seconds", "MB/s per core"], near_rows)
         + f"\n\n{near['dropped']} near duplicates; state {near['state_bytes'] / 1e6:.2f} MB for {near['windows']} distinct windows "
         f"({near['state_bytes'] / max(near['windows'], 1):.1f} bytes per window).\n"
@@ -217,7 +275,11 @@ def main() -> None:
         "langdetect_fast_vs_loop": round(fast["docs"] / fast["seconds"] / loop_rate, 3),
         "fasttext_docs_per_s": round(ft["docs"] / ft["seconds"], 1),
         "fasttext_vs_loop": round(ft["docs"] / ft["seconds"] / loop_rate, 3),
+        "fasttext_fixed_s": round(fit["fixed_s"], 3),
+        "fasttext_us_per_doc": round(fit["per_doc_s"] * 1e6, 1),
+        "fasttext_marginal_vs_loop": round(1 / fit["per_doc_s"] / loop_rate, 3) if fit["per_doc_s"] > 0 else None,
         "near_dedup_mb_per_s_per_core": round(mb / near_s, 2),
+        "near_dedup_mb_per_s_per_core_third": round(mb_third / near_third_s, 2),
     })
 
 

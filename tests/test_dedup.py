@@ -22,6 +22,18 @@ def test_normalise_nfkc_casefold_whitespace():
     assert exact_key("hello world") != exact_key("hello there world")
 
 
+def test_normalise_whitespace_is_regex_whitespace():
+    """normalise splits on str.split()'s whitespace: the same code points as the regex \\s it replaced."""
+    import re
+    import sys
+
+    spaces = "".join(chr(i) for i in range(sys.maxunicode + 1) if re.match(r"\s", chr(i)))
+    assert all(c.isspace() for c in spaces)
+    assert sum(chr(i).isspace() for i in range(sys.maxunicode + 1)) == len(spaces)
+    text = f"{spaces}a{spaces}b c{spaces}"
+    assert normalise(text) == re.sub(r"\s+", " ", text).strip() == "a b c"
+
+
 def test_window_hashes_shapes():
     assert len(window_hashes("", 5)) == 0
     assert len(window_hashes("... !!! ---", 5)) == 0

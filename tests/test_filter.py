@@ -190,3 +190,46 @@ def test_language_text_drops_code_and_links():
         assert verdict.language.startswith("zh") and verdict.target_score < 0.5, (backend, verdict)
     # Deterministic: the same verdict again (langdetect reseeds for every document).
     assert identify(page["text"], get_backend("langdetect"), ["en"], 2000) == identify(page["text"], get_backend("langdetect"), ["en"], 2000)
+
+
+def test_language_text_is_the_whole_pattern_applied():
+    """language_text leaves out the alternatives a text cannot match: always the same string as the full regex."""
+    import random
+
+    from stage2.langid import _NOT_LANGUAGE
+
+    pieces = list("ab .-_/\\@`{}<>:htps\n\x1b[;09mé\u2028\t") + ["http://", "https://x.y/z", "```", "{{", "}}", "\x1b[31m", "a@b.c", "/usr/bin", "C:\\x"]
+    rng = random.Random(0)
+    texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 30))) for _ in range(20000)]
+    texts += [r["text"] for name in ("noisy_tldr.jsonl.gz", "web_stackexchange.jsonl.gz") for r in sample_records(name, 300)]
+    for text in texts:
+        for max_chars in (2000, 9, 0):
+            head = text[:max_chars] if max_chars else text
+            assert language_text(text, max_chars) == _NOT_LANGUAGE.sub(" ", head), repr(text)
+
+
+def test_fasttext_reads_line_breaks_as_the_regex_did():
+    """Each break becomes a space (not each run): fastText reads the same words, so the same probabilities."""
+    import fasttext
+
+    from stage2.langid import _NEWLINES, fasttext_model_path
+
+    detect = get_backend("fasttext")
+    model = fasttext.load_model(fasttext_model_path())
+    for text in ["a\r\n\r\nb", "Hello\u2028world\u2029\x85 and\x0b\x0cthe rest\n", "\n\n", "", "Das ist\r\nein Satz.\n\nUnd noch einer"]:
+        labels, probs = model.predict(_NEWLINES.sub(" ", text), k=5, threshold=0.0)
+        assert detect(text) == [(label.replace("__label__", ""), float(p)) for label, p in zip(labels, probs)]
+
+
+def test_executor_start_warms_workers_and_a_failing_warm_up_breaks_nothing():
+    import functools
+
+    from stage2.executor import LocalExecutor
+
+    for warm in (functools.partial(filter_stage.warm_worker, ("fasttext",)), functools.partial(filter_stage.warm_worker, ("no-such-backend",))):
+        executor = LocalExecutor(workers=2)
+        try:
+            executor.start(warm)
+            assert list(executor.map(len, [[1], [1, 2], []])) == [1, 2, 0]
+        finally:
+            executor.close()

@@ -120,3 +120,43 @@ def test_a_glob_is_one_component_named_after_its_stem(tmp_path):
     assert [s.name for s in specs] == ["web", "code"]
     assert [len(s.files) for s in specs] == [2, 1]
     assert texts(specs[0]) == [r["text"] for r in RECORDS[:5]]
+
+
+class _FailingStream:
+    """A `datasets` stream whose rows fail after `good` rows, read one at a time or in batches."""
+
+    def __init__(self, rows, good):
+        self.rows, self.good = rows, good
+
+    def __iter__(self):
+        for i, row in enumerate(self.rows):
+            if i == self.good:
+                raise ValueError(f"bad row {i + 1}")
+            yield row
+
+    def iter(self, batch_size):
+        for start in range(0, len(self.rows), batch_size):
+            if start + batch_size > self.good:
+                raise ValueError(f"bad row {self.good + 1}")
+            batch = self.rows[start : start + batch_size]
+            yield {key: [row[key] for row in batch] for key in batch[0]}
+
+
+def test_rows_read_in_batches_come_out_as_one_at_a_time_also_before_an_error(monkeypatch):
+    """A failing batch: the rows before the bad one come out (read again row by row), then the same error."""
+    import stage2.sources as sources
+
+    rows = [{"id": f"r{i}", "text": f"text {i}", "n": i} for i in range(1, 13)]
+    monkeypatch.setattr(sources, "ROW_BATCH", 5)
+    spec = ComponentSpec(name="c", files=["/nowhere/c.parquet"], format="parquet")
+    monkeypatch.setattr(sources.os.path, "getsize", lambda path: 1)
+    monkeypatch.setattr(sources, "_load_stream", lambda spec, path: _FailingStream(rows, good=12))
+    docs = list(iter_documents(spec))
+    assert [(d.id, d.text, d.meta, d.record) for d in docs] == [(r["id"], r["text"], json.dumps({"n": r["n"]}), r["n"]) for r in rows]
+
+    monkeypatch.setattr(sources, "_load_stream", lambda spec, path: _FailingStream(rows, good=7))
+    seen = []
+    with pytest.raises(Stage2Error, match="record 8: cannot be read: ValueError: bad row 8"):
+        for doc in iter_documents(spec):
+            seen.append(doc.id)
+    assert seen == [f"r{i}" for i in range(1, 8)]
