@@ -37,7 +37,7 @@ def run_cli(path: Path, work: Path, name: str, workers: int, partition: int) -> 
     """One `stage2 stage=filter` run: wall and CPU seconds seen from outside, and its stats.json."""
     folder = work / name
     args = [
-        str(BIN), "stage=filter", "progress=false", "dataset=files", f"dataset.paths=[{path}]", "filter.lang_backend=langdetect",
+        str(BIN), "stage=filter", "progress=false", "dataset=files", f"dataset.paths=[{path}]", "filter.lang_backend=langdetect", "filter.lang_check=null", "filter.function_words=0",
         f"dataset.partition_size={partition}", f"executor.workers={workers}",
         f"runs_index={work}/runs.jsonl", f"hydra.run.dir={folder}",
     ]

@@ -178,7 +178,9 @@ def _compute_map(task: Dict[str, Any]) -> Dict[str, Any]:
         rule = dict(task["rule"], languages=tuple(task["rule"]["languages"]))
         out.update(judge(texts, LanguageRule(**rule)))
     if task["near"]:
-        out["hashes"], out["offsets"] = batch_window_hashes(texts, task["window_words"])
+        # A document that failed language ID is neither a near duplicate nor remembered: no windows.
+        hashed = [t if ok else "" for t, ok in zip(texts, out["passed"])] if task["lang_filter"] else texts
+        out["hashes"], out["offsets"] = batch_window_hashes(hashed, task["window_words"])
     return out
 
 

@@ -34,7 +34,7 @@ def share(text: str, languages: Sequence[str]) -> Optional[float]:
     if not languages or not all(lang in WORD_LISTS for lang in languages):
         return None
     lists = [WORD_LISTS[lang] for lang in languages]
-    words = [w.lower() for w in _WORD.findall(text)]
+    words = _WORD.findall(text.lower())
     if not words:
         return 0.0
-    return max(sum(w in words_of for w in words) / len(words) for words_of in lists)
+    return max(sum(map(words_of.__contains__, words)) / len(words) for words_of in lists)
