@@ -41,6 +41,7 @@ import xxhash
 
 from stage2.dedup import HashSet, NearDeduper, batch_window_hashes, exact_key
 from stage2.errors import Stage2Error
+from stage2.files import atomic_path, file_sha256
 from stage2.langid import check_languages
 from stage2.langrule import LanguageRule
 from stage2.sources import Document
@@ -214,20 +215,11 @@ def save_map_result(path: Path, key: str, out: Dict[str, Any]) -> None:
         arrays["rule"] = np.array(out["rule"], dtype=str)
     if "hashes" in out:
         arrays["hashes"], arrays["offsets"] = out["hashes"], out["offsets"]
-    # stage2.run.atomic_path's temp name and rename, written out: importing stage2.run (omegaconf, yaml)
-    # would add ~0.07 CPU s to every worker's start.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to the temp name
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise Stage2Error(f"{path}: cannot write it: {exc.strerror or exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_map_result(path: Path, key: str) -> Optional[Dict[str, Any]]:
@@ -412,8 +404,6 @@ def _restore_finished(run, path: Path) -> Optional[Dict[str, Any]]:
 
     Its outputs are kept when every artifact it listed still has the recorded sha256.
     """
-    from stage2.run import file_sha256
-
     try:
         finished = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -437,7 +427,7 @@ def run(run) -> Dict[str, Any]:
     # (Imported here: workers import this module for analyse_partition and need none of these.)
     from stage2.parts import FILTERED_DIR, MANIFEST, docs_to_table, part_path, write_table
     from stage2.progress import Progress
-    from stage2.run import file_sha256, write_json
+    from stage2.run import write_json
     from stage2.sources import iter_documents
 
     settings = Settings.from_cfg(run.cfg)

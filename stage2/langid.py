@@ -166,17 +166,11 @@ def _not_language_in(found: Tuple[bool, ...]) -> Optional["re.Pattern[str]"]:
 
 
 def identify(text: str, detector: Detector, languages: Sequence[str], max_chars: int) -> LangVerdict:
+    """One text's verdict (the stage judges partitions: stage2.langrule)."""
     ranked = detector(language_text(text, max_chars))
     if not ranked:
         return LangVerdict(UNKNOWN, 0.0, 0.0)
-    wanted = set(languages)
-    target = max((p for lang, p in ranked if lang in wanted), default=0.0)
-    return LangVerdict(ranked[0][0], float(ranked[0][1]), float(target))
-
-
-def identify_all(texts: Sequence[str], backend: str, languages: Sequence[str], max_chars: int) -> List[LangVerdict]:
-    detector = get_backend(backend)
-    return [identify(t, detector, languages, max_chars) for t in texts]
+    return LangVerdict(ranked[0][0], float(ranked[0][1]), target_score(ranked, languages))
 
 
 def check_languages(backend: str, languages: Sequence[str]) -> None:

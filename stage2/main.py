@@ -91,7 +91,7 @@ def complete_saved_config(hydra_cfg: Any) -> None:
     if any(line.startswith("hydra:") for line in text.splitlines()):
         return
     ours = yaml.safe_load((Path(CONF_DIR) / "config.yaml").read_text(encoding="utf-8"))["hydra"]
-    from stage2.run import atomic_write
+    from stage2.files import atomic_write
 
     atomic_write(saved, text + yaml.safe_dump({"hydra": ours}, sort_keys=False, allow_unicode=True))
 
@@ -173,7 +173,7 @@ def _log_to_files(message: str) -> None:
 
 
 def mark_failed(stats_file: Path, message: str, status: str = "failed", only_existing: bool = False) -> None:
-    from stage2.run import write_json
+    from stage2.files import write_json
 
     if only_existing and not stats_file.exists():
         return

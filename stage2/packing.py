@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 import numpy as np
 
 from stage2.errors import Stage2Error
-from stage2.run import atomic_path, file_sha256
+from stage2.files import atomic_path, file_sha256
 
 SHARD_NAME = "shard-{:05d}.npy"
 UINT16_VOCAB = 1 << 16

@@ -21,7 +21,7 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from stage2.errors import Stage2Error
-from stage2.run import atomic_path, atomic_write
+from stage2.files import atomic_path, atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ when complete (`atomic_write`), so no half-written file ever looks finished.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import fcntl
 import hashlib
@@ -21,12 +20,13 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 import yaml
 
 import stage2
 from stage2.errors import Stage2Error
+from stage2.files import atomic_path, atomic_write, file_sha256, write_json  # noqa: F401  (part of this module's API)
 from stage2.schema import NON_RECIPE_KEYS
 from stage2.sources import ComponentSpec, hub_revisions, input_fingerprints, resolve_components
 
@@ -43,44 +43,8 @@ def config_digest(cfg: Dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def json_digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling path; rename it to `path` only if the block finishes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as exc:  # a full disk, a read-only folder: name the file, keep the message one line
-        raise Stage2Error(f"{path}: cannot write it: {exc.strerror or exc}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, default=str) + "\n")
 
 
 def git_state() -> Dict[str, Any]:

@@ -417,7 +417,7 @@ def collect_samples(run: Any, tcfg: Dict[str, Any]) -> List[ComponentSample]:
 
 
 def run(run: Any) -> Dict[str, Any]:
-    from stage2.run import atomic_write
+    from stage2.files import atomic_write
 
     tcfg = run.cfg["tokenizer"]
     stats = run.stage_stats("tokenizer")

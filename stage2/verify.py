@@ -23,7 +23,7 @@ import yaml
 from stage2.errors import Stage2Error
 from stage2.parts import FILTERED_DIR
 from stage2.parts import MANIFEST as PARTS_MANIFEST
-from stage2.run import file_sha256
+from stage2.files import file_sha256
 from stage2.shard import INDEX, MANIFEST, SHARDS_DIR
 
 log = logging.getLogger(__name__)
