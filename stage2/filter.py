@@ -54,7 +54,7 @@ MAP_FILE = "map-{:05d}.npz"
 FINISHED = ".finished.json"  # in filtered/, next to the manifest
 # Part of every saved map result's key: bump it when analyse_partition's output changes, so a run
 # resumed with newer code recomputes what older code saved.
-MAP_VERSION = 2
+MAP_VERSION = 3
 MAP_SETTINGS = ("lang_filter", "rule", "near", "window_words")
 
 
@@ -97,6 +97,8 @@ class Rejected:
     language: Optional[str] = None
     score: Optional[float] = None
     failed_check: Optional[str] = None  # for reason "language": the check that rejected it (langrule)
+    target_score: Optional[float] = None  # the wanted language's probability its threshold was compared with
+    function_word_share: Optional[float] = None
 
 
 @dataclass
@@ -212,6 +214,7 @@ def save_map_result(path: Path, key: str, out: Dict[str, Any]) -> None:
         arrays["score"] = np.array(out["score"], dtype=np.float64)
         arrays["target"] = np.array(out["target"], dtype=np.float64)
         arrays["passed"] = np.array(out["passed"], dtype=bool)
+        arrays["function_words"] = np.array(out["function_words"], dtype=np.float64)
         arrays["rule"] = np.array(out["rule"], dtype=str)
     if "hashes" in out:
         arrays["hashes"], arrays["offsets"] = out["hashes"], out["offsets"]
@@ -238,6 +241,7 @@ def load_map_result(path: Path, key: str) -> Optional[Dict[str, Any]]:
                 out["score"] = saved["score"].tolist()
                 out["target"] = saved["target"].tolist()
                 out["passed"] = saved["passed"].tolist()
+                out["function_words"] = saved["function_words"].tolist()
                 out["rule"] = saved["rule"].tolist()
             if "hashes" in saved.files:
                 out["hashes"], out["offsets"] = saved["hashes"], saved["offsets"]
@@ -343,6 +347,8 @@ def filter_documents(
         score: List[Optional[float]] = result.get("score", [None] * n)
         passed = np.ones(n, dtype=bool)
         failed_check: List[Optional[str]] = result.get("rule", [None] * n)
+        target: List[Optional[float]] = result.get("target", [None] * n)
+        shares: List[Optional[float]] = result.get("function_words", [None] * n)
         if lang_filter:
             counts.languages.update(language)
             passed = np.array(result["passed"], dtype=bool)
@@ -358,7 +364,7 @@ def filter_documents(
                 if check:
                     counts.language_checks[check] += 1
                 if keep(reason):
-                    rejected.append(Rejected(doc, reason, language[i], score[i], check))
+                    rejected.append(Rejected(doc, reason, language[i], score[i], check, target[i], shares[i]))
                 continue
             kept.append(doc)
             counts.kept += 1
@@ -381,6 +387,8 @@ def _write_rejected(run, name: str, samples: List[Rejected]) -> Optional[str]:
             "language": [r.language or "" for r in samples],
             "score": [float("nan") if r.score is None else float(r.score) for r in samples],
             "failed_check": [r.failed_check or "" for r in samples],
+            "target_score": [float("nan") if r.target_score is None else float(r.target_score) for r in samples],
+            "function_word_share": [float("nan") if r.function_word_share is None else float(r.function_word_share) for r in samples],
         },
     )
     path = run.dir / FILTERED_DIR / name / "rejected.parquet"
@@ -433,6 +441,8 @@ def run(run) -> Dict[str, Any]:
     settings = Settings.from_cfg(run.cfg)
     # Workers start first: their start-up (~0.2 CPU s each) overlaps the driver's (checks, opening sources).
     rule = settings.lang_rule
+    if run.cfg["filter"].get("lang_check") == rule.backend:
+        log.info("filter: lang_check is the main backend (%s): it runs once", rule.backend)
     detectors = (rule.check_backend, rule.backend) if any(spec.lang_filter for spec in run.components) else ()
     run.executor.start(functools.partial(warm_worker, tuple(filter(None, detectors))))
     if any(spec.lang_filter for spec in run.components):

@@ -26,11 +26,7 @@ def has_list(language: str) -> bool:
 
 
 def share(text: str, languages: Sequence[str]) -> Optional[float]:
-    """The highest share over `languages`; None (no check) unless every one of them has a word list.
-
-    (A wanted language without a list could be any share: a German page in an en+de filter is not
-    English-like, and must not be dropped for it.)
-    """
+    """The highest share over `languages`; None (no check) unless every one of them has a word list."""
     if not languages or not all(lang in WORD_LISTS for lang in languages):
         return None
     lists = [WORD_LISTS[lang] for lang in languages]

@@ -1,10 +1,11 @@
 """The filter's language rule: which checks a document must pass to count as one of `filter.languages`.
 
 Cheapest first, each on the documents the one before kept (all read `langid.language_text`):
-  1. `filter.lang_check` (fastText by default, ~0.05 ms a document): a wanted language's probability
+  1. `filter.lang_check` (fastText by default, ~0.1 ms a document): a wanted language's probability
      >= `filter.lang_check_threshold`;
-  2. `filter.function_words`: at least that share of the words are the language's function words
-     (`stage2.function_words`; English only, skipped when a wanted language has no list);
+  2. `filter.function_words`: at least that share of the words are function words of the wanted
+     language the first detector found (`stage2.function_words`; English only: documents found to
+     be another wanted language are not checked);
   3. `filter.lang_backend` (langdetect by default, ~1 ms): >= `filter.lang_threshold`.
 Without a check detector the main detector runs first, then the function words.
 Why three (benchmarks/results/filter_quality.md, English on 6,050 multilingual dev documents):
@@ -20,6 +21,7 @@ which check rejected it ("" when kept). Everything here is a pure function of th
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -62,10 +64,16 @@ class LanguageRule:
 
 
 def judge(texts: Sequence[str], rule: LanguageRule) -> Dict[str, List[Any]]:
-    """Per text: language, score, target (wanted-language probability), passed, rule that rejected it."""
+    """Per text: language and score (the top language), target (the wanted language's probability that
+    the threshold was compared with), function_words (the share, NaN when not checked), passed, and
+    rule (the check that rejected it, "" when passed)."""
     n = len(texts)
     cleaned = [language_text(t, rule.max_chars) for t in texts]
-    out: Dict[str, List[Any]] = {"language": [""] * n, "score": [0.0] * n, "target": [0.0] * n, "passed": [False] * n, "rule": [""] * n}
+    out: Dict[str, List[Any]] = {
+        "language": [""] * n, "score": [0.0] * n, "target": [0.0] * n, "function_words": [math.nan] * n,
+        "passed": [False] * n, "rule": [""] * n,
+    }
+    wanted: List[str] = [""] * n  # the most probable wanted language by the first detector
     alive = list(range(n))
 
     def detect(backend: str, threshold: float) -> None:
@@ -76,6 +84,7 @@ def judge(texts: Sequence[str], rule: LanguageRule) -> Dict[str, List[Any]]:
             language, score = ranked[0] if ranked else ("unknown", 0.0)
             out["language"][i], out["score"][i] = language, float(score)
             out["target"][i] = target_score(ranked, codes)
+            wanted[i] = wanted[i] or max(((p, lang) for lang, p in ranked if lang in codes), default=(0.0, ""))[1]
             if out["target"][i] >= threshold:
                 survivors.append(i)
             else:
@@ -87,8 +96,14 @@ def judge(texts: Sequence[str], rule: LanguageRule) -> Dict[str, List[Any]]:
     if rule.min_function_words > 0:
         survivors = []
         for i in alive:
-            share = function_words.share(cleaned[i], rule.languages)
-            if share is None or share >= rule.min_function_words:
+            # The list of the language the document was found to be (with en+de wanted, an English
+            # page is held to English words, a German one, with no list, to none).
+            share = function_words.share(cleaned[i], [wanted[i]])
+            if share is None:
+                survivors.append(i)
+                continue
+            out["function_words"][i] = share
+            if share >= rule.min_function_words:
                 survivors.append(i)
             else:
                 out["rule"][i] = FUNCTION_WORDS

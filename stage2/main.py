@@ -34,10 +34,21 @@ def _data_path(rel: str) -> str:
     return str(DATA_DIR / rel)
 
 
+# Each backend's calibrated threshold (benchmarks/results/filter_quality.md): fastText's English
+# probabilities run lower than langdetect's, so `filter.lang_backend=fasttext` alone must not keep 0.85.
+DEFAULT_LANG_THRESHOLD = {"langdetect": 0.85, "langdetect_fast": 0.85, "fasttext": 0.4}
+
+
+def _lang_threshold(backend: str) -> float:
+    return DEFAULT_LANG_THRESHOLD[str(backend).split(".")[-1]]  # (an Enum prints as LangBackend.x)
+
+
 def register_all() -> None:
     register()
     if not OmegaConf.has_resolver("stage2_data"):
         OmegaConf.register_new_resolver("stage2_data", _data_path)
+    if not OmegaConf.has_resolver("stage2_lang_threshold"):
+        OmegaConf.register_new_resolver("stage2_lang_threshold", _lang_threshold)
 
 
 register_all()

@@ -103,7 +103,7 @@ class FilterConfig:
     max_chars: int = 8000
     languages: List[str] = field(default_factory=lambda: ["en"])
     lang_backend: LangBackend = LangBackend.langdetect_fast
-    lang_threshold: float = 0.85  # on the probability of a wanted language; filter=fasttext sets its own (0.4)
+    lang_threshold: float = 0.85  # conf: the backend's calibrated threshold (0.85 langdetect, 0.4 fasttext)
     lang_max_chars: int = 2000  # characters of a document the detector reads
     # Checked before the main detector (stage2/langrule.py): a second detector that must also find a
     # wanted language (null: none), and the least share of function words (0: no check; lists: en).
@@ -230,6 +230,8 @@ def check_ranges(cfg: Dict[str, Any]) -> None:
         (cfg["dataset"]["partition_size"] >= 1, f"dataset.partition_size={cfg['dataset']['partition_size']} must be at least 1"),
         (0 <= f["min_chars"] <= f["max_chars"], f"filter.min_chars={f['min_chars']} and filter.max_chars={f['max_chars']}: need 0 <= min_chars <= max_chars"),
         (0.0 <= f["lang_threshold"] <= 1.0, f"filter.lang_threshold={f['lang_threshold']} must be between 0 and 1"),
+        (len(f["languages"]) >= 1, "filter.languages is empty: name at least one language to keep (e.g. [en])"),
+        ((f["keep_rejected"] or 0) >= 0, f"filter.keep_rejected={f['keep_rejected']} must be 0 or more"),
         (0.0 <= f["lang_check_threshold"] <= 1.0, f"filter.lang_check_threshold={f['lang_check_threshold']} must be between 0 and 1"),
         (0.0 <= f["function_words"] <= 1.0, f"filter.function_words={f['function_words']} must be a share between 0 and 1"),
         (0.0 < d["threshold"] <= 1.0, f"filter.dedup.threshold={d['threshold']} must be in (0, 1]"),

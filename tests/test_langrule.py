@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Dict, List
 
 import datasets
@@ -56,6 +58,12 @@ def test_gaelic_and_manx_that_langdetect_calls_english_are_dropped(tmp_path, udh
     assert all(r in ("fasttext", FUNCTION_WORDS) for r in manx["rule"])
     english = judge(udhr["en"], rule)
     assert all(english["passed"]) and set(english["language"]) == {"en"} and set(english["rule"]) == {""}
+    # Wanting German too: a text found to be English is still held to English function words, a
+    # German one (no list) to none.
+    en_de = dataclasses.replace(rule, languages=("en", "de"))
+    assert not any(judge(udhr["gv"], en_de)["passed"])
+    german = judge(udhr["de"], en_de)
+    assert all(german["passed"]) and all(math.isnan(x) for x in german["function_words"])
 
 
 def test_checks_run_in_order_and_report_the_deciding_detector(tmp_path, udhr):
@@ -96,6 +104,14 @@ def test_stage_counts_language_drops_by_check(tmp_path, plain_config, udhr):
     for r in rejected:
         by_check[r["failed_check"]] = by_check.get(r["failed_check"], 0) + 1
     assert by_check == stats["language_dropped_by"]
+    rule = default_rule(tmp_path)
+    for r in rejected:  # each row says why: the figure its check compared
+        if r["failed_check"] == "fasttext":
+            assert r["target_score"] < rule.check_threshold and math.isnan(r["function_word_share"])
+        elif r["failed_check"] == FUNCTION_WORDS:
+            assert r["target_score"] >= rule.check_threshold and r["function_word_share"] < rule.min_function_words
+        else:
+            assert r["failed_check"] == rule.backend and r["target_score"] < rule.threshold
     assert run.stats["stages"]["filter"]["lang_check"] == "fasttext"
 
 
@@ -106,3 +122,16 @@ def test_check_languages_validates_fasttext_codes(tmp_path):
     check_languages("fasttext", ["en", "zh-cn"])  # langdetect's region codes map to fastText's zh
     with pytest.raises(Stage2Error, match="'xx' unknown to fastText"):
         check_languages("fasttext", ["en", "xx"])
+
+
+def test_threshold_follows_the_backend_and_bad_values_fail(tmp_path):
+    from stage2.errors import Stage2Error
+    from stage2.schema import check_ranges
+
+    assert compose_recipe([], str(tmp_path))["filter"]["lang_threshold"] == 0.85
+    # fastText's probabilities run lower: its own calibrated threshold, also without filter=fasttext.
+    assert compose_recipe(["filter.lang_backend=fasttext"], str(tmp_path))["filter"]["lang_threshold"] == 0.4
+    assert compose_recipe(["filter.lang_backend=fasttext", "filter.lang_threshold=0.6"], str(tmp_path))["filter"]["lang_threshold"] == 0.6
+    for override, message in (("filter.languages=[]", "filter.languages is empty"), ("filter.keep_rejected=-3", "keep_rejected=-3")):
+        with pytest.raises(Stage2Error, match=message):
+            check_ranges(compose_recipe([override], str(tmp_path)))
