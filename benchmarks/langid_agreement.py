@@ -30,7 +30,7 @@ from benchmarks.common import RESULTS, machine, md_table, read_jsonl, shared_dat
 from benchmarks.filter_quality import filter_cfg
 from stage2 import langid_fast
 from stage2.langrule import LanguageRule, judge
-from stage2.langid import UNKNOWN, LangVerdict, get_backend, identify, language_text
+from stage2.langid import UNKNOWN, LangVerdict, get_backend, identify, language_text, target_score
 
 FILES = (
     "multiling_fortunes_dev.jsonl.gz",
@@ -52,8 +52,7 @@ def _verdict(ranked: List[Tuple[str, float]], languages: Sequence[str]) -> LangV
     """stage2.langid.identify's verdict from a ranked list."""
     if not ranked:
         return LangVerdict(UNKNOWN, 0.0, 0.0)
-    target = max((p for lang, p in ranked if lang in set(languages)), default=0.0)
-    return LangVerdict(ranked[0][0], float(ranked[0][1]), float(target))
+    return LangVerdict(ranked[0][0], float(ranked[0][1]), target_score(ranked, languages))
 
 
 def _per_text(backend: str) -> Callable[[Sequence[str], Sequence[str], int], List[LangVerdict]]:

@@ -443,11 +443,10 @@ def run(run) -> Dict[str, Any]:
     rule = settings.lang_rule
     if run.cfg["filter"].get("lang_check") == rule.backend:
         log.info("filter: lang_check is the main backend (%s): it runs once", rule.backend)
-    detectors = (rule.check_backend, rule.backend) if any(spec.lang_filter for spec in run.components) else ()
-    run.executor.start(functools.partial(warm_worker, tuple(filter(None, detectors))))
-    if any(spec.lang_filter for spec in run.components):
-        for backend in filter(None, (settings.lang_rule.backend, settings.lang_rule.check_backend)):
-            check_languages(backend, settings.lang_rule.languages)
+    detectors = tuple(filter(None, (rule.check_backend, rule.backend))) if any(spec.lang_filter for spec in run.components) else ()
+    run.executor.start(functools.partial(warm_worker, detectors))
+    for backend in detectors:
+        check_languages(backend, rule.languages)
     keep_rejected = int(run.cfg["filter"].get("keep_rejected") or 0)
     work_root = run.dir / FILTERED_DIR / WORK_DIR
     finished_path = run.dir / FILTERED_DIR / FINISHED

@@ -9,7 +9,7 @@ not know but call English (Manx, Scottish Gaelic and Irish UDHR articles on the 
 from __future__ import annotations
 
 import re
-from typing import Dict, FrozenSet, Optional, Sequence
+from typing import Dict, FrozenSet, Optional
 
 # Frequent English function words: articles, pronouns, prepositions, auxiliaries, conjunctions.
 ENGLISH = frozenset(
@@ -21,16 +21,10 @@ WORD_LISTS: Dict[str, FrozenSet[str]] = {"en": ENGLISH}
 _WORD = re.compile(r"[^\W\d_]+")  # runs of letters: digits, underscores and punctuation split words
 
 
-def has_list(language: str) -> bool:
-    return language in WORD_LISTS
-
-
-def share(text: str, languages: Sequence[str]) -> Optional[float]:
-    """The highest share over `languages`; None (no check) unless every one of them has a word list."""
-    if not languages or not all(lang in WORD_LISTS for lang in languages):
+def share(text: str, language: str) -> Optional[float]:
+    """The share of `text`'s words that are `language`'s function words; None (no check) without a list."""
+    words_of = WORD_LISTS.get(language)
+    if words_of is None:
         return None
-    lists = [WORD_LISTS[lang] for lang in languages]
     words = _WORD.findall(text.lower())
-    if not words:
-        return 0.0
-    return max(sum(map(words_of.__contains__, words)) / len(words) for words_of in lists)
+    return sum(map(words_of.__contains__, words)) / len(words) if words else 0.0

@@ -6,7 +6,7 @@ Cheapest first, each on the documents the one before kept (all read `langid.lang
   2. `filter.function_words`: at least that share of the words are function words of the wanted
      language the first detector found (`stage2.function_words`; English only: documents found to
      be another wanted language are not checked);
-  3. `filter.lang_backend` (langdetect by default, ~1 ms): >= `filter.lang_threshold`.
+  3. `filter.lang_backend` (langdetect_fast by default, ~0.2 ms batched): >= `filter.lang_threshold`.
 Without a check detector the main detector runs first, then the function words.
 Why three (benchmarks/results/filter_quality.md, English on 6,050 multilingual dev documents):
 langdetect alone at 0.85 keeps 41 non-English documents (precision 0.861), 31 of them Irish,
@@ -98,7 +98,7 @@ def judge(texts: Sequence[str], rule: LanguageRule) -> Dict[str, List[Any]]:
         for i in alive:
             # The list of the language the document was found to be (with en+de wanted, an English
             # page is held to English words, a German one, with no list, to none).
-            share = function_words.share(cleaned[i], [wanted[i]])
+            share = function_words.share(cleaned[i], wanted[i])
             if share is None:
                 survivors.append(i)
                 continue
