@@ -205,6 +205,7 @@ def main() -> None:
         path = write_docs(work / "speed.jsonl", docs)
         cfg = plain_cfg(path, work, args.workers, "langdetect", args.partition_size)
         max_chars, dedup_cfg = cfg["filter"]["lang_max_chars"], cfg["filter"]["dedup"]
+        fasttext_chars = plain_cfg(path, work, args.workers, "fasttext", args.partition_size)["filter"]["lang_max_chars"]
         # Other jobs share the cores: each measurement is repeated (order alternated) and the fastest
         # wall time kept, so that a burst of someone else's work does not decide the ratio.
         loops, lds, fasts, fts = [], [], [], []
@@ -258,7 +259,7 @@ def main() -> None:
         "# Filter speed (benchmarks/filter_speed.py)\n\n"
         f"Machine: {machine()}, shared with other jobs (noisy: compare ratios within one run).\n"
         f"Input: {len(texts)} documents, {mb:.2f} MB of text (200..8000 chars; {', '.join(FILES)}), one jsonl file.\n"
-        f"The loop reads the same first lang_max_chars={max_chars} characters the stage's detector reads; "
+        f"The loop reads the first lang_max_chars={max_chars} characters, as langdetect does in the stage (filter=fasttext reads {fasttext_chars}: fastText's cost grows with the text); "
         f"dataset.partition_size={args.partition_size}; best wall time of {args.repeats} runs each (order alternated); "
         f"1-minute load average at the end: {load:.1f}.\n\n"
         + md_table(["what", "wall s", "docs/s", "vs loop", "goal", "CPU s (all processes)", "docs per CPU s"], rows)

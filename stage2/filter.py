@@ -54,7 +54,7 @@ MAP_FILE = "map-{:05d}.npz"
 FINISHED = ".finished.json"  # in filtered/, next to the manifest
 # Part of every saved map result's key: bump it when analyse_partition's output changes, so a run
 # resumed with newer code recomputes what older code saved.
-MAP_VERSION = 3
+MAP_VERSION = 4
 MAP_SETTINGS = ("lang_filter", "rule", "near", "window_words")
 
 
@@ -254,6 +254,10 @@ def load_map_result(path: Path, key: str) -> Optional[Dict[str, Any]]:
 # ---- driver: cheap checks and partitioning ----------------------------------------------------
 
 
+def utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))  # (isascii: a flag, no scan)
+
+
 def cheap_reason(doc: Document, settings: Settings) -> Optional[str]:
     if doc.problem is not None:
         if settings.on_bad_record == "fail":
@@ -281,7 +285,7 @@ def _partitions(
     for doc in docs:
         counts.records_in += 1
         if doc.text is not None:
-            counts.bytes_in += len(doc.text.encode("utf-8"))
+            counts.bytes_in += utf8_len(doc.text)
         tick()
         reason = cheap_reason(doc, settings)
         if reason is None and settings.exact and not state.exact.add_one(exact_key(doc.text)):
@@ -350,7 +354,7 @@ def filter_documents(
         target: List[Optional[float]] = result.get("target", [None] * n)
         shares: List[Optional[float]] = result.get("function_words", [None] * n)
         if lang_filter:
-            counts.languages.update(language)
+            counts.languages.update(filter(None, language))  # not those dropped before any detector ran
             passed = np.array(result["passed"], dtype=bool)
         near = (
             state.near.decide(result["hashes"], result["offsets"], passed) if settings.near else np.zeros(n, dtype=bool)
@@ -368,18 +372,24 @@ def filter_documents(
                 continue
             kept.append(doc)
             counts.kept += 1
-            counts.bytes_out += len(doc.text.encode("utf-8"))
+            counts.bytes_out += utf8_len(doc.text)
         yield PartitionResult(index, kept, rejected, bool(result.get("resumed")))
 
 
 # ---- stage entry ------------------------------------------------------------------------------
 
 
-def _write_rejected(run, name: str, samples: List[Rejected]) -> Optional[str]:
+def _write_rejected(run, name: str, samples: List[Rejected], rule: LanguageRule) -> Optional[str]:
+    from stage2.langrule import first_detection
     from stage2.parts import FILTERED_DIR, docs_to_table, write_table
 
     if not samples:
         return None
+    # The function-word check may drop a document before any detector sees it (langrule.judge): its
+    # saved sample still says what the first detector takes it for (a few documents, in the driver).
+    undetected = [r for r in samples if r.reason == "language" and not r.language]
+    for r, (language, score, target) in zip(undetected, first_detection([r.doc.text for r in undetected], rule)):
+        r.language, r.score, r.target_score = language, score, target
     table = docs_to_table(
         [r.doc for r in samples],
         {
@@ -446,7 +456,7 @@ def run(run) -> Dict[str, Any]:
     detectors = tuple(filter(None, (rule.check_backend, rule.backend))) if any(spec.lang_filter for spec in run.components) else ()
     run.executor.start(functools.partial(warm_worker, detectors))
     for backend in detectors:
-        check_languages(backend, rule.languages)
+        check_languages(backend, rule.languages, main=backend == rule.backend)
     keep_rejected = int(run.cfg["filter"].get("keep_rejected") or 0)
     work_root = run.dir / FILTERED_DIR / WORK_DIR
     finished_path = run.dir / FILTERED_DIR / FINISHED
@@ -513,7 +523,7 @@ def run(run) -> Dict[str, Any]:
             log.info("filter %s: resume: %d of %d partitions' map results reused", spec.name, resumed, partitions)
         if not spec.lang_filter:
             entry["lang_filter"] = False
-        rejected_file = _write_rejected(run, spec.name, [r for reason in REASONS for r in samples[reason]])
+        rejected_file = _write_rejected(run, spec.name, [r for reason in REASONS for r in samples[reason]], settings.lang_rule)
         if rejected_file:
             entry["rejected_file"] = rejected_file
         assert counts.records_in == counts.kept + sum(counts.dropped.values())

@@ -9,7 +9,7 @@ not know but call English (Manx, Scottish Gaelic and Irish UDHR articles on the 
 from __future__ import annotations
 
 import re
-from typing import Dict, FrozenSet, Optional
+from typing import Dict, FrozenSet, List, Optional
 
 # Frequent English function words: articles, pronouns, prepositions, auxiliaries, conjunctions.
 ENGLISH = frozenset(
@@ -19,6 +19,15 @@ ENGLISH = frozenset(
 )
 WORD_LISTS: Dict[str, FrozenSet[str]] = {"en": ENGLISH}
 _WORD = re.compile(r"[^\W\d_]+")  # runs of letters: digits, underscores and punctuation split words
+# The same split for ASCII text as one C-level translate + split (a third of the regex's CPU): letters
+# lower-cased, every other byte a separator.
+_ASCII_LETTERS = bytes(c | 0x20 if chr(c).isalpha() else 0x20 for c in range(128)) + b" " * 128
+_BYTE_LISTS: Dict[str, FrozenSet[bytes]] = {}
+
+
+def words(text: str) -> List[str]:
+    """Lower-cased runs of letters (the general path; `share` takes a faster one for ASCII text)."""
+    return _WORD.findall(text.lower())
 
 
 def share(text: str, language: str) -> Optional[float]:
@@ -26,5 +35,11 @@ def share(text: str, language: str) -> Optional[float]:
     words_of = WORD_LISTS.get(language)
     if words_of is None:
         return None
-    words = _WORD.findall(text.lower())
-    return sum(map(words_of.__contains__, words)) / len(words) if words else 0.0
+    if text.isascii():
+        as_bytes = _BYTE_LISTS.get(language)
+        if as_bytes is None:
+            as_bytes = _BYTE_LISTS[language] = frozenset(w.encode() for w in words_of)
+        found = text.encode("ascii").translate(_ASCII_LETTERS).split()
+        return sum(map(as_bytes.__contains__, found)) / len(found) if found else 0.0
+    found = words(text)
+    return sum(map(words_of.__contains__, found)) / len(found) if found else 0.0

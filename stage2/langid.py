@@ -173,18 +173,38 @@ def identify(text: str, detector: Detector, languages: Sequence[str], max_chars:
     return LangVerdict(ranked[0][0], float(ranked[0][1]), target_score(ranked, languages))
 
 
-def check_languages(backend: str, languages: Sequence[str]) -> None:
-    """Fail at start-up on a code the detector never reports (`zh`, `ga`): it would drop every document."""
+def check_languages(backend: str, languages: Sequence[str], main: bool = True) -> None:
+    """Fail at start-up on a code the detector never reports (`zh`, `ga`): it would drop every document.
+
+    `main`: the backend is `filter.lang_backend` (a `lang_check` detector only screens: fastText reads
+    langdetect's `zh-cn` as its `zh`, and langdetect then tells the regions apart)."""
     if backend in ("langdetect", "langdetect_fast"):  # the same bundled profiles
         from stage2.langid_fast import check_languages as check_langdetect_codes
 
-        check_langdetect_codes(languages)
+        try:
+            check_langdetect_codes(languages)
+        except Stage2Error as exc:
+            ft = set(fasttext_labels())
+            if all(lang.split("-")[0] in ft for lang in languages):
+                raise Stage2Error(f"{exc}; fastText's lid.176 knows them all: add filter=fasttext") from None
+            raise
     elif backend == "fasttext":
-        import fasttext
-
-        # (fasttext-predict has no label list: ask for every label, whatever its probability.)
-        all_labels, _ = fasttext.load_model(fasttext_model_path()).predict("", k=-1, threshold=-1.0)
-        labels = {label.replace("__label__", "") for label in all_labels}
+        labels = set(fasttext_labels())
         unknown = [lang for lang in languages if lang.split("-")[0] not in labels]
         if unknown:
             raise Stage2Error(f"filter.languages: {', '.join(map(repr, unknown))} unknown to fastText's lid.176 (it knows {', '.join(sorted(labels))})")
+        regional = [lang for lang in languages if "-" in lang]
+        if main and regional:
+            raise Stage2Error(
+                f"filter.languages: {', '.join(map(repr, regional))}: fastText's lid.176 has no regions or scripts "
+                f"(it would keep every {regional[0].split('-')[0]!r} document); use {', '.join(sorted({r.split('-')[0] for r in regional}))!s}"
+            )
+
+
+@functools.lru_cache(maxsize=None)
+def fasttext_labels() -> Tuple[str, ...]:
+    """The 176 language codes of lid.176 (fasttext-predict has no label list: ask for every label)."""
+    import fasttext
+
+    all_labels, _ = fasttext.load_model(fasttext_model_path()).predict("", k=-1, threshold=-1.0)
+    return tuple(sorted(label.replace("__label__", "") for label in all_labels))

@@ -111,9 +111,16 @@ def metrics(stats: Dict[str, Any]) -> Dict[str, Any]:
     """The headline figures of one run, as ordered `metric.component` columns."""
     stages = stats.get("stages") or {}
     out: Dict[str, Any] = {}
-    for name, comp in ((stages.get("filter") or {}).get("components") or {}).items():
+    filter_comps = (stages.get("filter") or {}).get("components") or {}
+    for name, comp in filter_comps.items():
         if comp.get("records_in"):
             out[f"kept_share.{name}"] = comp.get("kept", 0) / comp["records_in"]
+    # Language drops per check over the mixture (a threshold sweep moves documents between checks).
+    by_check: Dict[str, int] = {}
+    for comp in filter_comps.values():
+        for check, n in (comp.get("language_dropped_by") or {}).items():
+            by_check[check] = by_check.get(check, 0) + n
+    out.update({f"language_dropped_by.{check}": n for check, n in sorted(by_check.items())})
     tok = stages.get("tokenizer") or {}
     for name, comp in (tok.get("components") or {}).items():
         if comp.get("bytes_per_token") is not None:
@@ -221,8 +228,13 @@ def plot_spec(rows: List[Dict[str, Any]], overrides: List[Dict[str, str]]) -> Op
 OVERALL_STYLE = {"color": "black", "linestyle": "--"}  # the mixture line stands apart from its components
 
 
-def plot_series(metric: str, rows: List[Dict[str, Any]], xs: List[Any]) -> Tuple[List[str], Dict[str, List[Tuple[float, float]]]]:
+def plot_series(
+    metric: str, rows: List[Dict[str, Any]], xs: List[Any], groups: Optional[List[str]] = None
+) -> Tuple[List[str], Dict[str, List[Tuple[float, float]]]]:
     """(x labels if x is categorical, else []; per `metric.*` column its sorted (x, y) points).
+
+    `groups`: per row, the values of the swept keys other than x ("k=v, ..."): each gets its own line,
+    so a two-key sweep is not drawn as one zigzag.
 
     A missing or null value (e.g. a component with no held-out documents) is no point at all, never 0.
     """
@@ -231,15 +243,17 @@ def plot_series(metric: str, rows: List[Dict[str, Any]], xs: List[Any]) -> Tuple
     if not numeric:  # categorical values (e.g. a language list): one slot per distinct value
         labels = list(dict.fromkeys(str(x) for x in xs))
     position = (lambda x: as_number(x)) if numeric else (lambda x: float(labels.index(str(x))))
+    groups = groups or [""] * len(rows)
     series: Dict[str, List[Tuple[float, float]]] = {}
     for column in dict.fromkeys(c for r in rows for c in r if c.startswith(metric + ".")):
-        points = sorted(
-            (position(x), as_number(r.get(column)))
-            for x, r in zip(xs, rows)
-            if x is not None and as_number(r.get(column)) is not None
-        )
-        if points:
-            series[column] = points
+        for group in dict.fromkeys(groups):  # one line per value of the other swept keys
+            points = sorted(
+                (position(x), as_number(r.get(column)))
+                for x, r, g in zip(xs, rows, groups)
+                if g == group and x is not None and as_number(r.get(column)) is not None
+            )
+            if points:
+                series[f"{column} ({group})" if group else column] = points
     return labels, series
 
 
@@ -248,10 +262,11 @@ def write_plot(path: Path, rows: List[Dict[str, Any]], overrides: List[Dict[str,
     if spec is None:
         return False
     metric, xlabel, xs = spec
-    labels, series = plot_series(metric, rows, xs)
+    swept = swept_keys(overrides)
+    groups = [", ".join(f"{k}={o.get(k)}" for k in swept if k != xlabel) for o in overrides]
+    labels, series = plot_series(metric, rows, xs, groups)
     if not series:
         return False  # every value missing: an empty plot would only look like a result
-    swept = swept_keys(overrides)
     import matplotlib
 
     matplotlib.use("Agg")

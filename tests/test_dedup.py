@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import unicodedata
+
 import numpy as np
 
 from conftest import sample_records
@@ -20,6 +23,15 @@ def test_normalise_nfkc_casefold_whitespace():
     assert normalise("\uff28\uff45llo  \t WORLD\n\n ﬁne ") == "hello world fine"
     assert exact_key("Hello   World") == exact_key("hello world\n")
     assert exact_key("hello world") != exact_key("hello there world")
+
+
+def test_normalise_ascii_shortcut_is_nfkc_casefold():
+    ascii_chars = "".join(map(chr, range(128)))
+    rng = random.Random(7)
+    texts = [ascii_chars, ascii_chars[::-1]] + ["".join(rng.choices(ascii_chars, k=200)) for _ in range(300)]
+    for text in texts:
+        assert text.isascii()
+        assert normalise(text) == " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def test_normalise_whitespace_is_regex_whitespace():
@@ -140,3 +152,93 @@ def test_batch_decisions_equal_sequential_ones():
         flags.extend(batched.decide(h, off, eligible[start : start + 64]).tolist())
     assert flags == expected and sum(flags) > 10
     assert len(batched.seen) == len(sequential.seen)
+
+
+def test_fast_words_equal_casefold_words():
+    """The ASCII path (encode, one translate that also lower-cases A-Z, no casefold) gives words() exactly."""
+    from stage2.dedup import _fast_words, words
+
+    texts = [r["text"] for r in sample_records("web_stackexchange.jsonl.gz", 300) + sample_records("web_cc.jsonl.gz", 69)]
+    # Many languages and scripts (the first records are English).
+    texts += [r["text"] for name in ("noisy_tldr.jsonl.gz", "noisy_fortunes.jsonl.gz") for r in sample_records(name, 4000)[::10]]
+    assert sum(t.isascii() for t in texts) > 300 and sum(not t.isascii() for t in texts) > 300  # both paths
+    edge = [
+        "", " \t\n\r\x0b\x0c", "... !!! ---", "".join(map(chr, range(128))), "ABC xyz_09 Q-R __A__",
+        "\x00A\x7fB\x1fC", "MiXeD CaSe @#$ WORDS", "Straße ÀB Cd", "\u212a is the KELVIN sign", "İSTANBUL",
+        "ﬁne ΣΑΣ ς", "中文 TOO", "ǅ ǈ Ǆ", "Ａｂｃ ＤＥＦ",
+    ]
+    for text in texts + edge:
+        assert _fast_words(text) == words(text), text
+
+
+def test_casefolded_text_has_no_ascii_capitals():
+    """_fast_words applies its A-Z lower-casing table to case-folded text as well: a no-op only because no
+    code point folds to A-Z."""
+    import string
+    import sys
+
+    every = "".join(chr(i) for i in range(sys.maxunicode + 1) if not 0xD800 <= i < 0xE000)
+    assert not set(every.casefold()) & set(string.ascii_uppercase)
+
+
+def test_sort_order_sorts_uint64():
+    """The radix passes order by the top 32 bits only; hashes sharing those must still come out sorted."""
+    from stage2.dedup import _sort_order
+
+    rng = np.random.default_rng(4)
+    top = rng.integers(0, 4, size=5000, dtype=np.uint64) << np.uint64(32)
+    cases = [
+        np.empty(0, dtype=np.uint64),
+        np.array([7], dtype=np.uint64),
+        rng.integers(0, 2**64, size=20000, dtype=np.uint64),
+        top | rng.integers(0, 2**32, size=5000, dtype=np.uint64),  # distinct hashes with shared top halves
+        top | rng.integers(0, 3, size=5000, dtype=np.uint64),  # ... and many repeats
+        np.repeat(rng.integers(0, 2**64, size=50, dtype=np.uint64), 40),
+    ]
+    for h in cases:
+        order, ordered = _sort_order(h)
+        assert np.array_equal(np.sort(order), np.arange(len(h)))  # a permutation
+        assert np.array_equal(ordered, h[order]) and np.array_equal(ordered, np.sort(h))
+
+
+def test_blocked_search_matches_isin():
+    """Large levels are searched block-wise (a searchsorted over every _BLOCK-th hash, then halving steps):
+    the same membership as np.isin, at block boundaries, the ends and past a last partial block too."""
+    from stage2 import dedup
+
+    rng = np.random.default_rng(6)
+    for n in (dedup._BLOCKED_MIN, dedup._BLOCKED_MIN + 1, dedup._BLOCKED_MIN + dedup._BLOCK // 2 + 77):
+        level = np.unique(rng.integers(1, 2**64 - 1, size=n + 10, dtype=np.uint64))[:n]
+        assert len(level) == n
+        bounds = np.concatenate([level[dedup._BLOCK - 1 :: dedup._BLOCK], level[[0, 1, -2, -1]]])
+        one = np.uint64(1)
+        keys = np.concatenate([
+            level[::97], bounds, bounds + one, bounds - one,
+            np.array([0, 2**64 - 1], dtype=np.uint64), rng.integers(0, 2**64, size=3000, dtype=np.uint64),
+        ])
+        for k in (keys, np.sort(keys)):
+            assert np.array_equal(dedup._in_sorted(level, k), np.isin(k, level))
+
+
+def test_batch_decisions_with_overlapping_texts():
+    """Texts stitched from pieces of earlier ones: duplicates within a batch that share hashes with kept and
+    with dropped texts; batches of any size give the sequential verdicts and the same remembered state."""
+    rng = np.random.default_rng(7)
+    base = [[f"w{j}" for j in rng.integers(0, 60, size=40)] for _ in range(30)]
+    texts = []
+    for _ in range(300):
+        a, b = rng.integers(0, 30, size=2)
+        cut = int(rng.integers(0, 41))
+        texts.append(" ".join(base[a][:cut] + base[b][cut:]))
+    eligible = rng.random(len(texts)) < 0.8
+    sequential = NearDeduper(0.5)
+    expected = [bool(e) and sequential.is_duplicate(window_hashes(t, 3)) for t, e in zip(texts, eligible)]
+    assert 30 < sum(expected) < 270
+    for size in (1, 7, 64, 300):
+        batched = NearDeduper(0.5)
+        flags = []
+        for start in range(0, len(texts), size):
+            h, off = batch_window_hashes(texts[start : start + size], 3)
+            flags.extend(batched.decide(h, off, eligible[start : start + size]).tolist())
+        assert flags == expected, size
+        assert len(batched.seen) == len(sequential.seen)

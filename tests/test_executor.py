@@ -28,6 +28,27 @@ def test_local_executor_keeps_task_order(workers):
     assert (pids == {os.getpid()}) if workers == 1 else (os.getpid() not in pids)
 
 
+def worker_blas_threads(_: int):
+    return os.environ.get("OPENBLAS_NUM_THREADS")
+
+
+def test_workers_get_one_blas_thread_and_the_driver_keeps_its_environment(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    ex = LocalExecutor(workers=2)
+    try:
+        ex.start()
+        assert set(ex.map(worker_blas_threads, range(4))) == {"1"}
+    finally:
+        ex.close()
+    assert "OPENBLAS_NUM_THREADS" not in os.environ
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")  # a user's own setting wins
+    ex = LocalExecutor(workers=2)
+    try:
+        assert set(ex.map(worker_blas_threads, range(4))) == {"3"}
+    finally:
+        ex.close()
+
+
 def test_ray_missing_is_a_one_line_hint():
     code = "import sys; sys.modules['ray'] = None\nfrom stage2.executor import make_executor\nmake_executor({'kind': 'ray'})"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

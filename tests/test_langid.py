@@ -121,6 +121,19 @@ def test_extract_batch_is_extract_per_text(texts):
     assert rows.tolist() == [r for t in every for r in langid_fast.extract(t).tolist()]
 
 
+def test_profile_file_names_are_the_profiles_languages():
+    assert langid_fast.profile_names() == tuple(sorted(langid_fast.profiles().langs))
+
+
+def test_upper_case_table_is_str_isupper_everywhere():
+    # profiles() asks str.isupper below UPPER_LIMIT only: true while no higher code point is upper case.
+    upper = langid_fast.profiles().upper
+    assert not any(chr(cp).isupper() for cp in range(langid_fast.UPPER_LIMIT, sys.maxunicode + 1))
+    assert not upper[langid_fast.UPPER_LIMIT :].any()
+    sample = range(0, langid_fast.UPPER_LIMIT, 7)
+    assert upper[list(sample)].tolist() == [chr(cp).isupper() for cp in sample]
+
+
 def test_hash_table_finds_every_profile_ngram():
     prof = langid_fast.profiles()
     keys = langid_fast._keys(prof.words)

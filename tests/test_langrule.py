@@ -12,8 +12,8 @@ import pytest
 
 from conftest import SAMPLE, sample_records
 from stage2 import function_words
-from stage2.langid import language_text, rank_all
-from stage2.langrule import FUNCTION_WORDS, LanguageRule, judge
+from stage2.langid import language_text, rank_all, target_score
+from stage2.langrule import FUNCTION_WORDS, LanguageRule, first_detection, judge
 from stage2.main import compose_recipe
 from test_filter import run_filter
 
@@ -41,6 +41,13 @@ def test_function_word_share():
     assert function_words.share("1234 -- ;;", "en") == 0.0  # no words at all
     # A language without a list: no check (a German page is not English-like, and may be wanted).
     assert function_words.share("Der Hund und die Katze", "de") is None
+    # The ASCII fast path splits and lower-cases as the general (regex) path does.
+    texts = [r["text"] for r in sample_records("web_stackexchange.jsonl.gz", 200)] + ["It's A_b the2the THE\tof-The x\x7fthe\x00and"]
+    ascii_texts = [t for t in texts if t.isascii()]
+    assert len(ascii_texts) > 100
+    for t in ascii_texts:
+        general = function_words.words(t)
+        assert function_words.share(t, "en") == sum(w in function_words.ENGLISH for w in general) / len(general)
 
 
 def test_gaelic_and_manx_that_langdetect_calls_english_are_dropped(tmp_path, udhr):
@@ -67,17 +74,29 @@ def test_gaelic_and_manx_that_langdetect_calls_english_are_dropped(tmp_path, udh
 
 def test_checks_run_in_order_and_report_the_deciding_detector(tmp_path, udhr):
     rule = default_rule(tmp_path)
-    texts = udhr["de"][:5] + udhr["gv"][:5] + udhr["en"][:5]
+    texts = udhr["de"][:5] + udhr["gv"][:5] + udhr["gd"][:5] + udhr["el"][:3] + udhr["en"][:5]
     out = judge(texts, rule)
     cleaned = [language_text(t, rule.max_chars) for t in texts]
     fast = rank_all(cleaned, "fasttext")
     main = rank_all(cleaned, rule.backend)
-    for i, failed in enumerate(out["rule"]):
-        # Rejected by fastText: langdetect never ran, the verdict is fastText's; otherwise it is langdetect's.
-        ranked = fast[i] if failed in ("fasttext", FUNCTION_WORDS) else main[i]
-        assert (out["language"][i], out["score"][i]) == (ranked[0][0], ranked[0][1])
-        assert out["passed"][i] == (failed == "")
-    assert out["rule"][:5] == ["fasttext"] * 5  # German: wrong language at the first check
+    shares = [function_words.share(t, "en") for t in cleaned]
+    # The verdict is every check's verdict taken on its own, whatever order they ran in.
+    for i in range(len(texts)):
+        each = [shares[i] >= rule.min_function_words, target_score(fast[i], ["en"]) >= rule.check_threshold, target_score(main[i], ["en"]) >= rule.threshold]
+        assert out["passed"][i] == all(each)
+        # The first check that fails is named; function words run first (English has a list).
+        assert out["rule"][i] == ([FUNCTION_WORDS, "fasttext", rule.backend, ""][each.index(False) if False in each else 3])
+        if out["rule"][i] == FUNCTION_WORDS:  # no detector ran
+            assert (out["language"][i], out["score"][i]) == ("", 0.0) and out["function_words"][i] == shares[i]
+        else:  # the last detector that ran gives the language
+            ranked = fast[i] if out["rule"][i] == "fasttext" else main[i]
+            assert (out["language"][i], out["score"][i]) == (ranked[0][0], ranked[0][1])
+    assert set(out["rule"][15:18]) == {FUNCTION_WORDS}  # Greek: no English word at all
+    assert FUNCTION_WORDS in out["rule"][:5] and set(out["rule"][:5]) <= {FUNCTION_WORDS, "fasttext"}  # German: "in", "was", "an" ...
+    assert "fasttext" in out["rule"][10:15]  # Scottish Gaelic shares some English function words, not the language
+    assert all(out["passed"][18:])
+    # first_detection tells what the first detector takes the early-dropped documents for.
+    assert [d[0] for d in first_detection(texts[:5] + texts[15:18], rule)] == ["de"] * 5 + ["el"] * 3
     # Switched off, the rule is langdetect's threshold alone.
     off = LanguageRule.from_filter_cfg(compose_recipe(["filter.lang_check=null", "filter.function_words=0"], str(tmp_path))["filter"])
     assert off.check_backend is None and off.min_function_words == 0
@@ -105,10 +124,11 @@ def test_stage_counts_language_drops_by_check(tmp_path, plain_config, udhr):
     assert by_check == stats["language_dropped_by"]
     rule = default_rule(tmp_path)
     for r in rejected:  # each row says why: the figure its check compared
-        if r["failed_check"] == "fasttext":
-            assert r["target_score"] < rule.check_threshold and math.isnan(r["function_word_share"])
+        if r["failed_check"] == "fasttext":  # (the function words, checked before, passed)
+            assert r["target_score"] < rule.check_threshold and r["function_word_share"] >= rule.min_function_words
         elif r["failed_check"] == FUNCTION_WORDS:
-            assert r["target_score"] >= rule.check_threshold and r["function_word_share"] < rule.min_function_words
+            # Dropped before any detector: the sample still names what fastText takes it for.
+            assert r["function_word_share"] < rule.min_function_words and r["language"] != "" and r["score"] > 0
         else:
             assert r["failed_check"] == rule.backend and r["target_score"] < rule.threshold
     assert run.stats["stages"]["filter"]["lang_check"] == "fasttext"
@@ -118,9 +138,16 @@ def test_check_languages_validates_fasttext_codes(tmp_path):
     from stage2.errors import Stage2Error
     from stage2.langid import check_languages
 
-    check_languages("fasttext", ["en", "zh-cn"])  # langdetect's region codes map to fastText's zh
+    # As the check before langdetect, langdetect's region codes map to fastText's zh.
+    check_languages("fasttext", ["en", "zh-cn"], main=False)
     with pytest.raises(Stage2Error, match="'xx' unknown to fastText"):
         check_languages("fasttext", ["en", "xx"])
+    # As the main detector, a region would silently keep both: say so.
+    with pytest.raises(Stage2Error, match="'zh-tw': fastText's lid.176 has no regions.*use zh"):
+        check_languages("fasttext", ["en", "zh-tw"])
+    # A language langdetect lacks and fastText knows: the error says which recipe knows it.
+    with pytest.raises(Stage2Error, match="'gd' unknown to langdetect.*add filter=fasttext"):
+        check_languages("langdetect_fast", ["gd"])
 
 
 def test_threshold_follows_the_backend_and_bad_values_fail(tmp_path):

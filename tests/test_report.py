@@ -220,6 +220,37 @@ def test_filter_sweep_plots_kept_share_against_the_swept_value(tmp_path):
     assert png.startswith(PNG_MAGIC) and len(png) > 1000
 
 
+def test_two_key_sweep_draws_a_line_per_value_of_the_other_key(tmp_path):
+    mins, thresholds = [100, 300], ["0.5", "0.9"]
+    jobs = [["stage=filter", f"filter.min_chars={m}", f"filter.lang_threshold={t}"] for m in mins for t in thresholds]
+
+    def stages_of(overrides: List[str]) -> Dict[str, Any]:
+        stats = filter_stats(override_value(overrides, "filter.min_chars"))
+        strict = "filter.lang_threshold=0.9" in overrides
+        for comp in stats["components"].values():
+            comp["language_dropped_by"] = {"function_words": 5, "langdetect_fast": 40 if strict else 10}
+        return {"filter": stats}
+
+    sweep = make_sweep(tmp_path, jobs, stages_of)
+    report.write_summary(sweep)
+    rows, _, overrides = report.summary_rows(sweep)
+    # The summary carries the language drops per check, summed over the components.
+    assert [r["language_dropped_by.langdetect_fast"] for r in rows] == [10 * len(COMPONENTS), 40 * len(COMPONENTS)] * 2
+    assert {r["language_dropped_by.function_words"] for r in rows} == {5 * len(COMPONENTS)}
+    metric, key, xs = report.plot_spec(rows, overrides)
+    assert key == "filter.min_chars"
+    swept = report.swept_keys(overrides)
+    groups = [", ".join(f"{k}={o.get(k)}" for k in swept if k != key) for o in overrides]
+    _, series = report.plot_series(metric, rows, xs, groups)
+    name = COMPONENTS[0]
+    # Two lines per component (one per threshold), each over both minimums; not one zigzag of four points.
+    assert sorted(s for s in series if s.startswith(f"kept_share.{name} ")) == [
+        f"kept_share.{name} (filter.lang_threshold=0.5)", f"kept_share.{name} (filter.lang_threshold=0.9)"
+    ]
+    assert all([x for x, _ in points] == [100.0, 300.0] for points in series.values())
+    assert (sweep / "summary.png").read_bytes().startswith(PNG_MAGIC)
+
+
 def test_categorical_sweep_value_still_plots(tmp_path):
     backends = ["langdetect", "fasttext"]
     jobs = [["stage=filter", f"filter.lang_backend={b}", "filter.min_chars=100"] for b in backends]
