@@ -38,9 +38,15 @@ class LocalExecutor:
 
         A stage calls it before its own start-up (checks, opening sources, the first partition), which
         then overlaps the workers' (~0.2 CPU s each); without it they start at the first task. No-op
-        in-process and when the workers run already (they keep what an earlier stage warmed).
+        when the workers run already (they keep what an earlier stage warmed). In-process (one worker)
+        `warm()` runs here: its temporaries (langdetect's profiles load through ~100 MB of Python
+        dicts) are freed before the stage holds partitions, which keeps them out of its peak RSS.
         """
-        if self.workers == 1 or self._pool is not None:
+        if self.workers == 1:
+            if warm is not None:
+                warm()
+            return
+        if self._pool is not None:
             return
         self._start_pool(warm)
 
