@@ -387,9 +387,10 @@ def _write_rejected(run, name: str, samples: List[Rejected], rule: LanguageRule)
         return None
     # The function-word check may drop a document before any detector sees it (langrule.judge): its
     # saved sample still says what the first detector takes it for (a few documents, in the driver).
+    # No threshold was compared with that detector's answer, so target_score stays empty.
     undetected = [r for r in samples if r.reason == "language" and not r.language]
-    for r, (language, score, target) in zip(undetected, first_detection([r.doc.text for r in undetected], rule)):
-        r.language, r.score, r.target_score = language, score, target
+    for r, (language, score, _) in zip(undetected, first_detection([r.doc.text for r in undetected], rule)):
+        r.language, r.score = language, score
     table = docs_to_table(
         [r.doc for r in samples],
         {
@@ -473,6 +474,7 @@ def run(run) -> Dict[str, Any]:
         {
             "lang_backend": settings.lang_rule.backend,
             "lang_check": settings.lang_rule.check_backend,
+            "function_words": settings.lang_rule.min_function_words,
             "languages": list(settings.lang_rule.languages),
             "components": {},
         }

@@ -179,15 +179,21 @@ def check_languages(backend: str, languages: Sequence[str], main: bool = True) -
     `main`: the backend is `filter.lang_backend` (a `lang_check` detector only screens: fastText reads
     langdetect's `zh-cn` as its `zh`, and langdetect then tells the regions apart)."""
     if backend in ("langdetect", "langdetect_fast"):  # the same bundled profiles
-        from stage2.langid_fast import check_languages as check_langdetect_codes
+        from stage2.langid_fast import profile_names
 
-        try:
-            check_langdetect_codes(languages)
-        except Stage2Error as exc:
-            ft = set(fasttext_labels())
-            if all(lang.split("-")[0] in ft for lang in languages):
-                raise Stage2Error(f"{exc}; fastText's lid.176 knows them all: add filter=fasttext") from None
-            raise
+        known = profile_names()
+        unknown = [lang for lang in languages if lang not in known]
+        if not unknown:
+            return
+        message = f"filter.languages: {', '.join(map(repr, unknown))} unknown to {backend} (filter.lang_backend; it knows {', '.join(known)})"
+        for lang in unknown:  # zh: langdetect only has zh-cn and zh-tw
+            regional = [code for code in known if code.startswith(lang + "-")]
+            if regional:
+                message += f"; for {lang!r} use {' or '.join(regional)}"
+        other = [lang for lang in unknown if not any(code.startswith(lang + "-") for code in known) and lang.split("-")[0] in fasttext_labels()]
+        if other:
+            message += f"; fastText's lid.176 knows {', '.join(map(repr, other))}: add filter=fasttext"
+        raise Stage2Error(message)
     elif backend == "fasttext":
         labels = set(fasttext_labels())
         unknown = [lang for lang in languages if lang.split("-")[0] not in labels]

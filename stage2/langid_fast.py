@@ -683,15 +683,3 @@ def profile_names() -> Tuple[str, ...]:
     from langdetect.detector_factory import PROFILES_DIRECTORY
 
     return tuple(sorted(os.listdir(PROFILES_DIRECTORY)))
-
-
-def check_languages(wanted: Sequence[str]) -> None:
-    from stage2.errors import Stage2Error
-
-    known = profile_names()
-    unknown = [lang for lang in wanted if lang not in known]
-    if unknown:
-        raise Stage2Error(
-            f"filter.languages: {', '.join(map(repr, unknown))} unknown to langdetect's profiles "
-            f"(it knows {', '.join(sorted(known))})"
-        )

@@ -69,12 +69,12 @@ class LanguageRule:
 
 def judge(texts: Sequence[str], rule: LanguageRule) -> Dict[str, List[Any]]:
     """Per text: language and score (the top language), target (the wanted language's probability that
-    the threshold was compared with), function_words (the share, NaN when not checked), passed, and
-    rule (the check that rejected it, "" when passed)."""
+    the threshold was compared with; NaN when no detector ran), function_words (the share, NaN when not
+    checked), passed, and rule (the check that rejected it, "" when passed)."""
     n = len(texts)
     cleaned = [language_text(t, rule.max_chars) for t in texts]
     out: Dict[str, List[Any]] = {
-        "language": [""] * n, "score": [0.0] * n, "target": [0.0] * n, "function_words": [math.nan] * n,
+        "language": [""] * n, "score": [0.0] * n, "target": [math.nan] * n, "function_words": [math.nan] * n,
         "passed": [False] * n, "rule": [""] * n,
     }
     wanted: List[str] = [""] * n  # the most probable wanted language by the first detector

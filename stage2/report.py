@@ -115,12 +115,14 @@ def metrics(stats: Dict[str, Any]) -> Dict[str, Any]:
     for name, comp in filter_comps.items():
         if comp.get("records_in"):
             out[f"kept_share.{name}"] = comp.get("kept", 0) / comp["records_in"]
-    # Language drops per check over the mixture (a threshold sweep moves documents between checks).
-    by_check: Dict[str, int] = {}
-    for comp in filter_comps.values():
-        for check, n in (comp.get("language_dropped_by") or {}).items():
-            by_check[check] = by_check.get(check, 0) + n
-    out.update({f"language_dropped_by.{check}": n for check, n in sorted(by_check.items())})
+    # Language drops per check, over the mixture (a threshold sweep moves documents between checks):
+    # 0, not a blank, for a check of the run's rule that dropped nothing.
+    filt = stages.get("filter") or {}
+    checks = [c for c in ("function_words" if filt.get("function_words") else None, filt.get("lang_check"), filt.get("lang_backend")) if c]
+    language_filtered = [c for c in filter_comps.values() if c.get("lang_filter") is not False]
+    if language_filtered and checks:
+        for check in dict.fromkeys(checks + [k for c in language_filtered for k in c.get("language_dropped_by") or {}]):
+            out[f"dropped_by_{check}.overall"] = sum((c.get("language_dropped_by") or {}).get(check, 0) for c in language_filtered)
     tok = stages.get("tokenizer") or {}
     for name, comp in (tok.get("components") or {}).items():
         if comp.get("bytes_per_token") is not None:
@@ -225,17 +227,13 @@ def plot_spec(rows: List[Dict[str, Any]], overrides: List[Dict[str, str]]) -> Op
     return metric, key, xs
 
 
-OVERALL_STYLE = {"color": "black", "linestyle": "--"}  # the mixture line stands apart from its components
-
-
 def plot_series(
     metric: str, rows: List[Dict[str, Any]], xs: List[Any], groups: Optional[List[str]] = None
-) -> Tuple[List[str], Dict[str, List[Tuple[float, float]]]]:
-    """(x labels if x is categorical, else []; per `metric.*` column its sorted (x, y) points).
+) -> Tuple[List[str], Dict[Tuple[str, str], List[Tuple[float, float]]]]:
+    """(x labels if x is categorical, else []; per (`metric.*` column, group) its sorted (x, y) points).
 
-    `groups`: per row, the values of the swept keys other than x ("k=v, ..."): each gets its own line,
-    so a two-key sweep is not drawn as one zigzag.
-
+    `groups`: per row, the values of the swept keys other than x ("k=v, ..."; "" for all when only
+    x was swept): each group gets its own line, so a two-key sweep is not drawn as one zigzag.
     A missing or null value (e.g. a component with no held-out documents) is no point at all, never 0.
     """
     numeric = all(as_number(x) is not None for x in xs if x is not None)
@@ -244,17 +242,28 @@ def plot_series(
         labels = list(dict.fromkeys(str(x) for x in xs))
     position = (lambda x: as_number(x)) if numeric else (lambda x: float(labels.index(str(x))))
     groups = groups or [""] * len(rows)
-    series: Dict[str, List[Tuple[float, float]]] = {}
+    series: Dict[Tuple[str, str], List[Tuple[float, float]]] = {}
     for column in dict.fromkeys(c for r in rows for c in r if c.startswith(metric + ".")):
-        for group in dict.fromkeys(groups):  # one line per value of the other swept keys
+        for group in dict.fromkeys(groups):
             points = sorted(
                 (position(x), as_number(r.get(column)))
                 for x, r, g in zip(xs, rows, groups)
                 if g == group and x is not None and as_number(r.get(column)) is not None
             )
             if points:
-                series[f"{column} ({group})" if group else column] = points
+                series[(column, group)] = points
     return labels, series
+
+
+def other_swept(overrides: List[Dict[str, str]], xs: List[Any]) -> Tuple[List[str], List[str]]:
+    """(the swept keys that are not the x axis, per job "k=v, ..." of them). A key whose values map one
+    to one onto x's (the key itself, or `tokenizer=...` choosing the vocabulary size) is the axis."""
+    def same_axis(key: str) -> bool:
+        pairs = {(str(o.get(key)), str(x)) for o, x in zip(overrides, xs)}
+        return len(pairs) == len({k for k, _ in pairs}) == len({x for _, x in pairs})
+
+    keys = [k for k in swept_keys(overrides) if not same_axis(k)]
+    return keys, [", ".join(f"{k}={o.get(k)}" for k in keys) for o in overrides]
 
 
 def write_plot(path: Path, rows: List[Dict[str, Any]], overrides: List[Dict[str, str]]) -> bool:
@@ -262,8 +271,7 @@ def write_plot(path: Path, rows: List[Dict[str, Any]], overrides: List[Dict[str,
     if spec is None:
         return False
     metric, xlabel, xs = spec
-    swept = swept_keys(overrides)
-    groups = [", ".join(f"{k}={o.get(k)}" for k in swept if k != xlabel) for o in overrides]
+    others, groups = other_swept(overrides, xs)
     labels, series = plot_series(metric, rows, xs, groups)
     if not series:
         return False  # every value missing: an empty plot would only look like a result
@@ -273,13 +281,24 @@ def write_plot(path: Path, rows: List[Dict[str, Any]], overrides: List[Dict[str,
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for column, points in series.items():
-        ax.plot(*zip(*points), marker="o", **(OVERALL_STYLE if column.endswith(".overall") else {}), label=column.split(".", 1)[1])
+    # A colour per component (black for the mixture), a line style per value of the other swept keys.
+    columns = list(dict.fromkeys(column for column, _ in series))
+    group_names = list(dict.fromkeys(group for _, group in series))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ["-", "--", ":", "-."]
+    for (column, group), points in series.items():
+        overall = column.endswith(".overall")
+        style = {
+            "color": "black" if overall else colours[columns.index(column) % len(colours)],
+            "linestyle": styles[group_names.index(group) % len(styles)] if len(group_names) > 1 else ("--" if overall else "-"),
+        }
+        label = column.split(".", 1)[1] + (f" ({group})" if group else "")
+        ax.plot(*zip(*points), marker="o", label=label, **style)
     if labels:
         ax.set_xticks(range(len(labels)), labels, rotation=20)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(f"{metric.replace('_', ' ')} by {xlabel}" + (f" (also swept: {', '.join(k for k in swept if k != xlabel)})" if len(swept) > 1 else ""), fontsize=9)
+    ax.set_title(f"{metric.replace('_', ' ')} by {xlabel}" + (f" (also swept: {', '.join(others)})" if others else ""), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

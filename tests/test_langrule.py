@@ -129,6 +129,7 @@ def test_stage_counts_language_drops_by_check(tmp_path, plain_config, udhr):
         elif r["failed_check"] == FUNCTION_WORDS:
             # Dropped before any detector: the sample still names what fastText takes it for.
             assert r["function_word_share"] < rule.min_function_words and r["language"] != "" and r["score"] > 0
+            assert math.isnan(r["target_score"])  # no detector's threshold decided it
         else:
             assert r["failed_check"] == rule.backend and r["target_score"] < rule.threshold
     assert run.stats["stages"]["filter"]["lang_check"] == "fasttext"
@@ -146,8 +147,12 @@ def test_check_languages_validates_fasttext_codes(tmp_path):
     with pytest.raises(Stage2Error, match="'zh-tw': fastText's lid.176 has no regions.*use zh"):
         check_languages("fasttext", ["en", "zh-tw"])
     # A language langdetect lacks and fastText knows: the error says which recipe knows it.
-    with pytest.raises(Stage2Error, match="'gd' unknown to langdetect.*add filter=fasttext"):
+    with pytest.raises(Stage2Error, match="'gd' unknown to langdetect_fast.*fastText's lid.176 knows 'gd': add filter=fasttext"):
         check_languages("langdetect_fast", ["gd"])
+    # One langdetect has with a region: that is the hint, not another backend.
+    with pytest.raises(Stage2Error, match="for 'zh' use zh-cn or zh-tw") as error:
+        check_languages("langdetect_fast", ["en", "zh"])
+    assert "filter=fasttext" not in str(error.value)
 
 
 def test_threshold_follows_the_backend_and_bad_values_fail(tmp_path):

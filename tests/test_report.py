@@ -193,8 +193,8 @@ def test_null_metrics_of_an_empty_eval_slice_are_blank_cells_and_no_plot_points(
     summary_rows, _, overrides = report.summary_rows(sweep)
     metric, _, xs = report.plot_spec(summary_rows, overrides)
     _, series = report.plot_series(metric, summary_rows, xs)
-    assert [x for x, _ in series["bytes_per_token.code"]] == [1000.0, 4000.0]  # the null job is skipped
-    assert len(series["bytes_per_token.web"]) == len(series["bytes_per_token.overall"]) == 3
+    assert [x for x, _ in series[("bytes_per_token.code", "")]] == [1000.0, 4000.0]  # the null job is skipped
+    assert len(series[("bytes_per_token.web", "")]) == len(series[("bytes_per_token.overall", "")]) == 3
     assert all(y > 0 for points in series.values() for _, y in points)
     # One run's report shows the null as a blank cell, not 0.
     text = report.run_report(sweep / "1")
@@ -227,28 +227,45 @@ def test_two_key_sweep_draws_a_line_per_value_of_the_other_key(tmp_path):
     def stages_of(overrides: List[str]) -> Dict[str, Any]:
         stats = filter_stats(override_value(overrides, "filter.min_chars"))
         strict = "filter.lang_threshold=0.9" in overrides
+        stats.update({"lang_backend": "langdetect_fast", "lang_check": "fasttext", "function_words": 0.03})
         for comp in stats["components"].values():
-            comp["language_dropped_by"] = {"function_words": 5, "langdetect_fast": 40 if strict else 10}
+            # (stats.json leaves out checks that dropped nothing: the summary shows them as 0)
+            comp["language_dropped_by"] = {"langdetect_fast": 40} if strict else {"function_words": 5, "langdetect_fast": 10}
         return {"filter": stats}
 
     sweep = make_sweep(tmp_path, jobs, stages_of)
     report.write_summary(sweep)
     rows, _, overrides = report.summary_rows(sweep)
-    # The summary carries the language drops per check, summed over the components.
-    assert [r["language_dropped_by.langdetect_fast"] for r in rows] == [10 * len(COMPONENTS), 40 * len(COMPONENTS)] * 2
-    assert {r["language_dropped_by.function_words"] for r in rows} == {5 * len(COMPONENTS)}
+    n = len(COMPONENTS)
+    # The summary carries the language drops per check over the mixture, 0 where a check dropped nothing.
+    assert [r["dropped_by_langdetect_fast.overall"] for r in rows] == [10 * n, 40 * n] * 2
+    assert [r["dropped_by_function_words.overall"] for r in rows] == [5 * n, 0] * 2
+    assert [r["dropped_by_fasttext.overall"] for r in rows] == [0] * 4
     metric, key, xs = report.plot_spec(rows, overrides)
     assert key == "filter.min_chars"
-    swept = report.swept_keys(overrides)
-    groups = [", ".join(f"{k}={o.get(k)}" for k in swept if k != key) for o in overrides]
+    others, groups = report.other_swept(overrides, xs)
+    assert others == ["filter.lang_threshold"]
     _, series = report.plot_series(metric, rows, xs, groups)
-    name = COMPONENTS[0]
     # Two lines per component (one per threshold), each over both minimums; not one zigzag of four points.
-    assert sorted(s for s in series if s.startswith(f"kept_share.{name} ")) == [
-        f"kept_share.{name} (filter.lang_threshold=0.5)", f"kept_share.{name} (filter.lang_threshold=0.9)"
-    ]
+    name = COMPONENTS[0]
+    assert sorted(g for c, g in series if c == f"kept_share.{name}") == ["filter.lang_threshold=0.5", "filter.lang_threshold=0.9"]
     assert all([x for x, _ in points] == [100.0, 300.0] for points in series.values())
     assert (sweep / "summary.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_vocab_sweep_is_one_line_per_component(tmp_path):
+    """x is the vocabulary size from the stats, swept by its own key: that key is the axis, not a group."""
+    vocabs = [1000, 2000, 4000]
+    jobs = [["stage=tokenizer", f"tokenizer.vocab_size={v}"] for v in vocabs]
+    sweep = make_sweep(tmp_path, jobs, lambda o: {"tokenizer": tokenizer_stats(override_value(o, "tokenizer.vocab_size"))})
+    report.write_summary(sweep)
+    rows, _, overrides = report.summary_rows(sweep)
+    metric, _, xs = report.plot_spec(rows, overrides)
+    others, groups = report.other_swept(overrides, xs)
+    assert others == [] and set(groups) == {""}
+    _, series = report.plot_series(metric, rows, xs, groups)
+    assert {c for c, _ in series} == {f"bytes_per_token.{name}" for name in COMPONENTS} | {"bytes_per_token.overall"}
+    assert all(len(points) == 3 for points in series.values())
 
 
 def test_categorical_sweep_value_still_plots(tmp_path):
