@@ -54,7 +54,7 @@ MAP_FILE = "map-{:05d}.npz"
 FINISHED = ".finished.json"  # in filtered/, next to the manifest
 # Part of every saved map result's key: bump it when analyse_partition's output changes, so a run
 # resumed with newer code recomputes what older code saved.
-MAP_VERSION = 4
+MAP_VERSION = 5
 MAP_SETTINGS = ("lang_filter", "rule", "near", "window_words")
 
 
