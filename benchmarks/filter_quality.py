@@ -5,11 +5,12 @@ benchmarks/results/filter_quality.md.
     uv run python -m benchmarks.filter_quality            # data: ../shared/data or $STAGE2_SHARED_DATA
 
 Language: every document of multiling_*_dev with >= filter.min_chars characters, label "en" or not
-(the sources' own labels; precision also with four English fortunes under a `pl` label counted as
-English, RELABELLED below), through the shipped recipes (stage2/langrule.py) and each backend alone. Near dedup: each pair of neardup_dev_pairs is run through a fresh
-deduper, the earlier document (file order) first; "removed" means the later one is dropped by exact
-or near dedup. Goals: English precision >= 99 %, recall >= 97 %; pairs with label 1 and
-jaccard_word5 >= 0.8 >= 95 % removed, exact copies 100 %, label-0 pairs <= 1 % removed.
+(the sources' own labels; precision also with three English fortunes under a `pl` label counted
+as English, RELABELLED below), through the shipped recipes (stage2/langrule.py) and each backend
+alone. Near dedup: each pair of neardup_dev_pairs is run through a fresh deduper, the earlier
+document (file order) first; "removed" means the later one is dropped by exact or near dedup.
+Goals: English precision >= 99 %, recall >= 97 %; pairs with label 1 and jaccard_word5 >= 0.8
+>= 95 % removed, exact copies 100 %, label-0 pairs <= 1 % removed.
 """
 
 from __future__ import annotations
@@ -40,7 +41,12 @@ RELABELLED = {
     "fortune:pl:argante:525": "an English mailing-list exchange (\"IMHO You are right... but every idea should be considered\")",
     "fortune:pl:argante:541": "an English mail quote (\"Assembler is your FRIEND!\")",
     "fortune:pl:pld:319": "an English joke about Windows patches (\"install patches, reboot, ...\")",
-    "fortune:pl:debian.pl:68": "an English IRC log of make errors on #debian.pl",
+}
+# Not relabelled (an earlier version of this benchmark counted the first as English): Polish IRC chats
+# around English text pasted into them; the human-written lines are Polish.
+MIXED = {
+    "fortune:pl:debian.pl:68": "Polish IRC chat around pasted English make errors (kept as pl)",
+    "fortune:pl:linuxpl:218": "Polish IRC chat quoting an English man page (kept as pl)",
 }
 
 # The language rules measured: each backend alone (the issue's rule: probability >= threshold) and
@@ -64,10 +70,11 @@ NOTES = """Notes on the language errors (from reading the misjudged documents):
   English function words (share <= 0.024 against a median of 0.32 in FOLDOC), so the function-word
   check (0.03) removes them. It also drops 14 of 9,427 English dev documents (lists of acronym
   expansions in FOLDOC, a tldr page that is all placeholders).
-- Four `pl` fortunes are English text (listed below): every rule that keeps English calls them
-  English, and against the sources' labels they are false positives. That caps precision against
-  the labels at 254/258 = 0.984 for a rule that finds all English; the goal (0.99) is reached only
-  with them counted as English.
+- Three `pl` fortunes are English text (listed below): a rule that keeps English keeps them, and
+  against the sources' labels they are false positives. That caps precision against the labels at
+  255/258 = 0.988 for a rule that keeps all 255 English documents and nothing else: the goal (0.99)
+  can be met only with them counted as English. The other `pl` documents the recipes keep are Polish
+  IRC chats around pasted English (a man page, `make` errors): mixed, and counted as errors.
 - Before language ID, code spans, URLs, paths and {{placeholders}} are removed (stage2/langid.py):
   tldr pages in Chinese/Korean are mostly English command lines, which langdetect otherwise reads
   as English (English precision 0.71 -> 0.86 for langdetect at 0.85 on this set).
@@ -146,6 +153,8 @@ def language_section(data, limit: int) -> Tuple[str, Dict[str, Any]]:
     out.append(
         "#### The relabelled fortunes\n\n"
         + "\n".join(f"- `{i}`: {why}" for i, why in RELABELLED.items())
+        + "\n\nNot relabelled:\n\n"
+        + "\n".join(f"- `{i}`: {why}" for i, why in MIXED.items())
         + "\n"
     )
     return "\n".join(out), summary
@@ -225,7 +234,7 @@ def main() -> None:
     recipes = list(RECIPES)
     goals = [
         ["English precision >= 0.99 (sources' labels)", *(f"{lang[r]['precision']:.4f}" for r in recipes)],
-        ["English precision >= 0.99 (4 fortunes relabelled en)", *(f"{lang[r]['precision_relabelled']:.4f}" for r in recipes)],
+        [f"English precision >= 0.99 ({len(RELABELLED)} fortunes relabelled en)", *(f"{lang[r]['precision_relabelled']:.4f}" for r in recipes)],
         ["English recall >= 0.97 (sources' labels)", *(f"{lang[r]['recall']:.4f}" for r in recipes)],
     ]
     near_goals = [

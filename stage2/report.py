@@ -316,7 +316,9 @@ def write_summary(sweep_dir: Path) -> str:
     if not rows:
         raise Stage2Error(f"{sweep_dir}: no job folders (0/, 1/, ...) in this sweep folder")
     table = markdown_table(columns, rows)
-    header = f"# Sweep {sweep_dir}\n\n{len(rows)} jobs; swept: {', '.join(swept) or 'nothing'}\n\n"
+    # Named by its <date>/<time>, not the path it was given: a rebuilt summary has the same bytes.
+    name = "/".join(Path(sweep_dir).resolve().parts[-2:])
+    header = f"# Sweep {name}\n\n{len(rows)} jobs; swept: {', '.join(swept) or 'nothing'}\n\n"
     if not write_plot(sweep_dir / "summary.png", rows, overrides):
         (sweep_dir / "summary.png").unlink(missing_ok=True)  # a stale plot would contradict the table
         header += "(no plot: no swept value with metrics to plot)\n\n"

@@ -177,9 +177,12 @@ def run(cfg: Dict[str, Any], run_dir: Path) -> Dict[str, Any]:
     report = verify_folder(folder)
     n_shards = sum(c["shards"] for c in report["components"].values())
     n_rows = sum(c["rows"] for c in report["components"].values())
-    print(
-        f"stage2: verify OK: {folder}: {report['artifacts']} artifacts match stats.json; {report['parts']} filtered parts;"
-        f" {len(report['components'])} components, {n_shards} shards, {n_rows} rows;"
-        f" filter stats of {report['filter_components']} components"
-    )
+    checked = [f"{report['artifacts']} artifacts match stats.json"]
+    if report["parts"]:
+        checked.append(f"{report['parts']} filtered parts")
+    if report["components"]:  # (a filter or tokenizer run has no shards: say nothing of them)
+        checked.append(f"shards of {len(report['components'])} components: {n_shards} shards, {n_rows} rows")
+    if report["filter_components"]:
+        checked.append(f"filter stats of {report['filter_components']} components")
+    print(f"stage2: verify OK: {folder}: {'; '.join(checked)}")
     return report

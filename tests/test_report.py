@@ -128,7 +128,7 @@ def test_swept_keys_are_the_overrides_that_differ_between_jobs():
 # ---------------------------------------------------------------- sweep summary
 
 
-def test_tokenizer_sweep_summary_table_and_plot(tmp_path):
+def test_tokenizer_sweep_summary_table_and_plot(tmp_path, monkeypatch):
     vocabs = [1000, 2000, 4000]
     jobs = [["stage=pipeline", f"tokenizer.vocab_size={v}", "dataset.max_records=200"] for v in vocabs]
     stages_of = lambda o: {  # noqa: E731
@@ -164,9 +164,13 @@ def test_tokenizer_sweep_summary_table_and_plot(tmp_path):
     assert report.plot_spec([dict(r) for r in rows], [report.override_map(j) for j in jobs])[:2] == ("bytes_per_token", "vocab size")
     png = (sweep / "summary.png").read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 1000
-    # Deterministic: regenerating gives the same bytes.
+    # Deterministic: regenerating gives the same bytes, also when the folder is named another way.
     report.write_summary(sweep)
     assert (sweep / "summary.png").read_bytes() == png
+    md_bytes = (sweep / "summary.md").read_bytes()
+    monkeypatch.chdir(sweep.parent)
+    report.write_summary(Path(sweep.name))
+    assert (sweep / "summary.md").read_bytes() == md_bytes and (sweep / "summary.png").read_bytes() == png
 
 
 def test_null_metrics_of_an_empty_eval_slice_are_blank_cells_and_no_plot_points(tmp_path):

@@ -184,9 +184,14 @@ def test_flipped_byte_in_the_tokenizer_model_is_named(pipeline_run):
         verify_folder(pipeline_run)
 
 
-def test_tokenizer_only_run_verifies_then_fails_after_its_model_changes(tokenizer_run):
+def test_tokenizer_only_run_verifies_then_fails_after_its_model_changes(tokenizer_run, capsys):
+    from stage2 import verify
+
     report = verify_folder(tokenizer_run)
     assert report["artifacts"] >= 2 and not report["components"]  # the model and its vocab, no shards
+    verify.run({"verify": {"dir": str(tokenizer_run)}}, tokenizer_run)
+    said = capsys.readouterr().out
+    assert f"{report['artifacts']} artifacts match" in said and "shards" not in said  # nothing said of what is not there
     (model,) = (tokenizer_run / "tokenizer").glob("*.model")
     with open(model, "ab") as f:
         f.write(b"\0")
