@@ -389,7 +389,7 @@ def _write_rejected(run, name: str, samples: List[Rejected], rule: LanguageRule)
     # saved sample still says what the first detector takes it for (a few documents, in the driver).
     # No threshold was compared with that detector's answer, so target_score stays empty.
     undetected = [r for r in samples if r.reason == "language" and not r.language]
-    for r, (language, score, _) in zip(undetected, first_detection([r.doc.text for r in undetected], rule)):
+    for r, (language, score) in zip(undetected, first_detection([r.doc.text for r in undetected], rule)):
         r.language, r.score = language, score
     table = docs_to_table(
         [r.doc for r in samples],

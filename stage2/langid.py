@@ -190,7 +190,10 @@ def check_languages(backend: str, languages: Sequence[str], main: bool = True) -
             regional = [code for code in known if code.startswith(lang + "-")]
             if regional:
                 message += f"; for {lang!r} use {' or '.join(regional)}"
-        other = [lang for lang in unknown if not any(code.startswith(lang + "-") for code in known) and lang.split("-")[0] in fasttext_labels()]
+        other = [
+            lang for lang in unknown
+            if not any(code.startswith(lang + "-") for code in known) and lang.split("-")[0] in fasttext_labels()
+        ]
         if other:
             message += f"; fastText's lid.176 knows {', '.join(map(repr, other))}: add filter=fasttext"
         raise Stage2Error(message)

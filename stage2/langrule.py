@@ -5,13 +5,14 @@ Cheapest first, each on the documents the one before kept (all read `langid.lang
      words of the wanted language (`stage2.function_words`; English only). It runs first only when
      every wanted language has a list; otherwise it runs after the first detector, on the list of
      the wanted language that detector found (a document found to be a language without a list is
-     not checked). Either way the verdicts are the same: a document must be one of the wanted languages.
+     not checked). With thresholds above 0 the verdicts are the same either way: a document must be
+     one of the wanted languages.
   2. `filter.lang_check` (fastText by default, ~0.1 ms a document): a wanted language's probability
      >= `filter.lang_check_threshold`;
   3. `filter.lang_backend` (langdetect_fast by default, ~0.2 ms batched): >= `filter.lang_threshold`.
 Without a check detector the main detector runs as step 2 and there is no step 3.
-With `filter.languages=[en]` step 1 drops a quarter of the benchmark's documents (other scripts,
-Manx) before any detector, which makes the fastText recipe ~12 % cheaper.
+With `filter.languages=[en]` step 1 drops a quarter of the speed benchmark's documents (other
+scripts, German, Manx) before any detector: 11,191 fastText calls instead of 15,147.
 Why three (benchmarks/results/filter_quality.md, English on 6,050 multilingual dev documents):
 langdetect alone at 0.85 keeps 41 non-English documents (precision 0.861), 31 of them Irish,
 Scottish Gaelic or Manx, for which it has no profile; fastText knows those languages and removes
@@ -20,7 +21,8 @@ The checks are switched off with `filter.lang_check=null filter.function_words=0
 plain rule "main detector >= lang_threshold".
 
 A document's reported language and score are those of the last detector that judged it ("" and 0
-when none did: dropped by step 1); `rule` says which check rejected it ("" when kept). Everything here is a pure function of the text and the rule.
+when none did: dropped by step 1); `rule` says which check rejected it ("" when kept). Everything
+here is a pure function of the text and the rule.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from stage2 import function_words
-from stage2.langid import language_text, rank_all, target_score
+from stage2.langid import UNKNOWN, language_text, rank_all, target_score
 
 FUNCTION_WORDS = "function_words"
 
@@ -85,7 +87,7 @@ def judge(texts: Sequence[str], rule: LanguageRule) -> Dict[str, List[Any]]:
         codes = rule.backend_codes(backend)
         survivors = []
         for i, ranked in zip(alive, rank_all([cleaned[i] for i in alive], backend)):
-            language, score = ranked[0] if ranked else ("unknown", 0.0)
+            language, score = ranked[0] if ranked else (UNKNOWN, 0.0)
             out["language"][i], out["score"][i] = language, float(score)
             out["target"][i] = target_score(ranked, codes)
             wanted[i] = wanted[i] or max(((p, lang) for lang, p in ranked if lang in codes), default=(0.0, ""))[1]
@@ -131,13 +133,8 @@ def judge(texts: Sequence[str], rule: LanguageRule) -> Dict[str, List[Any]]:
     return out
 
 
-def first_detection(texts: Sequence[str], rule: LanguageRule) -> List[Tuple[str, float, float]]:
-    """(language, score, target) by the rule's first detector: what `judge` would have reported for
-    documents the early function-word check dropped before any detector saw them."""
-    backend = rule.check_backend or rule.backend
-    codes = rule.backend_codes(backend)
-    out = []
-    for ranked in rank_all([language_text(t, rule.max_chars) for t in texts], backend):
-        language, score = ranked[0] if ranked else ("unknown", 0.0)
-        out.append((language, float(score), target_score(ranked, codes)))
-    return out
+def first_detection(texts: Sequence[str], rule: LanguageRule) -> List[Tuple[str, float]]:
+    """(language, score) by the rule's first detector: what `judge` would have reported for documents
+    the early function-word check dropped before any detector saw them."""
+    ranked_all = rank_all([language_text(t, rule.max_chars) for t in texts], rule.check_backend or rule.backend)
+    return [(ranked[0][0], float(ranked[0][1])) if ranked else (UNKNOWN, 0.0) for ranked in ranked_all]

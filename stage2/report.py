@@ -111,13 +111,13 @@ def metrics(stats: Dict[str, Any]) -> Dict[str, Any]:
     """The headline figures of one run, as ordered `metric.component` columns."""
     stages = stats.get("stages") or {}
     out: Dict[str, Any] = {}
-    filter_comps = (stages.get("filter") or {}).get("components") or {}
+    filt = stages.get("filter") or {}
+    filter_comps = filt.get("components") or {}
     for name, comp in filter_comps.items():
         if comp.get("records_in"):
             out[f"kept_share.{name}"] = comp.get("kept", 0) / comp["records_in"]
     # Language drops per check, over the mixture (a threshold sweep moves documents between checks):
     # 0, not a blank, for a check of the run's rule that dropped nothing.
-    filt = stages.get("filter") or {}
     checks = [c for c in ("function_words" if filt.get("function_words") else None, filt.get("lang_check"), filt.get("lang_backend")) if c]
     language_filtered = [c for c in filter_comps.values() if c.get("lang_filter") is not False]
     if language_filtered and checks:
