@@ -40,6 +40,22 @@ def test_every_config_file_composes_and_validates(group, option, tmp_path):
     assert plain[group] == OmegaConf.to_container(cfg[group], resolve=True, enum_to_str=True)
 
 
+def test_help_explains_keys_that_exist(tmp_path):
+    import re
+
+    import yaml
+
+    footer = yaml.safe_load((CONF / "config.yaml").read_text())["hydra"]["help"]["footer"]
+    keys = re.findall(r"\b(?:filter|tokenizer|shard|executor|dataset)\.[a-z_.]+[a-z_]", footer)
+    assert len(keys) >= 15
+    cfg = stage2_main.compose_recipe([], str(tmp_path))
+    for key in keys:  # a renamed key would leave the help explaining nothing
+        node = cfg
+        for part in key.split("."):
+            assert part in node, f"--help explains {key}, which the config does not have"
+            node = node[part]
+
+
 def test_groups_present():
     assert set(GROUPS) >= {"dataset", "filter", "tokenizer", "shard", "executor"}
 
