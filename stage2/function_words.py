@@ -22,7 +22,7 @@ _WORD = re.compile(r"[^\W\d_]+")  # runs of letters: digits, underscores and pun
 # The same split for ASCII text as one C-level translate + split (a third of the regex's CPU): letters
 # lower-cased, every other byte a separator.
 _ASCII_LETTERS = bytes(c | 0x20 if chr(c).isalpha() else 0x20 for c in range(128)) + b" " * 128
-_BYTE_LISTS: Dict[str, FrozenSet[bytes]] = {}
+_BYTE_LISTS: Dict[str, FrozenSet[bytes]] = {lang: frozenset(w.encode() for w in ws) for lang, ws in WORD_LISTS.items()}
 
 
 def words(text: str) -> List[str]:
@@ -36,10 +36,7 @@ def share(text: str, language: str) -> Optional[float]:
     if words_of is None:
         return None
     if text.isascii():
-        as_bytes = _BYTE_LISTS.get(language)
-        if as_bytes is None:
-            as_bytes = _BYTE_LISTS[language] = frozenset(w.encode() for w in words_of)
         found = text.encode("ascii").translate(_ASCII_LETTERS).split()
-        return sum(map(as_bytes.__contains__, found)) / len(found) if found else 0.0
+        return sum(map(_BYTE_LISTS[language].__contains__, found)) / len(found) if found else 0.0
     found = words(text)
     return sum(map(words_of.__contains__, found)) / len(found) if found else 0.0

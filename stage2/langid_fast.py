@@ -104,10 +104,6 @@ def profiles() -> Profiles:
     return Profiles(tuple(factory.langlist), tuple(words), prob, char_map, upper, one_rows, table_keys, table_rows)
 
 
-def languages() -> Tuple[str, ...]:
-    return profiles().langs
-
-
 # --- the random stream -------------------------------------------------------------------------
 
 
