@@ -1,7 +1,7 @@
 """Tokenizer stage wall time vs calling `SentencePieceTrainer.train` directly on the same sample.
 
 The stage streams and samples the components, trains, writes the model and evaluates on the held-out
-slice; the baseline trains on the stage's own sample, written to a text file beforehand (untimed), with
+slice; the baseline trains on the stage's own sample, held in a list beforehand (untimed), with
 the same options: what a user calling SentencePiece by hand would run. Goal: stage <= 1.15x baseline.
 
     uv run python benchmarks/tokenizer_speed.py [--vocab 8000] [--repeats 1] [--files a.jsonl.gz ...]
@@ -46,23 +46,21 @@ def time_stage(run) -> tuple:
     return time.perf_counter() - t0, cpu_seconds() - c0
 
 
-def time_direct(text_file: Path, prefix: Path, tcfg) -> tuple:
+def time_direct(sentences: list, prefix: Path, tcfg) -> tuple:
     options = tokenizer.trainer_options(tcfg)
     spm.set_random_generator_seed(int(tcfg["seed"]))
     t0, c0 = time.perf_counter(), cpu_seconds()
-    spm.SentencePieceTrainer.train(input=str(text_file), model_prefix=str(prefix), **options)
+    # From a list in memory: the lossless recipe's training pieces hold newlines, which a text file cannot.
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_prefix=str(prefix), **options)
     return time.perf_counter() - t0, cpu_seconds() - c0
 
 
-def write_sample(run, path: Path) -> Path:
-    """The stage's training sample as one sentence per line (what a user would hand to spm_train)."""
+def sample_sentences(run) -> list:
+    """The stage's training sample as the pieces of text it hands to SentencePiece."""
     tcfg = run.cfg["tokenizer"]
     samples = tokenizer.collect_samples(run, tcfg)
     texts = (t for s in samples for t in s.train_texts)
-    with open(path, "w", encoding="utf-8") as f:
-        for sentence in tokenizer.sentence_stream(texts, int(tcfg["max_sentence_length"]), tokenizer.SentenceCounter()):
-            f.write(sentence + "\n")
-    return path
+    return list(tokenizer.sentence_stream(texts, int(tcfg["max_sentence_length"]), tokenizer.SentenceCounter(), bool(tcfg["keep_newlines"])))
 
 
 def write_parts(folder: Path, paths) -> Path:
@@ -112,20 +110,20 @@ def main() -> None:
     rows, ratios, cpu_ratios, shares = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        text_file = root / "sample.txt"  # the stage's sample, written after the first stage run (below)
+        sentences: list = []  # the stage's sample, built after the first stage run (below)
         for rep in range(args.repeats):
             run = make_run(root / f"stage{rep}", paths, args.vocab, args.workers, args.threads)
             tcfg = run.cfg["tokenizer"]
             # Odd repeats run the baseline first, so neither side always gets the calmer machine.
             if rep % 2 == 1:
-                direct_s, direct_cpu = time_direct(text_file, root / "direct", tcfg)
+                direct_s, direct_cpu = time_direct(sentences, root / "direct", tcfg)
                 stage_s, stage_cpu = time_stage(run)
             else:
                 stage_s, stage_cpu = time_stage(run)
                 if rep == 0:
                     # Built after the first stage run, which thus runs cold (pays the one-off `datasets` import).
-                    write_sample(run, text_file)
-                direct_s, direct_cpu = time_direct(text_file, root / "direct", tcfg)
+                    sentences = sample_sentences(run)
+                direct_s, direct_cpu = time_direct(sentences, root / "direct", tcfg)
             stats = run.stage_stats("tokenizer")
 
             # Same learned vocabulary? (the file-trained model embeds its paths, so compare pieces)
@@ -149,7 +147,7 @@ def main() -> None:
         for rep in range(args.repeats):
             run = make_run(root / f"parts{rep}", paths, args.vocab, args.workers, args.threads, input_run=parts_dir)
             stage_s, _ = time_stage(run)
-            direct_s, _ = time_direct(text_file, root / "direct", run.cfg["tokenizer"])
+            direct_s, _ = time_direct(sentences, root / "direct", run.cfg["tokenizer"])
             parts_ratios.append(stage_s / direct_s)
             print(f"parts repeat {rep}: stage {stage_s:.2f}s, direct {direct_s:.2f}s, ratio {stage_s / direct_s:.3f}", flush=True)
 
@@ -160,11 +158,11 @@ def main() -> None:
             "",
             f"Machine: {machine()} (shared with other jobs: timings are noisy; compare the ratio within a run).",
             f"Command: `uv run python benchmarks/tokenizer_speed.py --vocab {args.vocab} --repeats {args.repeats} --workers {args.workers} --threads {args.threads}`",
-            f"Inputs: {', '.join(args.files)} (shared dev corpora), unigram, vocab {args.vocab}, num_threads {args.threads}, executor.workers {args.workers}, other options at their defaults.",
+            f"Inputs: {', '.join(args.files)} (shared dev corpora), the default recipe (lossless SentencePiece BPE), vocab {args.vocab}, num_threads {args.threads}, executor.workers {args.workers}, other options at their defaults.",
             "",
             "Stage = `stage2.tokenizer.run` (stream + sample every component, train from an iterator, write .model/.vocab, "
-            "evaluate the held-out slice). Direct = `SentencePieceTrainer.train(input=<the same sample as a text file>, ...)` "
-            "with the same options; writing that file is not timed.",
+            "evaluate the held-out slice). Direct = `SentencePieceTrainer.train(sentence_iterator=<the same sample, in a list>, ...)` "
+            "with the same options; building that list is not timed.",
             "",
             md_table(header, rows),
             "",

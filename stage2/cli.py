@@ -8,6 +8,15 @@ on the 2-core development machine. Here, Hydra is imported only when the app rea
 
 
 def main() -> None:
+    import sys
+
+    if "--version" in sys.argv[1:]:  # Hydra's own --version would print Hydra's version
+        from importlib.metadata import version
+
+        import stage2
+
+        print(f"stage2 {stage2.__version__} (Hydra {version('hydra-core')}, Python {sys.version.split()[0]})")
+        return
     from stage2.main import main as app
 
     app()

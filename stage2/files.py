@@ -44,5 +44,20 @@ def atomic_write(path: Path, data: bytes | str) -> None:
             os.fsync(f.fileno())
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file stage2 wrote (stats, provenance, manifests, indexes); a damaged one is a one-line error."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise Stage2Error(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError: cut short or overwritten
+        raise Stage2Error(f"{path}: not valid JSON ({_first_line(exc)}): the file is damaged") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, default=str) + "\n")

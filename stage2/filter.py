@@ -447,7 +447,7 @@ def run(run) -> Dict[str, Any]:
     from stage2.parts import FILTERED_DIR, MANIFEST, docs_to_table, part_path, write_table
     from stage2.progress import Progress
     from stage2.run import write_json
-    from stage2.sources import iter_documents
+    from stage2.sources import expected_bytes, expected_records, iter_documents
 
     settings = Settings.from_cfg(run.cfg)
     # Workers start first: their start-up (~0.2 CPU s each) overlaps the driver's (checks, opening sources).
@@ -495,13 +495,21 @@ def run(run) -> Dict[str, Any]:
         # Outputs of an interrupted run (all rewritten below; temp files of killed writers too).
         for stale in [*comp_dir.glob("part-*.parquet"), comp_dir / "rejected.parquet", *comp_dir.glob(".*.tmp-*")]:
             stale.unlink(missing_ok=True)
-        progress = Progress(f"filter {spec.name}", total=spec.max_records, unit="doc", enabled=bool(run.cfg.get("progress")))
+        # Totals read at start-up, for an ETA: records, or else the decompressed bytes, against the text read.
+        inputs = run.provenance.get("inputs") or {}
+        expected = expected_records(spec, inputs)
+        in_bytes = expected is None and expected_bytes(spec, inputs) is not None
+        bar_total = expected_bytes(spec, inputs) if in_bytes else expected
+        progress = Progress(f"filter {spec.name}", total=bar_total, unit="B" if in_bytes else "doc", enabled=bool(run.cfg.get("progress")))
+        docs = iter_documents(spec)
+        if in_bytes:
+            docs = (progress.update(utf8_len(doc.text) if doc.text else 0) or doc for doc in docs)
         parts: List[str] = []
         partitions = resumed = 0
         samples: Dict[str, List[Rejected]] = {r: [] for r in REASONS}
         try:
             for result in filter_documents(
-                iter_documents(spec), settings, spec.lang_filter, state, counts, run.executor.map, progress.update,
+                docs, settings, spec.lang_filter, state, counts, run.executor.map, (lambda: None) if in_bytes else progress.update,
                 keep_rejected, work_root / spec.name,
             ):
                 partitions += 1

@@ -131,11 +131,16 @@ def saved_run_folder(hydra_cfg: Any) -> Optional[str]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def app(cfg: DictConfig) -> None:
+    from stage2 import folder
+
     # A log file that cannot be written (full disk) must not print tracebacks over the real error.
     logging.raiseExceptions = False
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     verbose = bool(cfg.get("verbose", False))
+    single = hydra_cfg.mode != RunMode.MULTIRUN
+    if single:  # (a sweep's job folders are its own from the start)
+        _hold_log_until_claimed(run_dir)
     try:
         complete_saved_config(hydra_cfg)
         rerun_of = saved_run_folder(hydra_cfg)
@@ -145,39 +150,93 @@ def app(cfg: DictConfig) -> None:
         plain = resolve_config(cfg, launch_dir, rerun_of)
         from stage2.pipeline import run_stage  # here: `--help` and config errors need none of the stages
 
-        run_stage(plain, run_dir)
+        # A read-only stage run alone writes no folder (in a sweep its job folder holds its report).
+        run_stage(plain, run_dir, record=not (single and plain["stage"] in ("report", "verify")))
     except Stage2Error as exc:
         fail(run_dir, hydra_cfg, verbose, str(exc))
     except KeyboardInterrupt:
-        mark_failed(run_dir / "stats.json", "interrupted (Ctrl-C)", status="interrupted", only_existing=True)
-        print(f"stage2: interrupted; finished partitions are kept in {run_dir} (resume=true continues)", file=sys.stderr)
+        if folder.owns(run_dir):
+            mark_failed(run_dir / "stats.json", "interrupted (Ctrl-C)", status="interrupted", only_existing=True)
+            print(f"stage2: interrupted; finished partitions are kept in {run_dir} (resume=true continues)", file=sys.stderr)
+        else:
+            print("stage2: interrupted before the run started; nothing was written", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
-        log.exception("unexpected error")
-        fail(run_dir, hydra_cfg, verbose, f"{type(exc).__name__}: {exc} (verbose=true shows the traceback; the log is in {run_dir})")
+        _log_to_files("unexpected error", exc_info=True)  # the traceback goes to the run's log, not the terminal
+        where = f"; the log is in {run_dir}" if folder.owns(run_dir) else ""
+        fail(run_dir, hydra_cfg, verbose, f"{describe(exc)} (verbose=true shows the traceback{where})")
+    finally:
+        if single:
+            folder.abandon(run_dir)  # a run that never owned its folder leaves it as it was (or leaves none)
+        else:
+            folder.release(run_dir)
+
+
+def describe(exc: BaseException) -> str:
+    """An unexpected exception in one line; an OSError names its file first, like stage2's own errors."""
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror or type(exc).__name__}"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _hold_log_until_claimed(run_dir: Path) -> None:
+    """Keep the run's log in memory until the run owns its folder (`folder.claim`), then write it out.
+
+    Hydra opens `stage2.log` before the app starts; a start refused by a check must not add a line to
+    the log of the finished run it refused to touch (nor leave a new folder with only a log in it).
+    """
+    from logging.handlers import MemoryHandler
+
+    from stage2 import folder
+
+    root = logging.getLogger()
+    target = run_dir.resolve()
+    files = [h for h in root.handlers if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent.resolve() == target]
+    if not files:
+        return
+    memory = MemoryHandler(capacity=1 << 30, flushLevel=logging.CRITICAL + 1, target=None, flushOnClose=False)
+    for handler in files:
+        root.removeHandler(handler)
+    root.addHandler(memory)
+
+    def write_out() -> None:
+        root.removeHandler(memory)
+        for handler in files:
+            for record in memory.buffer:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+            root.addHandler(handler)
+        memory.buffer.clear()
+
+    folder.on_claim(run_dir, write_out)
 
 
 def fail(run_dir: Path, hydra_cfg: Any, verbose: bool, message: str) -> None:
     """One line on stderr and exit 1; in a sweep, mark the job failed and let the other jobs run."""
+    from stage2 import folder
+
     if verbose:
         raise
     _log_to_files(message)
     print(f"stage2: error: {message}", file=sys.stderr)
     single = hydra_cfg.mode != RunMode.MULTIRUN
     # In a sweep the job is always marked (the summary lists it, the sweep exits 1 at its end) and the others go on.
-    mark_failed(run_dir / "stats.json", message, only_existing=single)
+    # A single run records the failure only in a folder it owns: a refused start leaves a finished run as it was.
+    if not single or folder.owns(run_dir):
+        mark_failed(run_dir / "stats.json", message, only_existing=single)
     if single:
         sys.exit(1)
 
 
-def _log_to_files(message: str) -> None:
+def _log_to_files(message: str, exc_info: bool = False) -> None:
     """The error into the run's stage2.log, not to the console: the stderr line already says it there."""
     root = logging.getLogger()
     consoles = [h for h in root.handlers if type(h) is logging.StreamHandler]  # FileHandler is a subclass
     for handler in consoles:
         root.removeHandler(handler)
     try:
-        log.error("%s", message)
+        log.error("%s", message, exc_info=exc_info)
     finally:
         for handler in consoles:
             root.addHandler(handler)

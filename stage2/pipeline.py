@@ -49,12 +49,15 @@ def _check_no_empty_component(run: Run) -> None:
             )
 
 
-def run_stage(cfg: Dict[str, Any], run_dir: Path) -> Path:
+def run_stage(cfg: Dict[str, Any], run_dir: Path, record: bool = True) -> Path:
+    """Run `cfg["stage"]` in `run_dir`. `record=False` (a read-only stage run alone): no report.md in it."""
+    from stage2 import folder
+
     stage = cfg["stage"]
     if stage == "report":
         from stage2.report import run as report
 
-        report(cfg, run_dir)
+        report(cfg, run_dir if record else None)
         return run_dir
     if stage == "verify":
         from stage2.verify import run as verify
@@ -71,18 +74,53 @@ def run_stage(cfg: Dict[str, Any], run_dir: Path) -> Path:
             log.info("stage %s: %s", step, ", ".join(c.name for c in run.components))
             headline.update(_stage_runner(step)(run) or {})
             run.stats.setdefault("steps", []).append(step)
-            # The chain of steps; what each step read is in provenance["lineage"].
-            run.provenance.setdefault("steps", []).append(step)
+            # The chain of steps (a resume redoes them, but the chain stays one); what each step read
+            # is in provenance["lineage"].
+            chain = run.provenance.setdefault("steps", [])
+            if step not in chain:
+                chain.append(step)
             run.save_provenance()
             if step == "filter" and stage == "pipeline":
                 _check_no_empty_component(run)
             run.save_stats()
+        run.save_stats(status="finished")
+        if not finished_before:
+            append_index(run, headline)
     finally:
         if run.executor is not None:
             run.executor.close()
-    run.save_stats(status="finished")
-    if not finished_before:
-        append_index(run, headline)
     log.info("run folder: %s", run_dir)
-    print(f"stage2: {stage} finished; run folder: {run_dir}")
+    folder.release(run_dir)  # after the index line: a process that takes the folder next sees a finished run
+    table = summary_table(run.stats)
+    print((table + "\n" if table else "") + f"stage2: {stage} finished; run folder: {run_dir}")
     return run_dir
+
+
+def summary_table(stats: Dict[str, Any]) -> str:
+    """The end of a run on the terminal: per component what went in, what was kept and why the rest was
+    dropped, and the tokens and bytes per token of the stages that ran."""
+    stages = stats.get("stages") or {}
+    filtered = (stages.get("filter") or {}).get("components") or {}
+    tokenizer = (stages.get("tokenizer") or {}).get("components") or {}
+    sharded = (stages.get("shard") or {}).get("components") or {}
+    names = list(dict.fromkeys([*filtered, *tokenizer, *sharded]))
+    if not names:
+        return ""
+    rows = [["component", "in", "kept", "dropped", "tokens", "bytes/token"]]
+    for name in names:
+        f, t, s = filtered.get(name, {}), tokenizer.get(name, {}), sharded.get(name, {})
+        dropped = ", ".join(f"{reason} {n:,}" for reason, n in (f.get("dropped") or {}).items() if n) or ("-" if f else "")
+        rows.append([
+            name,
+            f"{f['records_in']:,}" if "records_in" in f else "",
+            f"{f['kept']:,}" if "kept" in f else "",
+            dropped,
+            f"{s['tokens']:,}" if "tokens" in s else "",
+            f"{t['bytes_per_token']:.2f}" if isinstance(t.get("bytes_per_token"), (int, float)) else "",
+        ])
+    keep = [i for i in range(len(rows[0])) if i == 0 or any(r[i] for r in rows[1:])]  # no empty columns
+    rows = [[r[i] for i in keep] for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    numeric = {i for i, head in enumerate(rows[0]) if head in ("in", "kept", "tokens", "bytes/token")}
+    lines = ["  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+    return "\n".join(lines)

@@ -37,7 +37,8 @@ class Progress:
     def line(self, now: Optional[float] = None) -> str:
         elapsed = max((now or time.monotonic()) - self.started, 1e-9)
         rate = self.done / elapsed
-        text = f"{self.desc}: {self.done:,} {self.unit}s, {rate:,.0f} {self.unit}s/s"
+        units = self.unit if self.unit == "B" else f"{self.unit}s"  # bytes: "B", not "Bs"
+        text = f"{self.desc}: {self.done:,} {units}, {rate:,.0f} {units}/s"
         if self.total:
             eta = (self.total - self.done) / rate if rate > 0 else float("inf")
             text += f", {100 * self.done / self.total:.0f}% , ETA {eta:,.0f} s"

@@ -467,8 +467,9 @@ def compare_report(a: Path, b: Path) -> str:
     )
 
 
-def run(cfg: Dict[str, Any], run_dir: Path) -> str:
-    """`stage2 stage=report`: print the report and keep it as `run_dir/report.md`."""
+def run(cfg: Dict[str, Any], run_dir: Optional[Path]) -> str:
+    """`stage2 stage=report`: print the report, and keep it as `run_dir/report.md` when given one (a sweep's
+    job; a report run alone writes no folder). A sweep's summary goes into the sweep folder itself."""
     rcfg = cfg.get("report") or {}
     launch_dir = Path(cfg.get("launch_dir") or os.getcwd())
     resolve = lambda p: Path(p) if os.path.isabs(p) else launch_dir / p  # noqa: E731
@@ -495,5 +496,6 @@ def run(cfg: Dict[str, Any], run_dir: Path) -> str:
     else:
         text = index_report(resolve(cfg.get("runs_index", "outputs/runs.jsonl")), launch_dir, rcfg.get("stage"), rcfg.get("dataset"))
     print(text, end="")
-    atomic_write(Path(run_dir) / "report.md", text)
+    if run_dir is not None:
+        atomic_write(Path(run_dir) / "report.md", text)
     return text

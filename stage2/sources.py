@@ -3,6 +3,8 @@
 A component is local files (jsonl/json/parquet/txt, optionally .gz/.zst/.bz2/.xz compressed) or a hub
 dataset. Files are streamed one at a time in manifest order so that every document knows the file and
 record number it came from: that is the component's canonical order, and errors can name both.
+At start-up every local file is read once (`input_fingerprints`): hashed, its records counted, and a
+compressed one decompressed to the end of its last stream, so a damaged file fails before any work.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import logging
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
@@ -56,10 +59,16 @@ class ComponentSpec:
     max_records: Optional[int] = None
     weight: float = 1.0
     lang_filter: bool = True
+    # file -> the name its records' fallback ids use (<component>/<name>/<record>): the file's stem,
+    # with its folder below the glob's root when that is needed to tell files apart (resolve_components).
+    id_names: Dict[str, str] = field(default_factory=dict)
 
     @property
     def is_hub(self) -> bool:
         return self.hub_path is not None
+
+    def fallback_id(self, source: str, record: int) -> str:
+        return f"{self.name}/{self.id_names.get(source) or file_stem(source)}/{record}"
 
 
 def infer_format(path: str) -> str:
@@ -107,6 +116,31 @@ def expand_paths(patterns: List[str], launch_dir: str, what: str) -> List[str]:
     return files
 
 
+def pattern_root(pattern: str, launch_dir: str) -> str:
+    """The folder a path or glob starts from: `data/*/web.jsonl` -> `<launch_dir>/data`."""
+    absolute = pattern if os.path.isabs(pattern) else os.path.join(launch_dir, pattern)
+    parts = Path(absolute).parts
+    plain = list(itertools.takewhile(lambda part: not glob.has_magic(part), parts[:-1]))
+    return os.path.abspath(os.path.join(*plain)) if plain else os.path.abspath(os.sep)
+
+
+def id_names(files: List[str], root: str) -> Dict[str, str]:
+    """The name each file's fallback ids use, unique within the component.
+
+    The stem (ids as they always were) where it is unique; where several files share it, the file's
+    path below the root without its suffixes (`a/part`, `b/part`), or with them (`part.jsonl`, `part.jsonl.gz`).
+    """
+    def below_root(path: str) -> str:
+        folder = os.path.relpath(os.path.dirname(path), root)
+        return file_stem(path) if folder == "." else f"{folder}/{file_stem(path)}"
+
+    names = {path: file_stem(path) for path in files}
+    for rename in (below_root, lambda path: os.path.relpath(path, root)):
+        taken = Counter(names.values())
+        names = {path: rename(path) if taken[name] > 1 else name for path, name in names.items()}
+    return names
+
+
 def resolve_components(dataset: Dict[str, Any], launch_dir: str) -> List[ComponentSpec]:
     """The manifest (a resolved `dataset` config) -> components in manifest order."""
     specs: List[ComponentSpec] = []
@@ -124,6 +158,7 @@ def resolve_components(dataset: Dict[str, Any], launch_dir: str) -> List[Compone
                 text_column=dataset.get("text_column", "text"),
                 id_column=dataset.get("id_column", "id"),
                 max_records=dataset.get("max_records"),
+                id_names=id_names(files, pattern_root(pattern, launch_dir)),
             )
         )
     for name, comp in (dataset.get("components") or {}).items():
@@ -137,6 +172,9 @@ def resolve_components(dataset: Dict[str, Any], launch_dir: str) -> List[Compone
         fields = {k: v for k, v in comp.items() if k not in ("data_files", "format")}
         if fields.get("max_records") is None:  # dataset.max_records bounds every component without its own
             fields["max_records"] = dataset.get("max_records")
+        if files:
+            root = os.path.commonpath([pattern_root(p, launch_dir) for p in comp["data_files"]])
+            fields["id_names"] = id_names(files, root)
         specs.append(ComponentSpec(name=name, files=files, format=fmt, **fields))
     if not specs:
         raise Stage2Error("the dataset has no components: give files with 'dataset.paths=[a.jsonl.gz,...]' (dataset=files) or set dataset.components")
@@ -271,7 +309,14 @@ def _scan_json_lines(spec: ComponentSpec, path: str, source: str, already: int) 
 
     record = 0
     with fsspec.open(path, "rb", compression="infer") as f:
-        for line_no, raw in enumerate(f, 1):
+        lines = enumerate(f, 1)
+        while True:
+            try:
+                line_no, raw = next(lines)
+            except StopIteration:
+                return
+            except Exception as exc:  # a damaged compressed stream, an I/O error: the file cannot be read on
+                raise Stage2Error(f"{source}: record {record + 1}: cannot be read: {type(exc).__name__}: {_first_line(exc)}") from None
             if not raw.strip():
                 continue
             record += 1
@@ -288,7 +333,7 @@ def _scan_json_lines(spec: ComponentSpec, path: str, source: str, already: int) 
                     yield _to_document(spec, source, record, row)
                     continue
                 problem = f"line {line_no} is a JSON {type(row).__name__}, not an object"
-            yield Document(id=f"{spec.name}/{file_stem(source)}/{record}", text=None, component=spec.name,
+            yield Document(id=spec.fallback_id(source, record), text=None, component=spec.name,
                            source=source, record=record, problem=problem)
 
 
@@ -305,25 +350,203 @@ def _to_document(spec: ComponentSpec, source: str, record: int, row: Dict[str, A
             problem = f"text column {spec.text_column!r} is {type(text).__name__}, not a string"
             text = None
     raw_id = row.get(spec.id_column) if spec.id_column else None
-    doc_id = str(raw_id) if raw_id is not None else f"{spec.name}/{file_stem(source)}/{record}"
+    doc_id = str(raw_id) if raw_id is not None else spec.fallback_id(source, record)
     other = {k: v for k, v in row.items() if k not in (spec.text_column, spec.id_column)}
     meta = json.dumps(other, sort_keys=True, ensure_ascii=False, default=str) if other else "{}"
+    if problem is None:
+        # JSON may spell a lone surrogate ("\ud800"): a str, but no Unicode text, which no file can hold.
+        for what, value in (("text column " + repr(spec.text_column), text), ("id", doc_id), ("a column besides the text", meta)):
+            bad = _lone_surrogate(value)
+            if bad is not None:
+                problem = f"{what} is not valid Unicode: a lone surrogate \\u{ord(value[bad]):04x} at character {bad + 1}"
+                text = None
+                break
     return Document(id=doc_id, text=text, component=spec.name, source=source, record=record, meta=meta, problem=problem)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(value: Optional[str]) -> Optional[int]:
+    """Where `value` holds a surrogate code point (only half of a UTF-16 pair), or None."""
+    if value is None or value.isascii():  # (isascii: a flag, no scan)
+        return None
+    found = _SURROGATE.search(value)
+    return found.start() if found else None
+
+
 def input_fingerprints(specs: List[ComponentSpec]) -> Dict[str, Dict[str, Any]]:
-    """A content hash of every local input file (xxh3-128: fast enough for large corpora)."""
+    """A content hash of every local input file (xxh3-128: fast enough for large corpora), its size and,
+    where the file can tell, its record count; in the same read every compressed file is checked to
+    its end (`scan_file`), so a damaged one fails at start-up, before any work."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(path, spec.format, spec.sample_by) for spec in specs for path in spec.files]
+    # Threads: hashing and decompressing run in C without the GIL, one file per thread.
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1, len(jobs)))) as pool:
+        scans = list(pool.map(lambda job: scan_file(*job), jobs))
+    return {path: scan for (path, _, _), scan in zip(jobs, scans)}
+
+
+def expected_records(spec: ComponentSpec, inputs: Dict[str, Dict[str, Any]]) -> Optional[int]:
+    """How many records the component will yield, when its files told (`scan_file`), for progress bars."""
+    counts = [(inputs.get(path) or {}).get("records") for path in spec.files]
+    known = sum(counts) if counts and None not in counts else None
+    if spec.max_records is None:
+        return known
+    return spec.max_records if known is None else min(known, spec.max_records)
+
+
+def expected_bytes(spec: ComponentSpec, inputs: Dict[str, Dict[str, Any]]) -> Optional[int]:
+    """The component's bytes of text (decompressed), for a progress bar in bytes where records are not counted."""
+    sizes = [(inputs.get(path) or {}).get("text_bytes") for path in spec.files]
+    return sum(sizes) if sizes and None not in sizes else None
+
+
+READ_BLOCK = 1 << 20
+FEED = 1 << 12  # compressed bytes per decompressor call: at a corrupt block, at most this much output is not counted
+# Each compression's magic bytes, the library's streaming decompressor (`eof` once a stream/frame ended,
+# `unused_data` after it) and its name. Several streams may follow one another (pigz, pzstd, cat a.gz b.gz).
+MAGIC = {
+    ".gz": (b"\x1f\x8b", "gzip"),
+    ".zst": (b"\x28\xb5\x2f\xfd", "zstd"),
+    ".bz2": (b"BZh", "bzip2"),
+    ".xz": (b"\xfd7zXZ\x00", "xz"),
+}
+_BLANK_AFTER_NEWLINE = re.compile(rb"\n[ \t\r\f\v]*(?=\n)")
+_BLANK_FIRST = re.compile(rb"[ \t\r\f\v]*\n")
+
+
+def _decompressor(suffix: str):
+    if suffix == ".gz":
+        import zlib
+
+        return zlib.decompressobj(wbits=31)  # 31: a gzip header and trailer (CRC and length checked)
+    if suffix == ".zst":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompressobj()
+    if suffix == ".bz2":
+        import bz2
+
+        return bz2.BZ2Decompressor()
+    import lzma
+
+    return lzma.LZMADecompressor()
+
+
+def _starts_stream(suffix: str, data: bytes) -> bool:
+    """Whether `data` (perhaps only its first bytes) begins another stream of this compression."""
+    if data.startswith(MAGIC[suffix][0][: len(data)]):
+        return True
+    # zstd's skippable frames (magic 0x184D2A50-5F, e.g. pzstd's index), which its decompressor passes over
+    return suffix == ".zst" and data[0] & 0xF0 == 0x50 and data[1:4] == b"\x2a\x4d\x18"[: len(data) - 1]
+
+
+class _RecordCounter:
+    """Complete records in a stream of bytes: lines (text), or lines that are not blank (JSON lines)."""
+
+    def __init__(self, skip_blank: bool):
+        self.skip_blank = skip_blank
+        self.complete = 0
+        self._tail: List[bytes] = []  # the line being read, in pieces (a long line is not copied again and again)
+
+    def feed(self, data: bytes) -> None:
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._tail.append(data)
+            return
+        block = b"".join([*self._tail, data[: cut + 1]])
+        self._tail = [data[cut + 1 :]]
+        lines = block.count(b"\n")
+        if self.skip_blank:
+            lines -= len(_BLANK_AFTER_NEWLINE.findall(block)) + bool(_BLANK_FIRST.match(block))
+        self.complete += lines
+
+    def total(self) -> int:
+        """At the end of a good file: its last line counts too when it has no newline."""
+        last = b"".join(self._tail)
+        return self.complete + bool(last.strip() if self.skip_blank else last)
+
+
+def scan_file(path: str, fmt: Optional[str], sample_by: str = "line") -> Dict[str, Any]:
+    """Hash a file; decompress a compressed one to the end of its last stream, and count its records.
+
+    A compressed file must end exactly where its last stream (gzip member, zstd frame ...) ends; one
+    that is cut short, corrupt, not compressed at all or followed by other bytes is a one-line error
+    naming the first record that cannot be read (the records before it are complete). Without this,
+    a cut .zst (on a block boundary) streams as a shorter, "complete" file.
+    """
     import xxhash
 
-    prints: Dict[str, Dict[str, Any]] = {}
-    for spec in specs:
-        for path in spec.files:
-            digest = xxhash.xxh3_128()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    digest.update(block)
-            prints[path] = {"xxh3_128": digest.hexdigest(), "bytes": Path(path).stat().st_size}
-    return prints
+    suffix = next((s for s in COMPRESSION_SUFFIXES if path.lower().endswith(s)), None)
+    counted = fmt == "json" and not _is_json_array(path) or fmt == "text" and sample_by == "line"
+    counter = _RecordCounter(skip_blank=fmt == "json") if counted else None
+    digest = xxhash.xxh3_128()
+    size = 0
+    decoder = _decompressor(suffix) if suffix else None
+    name = MAGIC[suffix][1] if suffix else None
+    at = 0  # compressed bytes fed so far
+    text_bytes = 0  # decompressed
+
+    def broken(what: str) -> Stage2Error:
+        if counter is None:
+            return Stage2Error(f"{path}: cannot be read: {what}")
+        good = counter.complete
+        before = f"records 1-{good} are complete" if good > 1 else "record 1 is complete" if good == 1 else "no record before it is complete"
+        return Stage2Error(f"{path}: record {good + 1}: cannot be read: {what}; {before}")
+
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(READ_BLOCK), b""):
+                digest.update(block)
+                size += len(block)
+                if decoder is None:
+                    if counter is not None:
+                        counter.feed(block)
+                    continue
+                for start in range(0, len(block), FEED):
+                    data = block[start : start + FEED]
+                    while data:
+                        if decoder.eof:  # the next stream, or bytes that are none
+                            if suffix == ".gz" and not data.strip(b"\0"):
+                                at += len(data)  # zero padding after the last member, which gzip allows
+                                break
+                            if not _starts_stream(suffix, data):
+                                raise broken(f"other bytes follow the end of the {name} stream at byte {at}")
+                            decoder = _decompressor(suffix)
+                        try:
+                            out = decoder.decompress(data)
+                        except Exception as exc:  # zlib.error, zstd.ZstdError, OSError, LZMAError: the library's own check
+                            if at == 0 and not block.startswith(MAGIC[suffix][0]):
+                                raise broken(f"not {name}-compressed: it starts with {block[:8]!r}, not {name}'s magic bytes (plain text named {suffix}?)") from None
+                            raise broken(f"corrupt {name} data near byte {at} ({_first_line(exc) or type(exc).__name__})") from None
+                        text_bytes += len(out)
+                        if counter is not None and out:
+                            counter.feed(out)
+                        at += len(data)
+                        rest = getattr(decoder, "unused_data", b"") if decoder.eof else b""
+                        at -= len(rest)
+                        data = rest
+    except OSError as exc:  # permission denied, an I/O error of the disk
+        raise Stage2Error(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    if size == 0:
+        raise Stage2Error(f"{path}: the file is empty")
+    if decoder is not None and not decoder.eof:
+        raise broken(f"truncated {name} stream: the file ends at byte {size} before the end of its {name} stream")
+    records = counter.total() if counter is not None else None
+    if fmt == "parquet":
+        records = _parquet_rows(path)
+    return {"xxh3_128": digest.hexdigest(), "bytes": size, "records": records, "text_bytes": text_bytes if decoder else size}
+
+
+def _parquet_rows(path: str) -> int:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).metadata.num_rows  # the footer only: no data is read
+    except Exception as exc:  # pyarrow's ArrowInvalid, OSError: not parquet, or cut short
+        raise Stage2Error(f"{path}: record 1: cannot be read: not a readable parquet file ({_first_line(exc)})") from None
 
 
 def hub_revisions(specs: List[ComponentSpec]) -> Dict[str, Dict[str, Any]]:

@@ -12,7 +12,6 @@ The first problem raises Stage2Error naming the file, so the command exits non-z
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Dict, List
@@ -23,7 +22,7 @@ import yaml
 from stage2.errors import Stage2Error
 from stage2.parts import FILTERED_DIR
 from stage2.parts import MANIFEST as PARTS_MANIFEST
-from stage2.files import file_sha256
+from stage2.files import file_sha256, read_json
 from stage2.shard import INDEX, MANIFEST, SHARDS_DIR
 
 log = logging.getLogger(__name__)
@@ -58,7 +57,7 @@ def check_filtered_parts(folder: Path) -> int:
     if not manifest_path.exists():
         return 0
     n = 0
-    for name, entry in json.loads(manifest_path.read_text())["components"].items():
+    for name, entry in read_json(manifest_path)["components"].items():
         for rel in entry.get("parts", []):
             if not (folder / rel).is_file():
                 raise Stage2Error(f"{folder / rel}: listed in {manifest_path} (component {name}) but missing")
@@ -71,7 +70,7 @@ def check_component(comp_dir: Path) -> Dict[str, Any]:
     index_path = comp_dir / INDEX
     if not index_path.exists():
         raise Stage2Error(f"{index_path}: missing")
-    index = json.loads(index_path.read_text())
+    index = read_json(index_path)
     seq_len, vocab = int(index["seq_len"]), int(index["vocab_size"])
     tok = index.get("tokenizer") or {}
     model = comp_dir.parent.parent / tok.get("path", "")  # relative paths are inside the run folder
@@ -137,7 +136,7 @@ def check_filter_to_shard(folder: Path, stats: Dict[str, Any], shards: Path) -> 
     for name, c in comps.items():
         index_path = shards / name / INDEX
         if index_path.exists():
-            documents = json.loads(index_path.read_text())["documents"]
+            documents = read_json(index_path)["documents"]
             if documents != c["kept"]:
                 raise Stage2Error(f"{index_path}: {documents} documents sharded but the filter kept {c['kept']} ({folder / 'stats.json'})")
 
@@ -149,7 +148,7 @@ def verify_folder(folder: Path) -> Dict[str, Any]:
     report: Dict[str, Any] = {"folder": str(folder), "components": {}, "filter_components": 0, "artifacts": 0, "parts": 0}
     stats_path = folder / "stats.json"
     if stats_path.exists():
-        stats = json.loads(stats_path.read_text())
+        stats = read_json(stats_path)
         check_status(folder, stats)
         report["artifacts"] = check_artifact_hashes(folder, stats)
         report["filter_components"] = check_filter_stats(stats, stats_path)
@@ -157,13 +156,13 @@ def verify_folder(folder: Path) -> Dict[str, Any]:
     shards = folder / SHARDS_DIR
     manifest_path = shards / MANIFEST
     if manifest_path.exists():
-        names: List[str] = [c["name"] for c in json.loads(manifest_path.read_text())["components"]]
+        names: List[str] = [c["name"] for c in read_json(manifest_path)["components"]]
     else:
         names = sorted(p.parent.name for p in shards.glob(f"*/{INDEX}"))
     for name in names:
         report["components"][name] = check_component(shards / name)
     if stats_path.exists() and names:
-        check_filter_to_shard(folder, json.loads(stats_path.read_text()), shards)
+        check_filter_to_shard(folder, read_json(stats_path), shards)
     if not names and not report["filter_components"] and not report["artifacts"]:
         raise Stage2Error(f"{folder}: nothing to verify (no {SHARDS_DIR}/*/{INDEX}, no filter stats, no artifact_sha256 in stats.json)")
     return report

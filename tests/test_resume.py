@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 import pytest
+
+from stage2.tokenizer.export import EXPORT_FILES
 import sentencepiece as spm
 from conftest import artifact_hashes, sample_records, write_jsonl
 
@@ -234,19 +236,19 @@ def test_tokenizer_killed_while_training_resumes_to_identical_model(tmp_path):
     recipe = [*TOKENIZER_RECIPE, f"runs_index={tmp_path}/runs.jsonl", "executor.workers=1"]
     run_dir = tmp_path / "killed"
     kill_when(recipe, tmp_path, run_dir, training_started)
-    assert_killed_mid_stage(run_dir, run_dir / "tokenizer" / "spm_1000_unigram.model")
+    assert_killed_mid_stage(run_dir, run_dir / "tokenizer" / "spm_1000_bpe.model")
 
     resume(run_dir, tmp_path)
     stage2([*recipe, "hydra.run.dir=fresh"], tmp_path)
     hashes = assert_resumed_like(run_dir, tmp_path / "fresh")
-    assert sorted(hashes) == ["tokenizer/spm_1000_unigram.model", "tokenizer/spm_1000_unigram.vocab"]
+    assert sorted(hashes) == sorted(["tokenizer/spm_1000_bpe.model", "tokenizer/spm_1000_bpe.vocab", *(f"tokenizer/{n}" for n in EXPORT_FILES)])
     tok = stats(run_dir)["stages"]["tokenizer"]
     assert tok["resumed"] is False  # no finished model was left: trained again, to the same bytes
     assert tok["overall"] == stats(tmp_path / "fresh")["stages"]["tokenizer"]["overall"]
     assert json.loads((run_dir / "provenance.json").read_text())["resumed"]  # the resume is on record
 
     # Resuming the now finished run keeps its model as it is.
-    model = run_dir / "tokenizer" / "spm_1000_unigram.model"
+    model = run_dir / "tokenizer" / "spm_1000_bpe.model"
     before = model.stat().st_mtime_ns
     resume(run_dir, tmp_path)
     assert stats(run_dir)["stages"]["tokenizer"]["resumed"] is True and model.stat().st_mtime_ns == before

@@ -9,14 +9,18 @@ import gzip
 import json
 import logging
 import random
+import re
 from pathlib import Path
 from typing import Dict
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import sentencepiece as spm
 
 import stage2.main
 from stage2 import tokenizer
+from stage2.tokenizer import export
 from stage2.errors import Stage2Error
 from stage2.run import Run, start_run
 from stage2.sources import iter_documents
@@ -91,7 +95,7 @@ def test_rerun_gives_byte_identical_files_in_another_folder_and_worker_count(run
     first = runs[1000]
     again = train_run(tmp_path / "elsewhere" / "again", workers=2)
     a, b = model_file(first), model_file(again)
-    assert a.name == b.name == "spm_1000_unigram.model"
+    assert a.name == b.name == "spm_1000_bpe.model"
     assert a.read_bytes() == b.read_bytes()
     assert a.with_suffix(".vocab").read_bytes() == b.with_suffix(".vocab").read_bytes()
     assert first.stage_stats("tokenizer")["overall"] == again.stage_stats("tokenizer")["overall"]
@@ -144,11 +148,12 @@ def test_resume_keeps_the_finished_model_and_evaluates_again(runs):
 def test_vocab_file_lists_every_piece_with_its_score(runs):
     run = runs[500]
     sp = spm.SentencePieceProcessor(model_file=str(model_file(run)))
-    lines = model_file(run).with_suffix(".vocab").read_text(encoding="utf-8").splitlines()
+    lines = model_file(run).with_suffix(".vocab").read_text(encoding="utf-8").split("\n")[:-1]
     assert len(lines) == sp.get_piece_size()
+    unescape = {"\\\\": "\\", "\\n": "\n", "\\r": "\r", "\\t": "\t"}
     for i, line in enumerate(lines):
         piece, score = line.split("\t")
-        assert piece == sp.id_to_piece(i)
+        assert re.sub(r"\\[\\nrt]", lambda m: unescape[m.group(0)], piece) == sp.id_to_piece(i)
         assert float(score) == pytest.approx(sp.get_score(i), rel=1e-5, abs=1e-6)
 
 
@@ -159,11 +164,78 @@ def test_model_loads_in_plain_sentencepiece_and_round_trips_the_eval_texts(runs)
     samples = tokenizer.collect_samples(run, run.cfg["tokenizer"])
     texts = [t for s in samples for t in s.eval_texts]
     assert len(texts) == run.stage_stats("tokenizer")["overall"]["eval_docs"]
+    assert sum("\n" in t for t in texts) > len(texts) / 2  # there are newlines to lose
     for text in texts:
-        # normalize() shows spaces as U+2581 with the dummy prefix; decode() gives them back as spaces.
-        expected = sp.normalize(text).replace("\u2581", " ")
-        expected = expected[1:] if expected.startswith(" ") else expected
-        assert sp.decode(sp.encode(text)) == expected
+        assert sp.decode(sp.encode(text)) == text  # lossless: every newline, indent and double space
+    for comp in run.stage_stats("tokenizer")["components"].values():
+        assert comp["roundtrip_share"] == 1.0 and comp["hf_exact_share"] == 1.0
+
+
+AWKWARD = [
+    "def f(x):\n    return x  # two  spaces\n",
+    "\tindented with a tab\r\n\n\n   trailing   ",
+    "  leading spaces, then 中文 and emoji 🙂 that the vocabulary has never seen",
+    "literal specials </s> <s> <unk> <pad> and a literal byte piece <0x41>",
+    "",
+    " ",
+    "\n",
+]
+
+
+def test_tokenizer_json_gives_sentencepiece_ids_and_text(runs):
+    from tokenizers import Tokenizer
+
+    run = runs[1000]
+    model = model_file(run)
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    hf = Tokenizer.from_file(str(model.parent / export.TOKENIZER_JSON))
+    samples = tokenizer.collect_samples(run, run.cfg["tokenizer"])
+    texts = [t for s in samples for t in s.eval_texts + s.train_texts[:100]] + AWKWARD
+    for text in texts:
+        ids = sp.encode(text)
+        assert hf.encode(text, add_special_tokens=False).ids == ids, text[:80]
+        assert hf.decode(ids, skip_special_tokens=False) == sp.decode(ids) == text
+    assert any(sp.is_byte(i) for i in sp.encode(AWKWARD[2]))  # the byte-fallback case is exercised
+    config = json.loads((model.parent / export.TOKENIZER_CONFIG).read_text())
+    assert config["eos_token"] == "</s>" and config["split_special_tokens"] is True
+    # Deterministic: exporting the same model again gives the same bytes.
+    assert export.files(model.read_bytes())[export.TOKENIZER_JSON] == (model.parent / export.TOKENIZER_JSON).read_text()
+
+
+def test_unigram_export_decodes_the_same_text(tmp_path):
+    from tokenizers import Tokenizer
+
+    run = train_run(tmp_path / "uni", "tokenizer=unigram", "tokenizer.vocab_size=800")
+    model = model_file(run)
+    assert model.name == "spm_800_unigram.model"
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    hf = Tokenizer.from_file(str(model.parent / export.TOKENIZER_JSON))
+    stats = run.stage_stats("tokenizer")["components"]
+    samples = tokenizer.collect_samples(run, run.cfg["tokenizer"])
+    for s in samples:
+        same = sum(hf.encode(t, add_special_tokens=False).ids == sp.encode(t) for t in s.eval_texts)
+        assert stats[s.component]["hf_exact_share"] == round(same / len(s.eval_texts), 6)
+        for t in s.eval_texts:  # where ids differ (ties between runs of one character) the text does not
+            assert hf.decode(hf.encode(t, add_special_tokens=False).ids) == t
+
+
+def test_lossy_recipe_is_reachable_and_says_so(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    run = train_run(tmp_path / "lossy", "tokenizer=lossy")
+    stats = run.stage_stats("tokenizer")
+    assert stats["tokenizer_json"] is None  # no exact export of an NFKC, whitespace-squeezing model
+    assert stats["overall"]["roundtrip_share"] < 0.5
+    assert "tokenizer=lossy" in caplog.text and "no tokenizer.json written" in caplog.text
+
+
+def test_training_logs_its_phase_and_elapsed_time(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    texts = [r["text"] for r in iter_documents_texts(PATHS[1], 3000)]
+    tcfg = tokenizer.trainer_options({**make_run(tmp_path / "p").cfg["tokenizer"], "vocab_size": 4000, "num_threads": 1})
+    tokenizer.train_model(tokenizer.sentence_stream(texts, 4192, tokenizer.SentenceCounter()), tcfg, seed=0, progress_seconds=0.05)
+    lines = [r.getMessage() for r in caplog.records if "SentencePiece bpe 4000" in r.getMessage()]
+    assert any("training on" in l and "s elapsed" in l for l in lines), lines
+    assert lines[-1].endswith(" s") and "done in" in lines[-1]
 
 
 def failure(run: Run) -> str:
@@ -197,8 +269,8 @@ def test_too_large_vocabulary_is_one_line_naming_the_maximum(tmp_path, caplog):
     actual = stats["vocab_size"]
     assert 100 < actual < 200000 and stats["vocab_size_requested"] == 200000
     # Files are named after the vocabulary trained, and hold exactly that many pieces.
-    name = f"spm_{actual}_unigram"
-    assert sorted(p.name for p in (soft.dir / "tokenizer").iterdir()) == [f"{name}.model", f"{name}.vocab"]
+    name = f"spm_{actual}_bpe"
+    assert sorted(p.name for p in (soft.dir / "tokenizer").iterdir()) == sorted([f"{name}.model", f"{name}.vocab", *export.EXPORT_FILES])
     assert stats["model"] == f"tokenizer/{name}.model"
     assert spm.SentencePieceProcessor(model_file=str(model_file(soft))).get_piece_size() == actual
     assert any(r.levelno == logging.WARNING and str(actual) in r.getMessage() and "200000" in r.getMessage() for r in caplog.records)
@@ -206,7 +278,8 @@ def test_too_large_vocabulary_is_one_line_naming_the_maximum(tmp_path, caplog):
     from stage2.shard import resolve_tokenizer
 
     assert resolve_tokenizer(soft, None) == model_file(soft)
-    assert resolve_tokenizer(at_max, str(soft.dir)) == model_file(soft).resolve()
+    copied = resolve_tokenizer(at_max, str(soft.dir))  # copied in, so at_max's shards need no other folder
+    assert copied == at_max.dir / "tokenizer" / model_file(soft).name and copied.read_bytes() == model_file(soft).read_bytes()
     # Resuming finds the model under its actual-size name and keeps it.
     again = train_run(soft.dir, "tokenizer.vocab_size=200000", "dataset.max_records=150", "tokenizer.hard_vocab_limit=false", "resume=true")
     assert again.stage_stats("tokenizer")["resumed"] is True and again.stage_stats("tokenizer")["model"] == stats["model"]
@@ -285,6 +358,28 @@ def make_spec():
     from stage2.sources import ComponentSpec
 
     return ComponentSpec(name="web", files=[str(PATHS[0])], format="json", max_records=600)
+
+
+def iter_documents_texts(path: Path, n: int):
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line, _ in zip(f, range(n)):
+            yield json.loads(line)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.sampled_from(list("ab \t\n\r数🙂\u2028")), max_size=300), st.integers(1, 40))
+def test_document_pieces_join_back_to_the_document(text, max_bytes):
+    pieces = list(tokenizer.document_pieces(text, max_bytes))
+    assert "".join(pieces) == text
+    assert all(p and len(p.encode("utf-8")) <= max(max_bytes, 4) for p in pieces)
+
+
+def test_document_pieces_keep_lines_whole_where_they_fit():
+    text = "first line\n  second, indented\n\n" + "word " * 30 + "\nlast"
+    pieces = list(tokenizer.document_pieces(text, 40))
+    assert pieces[0] == "first line\n  second, indented\n\n"
+    assert all(p.startswith(" word") or p.startswith("word") for p in pieces[1:-1])  # cut before a space
+    assert pieces[-2].endswith("word \n") and pieces[-1] == "last"
 
 
 def test_long_lines_are_cut_at_whitespace_and_nothing_is_dropped():

@@ -18,6 +18,7 @@ import heapq
 import io
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +29,14 @@ import xxhash
 from stage2.errors import Stage2Error
 from stage2.progress import track
 from stage2.sources import ComponentSpec, Document
+from stage2.tokenizer import export
 
 log = logging.getLogger(__name__)
 
 TOKENIZER_DIR = "tokenizer"
 # A fixed seed for the held-out split: independent of `tokenizer.seed` (see the module docstring).
 HELDOUT_HASH_SEED = 0x5EED_4E1D
-METRICS = ("bytes_per_token", "chars_per_token", "tokens_per_word", "unk_rate", "byte_fallback_rate", "vocab_used_share")
+METRICS = ("bytes_per_token", "chars_per_token", "tokens_per_word", "unk_rate", "byte_fallback_rate", "vocab_used_share", "roundtrip_share")
 
 
 # ---------------------------------------------------------------- sampling
@@ -158,7 +160,7 @@ def cut_line(line: str, max_bytes: int) -> Iterator[str]:
 
 
 def split_sentences(text: str, max_bytes: int) -> Iterator[str]:
-    """A document's non-empty lines, each cut to at most `max_bytes` (SentencePiece skips longer ones)."""
+    """The lossy recipe's training text: a document's non-empty lines, stripped, each cut to `max_bytes`."""
     for line in text.splitlines():
         line = line.strip()
         if not line:
@@ -169,15 +171,63 @@ def split_sentences(text: str, max_bytes: int) -> Iterator[str]:
             yield from cut_line(line, max_bytes)
 
 
+def _cut_keeping(line: str, max_bytes: int) -> Iterator[str]:
+    """`line` in pieces of at most `max_bytes` bytes that join back to it.
+
+    Cut before the last space that fits, so the next piece starts with " word" as it reads in running
+    text; with no space, between characters (one character at least, so a tiny limit never loops).
+    """
+    data = line.encode("utf-8")
+    start = 0
+    while len(data) - start > max_bytes:
+        end = start + max_bytes
+        cut = max(data.rfind(b" ", start + 1, end), data.rfind(b"\t", start + 1, end))
+        if cut <= start:
+            cut = end
+            while cut > start and (data[cut] & 0xC0) == 0x80:
+                cut -= 1
+            if cut == start:
+                cut = start + 1
+                while cut < len(data) and (data[cut] & 0xC0) == 0x80:
+                    cut += 1
+        yield data[start:cut].decode("utf-8")
+        start = cut
+    if start < len(data):
+        yield data[start:].decode("utf-8")
+
+
+def document_pieces(text: str, max_bytes: int) -> Iterator[str]:
+    """A document as training pieces of at most `max_bytes` that join back to it exactly.
+
+    Whole lines, newlines included, are packed into a piece until the next would pass `max_bytes`
+    (SentencePiece skips longer sentences); a line longer than that alone is cut at spaces.
+    """
+    piece: List[str] = []
+    size = 0
+    for line in text.splitlines(keepends=True):
+        n = len(line.encode("utf-8"))
+        if size + n > max_bytes and piece:
+            yield "".join(piece)
+            piece, size = [], 0
+        if n > max_bytes:
+            yield from _cut_keeping(line, max_bytes)
+            continue
+        piece.append(line)
+        size += n
+    if piece:
+        yield "".join(piece)
+
+
 @dataclass
 class SentenceCounter:
     sentences: int = 0
     bytes: int = 0
 
 
-def sentence_stream(texts: Iterable[str], max_bytes: int, counter: SentenceCounter) -> Iterator[str]:
+def sentence_stream(texts: Iterable[str], max_bytes: int, counter: SentenceCounter, keep_newlines: bool = True) -> Iterator[str]:
+    split = document_pieces if keep_newlines else split_sentences
     for text in texts:
-        for sentence in split_sentences(text, max_bytes):
+        for sentence in split(text, max_bytes):
             counter.sentences += 1
             counter.bytes += len(sentence.encode("utf-8"))
             yield sentence
@@ -196,6 +246,11 @@ def trainer_options(tcfg: Dict[str, Any], verbose: bool = False) -> Dict[str, An
         "byte_fallback": bool(tcfg["byte_fallback"]),
         "split_digits": bool(tcfg["split_digits"]),
         "normalization_rule_name": str(tcfg["normalization_rule_name"]),
+        "remove_extra_whitespaces": bool(tcfg["remove_extra_whitespaces"]),
+        "add_dummy_prefix": bool(tcfg["add_dummy_prefix"]),
+        "allow_whitespace_only_pieces": bool(tcfg["allow_whitespace_only_pieces"]),
+        "split_by_whitespace": bool(tcfg["split_by_whitespace"]),
+        "split_by_unicode_script": bool(tcfg["split_by_unicode_script"]),
         "unk_id": int(tcfg["unk_id"]),
         "bos_id": int(tcfg["bos_id"]),
         "eos_id": int(tcfg["eos_id"]),
@@ -206,6 +261,8 @@ def trainer_options(tcfg: Dict[str, Any], verbose: bool = False) -> Dict[str, An
         "max_sentence_length": int(tcfg["max_sentence_length"]),
         "minloglevel": 0 if verbose else 2,
     }
+    if tcfg.get("required_chars"):
+        options["required_chars"] = str(tcfg["required_chars"])
     if tcfg.get("user_defined_symbols"):
         options["user_defined_symbols"] = list(tcfg["user_defined_symbols"])
     return options
@@ -243,6 +300,48 @@ def training_error(message: str, options: Dict[str, Any], sample_note: str, samp
     return f"SentencePiece training failed{sample_note}: {message.split('] ')[-1]}"
 
 
+class TrainingProgress:
+    """Log lines while SentencePiece trains: it is silent (minutes on a real mixture) until it returns.
+
+    The phase comes from the sentence iterator: SentencePiece first reads every sentence, then trains.
+    """
+
+    def __init__(self, sentences: Iterable[str], every: float, label: str):
+        self._sentences = iter(sentences)
+        self.read = 0
+        self.read_bytes = 0
+        self.done_reading = False
+        self._every = every
+        self._label = label
+        self._stop = threading.Event()
+        self._started = time.time()
+
+    def __iter__(self) -> Iterator[str]:
+        for sentence in self._sentences:
+            self.read += 1
+            self.read_bytes += len(sentence)
+            yield sentence
+        self.done_reading = True
+
+    def line(self) -> str:
+        elapsed = time.time() - self._started
+        if self.done_reading:
+            return f"{self._label}: training on {self.read} pieces of text ({self.read_bytes / 1e6:.1f} M characters), {elapsed:.0f} s elapsed"
+        return f"{self._label}: reading the sample, {self.read} pieces ({self.read_bytes / 1e6:.1f} M characters) so far, {elapsed:.0f} s elapsed"
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._every):
+            log.info(self.line())
+
+    def __enter__(self) -> "TrainingProgress":
+        if self._every > 0:
+            threading.Thread(target=self._beat, name="spm-progress", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+
+
 def train_model(
     sentences: Iterable[str],
     options: Dict[str, Any],
@@ -250,6 +349,7 @@ def train_model(
     sample_note: str = "",
     sample_capped: bool = True,
     filtered: bool = False,
+    progress_seconds: float = 0.0,
 ) -> bytes:
     """Train SentencePiece on `sentences`; the serialized model, or a one-line Stage2Error.
 
@@ -260,11 +360,15 @@ def train_model(
 
     spm.set_random_generator_seed(seed)
     buffer = io.BytesIO()
+    label = f"tokenizer: SentencePiece {options['model_type']} {options['vocab_size']}"
     try:
-        spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=buffer, **options)
+        with TrainingProgress(sentences, progress_seconds, label) as progress:
+            spm.SentencePieceTrainer.train(sentence_iterator=iter(progress), model_writer=buffer, **options)
     except (RuntimeError, OSError) as exc:
         message = " ".join(str(exc).split())
         raise Stage2Error(training_error(message, options, sample_note, sample_capped, filtered)) from None
+    if progress_seconds > 0:
+        log.info("%s: done in %.0f s", label, time.time() - progress._started)
     return strip_run_specific(buffer.getvalue())
 
 
@@ -290,12 +394,19 @@ def strip_run_specific(model: bytes) -> bytes:
     return proto.SerializeToString(deterministic=True)
 
 
+VOCAB_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
 def vocab_text(model: bytes) -> str:
-    """The .vocab file SentencePiece writes itself: `piece<TAB>score` per line (scores as C++ prints them)."""
+    """`piece<TAB>score` per line, as SentencePiece's own .vocab (scores as C++ prints them).
+
+    Lossless models have pieces with newlines and tabs, which would break its one-line-per-piece
+    format: backslash, newline, carriage return and tab are written as \\\\, \\n, \\r and \\t.
+    """
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_proto=model)
-    return "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size()))
+    return "".join(f"{sp.id_to_piece(i).translate(VOCAB_ESCAPES)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size()))
 
 
 # ---------------------------------------------------------------- evaluation
@@ -310,10 +421,11 @@ class EvalCounts:
     tokens: int = 0
     unk: int = 0
     byte_pieces: int = 0
+    roundtrip: int = 0  # documents that decode back to exactly their text
     used: set = field(default_factory=set)
 
     def add(self, other: "EvalCounts") -> None:
-        for name in ("docs", "bytes", "chars", "words", "tokens", "unk", "byte_pieces"):
+        for name in ("docs", "bytes", "chars", "words", "tokens", "unk", "byte_pieces", "roundtrip"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.used |= other.used
 
@@ -331,6 +443,7 @@ class EvalCounts:
             "unk_rate": round(self.unk / tokens, 6),
             "byte_fallback_rate": round(self.byte_pieces / tokens, 6),
             "vocab_used_share": round(len(self.used) / max(vocab_size, 1), 4),
+            "roundtrip_share": round(self.roundtrip / self.docs, 6),
         }
 
 
@@ -341,7 +454,9 @@ def evaluate(sp: Any, texts: List[str], batch: int = 256) -> EvalCounts:
     byte_ids = {i for i in range(sp.get_piece_size()) if sp.is_byte(i)}
     for start in range(0, len(texts), batch):
         chunk = texts[start : start + batch]
-        for text, ids in zip(chunk, sp.encode(chunk)):
+        encoded = sp.encode(chunk)
+        for text, ids, back in zip(chunk, encoded, sp.decode(encoded)):
+            counts.roundtrip += back == text
             counts.docs += 1
             counts.bytes += len(text.encode("utf-8"))
             counts.chars += len(text)
@@ -384,6 +499,14 @@ def evaluate_samples(model: bytes, samples: List[ComponentSample]) -> Tuple[int,
 def model_name(vocab_size: int, model_type: str) -> str:
     """Named after the vocabulary actually trained (fewer pieces than asked with hard_vocab_limit=false)."""
     return f"spm_{int(vocab_size)}_{model_type}"
+
+
+def write_hf_files(model: bytes, out_dir: Path) -> None:
+    """tokenizer.json and its config files next to the model, when the recipe allows an exact export."""
+    try:
+        export.write(model, out_dir)
+    except Stage2Error as exc:
+        log.warning("tokenizer: no tokenizer.json written: %s", str(exc).split(": ", 1)[1])
 
 
 def finished_model(out_dir: Path, model_type: str) -> Optional[Path]:
@@ -430,7 +553,7 @@ def run(run: Any) -> Dict[str, Any]:
         raise Stage2Error(f"tokenizer: no training documents in {', '.join(c.name for c in run.components)} (all empty or held out)")
     counter = SentenceCounter()
     texts = (text for s in samples for text in s.train_texts)
-    sentences = sentence_stream(texts, int(tcfg["max_sentence_length"]), counter)
+    sentences = sentence_stream(texts, int(tcfg["max_sentence_length"]), counter, bool(tcfg["keep_newlines"]))
     out_dir = run.dir / TOKENIZER_DIR
     requested = int(tcfg["vocab_size"])
     previous = finished_model(out_dir, str(tcfg["model_type"])) if run.cfg.get("resume") else None
@@ -449,9 +572,11 @@ def run(run: Any) -> Dict[str, Any]:
         model = train_model(
             sentences, options, int(tcfg["seed"]), sample_note=f" ({train_docs} documents)",
             sample_capped=capped, filtered=bool(tcfg.get("input_run")),
+            progress_seconds=float(tcfg["progress_seconds"]),
         )
         model_path = out_dir / f"{model_name(piece_count(model), str(tcfg['model_type']))}.model"
         atomic_write(model_path, model)
+        write_hf_files(model, out_dir)
         atomic_write(model_path.with_suffix(".vocab"), vocab_text(model))  # last: marks the model finished
     vocab_path = model_path.with_suffix(".vocab")
     trained = time.time()
@@ -463,13 +588,29 @@ def run(run: Any) -> Dict[str, Any]:
         )
     run.add_artifact(model_path)
     run.add_artifact(vocab_path)
+    hf_json = out_dir / export.TOKENIZER_JSON
+    for name in export.EXPORT_FILES:
+        if (out_dir / name).exists():
+            run.add_artifact(out_dir / name)
 
     vocab_size, components, overall = evaluate_samples(model, samples)
+    if hf_json.exists():
+        for s in samples:
+            components[s.component]["hf_exact_share"] = (
+                round(export.agreement(model, hf_json, s.eval_texts) / len(s.eval_texts), 6) if s.eval_texts else None
+            )
     evaluated = time.time()
+    lossy = [c for c, m in components.items() if m["roundtrip_share"] is not None and m["roundtrip_share"] < 1]
+    if lossy:
+        log.warning(
+            "tokenizer: decode(encode(text)) differs from the text on some held-out documents of %s (roundtrip_share in stats.json)%s",
+            ", ".join(lossy), "" if tcfg["keep_newlines"] else "; this recipe squeezes whitespace (tokenizer=lossy)",
+        )
 
     stats.update(
         {
             "model": str(model_path.relative_to(run.dir)),
+            "tokenizer_json": str(hf_json.relative_to(run.dir)) if hf_json.exists() else None,
             "vocab_size": vocab_size,
             "vocab_size_requested": requested,
             "model_type": str(tcfg["model_type"]),

@@ -1,0 +1,194 @@
+"""Who may write a run folder: one process at a time (a lock), and only once the run owns it.
+
+The lock is `fcntl.flock` on `<run>/.stage2.lock`, which holds the owner's pid. The kernel releases
+it when its process ends, however it ends, so the lock of a killed run is free again at once (its
+file, with the dead pid, is simply taken over). A folder is *owned* once `start_run` has passed every
+start-up check and is about to write; until then stage2 changes nothing in it, and whatever this
+process (Hydra, its log file) added to it is removed again when the process gives up (`abandon`).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Set
+
+from stage2.errors import Stage2Error
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".stage2.lock"
+
+
+@dataclass
+class _Watch:
+    """What the folder held before this process touched it (None: it did not exist)."""
+
+    entries: Optional[Set[str]]
+    created_parents: List[Path] = field(default_factory=list)  # ancestors this process creates, deepest first
+
+
+@dataclass
+class _Lock:
+    fd: int
+    existed: bool  # the lock file was there before (a killed run's): put it back as it was when abandoning
+    previous: bytes
+    dead_holder: Optional[str] = None  # the pid in it, of a process that had ended (said once the run owns the folder)
+
+
+_locks: Dict[Path, _Lock] = {}  # folder -> its lock, held by this process
+_watched: Dict[Path, _Watch] = {}
+_owned: Set[Path] = set()
+_on_claim: Dict[Path, List[Callable[[], None]]] = {}
+
+
+def _key(run_dir: Path) -> Path:
+    return Path(os.path.abspath(run_dir))
+
+
+def _entries(folder: Path) -> Set[str]:
+    """Top-level names and those of `.hydra/`: the places Hydra and the log write to."""
+    names = {p.name for p in folder.iterdir()}
+    hydra = folder / ".hydra"
+    if hydra.is_dir():
+        names |= {f".hydra/{p.name}" for p in hydra.iterdir()}
+    return names
+
+
+def watch(run_dir: Path) -> None:
+    """Note the folder's contents before anything writes into it (so `abandon` can undo our part)."""
+    key = _key(run_dir)
+    if key in _watched:
+        return
+    if key.is_dir():
+        _watched[key] = _Watch(_entries(key))
+        return
+    parents = []
+    for parent in key.parents:
+        if parent.exists():
+            break
+        parents.append(parent)
+    _watched[key] = _Watch(None, parents)
+
+
+def lock(run_dir: Path) -> None:
+    """Take the folder's lock for this process, or refuse in one line when another process holds it."""
+    key = _key(run_dir)
+    if key in _locks:
+        return
+    path = key / LOCK_FILE
+    while True:
+        try:
+            key.mkdir(parents=True, exist_ok=True)
+            existed = path.exists()
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a read-only or full filesystem, a folder of another user
+            raise Stage2Error(f"{path}: cannot create the run folder's lock file: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                raise Stage2Error(f"{path}: cannot lock the run folder: {exc.strerror}") from None
+            raise Stage2Error(
+                f"{key}: another stage2 process (pid {holder}) is running in this folder; wait for it to end"
+                " (a killed process frees it at once), or choose another hydra.run.dir"
+            ) from None
+        # The owner before us may have removed the file between our open and flock: lock the one that is there.
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    previous = os.read(fd, 4096)
+    _write(fd, f"{os.getpid()}\n".encode())
+    holder = previous.decode("ascii", "replace").strip()
+    _locks[key] = _Lock(fd, existed, previous, holder if holder and holder != str(os.getpid()) else None)
+
+
+def _write(fd: int, data: bytes) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+
+
+def on_claim(run_dir: Path, callback: Callable[[], None]) -> None:
+    """Run `callback` when the run claims the folder (at once if it has)."""
+    key = _key(run_dir)
+    if key in _owned:
+        callback()
+    else:
+        _on_claim.setdefault(key, []).append(callback)
+
+
+def claim(run_dir: Path) -> None:
+    """The run owns the folder from now on: it may write, and a failure is recorded in it."""
+    key = _key(run_dir)
+    lock(key)
+    if key in _owned:
+        return
+    _owned.add(key)
+    for callback in _on_claim.pop(key, []):
+        callback()
+    held = _locks[key]
+    if held.dead_holder:  # (now, so that the run's log has it)
+        log.warning("%s: took over the lock of process %s, which is no longer running", key, held.dead_holder)
+
+
+def owns(run_dir: Path) -> bool:
+    return _key(run_dir) in _owned
+
+
+def release(run_dir: Path) -> None:
+    """Give the lock up; its file goes (a finished run folder holds no lock file)."""
+    key = _key(run_dir)
+    held = _locks.pop(key, None)  # (the folder stays this process's run: `abandon` leaves it alone)
+    if held is None:
+        return
+    try:
+        os.unlink(key / LOCK_FILE)  # while still locked: a process that opened it meanwhile retries on a new one
+    except OSError:
+        pass
+    os.close(held.fd)
+
+
+def _close(key: Path) -> None:
+    held = _locks.pop(key, None)
+    if held is not None:
+        os.close(held.fd)
+
+
+def abandon(run_dir: Path) -> None:
+    """A run that never owned its folder: take back what this process added to it, and its lock."""
+    key = _key(run_dir)
+    watched = _watched.pop(key, None)
+    if key in _owned or watched is None:
+        release(key)
+        return
+    held = _locks.get(key)
+    if held is not None and held.existed:  # a killed run's lock file: as it was, and unlocked
+        _write(held.fd, held.previous)
+        _close(key)
+    if watched.entries is None:
+        shutil.rmtree(key, ignore_errors=True)  # the lock file with it, while still held
+        _close(key)
+        for parent in watched.created_parents:  # e.g. outputs/<date>/, made for this folder alone
+            try:
+                parent.rmdir()
+            except OSError:
+                break  # not empty: another run's folder is in it
+        return
+    if key.is_dir():
+        for name in sorted(_entries(key) - watched.entries - {LOCK_FILE}, reverse=True):
+            path = key / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+    release(key)

@@ -1,0 +1,133 @@
+"""A SentencePiece model as a HuggingFace `tokenizers` file (tokenizer.json and its two config files).
+
+The stage's recipe is what makes an exact export possible: no normaliser but SentencePiece's space ->
+"▁" escape, no dummy prefix, byte fallback. So tokenizer.json is that escape, the model's pieces (BPE
+with merges ranked by the merged piece's score, as SentencePiece applies them; or Unigram with its
+scores), and a decoder that undoes the escape and joins byte pieces.
+
+Special pieces stay plain vocabulary entries that no merge or segmentation produces, not added
+tokens: SentencePiece reads a literal "</s>" in a text as characters, and `tokenizers` would match an
+added token in the text (its `encode_special_tokens` switch is not saved in tokenizer.json).
+transformers learns them from tokenizer_config.json, where `split_special_tokens` keeps the same ids.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+from stage2.errors import Stage2Error
+
+TOKENIZER_JSON = "tokenizer.json"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP = "special_tokens_map.json"
+EXPORT_FILES = (TOKENIZER_JSON, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP)
+SPACE = "\u2581"
+# ModelProto.SentencePiece.Type
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+# Pieces SentencePiece's encoder never matches in text get a score no segmentation would choose.
+NEVER = -1e9
+
+
+def _proto(model: bytes) -> Any:
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model)
+    return proto
+
+
+def exportable(proto: Any) -> str:
+    """Why this model cannot be exported exactly ("" when it can)."""
+    norm = proto.normalizer_spec
+    if norm.name != "identity" or norm.precompiled_charsmap:
+        return f"its normaliser is {norm.name!r}, not identity"
+    if norm.add_dummy_prefix or norm.remove_extra_whitespaces:
+        return "it adds a dummy prefix or squeezes whitespace"
+    if not proto.trainer_spec.byte_fallback:
+        return "it has no byte fallback"
+    return ""
+
+
+def bpe_merges(proto: Any) -> List[Tuple[str, str]]:
+    """Every split of a piece into two mergeable pieces, ranked by the merged piece's score (its id)."""
+    mergeable = {p.piece: i for i, p in enumerate(proto.pieces) if p.type in (NORMAL, USER_DEFINED)}
+    merges: List[Tuple[str, str]] = []
+    for piece in sorted(mergeable, key=mergeable.__getitem__):
+        splits = [(piece[:k], piece[k:]) for k in range(1, len(piece)) if piece[:k] in mergeable and piece[k:] in mergeable]
+        merges += sorted(splits, key=lambda lr: (mergeable[lr[0]], mergeable[lr[1]]))
+    return merges
+
+
+def build(model: bytes) -> Any:
+    """The `tokenizers.Tokenizer` that gives the model's ids; a one-line Stage2Error if none can."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+
+    proto = _proto(model)
+    why = exportable(proto)
+    if why:
+        raise Stage2Error(f"tokenizer.json: cannot reproduce this SentencePiece model exactly: {why} (tokenizer=lossy?)")
+    pieces = list(proto.pieces)
+    unk = next((p.piece for p in pieces if p.type == UNKNOWN), None)
+    if proto.trainer_spec.model_type == 2:  # BPE
+        vocab = {p.piece: i for i, p in enumerate(pieces)}
+        core = models.BPE(vocab=vocab, merges=bpe_merges(proto), unk_token=unk, byte_fallback=True, fuse_unk=False)
+    else:
+        scored = [(p.piece, p.score if p.type in (NORMAL, USER_DEFINED) else NEVER) for p in pieces]
+        unk_id = next(i for i, p in enumerate(pieces) if p.type == UNKNOWN)
+        core = models.Unigram(scored, unk_id=unk_id, byte_fallback=True)
+    tok = Tokenizer(core)
+    tok.normalizer = normalizers.Replace(" ", SPACE)
+    tok.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()])
+    return tok
+
+
+def special_tokens(model: bytes) -> Dict[str, str]:
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_proto=model)
+    names = {"unk_token": sp.unk_id(), "bos_token": sp.bos_id(), "eos_token": sp.eos_id(), "pad_token": sp.pad_id()}
+    return {name: sp.id_to_piece(i) for name, i in names.items() if i >= 0}
+
+
+def files(model: bytes) -> Dict[str, str]:
+    """{file name: text} of the three files, deterministic for a given model."""
+    tok = build(model)
+    specials = special_tokens(model)
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **specials,
+        "add_bos_token": False,
+        "add_eos_token": False,
+        # transformers: keep SentencePiece's ids for a literal "</s>", and decode byte for byte.
+        "split_special_tokens": True,
+        "clean_up_tokenization_spaces": False,
+    }
+    return {
+        TOKENIZER_JSON: tok.to_str(pretty=True) + "\n",
+        TOKENIZER_CONFIG: json.dumps(config, indent=2, sort_keys=True) + "\n",
+        SPECIAL_TOKENS_MAP: json.dumps(specials, indent=2, sort_keys=True) + "\n",
+    }
+
+
+def write(model: bytes, folder: Path) -> List[Path]:
+    from stage2.files import atomic_write
+
+    written = []
+    for name, text in files(model).items():
+        atomic_write(folder / name, text)
+        written.append(folder / name)
+    return written
+
+
+def agreement(model: bytes, tokenizer_json: Path, texts: List[str]) -> int:
+    """How many of `texts` the saved tokenizer.json encodes to exactly SentencePiece's ids."""
+    import sentencepiece as spm
+    from tokenizers import Tokenizer
+
+    sp = spm.SentencePieceProcessor(model_proto=model)
+    tok = Tokenizer.from_file(str(tokenizer_json))
+    ours = sp.encode(texts)
+    theirs = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+    return sum(a == b for a, b in zip(ours, theirs))
