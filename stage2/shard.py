@@ -98,6 +98,13 @@ def load_processor(model: Path) -> Any:
         raise Stage2Error(f"{model}: not a SentencePiece model ({reason})") from None
 
 
+def _copy_file(source: Path, target: Path) -> None:
+    """Copy atomically, unless a resumed run already holds the same bytes."""
+    data = source.read_bytes()
+    if not target.exists() or target.read_bytes() != data:
+        atomic_write(target, data)
+
+
 def copy_tokenizer(run: Run, model: Path) -> Path:
     """Copy a model from elsewhere, with its tokenizer.json files, into this run's tokenizer/ folder.
 
@@ -112,15 +119,12 @@ def copy_tokenizer(run: Run, model: Path) -> Path:
     if others:
         raise Stage2Error(f"{others[0]}: this run has its own tokenizer; shard.tokenizer={model} would be a second one in {out_dir}")
     data = model.read_bytes()
-    if not target.exists() or target.read_bytes() != data:
-        atomic_write(target, data)
+    _copy_file(model, target)
     copied = {target.name: file_sha256(target)}
     made = {}
     for name in export.EXPORT_FILES:
-        source = model.parent / name
-        if source.exists():
-            if not (out_dir / name).exists() or (out_dir / name).read_bytes() != source.read_bytes():
-                atomic_write(out_dir / name, source.read_bytes())
+        if (model.parent / name).exists():
+            _copy_file(model.parent / name, out_dir / name)
             copied[name] = file_sha256(out_dir / name)
     if len(copied) == 1:
         try:

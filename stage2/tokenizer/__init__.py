@@ -323,8 +323,11 @@ class TrainingProgress:
             yield sentence
         self.done_reading = True
 
+    def elapsed(self) -> float:
+        return time.time() - self._started
+
     def line(self) -> str:
-        elapsed = time.time() - self._started
+        elapsed = self.elapsed()
         if self.done_reading:
             return f"{self._label}: training on {self.read} pieces of text ({self.read_bytes / 1e6:.1f} M characters), {elapsed:.0f} s elapsed"
         return f"{self._label}: reading the sample, {self.read} pieces ({self.read_bytes / 1e6:.1f} M characters) so far, {elapsed:.0f} s elapsed"
@@ -368,7 +371,7 @@ def train_model(
         message = " ".join(str(exc).split())
         raise Stage2Error(training_error(message, options, sample_note, sample_capped, filtered)) from None
     if progress_seconds > 0:
-        log.info("%s: done in %.0f s", label, time.time() - progress._started)
+        log.info("%s: done in %.0f s", label, progress.elapsed())
     return strip_run_specific(buffer.getvalue())
 
 
@@ -595,9 +598,13 @@ def run(run: Any) -> Dict[str, Any]:
 
     vocab_size, components, overall = evaluate_samples(model, samples)
     if hf_json.exists():
+        import sentencepiece as spm
+        from tokenizers import Tokenizer
+
+        sp, hf = spm.SentencePieceProcessor(model_proto=model), Tokenizer.from_file(str(hf_json))
         for s in samples:
             components[s.component]["hf_exact_share"] = (
-                round(export.agreement(model, hf_json, s.eval_texts) / len(s.eval_texts), 6) if s.eval_texts else None
+                round(export.agreement(sp, hf, s.eval_texts) / len(s.eval_texts), 6) if s.eval_texts else None
             )
     evaluated = time.time()
     lossy = [c for c, m in components.items() if m["roundtrip_share"] is not None and m["roundtrip_share"] < 1]

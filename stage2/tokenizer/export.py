@@ -121,13 +121,7 @@ def write(model: bytes, folder: Path) -> List[Path]:
     return written
 
 
-def agreement(model: bytes, tokenizer_json: Path, texts: List[str]) -> int:
-    """How many of `texts` the saved tokenizer.json encodes to exactly SentencePiece's ids."""
-    import sentencepiece as spm
-    from tokenizers import Tokenizer
-
-    sp = spm.SentencePieceProcessor(model_proto=model)
-    tok = Tokenizer.from_file(str(tokenizer_json))
-    ours = sp.encode(texts)
+def agreement(sp: Any, tok: Any, texts: List[str]) -> int:
+    """How many of `texts` the HF tokenizer `tok` encodes to exactly the SentencePiece processor `sp`'s ids."""
     theirs = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
-    return sum(a == b for a, b in zip(ours, theirs))
+    return sum(a == b for a, b in zip(sp.encode(texts), theirs))
