@@ -136,15 +136,22 @@ class RayExecutor:
         self.workers = int(ray.cluster_resources().get("CPU", 1))
         self.max_in_flight = max_in_flight or 2 * self.workers
         self._apply = ray.remote(num_cpus=1)(_apply)
+        self.nodes: set = set()  # the Ray nodes that ran a task (stats: executor_nodes)
 
     def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
         pending: deque = deque()
+
+        def result() -> Any:
+            value, node = self._ray.get(pending.popleft())
+            self.nodes.add(node)
+            return value
+
         for task in tasks:
             pending.append(self._apply.remote(fn, task))
             if len(pending) >= self.max_in_flight:
-                yield self._ray.get(pending.popleft())
+                yield result()
         while pending:
-            yield self._ray.get(pending.popleft())
+            yield result()
 
     def start(self, warm: Optional[Callable[[], Any]] = None) -> None:
         pass  # Ray starts its workers itself
@@ -155,7 +162,9 @@ class RayExecutor:
 
 def _apply(fn: Callable[[Any], Any], task: Any) -> Any:
     # One remote function for every stage: `fn` travels by reference (module + name), like in a process pool.
-    return fn(task)
+    import ray
+
+    return fn(task), ray.get_runtime_context().get_node_id()
 
 
 def make_executor(executor_cfg: Dict[str, Any]):

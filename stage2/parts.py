@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 
 from stage2.errors import Stage2Error
 from stage2.run import Run, atomic_path
-from stage2.sources import ComponentSpec, Document, iter_documents
+from stage2.documents import Document
+from stage2.sources import ComponentSpec, iter_documents
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,14 @@ SCHEMA = pa.schema(
 )
 
 
-def part_path(run_dir: Path, component: str, index: int) -> Path:
-    return Path(run_dir) / FILTERED_DIR / component / f"part-{index:05d}.parquet"
+def metadata_json(metadata: Dict[str, Any]) -> str:
+    """A document's source metadata as the part's `meta` column: sorted JSON (the same bytes every run)."""
+    return json.dumps(metadata, sort_keys=True, ensure_ascii=False, default=str) if metadata else "{}"
+
+
+def part_path(run_dir: Path, component: str, file_index: int, chunk: int) -> Path:
+    """The part of a component's `chunk`-th partition of its `file_index`-th input file (both from 0)."""
+    return Path(run_dir) / FILTERED_DIR / component / f"part-{file_index:05d}-{chunk:05d}.parquet"
 
 
 def docs_to_table(docs: List[Document], extra: Optional[Dict[str, list]] = None) -> pa.Table:
@@ -46,12 +53,13 @@ def docs_to_table(docs: List[Document], extra: Optional[Dict[str, list]] = None)
         "component": [d.component for d in docs],
         "source": [d.source for d in docs],
         "record": [d.record for d in docs],
-        "meta": [d.meta for d in docs],
+        "meta": [metadata_json(d.metadata) for d in docs],
     }
     schema = SCHEMA
     for name, values in (extra or {}).items():
         columns[name] = values
-        schema = schema.append(pa.field(name, pa.infer_type(values) if values else pa.string()))
+        kind = values.type if isinstance(values, pa.Array) else pa.infer_type(values) if values else pa.string()
+        schema = schema.append(pa.field(name, kind))
     return pa.table(columns, schema=schema)
 
 
@@ -63,9 +71,16 @@ def write_table(path: Path, table: pa.Table) -> None:
 
 def read_documents(path: Path) -> Iterator[Document]:
     # ParquetFile, not read_table: read_table imports pyarrow.dataset and pandas (~0.25 s per process).
-    table = pq.ParquetFile(path).read(columns=list(SCHEMA.names))
-    for row in table.to_pylist():
-        yield Document(**row)
+    yield from table_documents(pq.ParquetFile(path).read(columns=list(SCHEMA.names)))
+
+
+def table_documents(table: pa.Table) -> List[Document]:
+    """The rows of a parts table (other columns ignored) as Documents."""
+    out = []
+    for row in table.select(list(SCHEMA.names)).to_pylist():
+        row["metadata"] = json.loads(row.pop("meta"))
+        out.append(Document(**row))
+    return out
 
 
 def read_manifest(run_dir: Path) -> Dict[str, Any]:

@@ -77,6 +77,7 @@ class Run:
     cfg: Dict[str, Any]  # resolved, validated, plain: safe to hand to workers
     components: List[ComponentSpec]
     executor: Any = None
+    inputs: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # the start-up scan of each input file (with partition offsets)
     stats: Dict[str, Any] = field(default_factory=dict)
     provenance: Dict[str, Any] = field(default_factory=dict)
     artifacts: List[str] = field(default_factory=list)
@@ -138,7 +139,10 @@ def start_run(run_dir: Path, cfg: Dict[str, Any]) -> Run:
     resuming = (run_dir / "stats.json").exists()
     needs_inputs = cfg["stage"] not in ("report", "verify")
     components = resolve_components(cfg["dataset"], cfg["launch_dir"]) if needs_inputs else []
-    fingerprints = input_fingerprints(components)  # also reads every compressed file to its end
+    executor = make_executor(cfg["executor"]) if needs_inputs else None
+    # Workers scan the inputs (hash, count, check compressed files to their end, partition offsets).
+    scans = input_fingerprints(components, cfg["dataset"]["partition_size"], executor.map if executor else map)
+    fingerprints = {path: {k: v for k, v in scan.items() if k != "offsets"} for path, scan in scans.items()}
     if resuming:
         check_inputs_unchanged(run_dir, fingerprints, allowed=False, resume=True)
     elif cfg.get("rerun_of"):
@@ -151,7 +155,7 @@ def start_run(run_dir: Path, cfg: Dict[str, Any]) -> Run:
     run_dir.mkdir(parents=True, exist_ok=True)
     if resuming:
         remove_stale_temporaries(run_dir)
-    run = Run(dir=run_dir, cfg=cfg, components=components)
+    run = Run(dir=run_dir, cfg=cfg, components=components, executor=executor, inputs=scans)
     run.stats = {
         "stage": cfg["stage"],
         "dataset": cfg["dataset"].get("name"),
@@ -181,7 +185,6 @@ def start_run(run_dir: Path, cfg: Dict[str, Any]) -> Run:
             run.provenance["rerun_of"] = cfg["rerun_of"]
     write_json(run_dir / "provenance.json", run.provenance)
     if needs_inputs:
-        run.executor = make_executor(cfg["executor"])
         run.stats["workers"] = run.executor.workers
     run.save_stats()  # from here on the folder is a (resumable) run
     return run

@@ -7,6 +7,7 @@ fails at start-up with Hydra's own message, before any work is done.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, Optional, Tuple
@@ -67,9 +68,14 @@ class ComponentConfig:
     text_column: str = "text"
     id_column: Optional[str] = "id"  # when missing in a record, the id is <component>/<record number>
     sample_by: str = "line"  # for text files: line | paragraph | document
-    max_records: Optional[int] = None
+    max_records: Optional[int] = None  # dataset.max_records caps it too: the smaller of the two applies
     weight: float = 1.0
     lang_filter: bool = True  # false for code: no language identification
+    # The filter settings that depend on a component's content; null: the filter's own (filter.<key>).
+    min_chars: Optional[int] = None
+    max_chars: Optional[int] = None  # 0: no upper bound for this component
+    languages: Optional[List[str]] = None  # the languages to keep from this component
+    dedup: Optional[bool] = None  # false: neither exact nor near dedup (null, true: filter.dedup.exact/near)
 
 
 @dataclass
@@ -78,9 +84,11 @@ class DatasetConfig:
     components: Dict[str, ComponentConfig] = field(default_factory=dict)
     # `dataset=files`: each path or glob becomes one component named after its file stem.
     paths: List[str] = field(default_factory=list)
+    weights: List[float] = field(default_factory=list)  # one per path, positive; []: 1.0 each
+    lang_filter: bool = True  # language ID for every path's component (false: none, e.g. code)
     text_column: str = "text"
     id_column: Optional[str] = "id"
-    max_records: Optional[int] = None
+    max_records: Optional[int] = None  # per component; caps the components' own max_records too
     # Documents per partition. Partitions are the unit of parallel work and of output files; they
     # are fixed here (never by the machine) so artifacts do not depend on the worker count.
     partition_size: int = 2000
@@ -95,6 +103,8 @@ class DedupConfig:
     # component: duplicates within a component; mixture: also across components, in manifest order
     # (both exact and near dedup).
     scope: DedupScope = DedupScope.component
+    # Memory of one hash-bucket task: the number of buckets follows it, the verdicts never do.
+    memory_mb: int = 256
 
 
 @dataclass
@@ -246,15 +256,12 @@ def check_ranges(cfg: Dict[str, Any]) -> None:
         (0.0 <= f["function_words"] <= 1.0, f"filter.function_words={f['function_words']} must be a share between 0 and 1"),
         (0.0 < d["threshold"] <= 1.0, f"filter.dedup.threshold={d['threshold']} must be in (0, 1]"),
         (d["window_words"] >= 1, f"filter.dedup.window_words={d['window_words']} must be at least 1"),
+        (d["memory_mb"] >= 1, f"filter.dedup.memory_mb={d['memory_mb']} must be at least 1 (MB for one dedup bucket task)"),
         (t["vocab_size"] >= 1, f"tokenizer.vocab_size={t['vocab_size']} must be positive"),
         (0 <= t["heldout_percent"] < 100, f"tokenizer.heldout_percent={t['heldout_percent']} must be in [0, 100)"),
         (t["num_threads"] >= 1, f"tokenizer.num_threads={t['num_threads']} must be at least 1 (it is part of the recipe)"),
         # Each of these used to be read as something else: -1 records, -1 workers (all cores), text[:-5].
-        ((cfg["dataset"]["max_records"] or 0) >= 0, f"dataset.max_records={cfg['dataset']['max_records']} must be 0 or more (null: no limit)"),
-        *(
-            ((c.get("max_records") or 0) >= 0, f"dataset.components.{name}.max_records={c.get('max_records')} must be 0 or more (null: no limit)")
-            for name, c in (cfg["dataset"].get("components") or {}).items()
-        ),
+        *_dataset_rules(cfg["dataset"], f),
         (cfg["executor"]["workers"] >= 0, f"executor.workers={cfg['executor']['workers']} must be 0 (one per core) or more"),
         (cfg["executor"]["max_in_flight"] >= 0, f"executor.max_in_flight={cfg['executor']['max_in_flight']} must be 0 (2 x workers) or more"),
         (f["lang_max_chars"] >= 1, f"filter.lang_max_chars={f['lang_max_chars']} must be at least 1 (the characters language ID reads)"),
@@ -264,6 +271,47 @@ def check_ranges(cfg: Dict[str, Any]) -> None:
     for ok, message in rules:
         if not ok:
             raise Stage2Error(message)
+
+
+def _dataset_rules(ds: Dict[str, Any], f: Dict[str, Any]) -> List[Tuple[bool, str]]:
+    """dataset.max_records, `dataset=files`' weights and lang_filter, and each component's own settings."""
+    paths, weights = ds.get("paths") or [], ds.get("weights") or []
+    rules = [
+        ((ds.get("max_records") or 0) >= 0, f"dataset.max_records={ds.get('max_records')} must be 0 or more (null: no limit)"),
+        (not weights or len(weights) == len(paths),
+         f"dataset.weights={_override(weights)} has {_count(len(weights), 'value')} for {_count(len(paths), 'path')} in dataset.paths: give one weight per path (or [] for 1.0 each)"),
+        *((math.isfinite(w) and w > 0, f"dataset.weights={_override(weights)}: the weight of {p!r} is {w}; every weight must be a positive number")
+          for w, p in zip(weights, paths)),
+        # (without paths or components, resolve_components says the dataset has none)
+        (ds.get("lang_filter", True) or bool(paths) or not ds.get("components"),
+         "dataset.lang_filter=false applies to dataset.paths (dataset=files) only; for a manifest's component set dataset.components.<name>.lang_filter=false"),
+    ]
+    for name, c in (ds.get("components") or {}).items():
+        key = f"dataset.components.{name}"
+        own_min, own_max, languages = c.get("min_chars"), c.get("max_chars"), c.get("languages")
+        low = f.get("min_chars") if own_min is None else own_min
+        high = f.get("max_chars") if own_max is None else own_max
+        rules += [
+            ((c.get("max_records") or 0) >= 0, f"{key}.max_records={c.get('max_records')} must be 0 or more (null: no limit)"),
+            ((own_min or 0) >= 0, f"{key}.min_chars={own_min} must be 0 or more (null: filter.min_chars)"),
+            ((own_max or 0) >= 0, f"{key}.max_chars={own_max} must be 0 (no upper bound) or more (null: filter.max_chars)"),
+            (own_min is None and own_max is None or not high or (low or 0) <= high,
+             f"{key if own_min is not None else 'filter'}.min_chars={low} and "
+             f"{key if own_max is not None else 'filter'}.max_chars={high}: need min_chars <= max_chars "
+             f"(or {key}.max_chars=0: no upper bound)"),
+            (languages is None or len(languages) >= 1, f"{key}.languages is empty: name at least one language to keep (e.g. [en]), or null for filter.languages"),
+            (languages is None or all(str(lang).strip() for lang in languages), f"{key}.languages={_override(languages)} holds an empty language name"),
+        ]
+    return rules
+
+
+def _override(values: Optional[List[Any]]) -> str:
+    """A list as it is written on the command line: [en,de], [0.7,0.3]."""
+    return "[" + ",".join(str(v) for v in values or []) + "]"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _vocab_floor_rule(t: Dict[str, Any]) -> Tuple[bool, str]:

@@ -20,8 +20,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
+from stage2.documents import Document
 from stage2.errors import Stage2Error
 
 log = logging.getLogger(__name__)
@@ -29,17 +30,6 @@ log = logging.getLogger(__name__)
 COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2", ".xz")
 FORMAT_BY_SUFFIX = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".parquet": "parquet", ".txt": "text"}
 ROW_BATCH = 1000  # rows per `datasets` batch (_rows)
-
-
-@dataclass(frozen=True)
-class Document:
-    id: str
-    text: Optional[str]
-    component: str
-    source: str  # the file or hub dataset it came from
-    record: int  # 1-based record number within `source`
-    meta: str = "{}"  # the record's other columns, as sorted JSON
-    problem: Optional[str] = None  # set when the record is unusable (null text, wrong type, ...)
 
 
 @dataclass(frozen=True)
@@ -56,9 +46,14 @@ class ComponentSpec:
     text_column: str = "text"
     id_column: Optional[str] = "id"
     sample_by: str = "line"
-    max_records: Optional[int] = None
+    max_records: Optional[int] = None  # the smaller of the component's own and dataset.max_records
     weight: float = 1.0
     lang_filter: bool = True
+    # The component's own filter settings (ComponentConfig); None: the filter's (`filter_settings`).
+    min_chars: Optional[int] = None
+    max_chars: Optional[int] = None  # 0: no upper bound
+    languages: Optional[Tuple[str, ...]] = None
+    dedup: Optional[bool] = None  # False: neither exact nor near dedup
     # file -> the name its records' fallback ids use (<component>/<name>/<record>): the file's stem,
     # with its folder below the glob's root when that is needed to tell files apart (resolve_components).
     id_names: Dict[str, str] = field(default_factory=dict)
@@ -69,6 +64,20 @@ class ComponentSpec:
 
     def fallback_id(self, source: str, record: int) -> str:
         return f"{self.name}/{self.id_names.get(source) or file_stem(source)}/{record}"
+
+    def filter_settings(self, f: Mapping[str, Any]) -> Dict[str, Any]:
+        """The settings the filter applies to this component: its own where set, else the filter's
+        (`f`: the resolved `filter` config). `max_chars` None: no upper bound."""
+        dedup = f.get("dedup") or {}
+        own = self.dedup is not False
+        return {
+            "min_chars": f.get("min_chars") if self.min_chars is None else self.min_chars,
+            "max_chars": f.get("max_chars") if self.max_chars is None else (self.max_chars or None),
+            "languages": tuple(f.get("languages") or ()) if self.languages is None else self.languages,
+            "lang_filter": self.lang_filter,
+            "exact_dedup": own and bool(dedup.get("exact", True)),
+            "near_dedup": own and bool(dedup.get("near", True)),
+        }
 
 
 def infer_format(path: str) -> str:
@@ -142,9 +151,17 @@ def id_names(files: List[str], root: str) -> Dict[str, str]:
 
 
 def resolve_components(dataset: Dict[str, Any], launch_dir: str) -> List[ComponentSpec]:
-    """The manifest (a resolved `dataset` config) -> components in manifest order."""
+    """The manifest (a resolved `dataset` config) -> components in manifest order.
+
+    `dataset.max_records` caps every component: one that sets its own reads the smaller of the two.
+    `dataset=files`: every path's component gets `dataset.lang_filter` and its weight in `dataset.weights`.
+    """
     specs: List[ComponentSpec] = []
-    for pattern in dataset.get("paths") or []:
+    cap = dataset.get("max_records")
+    paths, weights = list(dataset.get("paths") or []), list(dataset.get("weights") or [])
+    if weights and len(weights) != len(paths):  # (check_ranges says so at start-up; this for direct callers)
+        raise Stage2Error(f"dataset.weights has {len(weights)} values for {len(paths)} paths in dataset.paths: give one weight per path (or [] for 1.0 each)")
+    for index, pattern in enumerate(paths):
         # One component per path or glob (a glob over a sharded dataset is one component).
         files = expand_paths([pattern], launch_dir, "dataset.paths")
         name = component_name(pattern)
@@ -157,7 +174,9 @@ def resolve_components(dataset: Dict[str, Any], launch_dir: str) -> List[Compone
                 format=_single_format(files, f"dataset.paths {pattern!r}"),
                 text_column=dataset.get("text_column", "text"),
                 id_column=dataset.get("id_column", "id"),
-                max_records=dataset.get("max_records"),
+                max_records=cap,
+                weight=float(weights[index]) if weights else 1.0,
+                lang_filter=bool(dataset.get("lang_filter", True)),
                 id_names=id_names(files, pattern_root(pattern, launch_dir)),
             )
         )
@@ -170,8 +189,10 @@ def resolve_components(dataset: Dict[str, Any], launch_dir: str) -> List[Compone
         if has_files and fmt is None:
             fmt = _single_format(files, f"dataset.components.{name}")
         fields = {k: v for k, v in comp.items() if k not in ("data_files", "format")}
-        if fields.get("max_records") is None:  # dataset.max_records bounds every component without its own
-            fields["max_records"] = dataset.get("max_records")
+        own = fields.get("max_records")
+        fields["max_records"] = cap if own is None else own if cap is None else min(own, cap)
+        if fields.get("languages") is not None:
+            fields["languages"] = tuple(fields["languages"])
         if files:
             root = os.path.commonpath([pattern_root(p, launch_dir) for p in comp["data_files"]])
             fields["id_names"] = id_names(files, root)
@@ -224,27 +245,215 @@ def iter_documents(spec: ComponentSpec) -> Iterator[Document]:
     """Every record of the component, in canonical order, as a Document (bounded by max_records).
 
     Unusable records come out as Documents with `problem` set (the consumer fails or counts them, by
-    its `on_bad_record` policy). A JSON-lines file that `datasets` cannot parse is read again line by
-    line from where `datasets` stopped, so the bad line is named and the good ones are not lost.
+    its `on_bad_record` policy). The filter reads the same records in partitions (`read_records` with
+    a range, stage2/plan.py); this sequential read is their reference.
     """
     remaining = spec.max_records
     for path in spec.files or [None]:
-        source = path or f"hf://{spec.hub_path}" + (f"/{spec.subset}" if spec.subset else "") + f"[{spec.split}]"
-        records = _file_records(spec, path, source)
         count = 0
-        for doc in records if remaining is None else itertools.islice(records, remaining):
+        for doc in read_records(spec, path, 0, remaining):
             count += 1
             yield doc
         if path is not None and count == 0 and remaining != 0:
-            raise Stage2Error(f"{source}: holds no records (empty file?)")
+            raise Stage2Error(f"{path}: holds no records (empty file?)")
         if remaining is not None:
             remaining -= count
             if remaining <= 0:
                 return
 
 
+def source_name(spec: ComponentSpec, path: Optional[str]) -> str:
+    return path or f"hf://{spec.hub_path}" + (f"/{spec.subset}" if spec.subset else "") + f"[{spec.split}]"
+
+
+def is_line_format(spec: ComponentSpec, path: Optional[str]) -> bool:
+    """Whether a file is read by lines (JSON lines, text by line): splittable at line starts when uncompressed."""
+    if path is None:
+        return False
+    return spec.format == "json" and not _is_json_array(path) or spec.format == "text" and spec.sample_by == "line"
+
+
+def is_compressed(path: str) -> bool:
+    return path.lower().endswith(COMPRESSION_SUFFIXES)
+
+
+def read_records(
+    spec: ComponentSpec, path: Optional[str], first: int = 0, count: Optional[int] = None, byte_range: Optional[tuple] = None
+) -> Iterator[Document]:
+    """Records first+1 .. first+count of one file (to its end when count is None), in order.
+
+    `byte_range` (start, end): the bytes of an uncompressed line file holding exactly those records
+    (start is where record first+1 begins, from the start-up scan): a worker reads only its own range.
+    """
+    source = source_name(spec, path)
+    if count == 0:
+        return iter(())
+    if path is not None and spec.format == "parquet":
+        return _parquet_records(spec, path, source, first, count)
+    if is_line_format(spec, path):
+        records = _line_records(spec, path, source, first, byte_range)
+        return records if count is None else itertools.islice(records, count)
+    records = _file_records(spec, path, source)  # through `datasets`: JSON arrays, text by paragraph or document, the hub
+    return itertools.islice(records, first, None if count is None else first + count)
+
+
+def _line_records(spec: ComponentSpec, path: str, source: str, first: int, byte_range: Optional[tuple]) -> Iterator[Document]:
+    """JSON-lines or text-line records of a file or of a byte range of it; bad lines become problems."""
+    json_lines = spec.format == "json"
+    start, end = byte_range or (0, None)
+    if start == 0 and first:
+        raise ValueError("records after the first are read through their byte range")
+    if not is_remote(path) and os.path.getsize(path) == 0:
+        raise Stage2Error(f"{source}: the file is empty")
+    record = first
+    line_no: Optional[int] = 0 if start == 0 else None  # line numbers are known when reading from the file's start
+    try:
+        if byte_range is not None:
+            f = open(path, "rb")
+            f.seek(start)
+        else:
+            f = open_stream(path)
+    except OSError as exc:
+        raise Stage2Error(f"{source}: cannot be read: {exc.strerror or exc}") from None
+    with f:
+        at = start
+        lines = iter(f)
+        while end is None or at < end:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                return
+            except Exception as exc:  # a damaged compressed stream, an I/O error: the file cannot be read on
+                raise Stage2Error(f"{source}: record {record + 1}: cannot be read: {type(exc).__name__}: {_first_line(exc)}") from None
+            where = f"line {line_no + 1}" if line_no is not None else f"the line at byte {at}"
+            at += len(raw)
+            if line_no is not None:
+                line_no += 1
+            if json_lines and not raw.strip():
+                continue
+            record += 1
+            if not json_lines:
+                yield _text_line(spec, source, record, raw, where)
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                problem = f"invalid UTF-8 (byte {exc.start} of {where})"
+            except json.JSONDecodeError as exc:
+                problem = f"malformed JSON on {where}: {exc.msg} (column {exc.colno})"
+            else:
+                if isinstance(row, dict):
+                    yield _to_document(spec, source, record, row)
+                    continue
+                problem = f"{where} is a JSON {type(row).__name__}, not an object"
+            yield Document(id=spec.fallback_id(source, record), text=None, component=spec.name, source=source, record=record, problem=problem)
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def open_binary(path: str):
+    """A local file, or a hub/remote one through fsspec (`hf://datasets/...`)."""
+    if not is_remote(path):
+        return open(path, "rb")
+    import fsspec
+
+    return fsspec.open(path, "rb").open()
+
+
+def hub_data_files(spec: ComponentSpec) -> List[str]:
+    """The data files of a hub dataset's split (parquet or JSON lines shards), as `datasets` resolves them.
+
+    The filter plans its partitions over these files (footers give parquet row counts) and workers
+    read them themselves; `hub_path` may also name a local dataset folder, resolved the same way.
+    """
+    datasets = _datasets()
+    try:
+        builder = datasets.load_dataset_builder(spec.hub_path, spec.subset, revision=spec.revision)
+        files = [str(f) for f in (builder.config.data_files or {}).get(spec.split) or []]
+    except Exception as exc:  # the hub raises many kinds; all mean "could not open it"
+        raise Stage2Error(
+            f"component {spec.name}: cannot open hub dataset {spec.hub_path!r}"
+            f"{' (' + spec.subset + ')' if spec.subset else ''}: {type(exc).__name__}: {_first_line(exc)}."
+            " Without network access, download it elsewhere and use local files (dataset=files or data_files)"
+        ) from exc
+    if not files:
+        raise Stage2Error(f"component {spec.name}: hub dataset {spec.hub_path!r} has no data files for split {spec.split!r}")
+    return files
+
+
+def open_stream(path: str):
+    """A binary file object over a file's decompressed bytes (every stream of a multi-stream file)."""
+    import io
+
+    if is_remote(path):
+        import fsspec
+
+        return fsspec.open(path, "rb", compression="infer").open()
+    suffix = next((s for s in COMPRESSION_SUFFIXES if path.lower().endswith(s)), None)
+    if suffix == ".zst":
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True)
+        return io.BufferedReader(reader, buffer_size=READ_BLOCK)
+    if suffix is None:
+        return open(path, "rb")
+    import bz2, gzip, lzma
+
+    return {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[suffix](path, "rb")
+
+
+def _text_line(spec: ComponentSpec, source: str, record: int, raw: bytes, where: str) -> Document:
+    # As `datasets` reads text by line, but on "\n" alone ("\r\n" loses its "\r"; a lone "\r" is no line break).
+    line = raw[:-1] if raw.endswith(b"\n") else raw
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Document(id=spec.fallback_id(source, record), text=None, component=spec.name, source=source, record=record,
+                        problem=f"invalid UTF-8 (byte {exc.start} of {where})")
+    return _to_document(spec, source, record, {spec.text_column: text})
+
+
+def _parquet_records(spec: ComponentSpec, path: str, source: str, first: int, count: Optional[int]) -> Iterator[Document]:
+    """Rows first+1 .. first+count, reading only the row groups that hold them."""
+    import pyarrow.parquet as pq
+
+    record = first
+    try:
+        pf = pq.ParquetFile(open_binary(path))
+        meta = pf.metadata
+        stop = meta.num_rows if count is None else min(meta.num_rows, first + count)
+        groups: List[int] = []
+        skip = row0 = 0
+        for g in range(meta.num_row_groups):
+            rows = meta.row_group(g).num_rows
+            if row0 + rows > first and row0 < stop:
+                if not groups:
+                    skip = first - row0
+                groups.append(g)
+            row0 += rows
+        for batch in pf.iter_batches(batch_size=ROW_BATCH, row_groups=groups) if groups else ():
+            if skip >= batch.num_rows:
+                skip -= batch.num_rows
+                continue
+            rows_of_batch = batch.slice(skip).to_pylist()
+            skip = 0
+            for row in rows_of_batch:
+                if record >= stop:
+                    return
+                record += 1
+                yield _to_document(spec, source, record, row)
+    except Stage2Error:
+        raise
+    except Exception as exc:  # pyarrow's ArrowInvalid, OSError: a damaged file
+        raise Stage2Error(f"{source}: record {record + 1}: cannot be read: {type(exc).__name__}: {_first_line(exc)}") from None
+
+
 def _file_records(spec: ComponentSpec, path: Optional[str], source: str) -> Iterator[Document]:
-    if path is not None and os.path.getsize(path) == 0:
+    if path is not None and not is_remote(path) and os.path.getsize(path) == 0:
         raise Stage2Error(f"{source}: the file is empty")
     record = 0
     try:
@@ -254,10 +463,7 @@ def _file_records(spec: ComponentSpec, path: Optional[str], source: str) -> Iter
     except Stage2Error:
         raise
     except Exception as exc:  # raised inside datasets/pyarrow, which cannot say which record
-        if path is None or spec.format != "json" or infer_format(path) != "json" or _is_json_array(path):
-            raise Stage2Error(f"{source}: record {record + 1}: cannot be read: {type(exc).__name__}: {_first_line(exc)}") from exc
-        log.warning("%s: datasets could not parse it (%s); reading it line by line from record %d", source, _first_line(exc), record + 1)
-        yield from _scan_json_lines(spec, path, source, already=record)
+        raise Stage2Error(f"{source}: record {record + 1}: cannot be read: {type(exc).__name__}: {_first_line(exc)}") from exc
 
 
 def _rows(spec: ComponentSpec, path: Optional[str]) -> Iterator[Dict[str, Any]]:
@@ -303,40 +509,6 @@ def _is_json_array(path: str) -> bool:
     return ".jsonl" not in path.lower() and ".ndjson" not in path.lower()
 
 
-def _scan_json_lines(spec: ComponentSpec, path: str, source: str, already: int) -> Iterator[Document]:
-    """Records of a JSON-lines file after the first `already`, one line at a time; bad lines become problems."""
-    import fsspec
-
-    record = 0
-    with fsspec.open(path, "rb", compression="infer") as f:
-        lines = enumerate(f, 1)
-        while True:
-            try:
-                line_no, raw = next(lines)
-            except StopIteration:
-                return
-            except Exception as exc:  # a damaged compressed stream, an I/O error: the file cannot be read on
-                raise Stage2Error(f"{source}: record {record + 1}: cannot be read: {type(exc).__name__}: {_first_line(exc)}") from None
-            if not raw.strip():
-                continue
-            record += 1
-            if record <= already:
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                problem = f"invalid UTF-8 (byte {exc.start} of line {line_no})"
-            except json.JSONDecodeError as exc:
-                problem = f"malformed JSON on line {line_no}: {exc.msg} (column {exc.colno})"
-            else:
-                if isinstance(row, dict):
-                    yield _to_document(spec, source, record, row)
-                    continue
-                problem = f"line {line_no} is a JSON {type(row).__name__}, not an object"
-            yield Document(id=spec.fallback_id(source, record), text=None, component=spec.name,
-                           source=source, record=record, problem=problem)
-
-
 def _to_document(spec: ComponentSpec, source: str, record: int, row: Dict[str, Any]) -> Document:
     problem = None
     if spec.text_column not in row:
@@ -352,7 +524,7 @@ def _to_document(spec: ComponentSpec, source: str, record: int, row: Dict[str, A
     raw_id = row.get(spec.id_column) if spec.id_column else None
     doc_id = str(raw_id) if raw_id is not None else spec.fallback_id(source, record)
     other = {k: v for k, v in row.items() if k not in (spec.text_column, spec.id_column)}
-    meta = json.dumps(other, sort_keys=True, ensure_ascii=False, default=str) if other else "{}"
+    meta = json.dumps(other, sort_keys=True, ensure_ascii=False, default=str) if other else ""
     if problem is None:
         # JSON may spell a lone surrogate ("\ud800"): a str, but no Unicode text, which no file can hold.
         for what, value in (("text column " + repr(spec.text_column), text), ("id", doc_id), ("a column besides the text", meta)):
@@ -361,7 +533,7 @@ def _to_document(spec: ComponentSpec, source: str, record: int, row: Dict[str, A
                 problem = f"{what} is not valid Unicode: a lone surrogate \\u{ord(value[bad]):04x} at character {bad + 1}"
                 text = None
                 break
-    return Document(id=doc_id, text=text, component=spec.name, source=source, record=record, meta=meta, problem=problem)
+    return Document(id=doc_id, text=text, component=spec.name, source=source, record=record, metadata=other, problem=problem)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -375,17 +547,18 @@ def _lone_surrogate(value: Optional[str]) -> Optional[int]:
     return found.start() if found else None
 
 
-def input_fingerprints(specs: List[ComponentSpec]) -> Dict[str, Dict[str, Any]]:
+def input_fingerprints(specs: List[ComponentSpec], stride: Optional[int] = None, mapper: Any = map) -> Dict[str, Dict[str, Any]]:
     """A content hash of every local input file (xxh3-128: fast enough for large corpora), its size and,
-    where the file can tell, its record count; in the same read every compressed file is checked to
-    its end (`scan_file`), so a damaged one fails at start-up, before any work."""
-    from concurrent.futures import ThreadPoolExecutor
+    where the file can tell, its record count and the byte offset of every `stride`-th record (an
+    uncompressed line file's partitions); in the same read every compressed file is checked to its end
+    (`scan_file`), so a damaged one fails at start-up, before any work. `mapper`: an executor's map
+    (the files are read in parallel by workers), or the builtin one."""
+    jobs = [(path, spec.format, spec.sample_by, stride) for spec in specs for path in spec.files]
+    return {job[0]: scan for job, scan in zip(jobs, mapper(scan_job, jobs))}
 
-    jobs = [(path, spec.format, spec.sample_by) for spec in specs for path in spec.files]
-    # Threads: hashing and decompressing run in C without the GIL, one file per thread.
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1, len(jobs)))) as pool:
-        scans = list(pool.map(lambda job: scan_file(*job), jobs))
-    return {path: scan for (path, _, _), scan in zip(jobs, scans)}
+
+def scan_job(job: tuple) -> Dict[str, Any]:
+    return scan_file(*job)
 
 
 def expected_records(spec: ComponentSpec, inputs: Dict[str, Dict[str, Any]]) -> Optional[int]:
@@ -444,12 +617,20 @@ def _starts_stream(suffix: str, data: bytes) -> bool:
 
 
 class _RecordCounter:
-    """Complete records in a stream of bytes: lines (text), or lines that are not blank (JSON lines)."""
+    """Complete records in a stream of bytes: lines (text), or lines that are not blank (JSON lines).
 
-    def __init__(self, skip_blank: bool):
+    With `stride`, also where every stride-th record starts (records 0, stride, 2*stride, ... from 0):
+    the byte offsets the filter cuts an uncompressed file's partitions at, so workers read their own
+    line ranges.
+    """
+
+    def __init__(self, skip_blank: bool, stride: Optional[int] = None):
         self.skip_blank = skip_blank
         self.complete = 0
+        self.stride = stride
+        self.offsets: List[int] = []
         self._tail: List[bytes] = []  # the line being read, in pieces (a long line is not copied again and again)
+        self._tail_start = 0  # its byte offset in the stream
 
     def feed(self, data: bytes) -> None:
         cut = data.rfind(b"\n")
@@ -457,19 +638,40 @@ class _RecordCounter:
             self._tail.append(data)
             return
         block = b"".join([*self._tail, data[: cut + 1]])
+        start = self._tail_start
         self._tail = [data[cut + 1 :]]
+        self._tail_start = start + len(block)
         lines = block.count(b"\n")
         if self.skip_blank:
             lines -= len(_BLANK_AFTER_NEWLINE.findall(block)) + bool(_BLANK_FIRST.match(block))
+        if self.stride and (self.complete + lines - 1) // self.stride >= -(-self.complete // self.stride):
+            self._mark(block, start)
         self.complete += lines
+
+    def _mark(self, block: bytes, start: int) -> None:
+        """Record the offsets of the stride-th records starting in this block (vectorised: few blocks hold one)."""
+        import numpy as np
+
+        raw = np.frombuffer(block, dtype=np.uint8)
+        ends = np.flatnonzero(raw == 10)  # every line of the block ends with its newline
+        begins = np.concatenate(([0], ends[:-1] + 1))
+        if self.skip_blank:
+            ink = np.cumsum(~np.isin(raw, np.frombuffer(b" \t\r\f\v\n", dtype=np.uint8)), dtype=np.int64)
+            before = np.where(begins > 0, ink[np.maximum(begins - 1, 0)], 0)
+            begins = begins[ink[ends] - before > 0]
+        index = self.complete + np.arange(len(begins))
+        self.offsets.extend(int(start + b) for b in begins[index % self.stride == 0])
 
     def total(self) -> int:
         """At the end of a good file: its last line counts too when it has no newline."""
         last = b"".join(self._tail)
-        return self.complete + bool(last.strip() if self.skip_blank else last)
+        counts = bool(last.strip() if self.skip_blank else last)
+        if counts and self.stride and self.complete % self.stride == 0:
+            self.offsets.append(self._tail_start)
+        return self.complete + counts
 
 
-def scan_file(path: str, fmt: Optional[str], sample_by: str = "line") -> Dict[str, Any]:
+def scan_file(path: str, fmt: Optional[str], sample_by: str = "line", stride: Optional[int] = None) -> Dict[str, Any]:
     """Hash a file; decompress a compressed one to the end of its last stream, and count its records.
 
     A compressed file must end exactly where its last stream (gzip member, zstd frame ...) ends; one
@@ -481,7 +683,7 @@ def scan_file(path: str, fmt: Optional[str], sample_by: str = "line") -> Dict[st
 
     suffix = next((s for s in COMPRESSION_SUFFIXES if path.lower().endswith(s)), None)
     counted = fmt == "json" and not _is_json_array(path) or fmt == "text" and sample_by == "line"
-    counter = _RecordCounter(skip_blank=fmt == "json") if counted else None
+    counter = _RecordCounter(skip_blank=fmt == "json", stride=None if suffix else stride) if counted else None
     digest = xxhash.xxh3_128()
     size = 0
     decoder = _decompressor(suffix) if suffix else None
@@ -537,7 +739,10 @@ def scan_file(path: str, fmt: Optional[str], sample_by: str = "line") -> Dict[st
     records = counter.total() if counter is not None else None
     if fmt == "parquet":
         records = _parquet_rows(path)
-    return {"xxh3_128": digest.hexdigest(), "bytes": size, "records": records, "text_bytes": text_bytes if decoder else size}
+    scan = {"xxh3_128": digest.hexdigest(), "bytes": size, "records": records, "text_bytes": text_bytes if decoder else size}
+    if counter is not None and counter.stride:
+        scan["offsets"] = counter.offsets  # not part of provenance (stage2.run keeps it out)
+    return scan
 
 
 def _parquet_rows(path: str) -> int:

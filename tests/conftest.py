@@ -11,6 +11,7 @@ from typing import Any, Dict, List
 import pytest
 
 import stage2.main as stage2_main
+from stage2.dedup.hashing import exact_key, window_hashes
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
@@ -65,3 +66,20 @@ def plain_config(tmp_path):
         return compose_plain([f"runs_index={tmp_path}/runs.jsonl", *overrides], tmp_path)
 
     return make
+
+
+def dedup_reference(texts, k, threshold):
+    """Dedup's rule (stage2/dedup/__init__.py) applied one document at a time in canonical order: every
+    document's hashes count for the later ones, whatever its own verdict."""
+    seen_text, seen_windows, out = set(), set(), []
+    for text in texts:
+        key, windows = exact_key(text), set(window_hashes(text, k).tolist())
+        if key in seen_text:
+            out.append("duplicate")
+        elif windows and len(windows & seen_windows) >= threshold * len(windows):
+            out.append("near_duplicate")
+        else:
+            out.append("kept")
+        seen_text.add(key)
+        seen_windows |= windows
+    return out

@@ -1,4 +1,4 @@
-"""Exact and near dedup cores: normalisation, window hashes, the sorted-array hash set, decisions."""
+"""Dedup: normalisation, window hashes, and the bucket passes against the rule applied one document at a time."""
 
 from __future__ import annotations
 
@@ -7,16 +7,9 @@ import unicodedata
 
 import numpy as np
 
-from conftest import sample_records
-from stage2.dedup import (
-    HashSet,
-    NearDeduper,
-    batch_window_hashes,
-    exact_key,
-    near_duplicate_flags,
-    normalise,
-    window_hashes,
-)
+from conftest import dedup_reference as reference, sample_records
+from stage2.dedup.hashing import batch_window_hashes, exact_key, normalise, window_hashes
+from stage2.dedup.passes import bucket_bounds, later_occurrences, lookup, resolve_bucket, spill
 
 
 def test_normalise_nfkc_casefold_whitespace():
@@ -61,57 +54,15 @@ def test_window_hashes_shapes():
     assert len(window_hashes("x y x y x y x y", 2)) == 2
 
 
-def test_hash_set_matches_python_set():
-    rng = np.random.default_rng(1)
-    universe = rng.integers(0, 2**63, size=5000, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-    hs, ref = HashSet(), set()
-    for start in range(0, 4000, 37):
-        chunk = np.unique(universe[start : start + 50])
-        hs.add(chunk)
-        ref.update(int(x) for x in chunk)
-    probe = universe
-    expected = np.array([int(x) in ref for x in probe])
-    assert np.array_equal(hs.contains(probe), expected)
-    assert len(hs) == len(ref) and hs.nbytes == 8 * len(ref)
-    assert len(hs.levels) <= 2 * int(np.log2(len(ref))) + 2  # LSM: logarithmically many levels
 
 
-def test_hash_set_add_one_first_occurrence_wins(monkeypatch):
-    monkeypatch.setattr(HashSet, "BUFFER", 8)  # cross the buffer -> arrays flush many times
-    hs = HashSet()
-    values = [int(v) for v in np.random.default_rng(2).integers(0, 2**63, size=100)]
-    assert all(hs.add_one(v) for v in values)
-    assert not any(hs.add_one(v) for v in values)
-    assert hs.contains(np.array(values, dtype=np.uint64)).all()
-    assert len(hs) == 100
-
-
-def test_near_duplicates_of_real_text():
-    docs = [r["text"] for r in sample_records("web_stackexchange.jsonl.gz", 60) if len(r["text"].split()) > 120][:4]
-    a, b, c, d = docs
-    words = a.split()
-    edited = " ".join(words[:50] + ["completely", "different", "words"] + words[52:]) + " Thanks in advance!"
-    flags = near_duplicate_flags([a, b, edited, c, a[: len(a) // 3], d], k=13, threshold=0.5)
-    assert flags == [False, False, True, False, True, False]
-
-
-def test_only_kept_documents_are_remembered():
-    dedup = NearDeduper(threshold=0.5)
-    first = window_hashes(" ".join(f"a{i}" for i in range(100)), 5)
-    assert not dedup.is_duplicate(first)
-    size = len(dedup.seen)
-    # Mostly `first` plus new windows: a duplicate, and its new windows are not added.
-    second = window_hashes(" ".join(f"a{i}" for i in range(80)) + " " + " ".join(f"b{i}" for i in range(30)), 5)
-    assert dedup.is_duplicate(second)
-    assert len(dedup.seen) == size
-    assert not dedup.is_duplicate(window_hashes(" ".join(f"b{i}" for i in range(30)), 5))
 
 
 def _reference_windows(text: str, k: int) -> set:
     """Pure-Python window hashes: the definition, independent of the vectorised code."""
     import xxhash
 
-    from stage2.dedup import _P, words
+    from stage2.dedup.hashing import _P, words
 
     m = (1 << 64) - 1
 
@@ -140,23 +91,10 @@ def test_batch_window_hashes_match_the_definition():
         assert np.array_equal(np.sort(mine), window_hashes(text, 7))  # windows never span two texts
 
 
-def test_batch_decisions_equal_sequential_ones():
-    texts = [r["text"] for r in sample_records("noisy_neardup.jsonl.gz", 300)]
-    eligible = np.arange(len(texts)) % 7 != 3  # e.g. dropped for language: neither judged nor remembered
-    sequential = NearDeduper(0.5)
-    expected = [bool(e) and sequential.is_duplicate(window_hashes(t, 8)) for t, e in zip(texts, eligible)]
-    batched = NearDeduper(0.5)
-    flags = []
-    for start in range(0, len(texts), 64):  # several batches: state carried between them
-        h, off = batch_window_hashes(texts[start : start + 64], 8)
-        flags.extend(batched.decide(h, off, eligible[start : start + 64]).tolist())
-    assert flags == expected and sum(flags) > 10
-    assert len(batched.seen) == len(sequential.seen)
-
 
 def test_fast_words_equal_casefold_words():
     """The ASCII path (encode, one translate that also lower-cases A-Z, no casefold) gives words() exactly."""
-    from stage2.dedup import _fast_words, words
+    from stage2.dedup.hashing import _fast_words, words
 
     texts = [r["text"] for r in sample_records("web_stackexchange.jsonl.gz", 300) + sample_records("web_cc.jsonl.gz", 69)]
     # Many languages and scripts (the first records are English).
@@ -183,7 +121,7 @@ def test_casefolded_text_has_no_ascii_capitals():
 
 def test_sort_order_sorts_uint64():
     """The radix passes order by the top 32 bits only; hashes sharing those must still come out sorted."""
-    from stage2.dedup import _sort_order
+    from stage2.dedup.hashing import _sort_order
 
     rng = np.random.default_rng(4)
     top = rng.integers(0, 4, size=5000, dtype=np.uint64) << np.uint64(32)
@@ -201,44 +139,66 @@ def test_sort_order_sorts_uint64():
         assert np.array_equal(ordered, h[order]) and np.array_equal(ordered, np.sort(h))
 
 
-def test_blocked_search_matches_isin():
-    """Large levels are searched block-wise (a searchsorted over every _BLOCK-th hash, then halving steps):
-    the same membership as np.isin, at block boundaries, the ends and past a last partial block too."""
-    from stage2 import dedup
-
-    rng = np.random.default_rng(6)
-    for n in (dedup._BLOCKED_MIN, dedup._BLOCKED_MIN + 1, dedup._BLOCKED_MIN + dedup._BLOCK // 2 + 77):
-        level = np.unique(rng.integers(1, 2**64 - 1, size=n + 10, dtype=np.uint64))[:n]
-        assert len(level) == n
-        bounds = np.concatenate([level[dedup._BLOCK - 1 :: dedup._BLOCK], level[[0, 1, -2, -1]]])
-        one = np.uint64(1)
-        keys = np.concatenate([
-            level[::97], bounds, bounds + one, bounds - one,
-            np.array([0, 2**64 - 1], dtype=np.uint64), rng.integers(0, 2**64, size=3000, dtype=np.uint64),
-        ])
-        for k in (keys, np.sort(keys)):
-            assert np.array_equal(dedup._in_sorted(level, k), np.isin(k, level))
+# ---- the bucket passes -------------------------------------------------------------------------
 
 
-def test_batch_decisions_with_overlapping_texts():
-    """Texts stitched from pieces of earlier ones: duplicates within a batch that share hashes with kept and
-    with dropped texts; batches of any size give the sequential verdicts and the same remembered state."""
-    rng = np.random.default_rng(7)
-    base = [[f"w{j}" for j in rng.integers(0, 60, size=40)] for _ in range(30)]
-    texts = []
-    for _ in range(300):
-        a, b = rng.integers(0, 30, size=2)
-        cut = int(rng.integers(0, 41))
-        texts.append(" ".join(base[a][:cut] + base[b][cut:]))
-    eligible = rng.random(len(texts)) < 0.8
-    sequential = NearDeduper(0.5)
-    expected = [bool(e) and sequential.is_duplicate(window_hashes(t, 3)) for t, e in zip(texts, eligible)]
-    assert 30 < sum(expected) < 270
-    for size in (1, 7, 64, 300):
-        batched = NearDeduper(0.5)
-        flags = []
-        for start in range(0, len(texts), size):
-            h, off = batch_window_hashes(texts[start : start + size], 3)
-            flags.extend(batched.decide(h, off, eligible[start : start + size]).tolist())
-        assert flags == expected, size
-        assert len(batched.seen) == len(sequential.seen)
+def passes(texts, k, threshold, tmp_path, chunk, buckets):
+    """Spill per chunk of `chunk` documents, resolve in `buckets` hash ranges, look verdicts up per chunk."""
+    exact_files, near_files = [], []
+    for c in range(0, len(texts), chunk):
+        part = texts[c : c + chunk]
+        positions = np.arange(c, c + len(part), dtype=np.uint64)
+        spill(tmp_path / f"e{c}.npy", np.array([exact_key(t) for t in part], dtype=np.uint64), positions)
+        hashes, offsets = batch_window_hashes(part, k)
+        spill(tmp_path / f"n{c}.npy", hashes, np.repeat(positions, np.diff(offsets)))
+        exact_files.append(str(tmp_path / f"e{c}.npy"))
+        near_files.append(str(tmp_path / f"n{c}.npy"))
+    outs = []
+    for b in range(buckets):
+        task = {"bucket": b, "buckets": buckets, "per_component": True, "exact_files": exact_files, "near_files": near_files,
+                "exact_out": str(tmp_path / f"x{buckets}-{b}.npy"), "near_out": str(tmp_path / f"y{buckets}-{b}.npy")}
+        resolve_bucket(task)
+        outs.append((task["exact_out"], task["near_out"]))
+    out = []
+    for c in range(0, len(texts), chunk):
+        part = texts[c : c + chunk]
+        dups, near = lookup([x for x, _ in outs], [y for _, y in outs], c, c + len(part))
+        for i, text in enumerate(part):
+            n = len(window_hashes(text, k))
+            out.append("duplicate" if c + i in dups else "near_duplicate" if n and near.get(c + i, 0) >= threshold * n else "kept")
+    return out
+
+
+def test_bucket_passes_follow_the_rule_for_any_chunking_and_bucket_count(tmp_path):
+    records = sample_records("web_stackexchange.jsonl.gz", 80)
+    rng = random.Random(3)
+    texts = [r["text"] for r in records]
+    for _ in range(40):  # copies, near copies (a few words changed), chains of near copies
+        words = rng.choice(texts).split()
+        for _ in range(rng.randint(0, 4)):
+            words[rng.randrange(len(words))] = rng.choice(["alpha", "beta", "gamma"])
+        texts.append(" ".join(words) if rng.random() < 0.7 else "  ".join(words).upper())
+    for k, threshold in ((13, 0.5), (5, 0.8), (3, 0.3)):
+        want = reference(texts, k, threshold)
+        assert want.count("duplicate") >= 5 and want.count("near_duplicate") >= 5  # the property is about real duplicates
+        for chunk, buckets in ((7, 1), (50, 3), (200, 16)):
+            assert passes(texts, k, threshold, tmp_path, chunk, buckets) == want, (k, threshold, chunk, buckets)
+
+
+def test_later_occurrences_per_component_or_across_the_mixture(tmp_path):
+    comp = lambda c, r: (c << 56) | r  # noqa: E731  (stage2.plan's position layout)
+    hashes = np.array([5, 5, 5, 9], dtype=np.uint64)
+    positions = np.array([comp(1, 0), comp(0, 7), comp(1, 3), comp(0, 2)], dtype=np.uint64)
+    spill(tmp_path / "s.npy", hashes, positions)
+    lo, hi = bucket_bounds(0, 1)
+    within = sorted(later_occurrences([str(tmp_path / "s.npy")], lo, hi, per_component=True).tolist())
+    across = sorted(later_occurrences([str(tmp_path / "s.npy")], lo, hi, per_component=False).tolist())
+    assert within == [comp(1, 3)]  # hash 5 is first in component 0 at 7 and in component 1 at 0
+    assert across == [comp(1, 0), comp(1, 3)]  # component 0 comes first in the mixture
+
+
+def test_bucket_bounds_cover_every_hash_once():
+    for buckets in (1, 2, 3, 7, 64):
+        bounds = [bucket_bounds(b, buckets) for b in range(buckets)]
+        assert bounds[0][0] == 0 and bounds[-1][1] == 1 << 64
+        assert all(bounds[i][1] == bounds[i + 1][0] for i in range(buckets - 1))

@@ -15,10 +15,12 @@ import pytest
 from conftest import SAMPLE, sample_records, write_jsonl
 from stage2 import filter as filter_stage
 from stage2.errors import Stage2Error
-from stage2.filter import REASONS
 from stage2.langid import get_backend, identify, language_text
 from stage2.parts import read_manifest
 from stage2.run import start_run
+
+# The default chain's drop reasons, in the order rejected.parquet lists them: steps first, then dedup.
+REASONS = ("invalid", "too_short", "too_long", "language", "duplicate", "near_duplicate")
 
 
 def _fortune(lang: str) -> Dict[str, Any]:
@@ -43,7 +45,7 @@ def build_corpus(folder: Path) -> Dict[str, str]:
         ("short", en[2][:150], "too_short"),
         ("long", "\n\n".join(long_en)[:9000], "too_long"),
         # Same text after NFKC + case folding + whitespace collapsing.
-        ("copy_en0", re.sub(r"\s+", "  \n ", en[0].upper()), "duplicate"),
+        ("copy_en0", re.sub(r"\s+", "  \n ", en[0]).replace(" the ", " THE "), "duplicate"),
         # en1 with a word changed and a sentence appended: most of its 13-word windows were seen.
         ("near_en1", " ".join(words[:30] + ["espresso"] + words[31:]) + " Thanks a lot for any help!", "near_duplicate"),
         ("de", _fortune("de")["text"], "language"),
@@ -90,8 +92,9 @@ def test_every_verdict_and_count(tmp_path, plain_config):
 
     rejected = pq.read_table(run.dir / "filtered" / "mix" / "rejected.parquet").to_pylist()
     assert {r["id"]: r["reason"] for r in rejected} == {i: f for i, f in fates.items() if f != "kept"}
-    for r in rejected:  # language ID ran only on docs that passed the cheap checks
-        assert (r["language"] != "") == (r["reason"] in ("language", "near_duplicate"))
+    for r in rejected:  # a sample carries the values of the step that dropped it
+        assert bool(r["language"]) == (r["reason"] == "language")
+        assert r["detail"]
     assert {r["id"]: r["language"] for r in rejected if r["reason"] == "language"} == {"de": "de", "ru": "ru", "es": "es"}
 
     stats = run.stats["stages"]["filter"]["components"]["mix"]
@@ -103,7 +106,8 @@ def test_every_verdict_and_count(tmp_path, plain_config):
     # (their saved samples above still name the language); Spanish has some ("a", "no"), fastText knows it.
     assert stats["language_dropped_by"] == {"function_words": 2, "fasttext": 1}
     assert {r["language"]: r["failed_check"] for r in rejected if r["reason"] == "language"} == {"ru": "function_words", "de": "function_words", "es": "fasttext"}
-    assert stats["languages"]["en"] == len(expected_kept) + 1  # + the near duplicate, identified before dedup
+    dups = sum(f in ("duplicate", "near_duplicate") for f in fates.values())
+    assert stats["languages"]["en"] == len(expected_kept) + dups  # + the duplicates, identified before dedup
     assert "ru" not in stats["languages"] and stats["languages"]["es"] == 1  # the distribution: what detectors saw
     texts = {r["id"]: r["text"] for r in (json.loads(l) for l in open(path, encoding="utf-8"))}
     assert stats["bytes_in"] == sum(len(t.encode()) for t in texts.values() if t is not None)

@@ -1,5 +1,5 @@
-"""Filter resume: the real CLI killed -9 mid-map resumes to byte-identical outputs, reusing the
-partitions whose map results were saved; saved results are checked before they are trusted."""
+"""Filter resume: the real CLI killed -9 mid-stage resumes to byte-identical outputs, reusing the
+tasks whose markers were written; a marker is checked before it is trusted."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from typing import Any, Dict, List
 import pytest
 
 from conftest import artifact_hashes, sample_records, write_jsonl
-from stage2.filter import MAP_FILE, Counts, DedupState, Settings, filter_documents
-from stage2.sources import Document
+from stage2.filter import component_steps
+from stage2.filter.tasks import screen
+from stage2.plan import plan_component
+from stage2.sources import ComponentSpec, scan_file
 from test_resume import assert_killed_mid_stage, assert_resumed_like, kill_when, resume, stage2, stats
 
 PARTITION = 25
@@ -30,8 +32,10 @@ RECIPE = [
 ]
 
 
-def map_files(run_dir: Path, component: str) -> List[Path]:
-    return sorted((run_dir / "filtered" / ".work" / component).glob("map-*.npz"))
+def done_tasks(run_dir: Path, component: str = "*") -> List[Path]:
+    """The markers of finished tasks: screens and decides of a component's units (or every task)."""
+    work = run_dir / "filtered" / ".work"
+    return sorted(work.glob(f"{component}/*/done-*.json")) + (sorted(work.glob("dedup/*/*/done-*.json")) if component == "*" else [])
 
 
 @pytest.fixture(scope="module")
@@ -44,32 +48,31 @@ def filter_base(tmp_path_factory):
     return base, recipe
 
 
-def test_filter_killed_mid_map_resumes_to_identical_outputs(filter_base):
+def test_filter_killed_mid_stage_resumes_to_identical_outputs(filter_base):
     base, recipe = filter_base
     fresh = stats(base / "fresh")["stages"]["filter"]
-    total = sum(c["partitions"] for c in fresh["components"].values())
-    assert fresh["components"]["web"]["partitions"] >= 10  # several partitions, or the kill proves little
+    assert fresh["components"]["web"]["units"] >= 10  # several tasks, or the kill proves little
 
     run_dir = base / "killed"
-    kill_when([*recipe, "executor.workers=2"], base, run_dir, lambda d: len(map_files(d, "web")) >= 3)
+    kill_when([*recipe, "executor.workers=2"], base, run_dir, lambda d: len(done_tasks(d, "web")) >= 3)
     assert_killed_mid_stage(run_dir, run_dir / "filtered" / "manifest.json")
-    done = {name: map_files(run_dir, name) for name, _, _ in COMPONENTS}  # stable now: every process is dead
-    n_done = sum(map(len, done.values()))
-    assert 3 <= n_done < total
-    # A complete result under a temporary name (as a writer killed just before its rename leaves it)
-    # for a partition that is not done: it must not be taken for that partition's result.
-    names = {p.name for p in done["web"]}
-    missing = next(i for i in range(total) if MAP_FILE.format(i) not in names)
-    shutil.copy(done["web"][0], done["web"][0].with_name(f".{MAP_FILE.format(missing)}.tmp-99999"))
+    done = done_tasks(run_dir)  # stable now: every process is dead
+    units = sum(c["units"] for c in fresh["components"].values())
+    assert 3 <= len(done) < 2 * units
+    # A complete marker under a temporary name (as a writer killed just before its rename leaves it)
+    # for a task that is not done: it must not be taken for that task's marker.
+    web = run_dir / "filtered" / ".work" / "web"
+    undone = next(web / f"00000-{k:05d}" for k in range(1000) if not (web / f"00000-{k:05d}" / "done-screen.json").exists())
+    undone.mkdir(parents=True, exist_ok=True)
+    shutil.copy(done[0], undone / ".done-screen.json.tmp-99999")
 
     resume(run_dir, base, "executor.workers=1")  # another worker count: still the same bytes
     assert_resumed_like(run_dir, base / "fresh")  # also: no .work folder and no temp file left
     filt = stats(run_dir)["stages"]["filter"]
     assert filt["resumed"] is True
-    assert filt["partitions_resumed"] == n_done  # every saved partition reused, no other one
+    assert filt["tasks_resumed"] == len(done)  # every finished task reused, no other one
     for name, _, _ in COMPONENTS:
         entry = filt["components"][name]
-        assert entry["partitions_resumed"] == len(done[name])
         for key in ("records_in", "kept", "dropped", "bytes_in", "bytes_out", "languages", "partitions"):
             assert entry[key] == fresh["components"][name][key], (name, key)
     assert "resume:" in (run_dir / "stage2.log").read_text()
@@ -85,55 +88,48 @@ def test_resuming_a_finished_filter_keeps_its_outputs(filter_base):
     resume(run_dir, base)
     filt = stats(run_dir)["stages"]["filter"]
     assert filt["stage_finished_before"] is True
-    assert filt["partitions_resumed"] == sum(c["partitions"] for c in filt["components"].values())
     assert filt["kept"] == stats(base / "fresh")["stages"]["filter"]["kept"]
     assert artifact_hashes(run_dir) == before == artifact_hashes(base / "fresh")
     assert {rel: (run_dir / rel).stat().st_mtime_ns for rel in before} == mtimes  # kept, not rewritten
 
     # An output changed since: the stage filters again (its map results are gone) to the same bytes.
-    part = next(rel for rel in before if rel.endswith("part-00000.parquet"))
+    part = next(rel for rel in before if rel.endswith("part-00000-00000.parquet"))
     (run_dir / part).write_bytes(b"not parquet")
     resume(run_dir, base)
     filt = stats(run_dir)["stages"]["filter"]
-    assert "stage_finished_before" not in filt and filt["partitions_resumed"] == 0
+    assert "stage_finished_before" not in filt and filt["tasks_resumed"] == 0
     assert artifact_hashes(run_dir) == before
 
 
-# ---- the pure core with saved map results --------------------------------------------------------
+# ---- one task and its marker --------------------------------------------------------------------
 
 
-def _docs() -> List[Document]:
+def _screen_task(tmp_path: Path) -> Dict[str, Any]:
     records = sample_records("web_stackexchange.jsonl.gz", 60) + sample_records("noisy_fortunes.jsonl.gz", 80)
-    return [Document(id=r["id"], text=r["text"], component="c", source="s", record=i) for i, r in enumerate(records)]
+    path = write_jsonl(tmp_path / "in.jsonl", records)
+    spec = ComponentSpec(name="c", files=[str(path)], format="json")
+    [unit] = plan_component(spec, 0, spec.files, {str(path): scan_file(str(path), "json", stride=1000)}, 1000, None)
+    f = {"min_chars": 100, "max_chars": 8000, "on_bad_record": "skip", "quality": [], "languages": ["en"], "lang_backend": "langdetect_fast",
+         "lang_threshold": 0.85, "lang_max_chars": 2000, "lang_check": "fasttext", "lang_check_threshold": 0.3, "function_words": 0.03}
+    dedup = {"exact": True, "near": True, "window_words": 13}
+    return {"spec": spec, "unit": unit, "steps": component_steps(spec, f), "dedup": dedup, "keep_rejected": 3, "dir": str(tmp_path / "task")}
 
 
-def _filter(work: Path) -> Dict[str, Any]:
-    settings = Settings(min_chars=100, partition_size=10)
-    results = list(filter_documents(_docs(), settings, True, DedupState.new(settings), Counts(), work_dir=work))
-    return {
-        "resumed": [r.resumed for r in results],
-        "kept": [[d.id for d in r.kept] for r in results],
-        "rejected": [[(x.doc.id, x.reason, x.language, x.score) for x in r.rejected] for r in results],
-    }
+def test_a_task_marker_is_reused_only_when_it_matches(tmp_path):
+    task = _screen_task(tmp_path)
+    marker = Path(task["dir"]) / "done-screen.json"
+    first = screen(task)
+    assert not first["resumed"] and first["dropped"]["language"] > 0  # the languages matter here
+    outputs = {p.name: p.read_bytes() for p in Path(task["dir"]).iterdir() if p != marker}
+    assert any(name.startswith("near-") for name in outputs) and "rejected-screen.parquet" in outputs
 
+    again = screen(task)
+    assert again["resumed"] and {k: v for k, v in again.items() if k not in ("resumed",)} == {k: v for k, v in first.items() if k not in ("resumed",)}
 
-def test_saved_map_results_are_reused_only_when_they_match(tmp_path):
-    work = tmp_path / "work"
-    first = _filter(work)
-    n = len(first["kept"])
-    assert n >= 6 and not any(first["resumed"])
-    assert sorted(p.name for p in work.iterdir()) == [MAP_FILE.format(i) for i in range(n)]
-    assert any(x[1] == "language" for r in first["rejected"] for x in r)  # the languages matter here
-
-    again = _filter(work)
-    assert all(again["resumed"])
-    assert {k: v for k, v in again.items() if k != "resumed"} == {k: v for k, v in first.items() if k != "resumed"}
-
-    # A truncated file, another partition's result and a temp file are recomputed, never trusted.
-    (work / MAP_FILE.format(1)).write_bytes((work / MAP_FILE.format(1)).read_bytes()[:100])
-    shutil.copy(work / MAP_FILE.format(2), work / MAP_FILE.format(3))
-    (work / MAP_FILE.format(4)).rename(work / f".{MAP_FILE.format(4)}.tmp-123")
-    third = _filter(work)
-    assert [i for i, r in enumerate(third["resumed"]) if not r] == [1, 3, 4]
-    assert {k: v for k, v in third.items() if k != "resumed"} == {k: v for k, v in first.items() if k != "resumed"}
-    assert all(_filter(work)["resumed"])  # the recomputed ones were saved again
+    # A damaged marker, or one of other settings, is never trusted: the task is done again, to the same bytes.
+    marker.write_bytes(marker.read_bytes()[:40])
+    assert not screen(task)["resumed"]
+    other = {**task, "keep_rejected": 1}
+    assert not screen(other)["resumed"] and screen(other)["resumed"]
+    assert not screen(task)["resumed"]
+    assert {p.name: p.read_bytes() for p in Path(task["dir"]).iterdir() if p != marker} == outputs

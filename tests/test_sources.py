@@ -41,7 +41,7 @@ def test_every_format_yields_the_same_documents_in_order(tmp_path, suffix):
     assert [d.record for d in docs] == list(range(1, len(RECORDS) + 1))
     assert spec.name == "docs"
     # Other columns travel along as sorted JSON.
-    assert json.loads(docs[0].meta)["source"] == RECORDS[0]["source"]
+    assert docs[0].metadata["source"] == RECORDS[0]["source"]
 
 
 def test_text_files_by_line_and_by_document(tmp_path):
@@ -83,8 +83,7 @@ def test_unusable_records_are_marked_with_their_problem(tmp_path):
     docs = list(iter_documents(ComponentSpec(name="bad", files=[str(path)], format="json")))
     assert [d.problem is None for d in docs] == [True, False, False]
     assert "null" in docs[1].problem and docs[1].record == 2
-    # Within one file `datasets` unifies the columns: a record lacking `text` reads as null.
-    assert "null" in docs[2].problem
+    assert "no text column 'text'" in docs[2].problem and docs[2].record == 3
     other = write_jsonl(tmp_path / "other.jsonl", [{"id": "a", "body": "x"}])
     [doc] = iter_documents(ComponentSpec(name="other", files=[str(other)], format="json"))
     assert "no text column 'text'" in doc.problem and "body" in doc.problem
@@ -148,11 +147,11 @@ def test_rows_read_in_batches_come_out_as_one_at_a_time_also_before_an_error(mon
 
     rows = [{"id": f"r{i}", "text": f"text {i}", "n": i} for i in range(1, 13)]
     monkeypatch.setattr(sources, "ROW_BATCH", 5)
-    spec = ComponentSpec(name="c", files=["/nowhere/c.parquet"], format="parquet")
+    spec = ComponentSpec(name="c", files=["/nowhere/c.json"], format="json")  # a JSON array: read through `datasets`
     monkeypatch.setattr(sources.os.path, "getsize", lambda path: 1)
     monkeypatch.setattr(sources, "_load_stream", lambda spec, path: _FailingStream(rows, good=12))
     docs = list(iter_documents(spec))
-    assert [(d.id, d.text, d.meta, d.record) for d in docs] == [(r["id"], r["text"], json.dumps({"n": r["n"]}), r["n"]) for r in rows]
+    assert [(d.id, d.text, d.metadata, d.record) for d in docs] == [(r["id"], r["text"], {"n": r["n"]}, r["n"]) for r in rows]
 
     monkeypatch.setattr(sources, "_load_stream", lambda spec, path: _FailingStream(rows, good=7))
     seen = []

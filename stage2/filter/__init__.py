@@ -1,0 +1,354 @@
+"""The filter stage: per-document steps, then exact and near dedup -> filtered parquet parts.
+
+Three passes of worker tasks (stage2/filter/tasks.py); the driver plans from metadata, dispatches
+and adds up counts, and never reads a document:
+  plan     every component's units of work (stage2/plan.py): file byte/row ranges or whole files
+  screen   per unit: read it, run the component's step chain (invalid, length, language, quality
+           steps), spill the survivors and their dedup hashes to `filtered/.work/`
+  resolve  per hash bucket: first occurrences of every hash (stage2/dedup/passes.py); the number of
+           buckets follows `filter.dedup.memory_mb`, the verdicts do not
+  decide   per unit: exact/near verdicts, the kept documents written as
+           `filtered/<component>/part-<file>-<chunk>.parquet`
+Then `filtered/manifest.json` (parts in canonical order), the rejected samples, and
+`filtered/.finished.json` (stats and artifact hashes without timings: a later stage's resume keeps
+the finished filter through it). Resume: every task leaves a marker with its key; a resumed run
+skips the tasks whose marker matches, then deletes `filtered/.work/` once the stage is finished.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import resource
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from stage2.dedup.passes import buckets_for, resolve_bucket
+from stage2.files import file_sha256
+from stage2.filter.tasks import DEDUP_REASONS, decide, merge_rejected, screen
+from stage2.langid import check_languages
+from stage2.langrule import LanguageRule
+from stage2.plan import Unit, component_files, count_file_records, plan_component
+from stage2.sources import ComponentSpec
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = ".work"
+FINISHED = ".finished.json"  # in filtered/, next to the manifest
+
+
+def component_steps(spec: ComponentSpec, f: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+    """The component's step chain as plain data (name, settings), its own overrides applied."""
+    min_chars = spec.min_chars if getattr(spec, "min_chars", None) is not None else f["min_chars"]
+    own_max = getattr(spec, "max_chars", None)
+    max_chars = f["max_chars"] if own_max is None else (None if own_max == 0 else own_max)
+    steps: List[Tuple[str, Dict[str, Any]]] = [
+        ("invalid", {"on_bad_record": f["on_bad_record"]}),
+        ("length", {"min_chars": min_chars, "max_chars": max_chars}),
+    ]
+    if spec.lang_filter:
+        rule = language_rule(spec, f)
+        steps.append(("language", asdict(rule)))
+    for name in f.get("quality") or []:
+        steps.append((name, dict(f[name])))
+    return steps
+
+
+def language_rule(spec: ComponentSpec, f: Dict[str, Any]) -> LanguageRule:
+    rule = LanguageRule.from_filter_cfg(f)
+    own = getattr(spec, "languages", None)
+    return replace(rule, languages=tuple(own)) if own else rule
+
+
+def component_dedup(spec: ComponentSpec, d: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    if getattr(spec, "dedup", None) is False or not (d["exact"] or d["near"]):
+        return None
+    return {"exact": bool(d["exact"]), "near": bool(d["near"]), "window_words": int(d["window_words"])}
+
+
+def warm_worker(backends: Tuple[str, ...]) -> None:
+    """A worker's start-up, done before the driver sends it a task (LocalExecutor.start)."""
+    from stage2.langid import get_backend
+
+    for backend in backends:
+        get_backend(backend)  # loading a model or profiles: 0.05-0.5 s
+
+
+def _count_task(args: Tuple[ComponentSpec, str]) -> int:
+    return count_file_records(*args)
+
+
+def _without_timings(stats: Dict[str, Any]) -> Dict[str, Any]:
+    """The stage's stats minus what varies between identical runs (.finished.json: the same bytes every time)."""
+    out = {k: v for k, v in stats.items() if k not in ("resumed", "tasks_resumed", "resources", "executor_nodes")}
+    out["components"] = {
+        name: {k: v for k, v in entry.items() if k not in ("seconds", "docs_per_s")}
+        for name, entry in stats["components"].items()
+    }
+    return out
+
+
+def _restore_finished(run, path: Path) -> Optional[Dict[str, Any]]:
+    """The headline of a filter stage this run folder finished before (a later stage was interrupted), or None.
+
+    Its outputs are kept when every artifact it listed still has the recorded sha256.
+    """
+    try:
+        finished = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # none (written atomically, so never half a file)
+    if finished.get("config_digest") != run.digest:
+        return None
+    for rel, digest in finished["artifacts"].items():
+        if not (run.dir / rel).is_file() or file_sha256(run.dir / rel) != digest:
+            log.warning("filter: resume: %s is missing or changed since the stage finished; filtering again", rel)
+            return None
+    for rel in finished["artifacts"]:
+        run.add_artifact(run.dir / rel)
+    stats = run.stage_stats("filter")
+    stats.update(finished["stats"])
+    stats.update({"resumed": True, "stage_finished_before": True})
+    log.info("filter: resume: the stage had finished; its %d artifacts are kept", len(finished["artifacts"]))
+    return finished["headline"]
+
+
+@dataclass
+class Passes:
+    screen_tasks: List[Dict[str, Any]]
+    screened: List[Dict[str, Any]]
+    resolved: List[Dict[str, Any]]
+    decided: List[Dict[str, Any]]
+    pairs: int
+    buckets: int
+
+
+def execute(
+    plans: List[Tuple[ComponentSpec, List[Unit]]], f: Dict[str, Any], keep_rejected: int, work: Path, out_dir: Path,
+    mapper: Callable = map, progress: bool = False,
+) -> Passes:
+    """The three passes over planned units: screen, resolve, decide (parts written under out_dir).
+
+    `mapper` is an executor's map (builtin `map` in-process); results come back in task order, and no
+    verdict depends on the mapper, the number of buckets or the order tasks finish in.
+    """
+    from stage2.progress import Progress
+
+    d = f["dedup"]
+    # ---- screen -------------------------------------------------------------------------------
+    screen_tasks = []
+    for spec, units in plans:
+        steps, dedup = component_steps(spec, f), component_dedup(spec, d)
+        for unit in units:
+            screen_tasks.append({
+                "spec": spec, "unit": unit, "steps": steps, "dedup": dedup, "keep_rejected": keep_rejected,
+                "dir": str(work / spec.name / unit.name),
+            })
+    expected = sum(u.count or 0 for _, units in plans for u in units) or None
+    progress = Progress("filter", total=expected, unit="doc", enabled=progress)
+    screened = []
+    try:
+        for result in mapper(screen, screen_tasks):
+            screened.append(result)
+            progress.update(result["records"])
+    finally:
+        progress.close()
+
+    # ---- resolve ------------------------------------------------------------------------------
+    spills: Dict[str, List[str]] = {"exact": [], "near": []}
+    for task, result in zip(screen_tasks, screened):
+        for kind in spills:
+            spills[kind].extend(str(Path(task["dir"]) / name) for name in result["spilled"][kind])
+    pairs = sum(r["pairs"]["exact"] + r["pairs"]["near"] for r in screened)
+    buckets = buckets_for(pairs, int(d["memory_mb"])) if pairs else 0
+    bucket_dir = work / "dedup" / f"of-{buckets}"
+    resolve_tasks = [
+        {
+            "bucket": b, "buckets": buckets, "per_component": d["scope"] != "mixture",
+            "exact_files": spills["exact"], "near_files": spills["near"],
+            "exact_out": str(bucket_dir / f"exact-{b:05d}.npy"), "near_out": str(bucket_dir / f"near-{b:05d}.npy"),
+            "dir": str(bucket_dir / f"b{b:05d}"),
+        }
+        for b in range(buckets)
+    ]
+    resolved = list(mapper(resolve_once, resolve_tasks))
+
+    # ---- decide -------------------------------------------------------------------------------
+    decide_tasks = []
+    for task, result in zip(screen_tasks, screened):
+        decide_tasks.append({
+            "unit": task["unit"], "chunks": result["chunks"], "dedup": task["dedup"] is not None,
+            "threshold": float(d["threshold"]), "keep_rejected": keep_rejected,
+            "exact_files": [t["exact_out"] for t in resolve_tasks], "near_files": [t["near_out"] for t in resolve_tasks],
+            "dir": task["dir"], "parts_dir": str(out_dir),
+        })
+    decided = list(mapper(decide, decide_tasks))
+    return Passes(screen_tasks, screened, resolved, decided, pairs, buckets)
+
+
+def run(run) -> Dict[str, Any]:
+    from stage2.parts import FILTERED_DIR, MANIFEST, write_table
+    from stage2.run import write_json
+
+    f, d = run.cfg["filter"], run.cfg["filter"]["dedup"]
+    P = int(run.cfg["dataset"]["partition_size"])
+    keep_rejected = int(f.get("keep_rejected") or 0)
+    enabled = bool(run.cfg.get("progress"))
+    rules = [language_rule(spec, f) for spec in run.components if spec.lang_filter]
+    base = LanguageRule.from_filter_cfg(f)
+    detectors = tuple(filter(None, (base.check_backend, base.backend))) if rules else ()
+    # Workers start first: their start-up overlaps the driver's (checks, planning).
+    run.executor.start(functools.partial(warm_worker, detectors))
+    if f.get("lang_check") == base.backend:
+        log.info("filter: lang_check is the main backend (%s): it runs once", base.backend)
+    for languages in dict.fromkeys(r.languages for r in rules):
+        for backend in detectors:
+            check_languages(backend, languages, main=backend == base.backend)
+
+    filtered = run.dir / FILTERED_DIR
+    work = filtered / WORK_DIR
+    finished_path = filtered / FINISHED
+    resuming = bool(run.cfg.get("resume"))
+    if resuming:
+        headline = _restore_finished(run, finished_path)
+        if headline is not None:
+            return headline
+    else:
+        shutil.rmtree(work, ignore_errors=True)  # a fresh run trusts nothing it finds
+    finished_path.unlink(missing_ok=True)
+    started = time.monotonic()
+
+    # ---- plan (metadata only) -----------------------------------------------------------------
+    inputs = getattr(run, "inputs", None) or run.provenance.get("inputs") or {}
+    counter = lambda spec, path: next(iter(run.executor.map(_count_task, [(spec, path)])))  # noqa: E731
+    plans: List[Tuple[ComponentSpec, List[Unit]]] = []
+    for index, spec in enumerate(run.components):
+        spec, files = component_files(spec)
+        plans.append((spec, plan_component(spec, index, files, inputs, P, counter)))
+
+    passes = execute(plans, f, keep_rejected, work, run.dir, run.executor.map, enabled)
+    screen_tasks, screened, resolved, decided = passes.screen_tasks, passes.screened, passes.resolved, passes.decided
+    pairs, buckets = passes.pairs, passes.buckets
+    seconds = time.monotonic() - started
+
+    # ---- manifest, rejected samples, stats ----------------------------------------------------
+    stats = run.stage_stats("filter")
+    stats.update({
+        "lang_backend": base.backend, "lang_check": base.check_backend, "function_words": base.min_function_words,
+        "languages": list(base.languages), "quality": list(f.get("quality") or []), "components": {},
+    })
+    manifest: Dict[str, Any] = {"components": {}}
+    total: Counter = Counter()
+    dropped_total: Counter = Counter()
+    empty: List[str] = []
+    at = 0
+    for spec, units in plans:
+        n = len(units)
+        screens, decides, tasks = screened[at : at + n], decided[at : at + n], screen_tasks[at : at + n]
+        at += n
+        steps = component_steps(spec, f)
+        from stage2.filter.tasks import build_chain
+
+        reasons = list(build_chain(steps).reasons) + list(DEDUP_REASONS)
+        dropped = Counter({r: 0 for r in reasons})
+        tally: Counter = Counter()
+        for s, r in zip(screens, decides):
+            dropped.update(s["dropped"])
+            dropped.update(r["dropped"])
+            tally.update(s["tally"])
+        entry: Dict[str, Any] = {
+            "records_in": sum(s["records"] for s in screens),
+            "kept": sum(r["kept"] for r in decides),
+            "dropped": {r: dropped[r] for r in reasons},
+            "bytes_in": sum(s["bytes_in"] for s in screens),
+            "bytes_out": sum(r["bytes_out"] for r in decides),
+            "languages": dict(sorted(((k.split(":", 1)[1], v) for k, v in tally.items() if k.startswith("language.language:")), key=lambda kv: (-kv[1], kv[0]))),
+            "language_dropped_by": dict(sorted((k.split(":", 1)[1], v) for k, v in tally.items() if k.startswith("language.dropped_by:"))),
+            "partitions": sum(len(s["chunks"]) for s in screens),
+            "units": n,
+            "parts": sum(len(r["parts"]) for r in decides),
+        }
+        other = {k: v for k, v in tally.items() if not k.startswith("language.")}
+        if other:
+            entry["step_tally"] = dict(sorted(other.items()))
+        if not spec.lang_filter:
+            entry["lang_filter"] = False
+        if component_dedup(spec, d) is None:
+            entry["dedup"] = False
+        assert entry["records_in"] == entry["kept"] + sum(entry["dropped"].values()), (spec.name, entry)
+        samples = merge_rejected([Path(t["dir"]) / name for t in tasks for name in ("rejected-screen.parquet", "rejected-decide.parquet")], reasons, keep_rejected)
+        if samples is not None:
+            path = filtered / spec.name / "rejected.parquet"
+            write_table(path, samples)
+            run.add_artifact(path)
+            entry["rejected_file"] = str(path.relative_to(run.dir))
+        parts = [rel for r in decides for rel in r["parts"]]
+        for rel in parts:
+            run.add_artifact(run.dir / rel)
+        if entry["kept"] == 0:
+            log.warning("filter: component %s kept no document (%d read: %s)", spec.name, entry["records_in"], entry["dropped"])
+            entry["empty"] = True
+            empty.append(spec.name)
+        stats["components"][spec.name] = entry
+        manifest["components"][spec.name] = {"parts": parts, "kept": entry["kept"]}
+        for key in ("records_in", "kept", "bytes_in", "bytes_out"):
+            total[key] += entry[key]
+        dropped_total.update(entry["dropped"])
+        log.info(
+            "filter %s: %d in, %d kept, dropped %s", spec.name, entry["records_in"], entry["kept"],
+            {k: v for k, v in entry["dropped"].items() if v},
+        )
+    for entry in stats["components"].values():  # (one clock for the stage: its passes interleave the components)
+        entry["seconds"] = round(seconds, 3)
+        entry["docs_per_s"] = round(entry["records_in"] / seconds, 1) if seconds > 0 else None
+
+    manifest_path = filtered / MANIFEST
+    write_json(manifest_path, manifest)  # last of the outputs: the parts before it are complete
+    run.add_artifact(manifest_path)
+    all_tasks = screened + resolved + decided
+    driver = resource.getrusage(resource.RUSAGE_SELF)
+    stats.update({
+        "records_in": total["records_in"], "kept": total["kept"], "dropped": dict(dropped_total),
+        "bytes_in": total["bytes_in"], "bytes_out": total["bytes_out"], "empty_components": empty,
+        "dedup": {"pairs": pairs, "buckets": buckets, "memory_mb": int(d["memory_mb"]), "spill_bytes": _size(work)},
+        "resources": {
+            "driver_cpu_s": round(driver.ru_utime + driver.ru_stime, 3),
+            "driver_peak_rss_mb": round(driver.ru_maxrss / 1024, 1),
+            "tasks_cpu_s": round(sum(r.get("cpu_s", 0) for r in all_tasks if not r.get("resumed")), 3),
+            "workers_peak_rss_mb": max((r.get("peak_rss_mb", 0) for r in all_tasks), default=0),
+        },
+    })
+    nodes = getattr(run.executor, "nodes", None)
+    if nodes:
+        stats["executor_nodes"] = len(nodes)
+    if resuming:
+        stats.update({"resumed": True, "tasks_resumed": sum(bool(r.get("resumed")) for r in all_tasks)})
+        log.info("filter: resume: %d of %d tasks were done already", stats["tasks_resumed"], len(all_tasks))
+    headline = {"filter_records_in": total["records_in"], "filter_kept": total["kept"], "filter_kept_bytes": total["bytes_out"]}
+    own = [rel for rel in run.artifacts if rel.startswith(f"{FILTERED_DIR}/")]
+    write_json(finished_path, {
+        "config_digest": run.digest,
+        "headline": headline,
+        "stats": _without_timings(stats),
+        "artifacts": {rel: file_sha256(run.dir / rel) for rel in sorted(own)},
+    })
+    # The work files are not needed any more: .finished.json keeps the stage done for a resume.
+    shutil.rmtree(work, ignore_errors=True)
+    for leftover in filtered.glob(".*.tmp-*"):  # of a killed manifest write
+        leftover.unlink(missing_ok=True)
+    return headline
+
+
+def resolve_once(task: Dict[str, Any]) -> Dict[str, Any]:
+    from stage2.filter.tasks import once, task_key
+
+    return once(Path(task["dir"]) / "done-resolve.json", task_key(task), lambda: resolve_bucket(task))
+
+
+def _size(folder: Path) -> int:
+    """Bytes of the spilled documents and hashes (not the markers, whose timings vary between runs)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.suffix in (".npy", ".parquet")) if folder.exists() else 0

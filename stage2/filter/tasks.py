@@ -1,0 +1,279 @@
+"""The filter's worker tasks: each reads and writes its own files and returns a few counts.
+
+  screen   one plan unit: read its records, run the component's step chain, write the survivors
+           (`cand-<chunk>.parquet`), their dedup hashes (spill files) and rejected samples
+  resolve  one hash bucket (stage2/dedup/passes.py)
+  decide   one plan unit again: exact/near verdicts from the buckets, the kept documents written as
+           the unit's final parts
+Each task is done once its `done-<pass>.json` marker exists with the task's key; a resumed run
+returns the marker's counts instead of redoing the task (outputs are written before the marker, each
+atomically, so a task killed midway is simply redone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from stage2.dedup.hashing import batch_window_hashes, exact_key
+from stage2.dedup.passes import lookup, spill
+from stage2.documents import Document
+from stage2.files import read_json, write_json
+from stage2.plan import Unit, read_unit
+from stage2.steps import STEPS, Chain, Drop, Step
+
+# Part of every task key: bump it when a task's outputs change, so a resume with newer code redoes them.
+TASK_VERSION = 1
+DEDUP_REASONS = ("duplicate", "near_duplicate")
+CANDIDATE_EXTRA = pa.schema([("pos", pa.uint64()), ("windows", pa.int64())])
+
+
+def task_key(task: Dict[str, Any]) -> str:
+    """What a task's outputs depend on (everything but where they go)."""
+    plain = {k: v for k, v in task.items() if k not in ("dir", "parts_dir")}
+    return hashlib.sha256(json.dumps([TASK_VERSION, plain], sort_keys=True, default=_plain).encode()).hexdigest()[:32]
+
+
+def _plain(value: Any) -> Any:
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(value):
+        return asdict(value)
+    return str(value)
+
+
+def once(marker: Path, key: str, compute: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+    """`compute()` unless a finished run of the same task left its marker; the result gains "resumed"."""
+    if marker.is_file():
+        try:
+            done = read_json(marker)
+        except Exception:  # a damaged marker: the task is redone
+            done = {}
+        if done.get("key") == key:
+            return {**done["result"], "resumed": True}
+    started = time.process_time()
+    result = compute()
+    result["cpu_s"] = round(time.process_time() - started, 3)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    write_json(marker, {"key": key, "result": result})
+    return {**result, "resumed": False}
+
+
+def build_chain(steps: Iterable[Tuple[str, Dict[str, Any]]]) -> Chain:
+    built: List[Step] = []
+    for name, settings in steps:
+        if name not in STEPS:
+            import stage2.steps.quality  # noqa: F401  (registers the quality steps on first use)
+        cls = STEPS[name]
+        built.append(cls(cls.Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})))
+    return Chain(built)
+
+
+def utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))  # (isascii: a flag, no scan)
+
+
+def docs_table(docs: List[Document], extra: Optional[Dict[str, list]] = None) -> pa.Table:
+    from stage2.parts import docs_to_table
+
+    return docs_to_table(docs, extra)
+
+
+def write_parquet(path: Path, table: pa.Table) -> None:
+    from stage2.parts import write_table
+
+    write_table(path, table)
+
+
+def _chunks(docs: Iterable[Document], unit: Unit) -> Iterable[Tuple[int, List[Document]]]:
+    chunk: List[Document] = []
+    current = None
+    for doc in docs:
+        k = unit.chunk_of(doc.record)
+        if current is not None and k != current:
+            yield current, chunk
+            chunk = []
+        current = k
+        chunk.append(doc)
+    if chunk:
+        yield current, chunk
+
+
+class Samples:
+    """The first `limit` rejected documents per reason, with why (for rejected.parquet)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.rows: List[Tuple[Document, Drop]] = []
+        self.taken: Counter = Counter()
+
+    def offer(self, doc: Document, drop: Drop) -> None:
+        if self.taken[drop.reason] < self.limit:
+            self.taken[drop.reason] += 1
+            self.rows.append((doc, drop))
+
+    def write(self, path: Path) -> bool:
+        path.unlink(missing_ok=True)
+        if not self.rows:
+            return False
+        keys = list(dict.fromkeys(k for _, drop in self.rows for k in drop.values))
+        extra: Dict[str, list] = {"reason": [d.reason for _, d in self.rows], "detail": [d.detail for _, d in self.rows]}
+        for key in keys:
+            extra[key] = [_column_value(d.values.get(key)) for _, d in self.rows]
+        write_parquet(path, docs_table([doc for doc, _ in self.rows], extra))
+        return True
+
+
+def _column_value(value: Any) -> Any:
+    return float(value) if isinstance(value, (float, np.floating)) else value
+
+
+def screen(task: Dict[str, Any]) -> Dict[str, Any]:
+    """Pass 1 over one unit (see the module docstring)."""
+    folder = Path(task["dir"])
+    return once(folder / "done-screen.json", task_key(task), lambda: _screen(task, folder))
+
+
+def _screen(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
+    unit: Unit = task["unit"]
+    chain = build_chain(task["steps"])
+    dedup = task["dedup"]  # {"exact": bool, "near": bool, "window_words": k} or None
+    samples = Samples(task["keep_rejected"])
+    dropped: Counter = Counter({r: 0 for r in chain.reasons})
+    records = bytes_in = candidates = 0
+    pairs = {"exact": 0, "near": 0}
+    spilled: Dict[str, List[str]] = {"exact": [], "near": []}  # spill files with pairs (an empty .npy cannot be memory-mapped)
+    chunks: List[int] = []
+    for k, docs in _chunks(read_unit(task["spec"], unit), unit):
+        records += len(docs)
+        bytes_in += sum(utf8_len(d.text) for d in docs if d.text is not None)
+        verdicts = chain.judge(docs)
+        kept = []
+        for doc, verdict in zip(docs, verdicts):
+            if verdict is None:
+                kept.append(doc)
+            else:
+                dropped[verdict.reason] += 1
+                samples.offer(doc, verdict)
+        candidates += len(kept)
+        chunks.append(k)
+        positions = np.fromiter((unit.position(d.record) for d in kept), dtype=np.uint64, count=len(kept))
+        windows = np.zeros(len(kept), dtype=np.int64)
+        if dedup and dedup["exact"] and kept:
+            hashes = np.fromiter((exact_key(d.text) for d in kept), dtype=np.uint64, count=len(kept))
+            pairs["exact"] += spill(folder / f"exact-{k:05d}.npy", hashes, positions)
+            spilled["exact"].append(f"exact-{k:05d}.npy")
+        if dedup and dedup["near"] and kept:
+            hashes, offsets = batch_window_hashes([d.text for d in kept], dedup["window_words"])
+            windows = np.diff(offsets)
+            if len(hashes):
+                pairs["near"] += spill(folder / f"near-{k:05d}.npy", hashes, np.repeat(positions, windows))
+                spilled["near"].append(f"near-{k:05d}.npy")
+        extra = {"pos": pa.array(positions, type=pa.uint64()), "windows": pa.array(windows, type=pa.int64())}
+        write_parquet(folder / f"cand-{k:05d}.parquet", docs_table(kept, extra))
+    _describe_undetected(samples, task["steps"])
+    samples.write(folder / "rejected-screen.parquet")
+    return {
+        "records": records,
+        "bytes_in": bytes_in,
+        "candidates": candidates,
+        "dropped": dict(dropped),
+        "tally": chain.tally(),
+        "chunks": chunks,
+        "pairs": pairs,
+        "spilled": spilled,
+    }
+
+
+def _describe_undetected(samples: Samples, steps: List[Tuple[str, Dict[str, Any]]]) -> None:
+    """Saved samples the function-word check dropped before any detector: what the first detector takes
+    them for (a few documents). No threshold was compared with its answer, so target_score stays empty."""
+    from dataclasses import replace
+
+    from stage2.langrule import first_detection
+
+    todo = [i for i, (_, drop) in enumerate(samples.rows) if drop.reason == "language" and not drop.values.get("language")]
+    if not todo:
+        return
+    rule = build_chain([s for s in steps if s[0] == "language"]).steps[0].settings
+    for i, (language, score) in zip(todo, first_detection([samples.rows[i][0].text for i in todo], rule)):
+        doc, drop = samples.rows[i]
+        samples.rows[i] = (doc, replace(drop, values={**drop.values, "language": language, "score": score}))
+
+
+def decide(task: Dict[str, Any]) -> Dict[str, Any]:
+    """Pass 3 over one unit (see the module docstring)."""
+    folder = Path(task["dir"])
+    return once(folder / "done-decide.json", task_key(task), lambda: _decide(task, folder))
+
+
+def _decide(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
+    from stage2.parts import SCHEMA, part_path
+
+    unit: Unit = task["unit"]
+    samples = Samples(task["keep_rejected"])
+    dropped = Counter({r: 0 for r in DEDUP_REASONS})
+    kept = bytes_out = 0
+    parts: List[str] = []
+    threshold = task["threshold"]
+    for k in task["chunks"]:
+        table = pq.ParquetFile(folder / f"cand-{k:05d}.parquet").read()
+        positions = np.asarray(table.column("pos").to_numpy(), dtype=np.uint64)
+        keep = np.ones(len(positions), dtype=bool)
+        if task["dedup"] and len(positions):
+            lo, hi = int(positions.min()), int(positions.max()) + 1
+            dups, near = lookup(task["exact_files"], task["near_files"], lo, hi)
+            exact = np.isin(positions, dups)
+            windows = table.column("windows").to_numpy()
+            seen = np.array([near.get(int(p), 0) for p in positions], dtype=np.int64)
+            near_dup = ~exact & (windows > 0) & (seen >= threshold * windows)
+            keep = ~(exact | near_dup)
+            dropped["duplicate"] += int(exact.sum())
+            dropped["near_duplicate"] += int(near_dup.sum())
+            if samples.limit and not keep.all():
+                from stage2.parts import table_documents
+
+                for i in np.flatnonzero(~keep):
+                    if exact[i]:
+                        drop = Drop("duplicate", "an earlier document has the same normalised text")
+                    else:
+                        share = seen[i] / windows[i]
+                        drop = Drop("near_duplicate", f"seen_window_frac={share:.3f} >= {threshold}", {"seen_window_frac": float(share)})
+                    samples.offer(table_documents(table.take([int(i)]))[0], drop)
+        kept_table = table.filter(pa.array(keep)).select(SCHEMA.names)
+        if kept_table.num_rows:
+            path = part_path(Path(task["parts_dir"]), unit.component, unit.file_index, k)
+            write_parquet(path, kept_table)
+            parts.append(os.path.relpath(path, task["parts_dir"]))
+            kept += kept_table.num_rows
+            bytes_out += sum(utf8_len(t) for t in kept_table.column("text").to_pylist())
+    samples.write(folder / "rejected-decide.parquet")
+    return {"kept": kept, "bytes_out": bytes_out, "dropped": dict(dropped), "parts": parts}
+
+
+def merge_rejected(paths: Iterable[Path], reasons: List[str], limit: int) -> Optional[pa.Table]:
+    """The first `limit` samples per reason over the units' sample files (in canonical order), reasons in chain order."""
+    tables = [pq.ParquetFile(p).read() for p in paths if p.is_file()]
+    if not tables or not limit:
+        return None
+    table = pa.concat_tables(tables, promote_options="default")
+    reason = table.column("reason").to_pylist()
+    taken: Counter = Counter()
+    rows = []
+    for r in reasons:
+        for i, x in enumerate(reason):
+            if x == r and taken[r] < limit:
+                taken[r] += 1
+                rows.append(i)
+    return table.take(pa.array(rows, type=pa.int64())) if rows else None
+
