@@ -85,7 +85,7 @@ def prepare(work: Path, n_docs: int) -> dict:
             for start in range(0, len(texts), PART_DOCS):
                 chunk = texts[start : start + PART_DOCS]
                 docs = [Document(id=f"{rep}-{start + i}", text=t, component="en", source="bench", record=start + i + 1) for i, t in enumerate(chunk)]
-                path = parts.part_path(folder, "en", len(rels))
+                path = parts.part_path(folder, "en", 0, len(rels))
                 parts.write_table(path, parts.docs_to_table(docs))
                 rels.append(str(path.relative_to(folder)))
         (folder / parts.FILTERED_DIR / parts.MANIFEST).write_text(json.dumps({"components": {"en": {"parts": rels}}}))

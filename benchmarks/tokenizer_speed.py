@@ -73,7 +73,7 @@ def write_parts(folder: Path, paths) -> Path:
     manifest = {"components": {}}
     for spec in resolve_components({"paths": [str(p) for p in paths]}, str(folder)):
         docs = list(iter_documents(spec))
-        path = parts.part_path(folder, spec.name, 0)
+        path = parts.part_path(folder, spec.name, 0, 0)
         parts.write_table(path, parts.docs_to_table(docs))
         manifest["components"][component_name(str(spec.files[0]))] = {"parts": [str(path.relative_to(folder))], "kept": len(docs)}
     (folder / parts.FILTERED_DIR / parts.MANIFEST).write_text(json.dumps(manifest))

@@ -67,17 +67,6 @@ def test_malformed_json_line_is_skipped_and_counted_when_asked(tmp_path):
     assert stats["kept"] + sum(stats["dropped"].values()) == stats["records_in"]
 
 
-def test_datasets_messages_are_printed_once(tmp_path):
-    # On this input `datasets` itself logs "Failed to load JSON ..."; it must reach the console once
-    # (through Hydra's handler), not also through the handler `datasets` installs for itself.
-    write_lines(tmp_path / "docs.jsonl", [b'{"id": "a", "text": "hello"}', b'{"id": "b", "text": "broken'])
-    out = run_filter(tmp_path, "dataset.paths=[docs.jsonl]", "filter.on_bad_record=skip")
-    assert out.returncode == 0, out.stderr[-2000:]
-    lines = [l for l in (out.stdout + out.stderr).splitlines() if "Failed to load JSON" in l]
-    assert len(lines) == 1, lines
-    assert "Failed to load JSON" in (tmp_path / "run" / "stage2.log").read_text()
-
-
 @pytest.mark.parametrize(
     "record,needle",
     [({"id": "n", "text": None}, "is null"), ({"id": "i", "text": 42}, "is int, not a string")],

@@ -245,7 +245,7 @@ def write_filtered(folder: Path, comp: str, texts: List[str], per_part: int) -> 
     rels = []
     for i in range(0, len(texts), per_part):
         docs = [Document(id=f"{comp}-{j}", text=t, component=comp, source="x", record=j + 1) for j, t in enumerate(texts[i : i + per_part], i)]
-        path = parts.part_path(folder, comp, i // per_part)
+        path = parts.part_path(folder, comp, 0, i // per_part)
         parts.write_table(path, parts.docs_to_table(docs))
         rels.append(str(path.relative_to(folder)))
     manifest = folder / parts.FILTERED_DIR / parts.MANIFEST

@@ -122,7 +122,7 @@ def test_training_on_filtered_parts_of_a_past_run_matches_training_on_the_raw_so
         half = len(docs) // 2  # two parts per component: the reader must chain them in order
         rels = []
         for index, chunk in enumerate((docs[:half], docs[half:])):
-            path = parts.part_path(past, spec.name, index)
+            path = parts.part_path(past, spec.name, 0, index)
             parts.write_table(path, parts.docs_to_table(chunk))
             rels.append(str(path.relative_to(past)))
         manifest["components"][spec.name] = {"parts": rels}

@@ -162,18 +162,18 @@ def test_finished_run_records_the_sha256_of_every_artifact(pipeline_run):
 
 
 def test_flipped_byte_in_a_filtered_part_is_named(pipeline_run):
-    part = pipeline_run / "filtered" / "web" / "part-00000.parquet"
+    part = pipeline_run / "filtered" / "web" / "part-00000-00000.parquet"
     flip_byte(part)
-    with pytest.raises(Stage2Error, match="filtered/web/part-00000.parquet: sha256 .* does not match stats.json"):
+    with pytest.raises(Stage2Error, match="filtered/web/part-00000-00000.parquet: sha256 .* does not match stats.json"):
         verify_folder(pipeline_run)
 
 
 def test_deleted_filtered_part_is_named(pipeline_run):
-    (pipeline_run / "filtered" / "web" / "part-00000.parquet").unlink()
-    with pytest.raises(Stage2Error, match="filtered/web/part-00000.parquet: listed in .*stats.json but missing"):
+    (pipeline_run / "filtered" / "web" / "part-00000-00000.parquet").unlink()
+    with pytest.raises(Stage2Error, match="filtered/web/part-00000-00000.parquet: listed in .*stats.json but missing"):
         verify_folder(pipeline_run)
     as_older_run(pipeline_run)  # without artifact_sha256 the parts manifest still catches it
-    with pytest.raises(Stage2Error, match="filtered/web/part-00000.parquet: listed in .*filtered/manifest.json"):
+    with pytest.raises(Stage2Error, match="filtered/web/part-00000-00000.parquet: listed in .*filtered/manifest.json"):
         verify_folder(pipeline_run)
 
 

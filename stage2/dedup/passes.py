@@ -24,9 +24,14 @@ COMPONENT_SHIFT = 56  # stage2.plan: the component's index is the position's top
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
+    import io
+
+    # Through bytes: numpy's own file writes lose the OS error (a full disk reads "N requested and M written").
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to the temp name
-            np.save(f, array, allow_pickle=False)
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
 

@@ -148,7 +148,8 @@ def execute(
                 "spec": spec, "unit": unit, "steps": steps, "dedup": dedup, "keep_rejected": keep_rejected,
                 "dir": str(work / spec.name / unit.name),
             })
-    expected = sum(u.count or 0 for _, units in plans for u in units) or None
+    counts = [u.count for _, units in plans for u in units]
+    expected = None if None in counts else sum(counts)  # (a JSON array's records are not counted at start-up)
     progress = Progress("filter", total=expected, unit="doc", enabled=progress)
     screened = []
     try:
