@@ -39,7 +39,14 @@ KEY_PACKAGES = ("hydra-core", "omegaconf", "datasets", "pyarrow", "sentencepiece
 
 def config_digest(cfg: Dict[str, Any]) -> str:
     """A stable hash of what decides the artifacts: the resolved recipe without folders, workers, logging."""
-    recipe = {k: v for k, v in cfg.items() if k not in NON_RECIPE_KEYS}
+    recipe = json.loads(json.dumps(cfg))  # a deep copy of plain data
+    for key in NON_RECIPE_KEYS:
+        *parents, last = key.split(".")
+        node = recipe
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
     canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 

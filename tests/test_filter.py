@@ -240,3 +240,71 @@ def test_executor_start_warms_workers_and_a_failing_warm_up_breaks_nothing():
             assert list(executor.map(len, [[1], [1, 2], []])) == [1, 2, 0]
         finally:
             executor.close()
+
+
+# ---- full scale: partitions, buckets, per-component recipes, hub shards -----------------------------
+
+
+def manifest(tmp_path: Path, components: Dict[str, Dict[str, Any]], **dataset: Any) -> List[str]:
+    """Overrides that select a manifest of one's own (on Hydra's search path, as with --config-dir)."""
+    import yaml
+
+    folder = tmp_path / "conf" / "dataset"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mine.yaml").write_text(yaml.safe_dump({"name": "mine", "components": components, **dataset}))
+    return ["dataset=mine", f"hydra.searchpath=[file://{tmp_path / 'conf'}]"]
+
+
+def artifact_bytes(run) -> Dict[str, bytes]:
+    return {rel: (run.dir / rel).read_bytes() for rel in sorted(run.artifacts) if rel.startswith("filtered/")}
+
+
+def test_artifacts_do_not_depend_on_workers_or_the_dedup_memory_budget(tmp_path, plain_config):
+    # Plain and compressed JSON lines (byte-range units and a whole-file unit), with copies across files.
+    web = sample_records("web_stackexchange.jsonl.gz", 700)
+    write_jsonl(tmp_path / "in" / "web-a.jsonl", web[:400])
+    write_jsonl(tmp_path / "in" / "web-b.jsonl.gz", web[300:] + web[:50])
+    base = ["dataset=files", f"dataset.paths=[{tmp_path / 'in' / 'web-*'}]", "dataset.partition_size=90",
+            "filter.lang_check=null", "filter.function_words=0"]
+    one, _ = run_filter(plain_config, tmp_path / "one", *base, "executor.workers=1")
+    tiny, _ = run_filter(plain_config, tmp_path / "tiny", *base, "executor.workers=2", "filter.dedup.memory_mb=1")
+    stats_one, stats_tiny = (r.stats["stages"]["filter"] for r in (one, tiny))
+    assert stats_one["dedup"]["buckets"] == 1 and stats_tiny["dedup"]["buckets"] >= 4  # the budget split the hashes
+    assert stats_one["components"]["web"]["dropped"]["duplicate"] >= 100  # the copies across files were found
+    assert artifact_bytes(one) == artifact_bytes(tiny) and len(artifact_bytes(one)) >= 5
+    assert one.digest == tiny.digest  # the memory budget is not part of the recipe
+
+
+def test_a_component_recipe_overrides_the_filter(tmp_path, plain_config):
+    en = sample_records("web_stackexchange.jsonl.gz", 120)
+    write_jsonl(tmp_path / "in" / "docs.jsonl", en)
+    write_jsonl(tmp_path / "in" / "code.jsonl", en[:40] + en[:40])  # exact copies: kept, as its dedup is off
+    components = {
+        "docs": {"data_files": [str(tmp_path / "in" / "docs.jsonl")], "min_chars": 1000, "max_chars": 0, "languages": ["de"]},
+        "code": {"data_files": [str(tmp_path / "in" / "code.jsonl")], "dedup": False, "lang_filter": False},
+    }
+    run, _ = run_filter(plain_config, tmp_path / "run", *manifest(tmp_path, components))
+    docs, code = (run.stats["stages"]["filter"]["components"][name] for name in ("docs", "code"))
+    lengths = [len(r["text"]) for r in en]
+    assert docs["dropped"]["too_short"] == sum(n < 1000 for n in lengths) and docs["dropped"]["too_long"] == 0
+    assert docs["kept"] == 0 and docs["dropped"]["language"] == sum(n >= 1000 for n in lengths)  # no German here
+    assert code["dropped"]["duplicate"] == code["dropped"]["near_duplicate"] == 0 and "language" not in code["dropped"]
+    assert code["kept"] == sum(200 <= n <= 8000 for n in lengths[:40]) * 2
+
+
+def test_a_hub_dataset_is_planned_over_its_data_files(tmp_path, plain_config):
+    """The hub path (datasets resolves the split's data files; parquet footers give row ranges), read from a local
+    dataset folder, as `hub_path` also accepts: the same documents as the same files given as data_files."""
+    import pyarrow as pa
+
+    rows = sample_records("web_stackexchange.jsonl.gz", 300)
+    folder = tmp_path / "hubset" / "data"
+    folder.mkdir(parents=True)
+    for i in range(2):
+        pq.write_table(pa.Table.from_pylist(rows[i * 150 : (i + 1) * 150]), folder / f"train-0000{i}-of-00002.parquet", row_group_size=40)
+    common = ["dataset.partition_size=50", "dataset.max_records=260", "filter.lang_check=null", "filter.function_words=0"]
+    hub, _ = run_filter(plain_config, tmp_path / "hub", *common, *manifest(tmp_path / "a", {"web": {"hub_path": str(tmp_path / "hubset")}}))
+    files, _ = run_filter(plain_config, tmp_path / "files", *common, *manifest(tmp_path / "b", {"web": {"data_files": [f"{folder}/*.parquet"]}}))
+    entry = hub.stats["stages"]["filter"]["components"]["web"]
+    assert entry["records_in"] == 260 and entry["units"] == 6  # 150 + 110 rows, in units of at most 50
+    assert kept_ids(hub.dir, "web") == kept_ids(files.dir, "web") and len(kept_ids(hub.dir, "web")) > 150
