@@ -14,6 +14,15 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+# Standard library only: workers import the schema without Hydra or heavy dependencies.
+from stage2.steps.quality import (
+    QUALITY_STEPS,
+    C4QualitySettings,
+    FineWebQualitySettings,
+    GopherQualitySettings,
+    GopherRepetitionSettings,
+)
+
 
 class Stage(str, Enum):
     filter = "filter"
@@ -123,6 +132,13 @@ class FilterConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     keep_rejected: int = 0  # keep up to N dropped documents per reason for inspection
     on_bad_record: BadRecordPolicy = BadRecordPolicy.fail
+    # Quality steps to run after length and language, in this order (stage2/steps/quality): any of
+    # gopher_repetition, gopher_quality, c4_quality, fineweb_quality. Each one's settings are below.
+    quality: List[str] = field(default_factory=list)
+    gopher_repetition: GopherRepetitionSettings = field(default_factory=GopherRepetitionSettings)
+    gopher_quality: GopherQualitySettings = field(default_factory=GopherQualitySettings)
+    c4_quality: C4QualitySettings = field(default_factory=C4QualitySettings)
+    fineweb_quality: FineWebQualitySettings = field(default_factory=FineWebQualitySettings)
 
 
 @dataclass
@@ -235,6 +251,7 @@ NON_RECIPE_KEYS = (
     "rerun_of",
     "report",
     "verify",
+    "filter.dedup.memory_mb",  # the number of dedup buckets follows it, no verdict does
 )
 
 
@@ -265,6 +282,7 @@ def check_ranges(cfg: Dict[str, Any]) -> None:
         (cfg["executor"]["workers"] >= 0, f"executor.workers={cfg['executor']['workers']} must be 0 (one per core) or more"),
         (cfg["executor"]["max_in_flight"] >= 0, f"executor.max_in_flight={cfg['executor']['max_in_flight']} must be 0 (2 x workers) or more"),
         (f["lang_max_chars"] >= 1, f"filter.lang_max_chars={f['lang_max_chars']} must be at least 1 (the characters language ID reads)"),
+        *_quality_rules(f),
     ]
     if str(cfg.get("stage")) in ("tokenizer", "pipeline"):  # stages that train: fail before the filter runs
         rules.append(_vocab_floor_rule(t))
@@ -312,6 +330,39 @@ def _override(values: Optional[List[Any]]) -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _quality_rules(f: Dict[str, Any]) -> List[Tuple[bool, str]]:
+    """filter.quality names known steps, once each; the steps' shares are shares, counts are counts."""
+    names = list(f.get("quality") or [])
+    unknown = [n for n in names if n not in QUALITY_STEPS]
+    rules = [
+        (not unknown, f"filter.quality={_override(names)}: no quality step is named {', '.join(map(repr, unknown))}; the steps are {', '.join(QUALITY_STEPS)}"),
+        (len(set(names)) == len(names), f"filter.quality={_override(names)} names a step twice"),
+    ]
+    gr, gq, c4, fw = (f.get(n) or {} for n in QUALITY_STEPS)
+
+    def share(step: str, key: str, value: Any) -> Tuple[bool, str]:
+        return (value is None or 0.0 <= value <= 1.0, f"filter.{step}.{key}={value} must be a share between 0 and 1 (null: the rule is off)")
+
+    def at_least(step: str, key: str, value: Any, low: int, off: str) -> Tuple[bool, str]:
+        return (value is None or value >= low, f"filter.{step}.{key}={value} must be {low} or more ({off})")
+
+    rules += [share("gopher_repetition", k, v) for k, v in gr.items()]
+    rules += [share("gopher_quality", k, gq.get(k)) for k in ("max_symbol_word_ratio", "max_bullet_lines_ratio", "max_ellipsis_lines_ratio", "max_non_alpha_words_ratio")]
+    rules += [at_least("gopher_quality", k, gq.get(k), 0, "null or 0: the rule is off") for k in ("min_doc_words", "max_doc_words", "min_avg_word_length", "max_avg_word_length", "min_stop_words")]
+    lo_w, hi_w, lo_l, hi_l = gq.get("min_doc_words"), gq.get("max_doc_words"), gq.get("min_avg_word_length"), gq.get("max_avg_word_length")
+    rules += [
+        (not (lo_w and hi_w) or lo_w <= hi_w, f"filter.gopher_quality.min_doc_words={lo_w} and max_doc_words={hi_w}: need min_doc_words <= max_doc_words"),
+        (not (lo_l and hi_l) or lo_l <= hi_l, f"filter.gopher_quality.min_avg_word_length={lo_l} and max_avg_word_length={hi_l}: need min <= max"),
+    ]
+    rules += [at_least("c4_quality", k, c4.get(k), -1, "-1: the rule is off") for k in ("min_num_sentences", "min_words_per_line", "max_word_length")]
+    rules += [share("fineweb_quality", k, fw.get(k)) for k in ("line_punct_thr", "short_line_thr", "char_duplicates_ratio")]
+    rules += [at_least("fineweb_quality", "short_line_length", fw.get("short_line_length"), 0, "characters"),
+              at_least("fineweb_quality", "new_line_ratio", fw.get("new_line_ratio"), 0, "newlines per word")]
+    rules.append((fw.get("stop_chars") is None or len(fw["stop_chars"]) > 0,
+                  "filter.fineweb_quality.stop_chars is empty: no line could end a sentence (null: every Unicode sentence terminal)"))
+    return rules
 
 
 def _vocab_floor_rule(t: Dict[str, Any]) -> Tuple[bool, str]:
