@@ -561,21 +561,6 @@ def scan_job(job: tuple) -> Dict[str, Any]:
     return scan_file(*job)
 
 
-def expected_records(spec: ComponentSpec, inputs: Dict[str, Dict[str, Any]]) -> Optional[int]:
-    """How many records the component will yield, when its files told (`scan_file`), for progress bars."""
-    counts = [(inputs.get(path) or {}).get("records") for path in spec.files]
-    known = sum(counts) if counts and None not in counts else None
-    if spec.max_records is None:
-        return known
-    return spec.max_records if known is None else min(known, spec.max_records)
-
-
-def expected_bytes(spec: ComponentSpec, inputs: Dict[str, Dict[str, Any]]) -> Optional[int]:
-    """The component's bytes of text (decompressed), for a progress bar in bytes where records are not counted."""
-    sizes = [(inputs.get(path) or {}).get("text_bytes") for path in spec.files]
-    return sum(sizes) if sizes and None not in sizes else None
-
-
 READ_BLOCK = 1 << 20
 FEED = 1 << 12  # compressed bytes per decompressor call: at a corrupt block, at most this much output is not counted
 # Each compression's magic bytes, the library's streaming decompressor (`eof` once a stream/frame ended,

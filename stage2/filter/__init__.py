@@ -85,7 +85,7 @@ def _count_task(args: Tuple[ComponentSpec, str]) -> int:
 
 def _without_timings(stats: Dict[str, Any]) -> Dict[str, Any]:
     """The stage's stats minus what varies between identical runs (.finished.json: the same bytes every time)."""
-    out = {k: v for k, v in stats.items() if k not in ("resumed", "tasks_resumed", "resources", "executor_nodes")}
+    out = {k: v for k, v in stats.items() if k not in ("seconds", "resumed", "tasks_resumed", "resources", "executor_nodes")}
     out["components"] = {
         name: {k: v for k, v in entry.items() if k not in ("seconds", "docs_per_s")}
         for name, entry in stats["components"].items()
@@ -313,6 +313,7 @@ def run(run) -> Dict[str, Any]:
     all_tasks = screened + resolved + decided
     driver = resource.getrusage(resource.RUSAGE_SELF)
     stats.update({
+        "seconds": round(seconds, 3),
         "records_in": total["records_in"], "kept": total["kept"], "dropped": dict(dropped_total),
         "bytes_in": total["bytes_in"], "bytes_out": total["bytes_out"], "empty_components": empty,
         "dedup": {"pairs": pairs, "buckets": buckets, "memory_mb": int(d["memory_mb"]), "spill_bytes": _size(work)},
