@@ -39,7 +39,9 @@ def test_shards_split_at_eos_decode_to_the_filtered_documents(default_run):
     manifest = parts.read_manifest(default_run)
     assert {"web", "encyclopedia", "code", "noisy"} <= set(manifest["components"])
     for comp in manifest["components"]:
-        texts = [d.text for d in parts.iter_filtered(default_run, comp)]
+        # The one documented exception: U+2581, SentencePiece's space marker, decodes as a space (the
+        # sample's code keeps rich's spinner definitions, which draw with it).
+        texts = [d.text.replace("\u2581", " ") for d in parts.iter_filtered(default_run, comp)]
         index = json.loads((default_run / "shards" / comp / "index.json").read_text())
         flat = shard_tokens(default_run / "shards" / comp)
         ends = np.flatnonzero(flat == sp.eos_id())
