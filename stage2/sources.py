@@ -225,15 +225,19 @@ def _load_stream(spec: ComponentSpec, path: Optional[str]):
                 spec.hub_path, spec.subset, split=spec.split, revision=spec.revision, streaming=True
             )
         except Exception as exc:  # the hub raises many kinds; all mean "could not open it"
-            raise Stage2Error(
-                f"component {spec.name}: cannot open hub dataset {spec.hub_path!r}"
-                f"{' (' + spec.subset + ')' if spec.subset else ''}: {type(exc).__name__}: {_first_line(exc)}."
-                " Without network access, download it elsewhere and use local files (dataset=files or data_files)"
-            ) from exc
+            raise _hub_error(spec, exc) from exc
     kwargs: Dict[str, Any] = {}
     if spec.format == "text":
         kwargs["sample_by"] = spec.sample_by
     return datasets.load_dataset(spec.format, data_files=[path], split="train", streaming=True, **kwargs)
+
+
+def _hub_error(spec: ComponentSpec, exc: BaseException) -> Stage2Error:
+    return Stage2Error(
+        f"component {spec.name}: cannot open hub dataset {spec.hub_path!r}"
+        f"{' (' + spec.subset + ')' if spec.subset else ''}: {type(exc).__name__}: {_first_line(exc)}."
+        " Without network access, download it elsewhere and use local files (dataset=files or data_files)"
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -373,11 +377,7 @@ def hub_data_files(spec: ComponentSpec) -> List[str]:
         builder = datasets.load_dataset_builder(spec.hub_path, spec.subset, revision=spec.revision)
         files = [str(f) for f in (builder.config.data_files or {}).get(spec.split) or []]
     except Exception as exc:  # the hub raises many kinds; all mean "could not open it"
-        raise Stage2Error(
-            f"component {spec.name}: cannot open hub dataset {spec.hub_path!r}"
-            f"{' (' + spec.subset + ')' if spec.subset else ''}: {type(exc).__name__}: {_first_line(exc)}."
-            " Without network access, download it elsewhere and use local files (dataset=files or data_files)"
-        ) from exc
+        raise _hub_error(spec, exc) from exc
     if not files:
         raise Stage2Error(f"component {spec.name}: hub dataset {spec.hub_path!r} has no data files for split {spec.split!r}")
     return files
