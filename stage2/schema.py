@@ -85,6 +85,7 @@ class ComponentConfig:
     max_chars: Optional[int] = None  # 0: no upper bound for this component
     languages: Optional[List[str]] = None  # the languages to keep from this component
     dedup: Optional[bool] = None  # false: neither exact nor near dedup (null, true: filter.dedup.exact/near)
+    quality: Optional[List[str]] = None  # this component's quality steps ([]: none; null: filter.quality)
 
 
 @dataclass
@@ -319,6 +320,7 @@ def _dataset_rules(ds: Dict[str, Any], f: Dict[str, Any]) -> List[Tuple[bool, st
              f"(or {key}.max_chars=0: no upper bound)"),
             (languages is None or len(languages) >= 1, f"{key}.languages is empty: name at least one language to keep (e.g. [en]), or null for filter.languages"),
             (languages is None or all(str(lang).strip() for lang in languages), f"{key}.languages={_override(languages)} holds an empty language name"),
+            (all(n in QUALITY_STEPS for n in c.get("quality") or []), f"{key}.quality={_override(c.get('quality'))}: the quality steps are {', '.join(QUALITY_STEPS)}"),
         ]
     return rules
 

@@ -54,6 +54,7 @@ class ComponentSpec:
     max_chars: Optional[int] = None  # 0: no upper bound
     languages: Optional[Tuple[str, ...]] = None
     dedup: Optional[bool] = None  # False: neither exact nor near dedup
+    quality: Optional[Tuple[str, ...]] = None  # its quality steps (None: filter.quality)
     # file -> the name its records' fallback ids use (<component>/<name>/<record>): the file's stem,
     # with its folder below the glob's root when that is needed to tell files apart (resolve_components).
     id_names: Dict[str, str] = field(default_factory=dict)
@@ -191,8 +192,9 @@ def resolve_components(dataset: Dict[str, Any], launch_dir: str) -> List[Compone
         fields = {k: v for k, v in comp.items() if k not in ("data_files", "format")}
         own = fields.get("max_records")
         fields["max_records"] = cap if own is None else own if cap is None else min(own, cap)
-        if fields.get("languages") is not None:
-            fields["languages"] = tuple(fields["languages"])
+        for key in ("languages", "quality"):
+            if fields.get(key) is not None:
+                fields[key] = tuple(fields[key])
         if files:
             root = os.path.commonpath([pattern_root(p, launch_dir) for p in comp["data_files"]])
             fields["id_names"] = id_names(files, root)

@@ -281,14 +281,15 @@ def test_a_component_recipe_overrides_the_filter(tmp_path, plain_config):
     write_jsonl(tmp_path / "in" / "code.jsonl", en[:40] + en[:40])  # exact copies: kept, as its dedup is off
     components = {
         "docs": {"data_files": [str(tmp_path / "in" / "docs.jsonl")], "min_chars": 1000, "max_chars": 0, "languages": ["de"]},
-        "code": {"data_files": [str(tmp_path / "in" / "code.jsonl")], "dedup": False, "lang_filter": False},
+        "code": {"data_files": [str(tmp_path / "in" / "code.jsonl")], "dedup": False, "lang_filter": False, "quality": []},
     }
-    run, _ = run_filter(plain_config, tmp_path / "run", *manifest(tmp_path, components))
+    run, _ = run_filter(plain_config, tmp_path / "run", *manifest(tmp_path, components), "filter.quality=[gopher_repetition]")
     docs, code = (run.stats["stages"]["filter"]["components"][name] for name in ("docs", "code"))
     lengths = [len(r["text"]) for r in en]
     assert docs["dropped"]["too_short"] == sum(n < 1000 for n in lengths) and docs["dropped"]["too_long"] == 0
     assert docs["kept"] == 0 and docs["dropped"]["language"] == sum(n >= 1000 for n in lengths)  # no German here
     assert code["dropped"]["duplicate"] == code["dropped"]["near_duplicate"] == 0 and "language" not in code["dropped"]
+    assert "gopher_repetition" in docs["dropped"] and "gopher_repetition" not in code["dropped"]  # its own (empty) quality list
     assert code["kept"] == sum(200 <= n <= 8000 for n in lengths[:40]) * 2
 
 

@@ -54,7 +54,8 @@ def component_steps(spec: ComponentSpec, f: Dict[str, Any]) -> List[Tuple[str, D
     if spec.lang_filter:
         rule = language_rule(spec, f)
         steps.append(("language", asdict(rule)))
-    for name in f.get("quality") or []:
+    own = getattr(spec, "quality", None)
+    for name in f.get("quality") or [] if own is None else own:
         steps.append((name, dict(f[name])))
     return steps
 
