@@ -146,7 +146,7 @@ def execute(
         steps, dedup = component_steps(spec, f), component_dedup(spec, d)
         for unit in units:
             screen_tasks.append({
-                "spec": spec, "unit": unit, "steps": steps, "dedup": dedup, "keep_rejected": keep_rejected,
+                "spec": _spec_of(spec, unit), "unit": unit, "steps": steps, "dedup": dedup, "keep_rejected": keep_rejected,
                 "dir": str(work / spec.name / unit.name),
             })
     counts = [u.count for _, units in plans for u in units]
@@ -344,6 +344,13 @@ def run(run) -> Dict[str, Any]:
     for leftover in filtered.glob(".*.tmp-*"):  # of a killed manifest write
         leftover.unlink(missing_ok=True)
     return headline
+
+
+def _spec_of(spec: ComponentSpec, unit: Unit) -> ComponentSpec:
+    """The component as its unit's task needs it: its one file, not the component's thousands."""
+    if unit.file is None:
+        return spec
+    return replace(spec, files=[unit.file], id_names={unit.file: spec.id_names[unit.file]} if unit.file in spec.id_names else {})
 
 
 def resolve_once(task: Dict[str, Any]) -> Dict[str, Any]:
