@@ -1,7 +1,8 @@
 """Filtered parts: the parquet files the filter stage writes and the later stages read.
 
-Layout: `<run>/filtered/<component>/part-00000.parquet`, one file per partition, plus
-`<run>/filtered/manifest.json` listing the components in manifest order with their parts.
+Layout: `<run>/filtered/<component>/part-<file>-<chunk>.parquet`, one file per partition that kept a
+document (chunk k of input file f: its records k*P+1 .. (k+1)*P), plus `<run>/filtered/manifest.json`
+listing the components in manifest order with their parts in canonical order.
 Parts load with `datasets.load_dataset("parquet", data_files=...)`.
 """
 
