@@ -78,6 +78,7 @@ class ComponentSpec:
             "lang_filter": self.lang_filter,
             "exact_dedup": own and bool(dedup.get("exact", True)),
             "near_dedup": own and bool(dedup.get("near", True)),
+            "quality": tuple(f.get("quality") or ()) if self.quality is None else self.quality,
         }
 
 

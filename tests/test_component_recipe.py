@@ -105,13 +105,14 @@ def test_filter_settings_fill_what_a_component_leaves_to_the_filter(tmp_path):
     f = plain["filter"]
     assert specs["web"].filter_settings(f) == {
         "min_chars": 10, "max_chars": 8000, "languages": ("en", "de"), "lang_filter": True,
-        "exact_dedup": True, "near_dedup": False,
+        "exact_dedup": True, "near_dedup": False, "quality": (),
     }
     code = specs["code"].filter_settings(f)
     assert code["max_chars"] is None and code["min_chars"] == 200 and code["languages"] == ("en",) and not code["lang_filter"]
     noisy = specs["noisy"].filter_settings(f)
     assert noisy["exact_dedup"] is False and noisy["near_dedup"] is False
     assert ComponentSpec(name="plain").filter_settings(f)["max_chars"] == 8000
+    assert code["quality"] == () and ComponentSpec(name="q").filter_settings({**f, "quality": ["c4_quality"]})["quality"] == ("c4_quality",)
 
 
 def test_the_recipe_records_the_component_settings(tmp_path):

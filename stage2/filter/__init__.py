@@ -44,32 +44,26 @@ FINISHED = ".finished.json"  # in filtered/, next to the manifest
 
 def component_steps(spec: ComponentSpec, f: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
     """The component's step chain as plain data (name, settings), its own overrides applied."""
-    min_chars = spec.min_chars if getattr(spec, "min_chars", None) is not None else f["min_chars"]
-    own_max = getattr(spec, "max_chars", None)
-    max_chars = f["max_chars"] if own_max is None else (None if own_max == 0 else own_max)
+    own = spec.filter_settings(f)
     steps: List[Tuple[str, Dict[str, Any]]] = [
         ("invalid", {"on_bad_record": f["on_bad_record"]}),
-        ("length", {"min_chars": min_chars, "max_chars": max_chars}),
+        ("length", {"min_chars": own["min_chars"], "max_chars": own["max_chars"]}),
     ]
-    if spec.lang_filter:
-        rule = language_rule(spec, f)
-        steps.append(("language", asdict(rule)))
-    own = getattr(spec, "quality", None)
-    for name in f.get("quality") or [] if own is None else own:
-        steps.append((name, dict(f[name])))
+    if own["lang_filter"]:
+        steps.append(("language", asdict(language_rule(spec, f))))
+    steps.extend((name, dict(f[name])) for name in own["quality"])
     return steps
 
 
 def language_rule(spec: ComponentSpec, f: Dict[str, Any]) -> LanguageRule:
-    rule = LanguageRule.from_filter_cfg(f)
-    own = getattr(spec, "languages", None)
-    return replace(rule, languages=tuple(own)) if own else rule
+    return replace(LanguageRule.from_filter_cfg(f), languages=spec.filter_settings(f)["languages"])
 
 
 def component_dedup(spec: ComponentSpec, d: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    if getattr(spec, "dedup", None) is False or not (d["exact"] or d["near"]):
+    own = spec.filter_settings({"dedup": d})
+    if not (own["exact_dedup"] or own["near_dedup"]):
         return None
-    return {"exact": bool(d["exact"]), "near": bool(d["near"]), "window_words": int(d["window_words"])}
+    return {"exact": own["exact_dedup"], "near": own["near_dedup"], "window_words": int(d["window_words"])}
 
 
 def warm_worker(backends: Tuple[str, ...]) -> None:

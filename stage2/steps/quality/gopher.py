@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_left
-from collections import Counter
 from dataclasses import dataclass, field
 from itertools import accumulate, chain, compress
 from operator import itemgetter
@@ -21,6 +20,13 @@ from stage2.documents import Document
 from stage2.steps.base import Drop, Step, Verdict, register
 from stage2.steps.quality import text as tx
 from stage2.steps.quality.verdict import failed
+
+try:  # Counter's own C loop, without Counter's per-call overhead (a few us: it adds up on short texts)
+    from _collections import _count_elements as count_into
+except ImportError:  # pragma: no cover (other Pythons)
+    def count_into(mapping: dict, items) -> None:
+        for x in items:
+            mapping[x] = mapping.get(x, 0) + 1
 
 STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
 EMPTY = Drop("", "empty text", {"failed_rule": "empty", "value": 0.0, "threshold": None})
@@ -164,7 +170,8 @@ class GopherRepetition(Step):
             if not grams and n not in top:
                 continue  # nothing repeats any more: no repeated characters
             if n in top or n not in dup:
-                counts = Counter(grams)
+                counts: Dict[tuple, int] = {}
+                count_into(counts, grams)
                 if n in top:
                     if grams and (n == 2 or max(counts.values()) > 1):
                         # The most frequent, the first to reach that count on a tie (Counter.most_common).
@@ -190,10 +197,18 @@ class GopherRepetition(Step):
             # (n-gram, next word): nested, but equal exactly when the flat (n+1)-grams are.
             mask = list(repeated)
             positions = list(compress(positions, mask))
+            if not positions:
+                # Nothing repeats from here on: no repeated characters, and each longer n-gram
+                # occurs once, so the first is the most common.
+                for m in (m for m in top if m > n and m <= n_words):
+                    share = (sum(map(len, words[:m])) + m - 1) / size
+                    if share > top[m]:
+                        return failed(self.name, f"top_{m}_gram", f"top_{m}_gram", share, ">", top[m])
+                return None
             longer = [dup[m] for m in dup if m > n]
-            if n >= last_top and not (longer and positions):
-                return None  # no rule left, or nothing repeats: no repeated characters
-            if n >= last_top and n + 1 not in top:
+            if n >= last_top:
+                if not longer:
+                    return None
                 # Every word of a repeated longer n-gram lies in a repeated n-gram, so their words
                 # bound the repeated characters of every longer n: below the least threshold, stop.
                 if cum is None:

@@ -624,6 +624,14 @@ def sentence_count(line: str) -> int:
     """How many sentences spaCy's sentencizer finds in `line` (at least 1 for a non-empty line): one,
     and one more at each token after a sentence terminal that is not punctuation itself (a run of
     spaces or a tab is such a token: "Ha!  /\\" is two sentences)."""
+    if line.isascii():
+        if not line or line.isspace():
+            return 0
+        # Nothing but punctuation from the first ". ! ?" on (the common "A sentence."): no word can
+        # follow a terminal, so one sentence, found without splitting the line into words.
+        ends = [k for k in (line.find("."), line.find("!"), line.find("?")) if k >= 0]
+        if not ends or _ASCII_P.issuperset(line[min(ends):]):
+            return 1
     _trim()
     sig = _signature(line)
     return 1 + len(_BOUNDARY.findall(sig)) if sig else 0
