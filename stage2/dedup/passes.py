@@ -17,8 +17,9 @@ import numpy as np
 
 from stage2.files import atomic_path
 
-# Bytes of resolve-task memory per (hash, position) pair: the pairs (16), the sort order (8), the
-# sorted copies (16) and masks; measured peak / pairs on the 40x scale benchmark stays below it.
+# Resolve-task memory per (hash, position) pair, with a margin: the pairs (16 bytes), the sort order
+# (8), the sorted copies (16) and masks; resolve_bucket alone peaked at 40 bytes a pair above its
+# start (4M and 8M random pairs, some repeated).
 BYTES_PER_PAIR = 64
 COMPONENT_SHIFT = 56  # stage2.plan: the component's index is the position's top 8 bits
 
