@@ -47,7 +47,8 @@ def part_path(run_dir: Path, component: str, file_index: int, chunk: int) -> Pat
     return Path(run_dir) / FILTERED_DIR / component / f"part-{file_index:05d}-{chunk:05d}.parquet"
 
 
-def docs_to_table(docs: List[Document], extra: Optional[Dict[str, list]] = None) -> pa.Table:
+def docs_to_table(docs: List[Document], extra: Optional[Dict[str, list]] = None, types: Optional[Dict[str, pa.DataType]] = None) -> pa.Table:
+    """Documents as a parts table, with `extra` columns (lists; `types` where inference would not do)."""
     columns = {
         "id": [d.id for d in docs],
         "text": [d.text for d in docs],
@@ -59,7 +60,7 @@ def docs_to_table(docs: List[Document], extra: Optional[Dict[str, list]] = None)
     schema = SCHEMA
     for name, values in (extra or {}).items():
         columns[name] = values
-        kind = values.type if isinstance(values, pa.Array) else pa.infer_type(values) if values else pa.string()
+        kind = (types or {}).get(name) or (pa.infer_type(values) if values else pa.string())
         schema = schema.append(pa.field(name, kind))
     return pa.table(columns, schema=schema)
 

@@ -527,7 +527,9 @@ def _to_document(spec: ComponentSpec, source: str, record: int, row: Dict[str, A
     raw_id = row.get(spec.id_column) if spec.id_column else None
     doc_id = str(raw_id) if raw_id is not None else spec.fallback_id(source, record)
     other = {k: v for k, v in row.items() if k not in (spec.text_column, spec.id_column)}
-    meta = json.dumps(other, sort_keys=True, ensure_ascii=False, default=str) if other else ""
+    # Only a non-ASCII string can hold a surrogate: the other columns are spelt out when one may.
+    plain = all(isinstance(v, (int, float, bool, type(None))) or isinstance(v, str) and v.isascii() for v in other.values())
+    meta = "" if plain else json.dumps(other, sort_keys=True, ensure_ascii=False, default=str)
     if problem is None:
         # JSON may spell a lone surrogate ("\ud800"): a str, but no Unicode text, which no file can hold.
         for what, value in (("text column " + repr(spec.text_column), text), ("id", doc_id), ("a column besides the text", meta)):

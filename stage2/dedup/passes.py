@@ -38,8 +38,10 @@ def save_array(path: Path, array: np.ndarray) -> None:
 
 
 def spill(path: Path, hashes: np.ndarray, positions: np.ndarray) -> int:
-    """Write (hash, position) pairs sorted by hash (then position); returns the number of pairs."""
-    order = np.lexsort((positions, hashes))
+    """Write (hash, position) pairs sorted by hash; returns the number of pairs. (Equal hashes may come
+    in any order: resolving sorts the pairs it reads by position anyway, and a quicksort of one key is
+    3x cheaper than a lexsort of two.)"""
+    order = np.argsort(hashes)
     pairs = np.empty((len(hashes), 2), dtype=np.uint64)
     pairs[:, 0] = hashes[order]
     pairs[:, 1] = positions[order]

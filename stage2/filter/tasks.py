@@ -35,7 +35,7 @@ from stage2.steps import STEPS, Chain, Drop, Step
 # Part of every task key: bump it when a task's outputs change, so a resume with newer code redoes them.
 TASK_VERSION = 1
 DEDUP_REASONS = ("duplicate", "near_duplicate")
-CANDIDATE_EXTRA = pa.schema([("pos", pa.uint64()), ("windows", pa.int64())])
+CANDIDATE_TYPES = {"pos": pa.uint64(), "windows": pa.int64()}
 
 
 def task_key(task: Dict[str, Any]) -> str:
@@ -83,10 +83,10 @@ def utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))  # (isascii: a flag, no scan)
 
 
-def docs_table(docs: List[Document], extra: Optional[Dict[str, list]] = None) -> pa.Table:
+def docs_table(docs: List[Document], extra: Optional[Dict[str, list]] = None, types: Optional[Dict[str, Any]] = None) -> pa.Table:
     from stage2.parts import docs_to_table
 
-    return docs_to_table(docs, extra)
+    return docs_to_table(docs, extra, types)
 
 
 def write_parquet(path: Path, table: pa.Table) -> None:
@@ -179,8 +179,9 @@ def _screen(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
             if len(hashes):
                 pairs["near"] += spill(folder / f"near-{k:05d}.npy", hashes, np.repeat(positions, windows))
                 spilled["near"].append(f"near-{k:05d}.npy")
-        extra = {"pos": pa.array(positions, type=pa.uint64()), "windows": pa.array(windows, type=pa.int64())}
-        write_parquet(folder / f"cand-{k:05d}.parquet", docs_table(kept, extra))
+        # (Lists, not pa.array(): that imports pandas, 0.3 s a process.)
+        extra = {"pos": positions.tolist(), "windows": windows.tolist()}
+        write_parquet(folder / f"cand-{k:05d}.parquet", docs_table(kept, extra, CANDIDATE_TYPES))
     _describe_undetected(samples, task["steps"])
     samples.write(folder / "rejected-screen.parquet")
     return {
@@ -250,8 +251,8 @@ def _decide(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
                         share = seen[i] / windows[i]
                         drop = Drop("near_duplicate", f"seen_window_frac={share:.3f} >= {threshold}", {"seen_window_frac": float(share)})
                     samples.offer(table_documents(table.take([int(i)]))[0], drop)
-        kept_table = table.filter(pa.array(keep)).select(SCHEMA.names)
-        if kept_table.num_rows:
+        if keep.any():
+            kept_table = table.take([int(i) for i in np.flatnonzero(keep)]).select(SCHEMA.names)
             path = part_path(Path(task["parts_dir"]), unit.component, unit.file_index, k)
             write_parquet(path, kept_table)
             parts.append(os.path.relpath(path, task["parts_dir"]))
