@@ -147,6 +147,10 @@ def start_run(run_dir: Path, cfg: Dict[str, Any]) -> Run:
     needs_inputs = cfg["stage"] not in ("report", "verify")
     components = resolve_components(cfg["dataset"], cfg["launch_dir"]) if needs_inputs else []
     executor = make_executor(cfg["executor"]) if needs_inputs else None
+    if executor is not None and cfg["stage"] in ("filter", "pipeline"):
+        from stage2.filter import worker_warmup
+
+        executor.start(worker_warmup(cfg, components))  # the workers load their models while they scan
     # Workers scan the inputs (hash, count, check compressed files to their end, partition offsets).
     scans = input_fingerprints(components, cfg["dataset"]["partition_size"], executor.map if executor else map)
     fingerprints = {path: {k: v for k, v in scan.items() if k != "offsets"} for path, scan in scans.items()}

@@ -66,6 +66,17 @@ def component_dedup(spec: ComponentSpec, d: Dict[str, Any]) -> Optional[Dict[str
     return {"exact": own["exact_dedup"], "near": own["near_dedup"], "window_words": int(d["window_words"])}
 
 
+def worker_warmup(cfg: Dict[str, Any], components: List[ComponentSpec]) -> Callable[[], None]:
+    """What a worker loads before its first filter task: the language detectors the recipe uses.
+
+    start_run starts the workers with it (they scan the inputs first), so the loading overlaps the
+    driver's start-up instead of delaying the first screen task."""
+    f = cfg["filter"]
+    base = LanguageRule.from_filter_cfg(f)
+    used = any(spec.lang_filter for spec in components)
+    return functools.partial(warm_worker, tuple(filter(None, (base.check_backend, base.backend))) if used else ())
+
+
 def warm_worker(backends: Tuple[str, ...]) -> None:
     """A worker's start-up, done before the driver sends it a task (LocalExecutor.start)."""
     from stage2.langid import get_backend
@@ -197,8 +208,7 @@ def run(run) -> Dict[str, Any]:
     rules = [language_rule(spec, f) for spec in run.components if spec.lang_filter]
     base = LanguageRule.from_filter_cfg(f)
     detectors = tuple(filter(None, (base.check_backend, base.backend))) if rules else ()
-    # Workers start first: their start-up overlaps the driver's (checks, planning).
-    run.executor.start(functools.partial(warm_worker, detectors))
+    run.executor.start(worker_warmup(run.cfg, run.components))  # (a no-op when start_run started them)
     if f.get("lang_check") == base.backend:
         log.info("filter: lang_check is the main backend (%s): it runs once", base.backend)
     for languages in dict.fromkeys(r.languages for r in rules):
