@@ -79,10 +79,13 @@ def worker_warmup(cfg: Dict[str, Any], components: List[ComponentSpec]) -> Calla
 
 def warm_worker(backends: Tuple[str, ...]) -> None:
     """A worker's start-up, done before the driver sends it a task (LocalExecutor.start)."""
+    import pyarrow as pa
+
     from stage2.langid import get_backend
 
     for backend in backends:
         get_backend(backend)  # loading a model or profiles: 0.05-0.5 s
+    pa.table({"warm": [0]})  # pyarrow imports pandas on its first table (~0.3 s), before the first part is written
 
 
 def _count_task(args: Tuple[ComponentSpec, str]) -> int:
