@@ -88,6 +88,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import xxhash
 
 from benchmarks.common import REPO, child_env, machine, md_table, read_jsonl, shared_data_dir, write_results
+from stage2.files import file_sha256
 
 SOURCES = ("en_web_stackexchange_dev.jsonl.gz", "en_web_cc_samples_dev.jsonl.gz", "en_foldoc_dev.jsonl.gz")
 BIN = Path(sys.executable).parent / "stage2"
@@ -152,14 +153,6 @@ def perturb(text: str, copy: int) -> str:
     return "".join(parts)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class Inputs:
     """The cache of perturbed copies and the per-scale folders that hard-link them."""
 
@@ -170,7 +163,7 @@ class Inputs:
         self.ext = ".jsonl.gz" if compress else ".jsonl"
         self.params = {
             "generator_version": GENERATOR_VERSION,
-            "sources": {p.name: _sha256(p) for p in self.sources},
+            "sources": {p.name: file_sha256(p) for p in self.sources},
             "max_docs": max_docs,
             "compress": compress,
         }

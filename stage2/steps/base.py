@@ -52,6 +52,23 @@ class Step:
         raise NotImplementedError
 
 
+class TextRuleStep(Step):
+    """A step that judges one text at a time by named rules: `judge_text` returns the first failing
+    rule's Drop (its values name it as "failed_rule"), counted per rule in the step's tally."""
+
+    def judge(self, docs: Sequence[Document]) -> List[Verdict]:
+        out: List[Verdict] = []
+        for doc in docs:
+            verdict = self.judge_text(doc.text or "")
+            if verdict is not None:
+                self.tally[verdict.values["failed_rule"]] += 1
+            out.append(verdict)
+        return out
+
+    def judge_text(self, text: str) -> Verdict:
+        raise NotImplementedError
+
+
 STEPS: Dict[str, Type[Step]] = {}
 
 

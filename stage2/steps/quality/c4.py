@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Optional
 
-from stage2.documents import Document
-from stage2.steps.base import Drop, Step, Verdict, register
+from stage2.steps.base import Drop, TextRuleStep, Verdict, register
 from stage2.steps.quality import text as tx
 from stage2.steps.quality.verdict import failed
 
@@ -40,18 +39,9 @@ class C4QualitySettings:
 
 
 @register
-class C4Quality(Step):
+class C4Quality(TextRuleStep):
     name = "c4_quality"
     Settings = C4QualitySettings
-
-    def judge(self, docs: Sequence[Document]) -> List[Verdict]:
-        out = []
-        for doc in docs:
-            verdict = self.judge_text(doc.text or "")
-            if verdict is not None:
-                self.tally[verdict.values["failed_rule"]] += 1
-            out.append(verdict)
-        return out
 
     def judge_text(self, text: str) -> Optional[Drop]:
         s = self.settings

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import List, Optional, Sequence
+from typing import Optional
 
-from stage2.documents import Document
-from stage2.steps.base import Drop, Step, Verdict, register
+from stage2.steps.base import Drop, TextRuleStep, Verdict, register
 from stage2.steps.quality import text as tx
 from stage2.steps.quality.gopher import EMPTY, duplicates
 from stage2.steps.quality.verdict import failed
@@ -33,7 +32,7 @@ class FineWebQualitySettings:
 
 
 @register
-class FineWebQuality(Step):
+class FineWebQuality(TextRuleStep):
     name = "fineweb_quality"
     Settings = FineWebQualitySettings
 
@@ -41,15 +40,6 @@ class FineWebQuality(Step):
         super().__init__(settings)
         chars = tx.TERMINAL_PUNCTUATION_STR if settings.stop_chars is None else settings.stop_chars
         self.stop_chars = frozenset(chars)
-
-    def judge(self, docs: Sequence[Document]) -> List[Verdict]:
-        out = []
-        for doc in docs:
-            verdict = self.judge_text(doc.text or "")
-            if verdict is not None:
-                self.tally[verdict.values["failed_rule"]] += 1
-            out.append(verdict)
-        return out
 
     def judge_text(self, text: str) -> Optional[Drop]:
         s = self.settings

@@ -16,8 +16,7 @@ from itertools import accumulate, chain, compress
 from operator import itemgetter
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from stage2.documents import Document
-from stage2.steps.base import Drop, Step, Verdict, register
+from stage2.steps.base import Drop, TextRuleStep, Verdict, register
 from stage2.steps.quality import text as tx
 from stage2.steps.quality.verdict import failed
 
@@ -115,7 +114,7 @@ def repeated_chars(positions: Sequence[int], grams: Sequence[tuple], first: Dict
 
 
 @register
-class GopherRepetition(Step):
+class GopherRepetition(TextRuleStep):
     name = "gopher_repetition"
     Settings = GopherRepetitionSettings
 
@@ -124,15 +123,6 @@ class GopherRepetition(Step):
         s = settings
         self.top = [(n, t) for n in (2, 3, 4) if (t := getattr(s, f"top_{n}_gram")) is not None]
         self.dup = [(n, t) for n in range(5, 11) if (t := getattr(s, f"dup_{n}_gram")) is not None]
-
-    def judge(self, docs: Sequence[Document]) -> List[Verdict]:
-        out = []
-        for doc in docs:
-            verdict = self.judge_text(doc.text or "")
-            if verdict is not None:
-                self.tally[verdict.values["failed_rule"]] += 1
-            out.append(verdict)
-        return out
 
     def judge_text(self, text: str) -> Optional[Drop]:
         s = self.settings
@@ -265,22 +255,13 @@ def line_counts(text: str) -> Tuple[int, int, int]:
 
 
 @register
-class GopherQuality(Step):
+class GopherQuality(TextRuleStep):
     name = "gopher_quality"
     Settings = GopherQualitySettings
 
     def __init__(self, settings: GopherQualitySettings) -> None:
         super().__init__(settings)
         self.stop_words = frozenset(settings.stop_words)
-
-    def judge(self, docs: Sequence[Document]) -> List[Verdict]:
-        out = []
-        for doc in docs:
-            verdict = self.judge_text(doc.text or "")
-            if verdict is not None:
-                self.tally[verdict.values["failed_rule"]] += 1
-            out.append(verdict)
-        return out
 
     def judge_text(self, text: str) -> Optional[Drop]:
         s = self.settings
