@@ -11,15 +11,18 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stage2.errors import Stage2Error
-from stage2.run import Run, atomic_path
 from stage2.documents import Document
+from stage2.errors import Stage2Error
+from stage2.files import atomic_path
 from stage2.sources import ComponentSpec, iter_documents
+
+if TYPE_CHECKING:  # (workers write parts: they need not import the run folder's module)
+    from stage2.run import Run
 
 log = logging.getLogger(__name__)
 

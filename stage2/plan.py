@@ -15,15 +15,12 @@ chunk k holding the file's records k*P+1 .. (k+1)*P.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from stage2.documents import Document
 from stage2.errors import Stage2Error
-from stage2.sources import ComponentSpec, hub_data_files, infer_format, is_compressed, read_records
-
-log = logging.getLogger(__name__)
+from stage2.sources import ComponentSpec, hub_data_files, infer_format, parquet_rows, read_records
 
 # Canonical positions as one uint64: component (8 bits) | file (20 bits) | record within the file (36 bits).
 FILE_SHIFT = 36
@@ -100,7 +97,7 @@ def plan_component(
         n = records if remaining is None else min(remaining, records) if records is not None else None
         unit = Unit(spec.name, comp_index, path, file_index, 0, n, None, P)
         offsets = scan.get("offsets")
-        if offsets is not None and n is not None and not is_compressed(path):
+        if offsets is not None and n is not None:  # (the scan records offsets of uncompressed line files only)
             for k in range(-(-n // P)):
                 end = offsets[k + 1] if k + 1 < len(offsets) else scan["bytes"]
                 units.append(replace(unit, first=k * P, count=min(P, n - k * P), byte_range=(offsets[k], end)))
@@ -111,20 +108,6 @@ def plan_component(
         if remaining is not None:
             remaining -= n
     return units
-
-
-def parquet_rows(path: str) -> int:
-    import pyarrow.parquet as pq
-
-    from stage2.sources import open_binary
-
-    try:
-        with open_binary(path) as f:
-            return pq.ParquetFile(f).metadata.num_rows  # the footer only
-    except Stage2Error:
-        raise
-    except Exception as exc:  # pyarrow's ArrowInvalid, OSError: not parquet, cut short, unreachable
-        raise Stage2Error(f"{path}: record 1: cannot be read: not a readable parquet file ({exc})".splitlines()[0]) from None
 
 
 def count_file_records(spec: ComponentSpec, path: Optional[str]) -> int:

@@ -280,10 +280,6 @@ def is_line_format(spec: ComponentSpec, path: Optional[str]) -> bool:
     return spec.format == "json" and not _is_json_array(path) or spec.format == "text" and spec.sample_by == "line"
 
 
-def is_compressed(path: str) -> bool:
-    return path.lower().endswith(COMPRESSION_SUFFIXES)
-
-
 def read_records(
     spec: ComponentSpec, path: Optional[str], first: int = 0, count: Optional[int] = None, byte_range: Optional[tuple] = None
 ) -> Iterator[Document]:
@@ -728,18 +724,20 @@ def scan_file(path: str, fmt: Optional[str], sample_by: str = "line", stride: Op
         raise broken(f"truncated {name} stream: the file ends at byte {size} before the end of its {name} stream")
     records = counter.total() if counter is not None else None
     if fmt == "parquet":
-        records = _parquet_rows(path)
+        records = parquet_rows(path)
     scan = {"xxh3_128": digest.hexdigest(), "bytes": size, "records": records, "text_bytes": text_bytes if decoder else size}
     if counter is not None and counter.stride:
         scan["offsets"] = counter.offsets  # not part of provenance (stage2.run keeps it out)
     return scan
 
 
-def _parquet_rows(path: str) -> int:
+def parquet_rows(path: str) -> int:
+    """A parquet file's row count from its footer (a local file or a hub one)."""
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(path).metadata.num_rows  # the footer only: no data is read
+        with open_binary(path) as f:
+            return pq.ParquetFile(f).metadata.num_rows  # the footer only: no data is read
     except Exception as exc:  # pyarrow's ArrowInvalid, OSError: not parquet, or cut short
         raise Stage2Error(f"{path}: record 1: cannot be read: not a readable parquet file ({_first_line(exc)})") from None
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from stage2.dedup.passes import buckets_for, resolve_bucket
 from stage2.files import file_sha256
-from stage2.filter.tasks import DEDUP_REASONS, decide, merge_rejected, screen
+from stage2.filter.tasks import DEDUP_REASONS, build_chain, decide, merge_rejected, screen
 from stage2.langid import check_languages
 from stage2.langrule import LanguageRule
 from stage2.plan import Unit, component_files, count_file_records, plan_component
@@ -66,15 +66,18 @@ def component_dedup(spec: ComponentSpec, d: Dict[str, Any]) -> Optional[Dict[str
     return {"exact": own["exact_dedup"], "near": own["near_dedup"], "window_words": int(d["window_words"])}
 
 
+def detectors(f: Dict[str, Any], components: List[ComponentSpec]) -> Tuple[str, ...]:
+    """The language detectors the recipe runs (none when no component is language-filtered)."""
+    base = LanguageRule.from_filter_cfg(f)
+    return tuple(filter(None, (base.check_backend, base.backend))) if any(spec.lang_filter for spec in components) else ()
+
+
 def worker_warmup(cfg: Dict[str, Any], components: List[ComponentSpec]) -> Callable[[], None]:
     """What a worker loads before its first filter task: the language detectors the recipe uses.
 
     start_run starts the workers with it (they scan the inputs first), so the loading overlaps the
     driver's start-up instead of delaying the first screen task."""
-    f = cfg["filter"]
-    base = LanguageRule.from_filter_cfg(f)
-    used = any(spec.lang_filter for spec in components)
-    return functools.partial(warm_worker, tuple(filter(None, (base.check_backend, base.backend))) if used else ())
+    return functools.partial(warm_worker, detectors(cfg["filter"], components))
 
 
 def warm_worker(backends: Tuple[str, ...]) -> None:
@@ -208,14 +211,12 @@ def run(run) -> Dict[str, Any]:
     P = int(run.cfg["dataset"]["partition_size"])
     keep_rejected = int(f.get("keep_rejected") or 0)
     enabled = bool(run.cfg.get("progress"))
-    rules = [language_rule(spec, f) for spec in run.components if spec.lang_filter]
     base = LanguageRule.from_filter_cfg(f)
-    detectors = tuple(filter(None, (base.check_backend, base.backend))) if rules else ()
     run.executor.start(worker_warmup(run.cfg, run.components))  # (a no-op when start_run started them)
     if f.get("lang_check") == base.backend:
         log.info("filter: lang_check is the main backend (%s): it runs once", base.backend)
-    for languages in dict.fromkeys(r.languages for r in rules):
-        for backend in detectors:
+    for languages in dict.fromkeys(language_rule(spec, f).languages for spec in run.components if spec.lang_filter):
+        for backend in detectors(f, run.components):
             check_languages(backend, languages, main=backend == base.backend)
 
     filtered = run.dir / FILTERED_DIR
@@ -232,12 +233,11 @@ def run(run) -> Dict[str, Any]:
     started = time.monotonic()
 
     # ---- plan (metadata only) -----------------------------------------------------------------
-    inputs = getattr(run, "inputs", None) or run.provenance.get("inputs") or {}
     counter = lambda spec, path: next(iter(run.executor.map(_count_task, [(spec, path)])))  # noqa: E731
     plans: List[Tuple[ComponentSpec, List[Unit]]] = []
     for index, spec in enumerate(run.components):
         spec, files = component_files(spec)
-        plans.append((spec, plan_component(spec, index, files, inputs, P, counter)))
+        plans.append((spec, plan_component(spec, index, files, run.inputs, P, counter)))
 
     passes = execute(plans, f, keep_rejected, work, run.dir, run.executor.map, enabled)
     screen_tasks, screened, resolved, decided = passes.screen_tasks, passes.screened, passes.resolved, passes.decided
@@ -259,10 +259,7 @@ def run(run) -> Dict[str, Any]:
         n = len(units)
         screens, decides, tasks = screened[at : at + n], decided[at : at + n], screen_tasks[at : at + n]
         at += n
-        steps = component_steps(spec, f)
-        from stage2.filter.tasks import build_chain
-
-        reasons = list(build_chain(steps).reasons) + list(DEDUP_REASONS)
+        reasons = list(build_chain(component_steps(spec, f)).reasons) + list(DEDUP_REASONS)
         dropped = Counter({r: 0 for r in reasons})
         tally: Counter = Counter()
         for s, r in zip(screens, decides):

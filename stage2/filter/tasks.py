@@ -29,6 +29,7 @@ from stage2.dedup.hashing import batch_window_hashes, exact_key
 from stage2.dedup.passes import lookup, spill
 from stage2.documents import Document
 from stage2.files import read_json, write_json
+from stage2.parts import SCHEMA, docs_to_table, part_path, table_documents, write_table
 from stage2.plan import Unit, read_unit
 from stage2.steps import STEPS, Chain, Drop, Step
 
@@ -83,18 +84,6 @@ def utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))  # (isascii: a flag, no scan)
 
 
-def docs_table(docs: List[Document], extra: Optional[Dict[str, list]] = None, types: Optional[Dict[str, Any]] = None) -> pa.Table:
-    from stage2.parts import docs_to_table
-
-    return docs_to_table(docs, extra, types)
-
-
-def write_parquet(path: Path, table: pa.Table) -> None:
-    from stage2.parts import write_table
-
-    write_table(path, table)
-
-
 def _chunks(docs: Iterable[Document], unit: Unit) -> Iterable[Tuple[int, List[Document]]]:
     chunk: List[Document] = []
     current = None
@@ -122,16 +111,15 @@ class Samples:
             self.taken[drop.reason] += 1
             self.rows.append((doc, drop))
 
-    def write(self, path: Path) -> bool:
+    def write(self, path: Path) -> None:
         path.unlink(missing_ok=True)
         if not self.rows:
-            return False
+            return
         keys = list(dict.fromkeys(k for _, drop in self.rows for k in drop.values))
         extra: Dict[str, list] = {"reason": [d.reason for _, d in self.rows], "detail": [d.detail for _, d in self.rows]}
         for key in keys:
             extra[key] = [_column_value(d.values.get(key)) for _, d in self.rows]
-        write_parquet(path, docs_table([doc for doc, _ in self.rows], extra))
-        return True
+        write_table(path, docs_to_table([doc for doc, _ in self.rows], extra))
 
 
 def _column_value(value: Any) -> Any:
@@ -181,7 +169,7 @@ def _screen(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
                 spilled["near"].append(f"near-{k:05d}.npy")
         # (Lists, not pa.array(): that imports pandas, 0.3 s a process.)
         extra = {"pos": positions.tolist(), "windows": windows.tolist()}
-        write_parquet(folder / f"cand-{k:05d}.parquet", docs_table(kept, extra, CANDIDATE_TYPES))
+        write_table(folder / f"cand-{k:05d}.parquet", docs_to_table(kept, extra, CANDIDATE_TYPES))
     _describe_undetected(samples, task["steps"])
     samples.write(folder / "rejected-screen.parquet")
     return {
@@ -219,8 +207,6 @@ def decide(task: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _decide(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
-    from stage2.parts import SCHEMA, part_path
-
     unit: Unit = task["unit"]
     samples = Samples(task["keep_rejected"])
     dropped = Counter({r: 0 for r in DEDUP_REASONS})
@@ -242,8 +228,6 @@ def _decide(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
             dropped["duplicate"] += int(exact.sum())
             dropped["near_duplicate"] += int(near_dup.sum())
             if samples.limit and not keep.all():
-                from stage2.parts import table_documents
-
                 for i in np.flatnonzero(~keep):
                     if exact[i]:
                         drop = Drop("duplicate", "an earlier document has the same normalised text")
@@ -254,7 +238,7 @@ def _decide(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
         if keep.any():
             kept_table = table.take([int(i) for i in np.flatnonzero(keep)]).select(SCHEMA.names)
             path = part_path(Path(task["parts_dir"]), unit.component, unit.file_index, k)
-            write_parquet(path, kept_table)
+            write_table(path, kept_table)
             parts.append(os.path.relpath(path, task["parts_dir"]))
             kept += kept_table.num_rows
             bytes_out += sum(utf8_len(t) for t in kept_table.column("text").to_pylist())
