@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from stage2.dedup.passes import buckets_for, resolve_bucket
+from stage2.dedup.passes import buckets_for
 from stage2.files import file_sha256
-from stage2.filter.tasks import DEDUP_REASONS, build_chain, decide, merge_rejected, screen
+from stage2.filter.tasks import DEDUP_REASONS, build_chain, decide, merge_rejected, resolve, screen
 from stage2.langid import check_languages
 from stage2.langrule import LanguageRule
 from stage2.plan import Unit, component_files, count_file_records, plan_component
@@ -188,7 +188,7 @@ def execute(
         }
         for b in range(buckets)
     ]
-    resolved = list(mapper(resolve_once, resolve_tasks))
+    resolved = list(mapper(resolve, resolve_tasks))
 
     # ---- decide -------------------------------------------------------------------------------
     decide_tasks = []
@@ -355,12 +355,6 @@ def _spec_of(spec: ComponentSpec, unit: Unit) -> ComponentSpec:
     if unit.file is None:
         return spec
     return replace(spec, files=[unit.file], id_names={unit.file: spec.id_names[unit.file]} if unit.file in spec.id_names else {})
-
-
-def resolve_once(task: Dict[str, Any]) -> Dict[str, Any]:
-    from stage2.filter.tasks import once, task_key
-
-    return once(Path(task["dir"]) / "done-resolve.json", task_key(task), lambda: resolve_bucket(task))
 
 
 def _size(folder: Path) -> int:

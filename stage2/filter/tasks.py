@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stage2.dedup.hashing import batch_window_hashes, exact_key
-from stage2.dedup.passes import lookup, spill
+from stage2.dedup.passes import lookup, resolve_bucket, spill
 from stage2.documents import Document
 from stage2.files import read_json, write_json
 from stage2.parts import SCHEMA, docs_to_table, part_path, table_documents, write_table
@@ -198,6 +198,11 @@ def _describe_undetected(samples: Samples, steps: List[Tuple[str, Dict[str, Any]
     for i, (language, score) in zip(todo, first_detection([samples.rows[i][0].text for i in todo], rule)):
         doc, drop = samples.rows[i]
         samples.rows[i] = (doc, replace(drop, values={**drop.values, "language": language, "score": score}))
+
+
+def resolve(task: Dict[str, Any]) -> Dict[str, Any]:
+    """Pass 2: one hash bucket (stage2/dedup/passes.py)."""
+    return once(Path(task["dir"]) / "done-resolve.json", task_key(task), lambda: resolve_bucket(task))
 
 
 def decide(task: Dict[str, Any]) -> Dict[str, Any]:
