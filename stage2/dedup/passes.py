@@ -9,13 +9,12 @@ exact duplicates and (position, windows seen earlier) of near-duplicate counts.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from stage2.files import atomic_path
+from stage2.files import atomic_write
 
 # Resolve-task memory per (hash, position) pair, with a margin: the pairs (16 bytes), the sort order
 # (8), the sorted copies (16) and masks; resolve_bucket alone peaked at 40 bytes a pair above its
@@ -25,16 +24,13 @@ COMPONENT_SHIFT = 56  # stage2.plan: the component's index is the position's top
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
+    """A work file of the passes (atomic, not fsync'd: see stage2.files.atomic_write)."""
     import io
 
     # Through bytes: numpy's own file writes lose the OS error (a full disk reads "N requested and M written").
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(buffer.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
+    atomic_write(path, buffer.getvalue(), durable=False)
 
 
 def spill(path: Path, hashes: np.ndarray, positions: np.ndarray) -> int:

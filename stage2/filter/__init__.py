@@ -82,13 +82,12 @@ def worker_warmup(cfg: Dict[str, Any], components: List[ComponentSpec]) -> Calla
 
 def warm_worker(backends: Tuple[str, ...]) -> None:
     """A worker's start-up, done before the driver sends it a task (LocalExecutor.start)."""
-    import pyarrow as pa
-
     from stage2.langid import get_backend
+    from stage2.parts import arrow_without_pandas
 
     for backend in backends:
         get_backend(backend)  # loading a model or profiles: 0.05-0.5 s
-    pa.table({"warm": [0]})  # pyarrow imports pandas on its first table (~0.3 s), before the first part is written
+    arrow_without_pandas()
 
 
 def _count_task(args: Tuple[ComponentSpec, str]) -> int:
@@ -194,7 +193,7 @@ def execute(
     decide_tasks = []
     for task, result in zip(screen_tasks, screened):
         decide_tasks.append({
-            "unit": task["unit"], "chunks": result["chunks"], "dedup": task["dedup"] is not None,
+            "unit": task["unit"], "chunks": result["chunks"], "chunk_bytes": result["chunk_bytes"], "dedup": task["dedup"] is not None,
             "threshold": float(d["threshold"]), "keep_rejected": keep_rejected,
             "exact_files": [t["exact_out"] for t in resolve_tasks], "near_files": [t["near_out"] for t in resolve_tasks],
             "dir": task["dir"], "parts_dir": str(out_dir),

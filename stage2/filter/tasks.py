@@ -28,15 +28,14 @@ import pyarrow.parquet as pq
 from stage2.dedup.hashing import batch_window_hashes, exact_key
 from stage2.dedup.passes import lookup, resolve_bucket, spill
 from stage2.documents import Document
-from stage2.files import read_json, write_json
-from stage2.parts import SCHEMA, docs_to_table, part_path, table_documents, write_table
+from stage2.files import read_json, share_file, write_json
+from stage2.parts import docs_to_table, part_path, table_documents, write_table
 from stage2.plan import Unit, read_unit
 from stage2.steps import STEPS, Chain, Drop, Step
 
 # Part of every task key: bump it when a task's outputs change, so a resume with newer code redoes them.
-TASK_VERSION = 1
+TASK_VERSION = 2
 DEDUP_REASONS = ("duplicate", "near_duplicate")
-CANDIDATE_TYPES = {"pos": pa.uint64(), "windows": pa.int64()}
 
 
 def task_key(task: Dict[str, Any]) -> str:
@@ -66,7 +65,7 @@ def once(marker: Path, key: str, compute: Callable[[], Dict[str, Any]]) -> Dict[
     result = compute()
     result["cpu_s"] = round(time.process_time() - started, 3)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    write_json(marker, {"key": key, "result": result})
+    write_json(marker, {"key": key, "result": result}, durable=False)  # (a scratch file, as the task's outputs)
     return {**result, "resumed": False}
 
 
@@ -142,6 +141,7 @@ def _screen(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
     pairs = {"exact": 0, "near": 0}
     spilled: Dict[str, List[str]] = {"exact": [], "near": []}  # spill files with pairs (an empty .npy cannot be memory-mapped)
     chunks: List[int] = []
+    chunk_bytes: List[int] = []  # the candidates' text bytes (a part that keeps them all has these)
     for k, docs in _chunks(read_unit(task["spec"], unit), unit):
         records += len(docs)
         bytes_in += sum(utf8_len(d.text) for d in docs if d.text is not None)
@@ -155,21 +155,19 @@ def _screen(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
                 samples.offer(doc, verdict)
         candidates += len(kept)
         chunks.append(k)
-        positions = np.fromiter((unit.position(d.record) for d in kept), dtype=np.uint64, count=len(kept))
-        windows = np.zeros(len(kept), dtype=np.int64)
+        chunk_bytes.append(sum(utf8_len(d.text) for d in kept))
+        positions = _positions(unit, np.fromiter((d.record for d in kept), dtype=np.int64, count=len(kept)))
         if dedup and dedup["exact"] and kept:
             hashes = np.fromiter((exact_key(d.text) for d in kept), dtype=np.uint64, count=len(kept))
             pairs["exact"] += spill(folder / f"exact-{k:05d}.npy", hashes, positions)
             spilled["exact"].append(f"exact-{k:05d}.npy")
         if dedup and dedup["near"] and kept:
             hashes, offsets = batch_window_hashes([d.text for d in kept], dedup["window_words"])
-            windows = np.diff(offsets)
             if len(hashes):
-                pairs["near"] += spill(folder / f"near-{k:05d}.npy", hashes, np.repeat(positions, windows))
+                pairs["near"] += spill(folder / f"near-{k:05d}.npy", hashes, np.repeat(positions, np.diff(offsets)))
                 spilled["near"].append(f"near-{k:05d}.npy")
-        # (Lists, not pa.array(): that imports pandas, 0.3 s a process.)
-        extra = {"pos": positions.tolist(), "windows": windows.tolist()}
-        write_table(folder / f"cand-{k:05d}.parquet", docs_to_table(kept, extra, CANDIDATE_TYPES))
+        # In the parts' own schema: a partition without duplicates becomes its part as it is (decide).
+        write_table(folder / f"cand-{k:05d}.parquet", docs_to_table(kept))
     _describe_undetected(samples, task["steps"])
     samples.write(folder / "rejected-screen.parquet")
     return {
@@ -179,6 +177,7 @@ def _screen(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
         "dropped": dict(dropped),
         "tally": chain.tally(),
         "chunks": chunks,
+        "chunk_bytes": chunk_bytes,
         "pairs": pairs,
         "spilled": spilled,
     }
@@ -211,6 +210,11 @@ def decide(task: Dict[str, Any]) -> Dict[str, Any]:
     return once(folder / "done-decide.json", task_key(task), lambda: _decide(task, folder))
 
 
+def _positions(unit: Unit, records: np.ndarray) -> np.ndarray:
+    """The canonical positions of the unit's file's records (1-based numbers), as Unit.position."""
+    return np.uint64(unit.position(1)) + (records - 1).astype(np.uint64)
+
+
 def _decide(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
     unit: Unit = task["unit"]
     samples = Samples(task["keep_rejected"])
@@ -218,21 +222,30 @@ def _decide(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
     kept = bytes_out = 0
     parts: List[str] = []
     threshold = task["threshold"]
-    for k in task["chunks"]:
-        table = pq.ParquetFile(folder / f"cand-{k:05d}.parquet").read()
-        positions = np.asarray(table.column("pos").to_numpy(), dtype=np.uint64)
-        keep = np.ones(len(positions), dtype=bool)
-        if task["dedup"] and len(positions):
-            lo, hi = int(positions.min()), int(positions.max()) + 1
-            dups, near = lookup(task["exact_files"], task["near_files"], lo, hi)
+    for k, candidate_bytes in zip(task["chunks"], task["chunk_bytes"]):
+        candidates = pq.ParquetFile(folder / f"cand-{k:05d}.parquet")
+        rows = candidates.metadata.num_rows
+        keep = np.ones(rows, dtype=bool)
+        if task["dedup"] and rows:
+            positions = _positions(unit, candidates.read(columns=["record"]).column("record").to_numpy())
+            dups, near = lookup(task["exact_files"], task["near_files"], int(positions.min()), int(positions.max()) + 1)
             exact = np.isin(positions, dups)
-            windows = table.column("windows").to_numpy()
             seen = np.array([near.get(int(p), 0) for p in positions], dtype=np.int64)
+            windows = _windows(folder / f"near-{k:05d}.npy", positions) if near else np.zeros(rows, dtype=np.int64)
             near_dup = ~exact & (windows > 0) & (seen >= threshold * windows)
             keep = ~(exact | near_dup)
             dropped["duplicate"] += int(exact.sum())
             dropped["near_duplicate"] += int(near_dup.sum())
-            if samples.limit and not keep.all():
+        path = part_path(Path(task["parts_dir"]), unit.component, unit.file_index, k)
+        if keep.all():  # (most partitions): the candidates file is the part
+            if not rows:
+                continue
+            share_file(folder / f"cand-{k:05d}.parquet", path)
+            kept += rows
+            bytes_out += candidate_bytes
+        else:
+            table = candidates.read()
+            if samples.limit:
                 for i in np.flatnonzero(~keep):
                     if exact[i]:
                         drop = Drop("duplicate", "an earlier document has the same normalised text")
@@ -240,15 +253,25 @@ def _decide(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
                         share = seen[i] / windows[i]
                         drop = Drop("near_duplicate", f"seen_window_frac={share:.3f} >= {threshold}", {"seen_window_frac": float(share)})
                     samples.offer(table_documents(table.take([int(i)]))[0], drop)
-        if keep.any():
-            kept_table = table.take([int(i) for i in np.flatnonzero(keep)]).select(SCHEMA.names)
-            path = part_path(Path(task["parts_dir"]), unit.component, unit.file_index, k)
+            if not keep.any():
+                continue
+            kept_table = table.take(np.flatnonzero(keep))
             write_table(path, kept_table)
-            parts.append(os.path.relpath(path, task["parts_dir"]))
             kept += kept_table.num_rows
             bytes_out += sum(utf8_len(t) for t in kept_table.column("text").to_pylist())
+        parts.append(os.path.relpath(path, task["parts_dir"]))
     samples.write(folder / "rejected-decide.parquet")
     return {"kept": kept, "bytes_out": bytes_out, "dropped": dict(dropped), "parts": parts}
+
+
+def _windows(near_spill: Path, positions: np.ndarray) -> np.ndarray:
+    """How many distinct windows each candidate has: its pairs in the partition's near spill."""
+    if not near_spill.is_file():  # (no candidate had a window)
+        return np.zeros(len(positions), dtype=np.int64)
+    owners, counts = np.unique(np.load(near_spill, mmap_mode="r")[:, 1], return_counts=True)
+    at = np.searchsorted(owners, positions)
+    found = (at < len(owners)) & (owners[np.minimum(at, len(owners) - 1)] == positions)
+    return np.where(found, counts[np.minimum(at, len(owners) - 1)], 0)
 
 
 def merge_rejected(paths: Iterable[Path], reasons: List[str], limit: int) -> Optional[pa.Table]:
