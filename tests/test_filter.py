@@ -309,3 +309,67 @@ def test_a_hub_dataset_is_planned_over_its_data_files(tmp_path, plain_config):
     entry = hub.stats["stages"]["filter"]["components"]["web"]
     assert entry["records_in"] == 260 and entry["units"] == 6  # 150 + 110 rows, in units of at most 50
     assert kept_ids(hub.dir, "web") == kept_ids(files.dir, "web") and len(kept_ids(hub.dir, "web")) > 150
+
+
+def test_a_part_has_the_bytes_of_its_documents_written_plainly(tmp_path, plain_config):
+    """Partitions without duplicates become their parts by a hard link of the candidates file, the others
+    are rewritten without the dropped rows: either way a part is what write_table makes of its documents."""
+    from stage2.parts import docs_to_table, read_documents, write_table
+
+    build_corpus(tmp_path / "in")  # partitions of 3: some lose a duplicate, some keep everything
+    path = tmp_path / "in" / "mix.jsonl"
+    run, _ = run_filter(plain_config, tmp_path / "run", "dataset=files", f"dataset.paths=[{path}]", "executor.workers=2",
+                        "filter.on_bad_record=skip", "dataset.partition_size=3")
+    parts = [run.dir / rel for rel in read_manifest(run.dir)["components"]["mix"]["parts"]]
+    dropped = run.stats["stages"]["filter"]["components"]["mix"]["dropped"]
+    assert dropped["duplicate"] and dropped["near_duplicate"] and len(parts) >= 4
+    for part in parts:
+        plain = tmp_path / "plain.parquet"
+        write_table(plain, docs_to_table(list(read_documents(part))))
+        assert plain.read_bytes() == part.read_bytes(), part.name
+        assert part.stat().st_nlink == 1  # the work folder's name for it is gone
+
+
+def test_share_file_copies_where_links_fail(tmp_path, monkeypatch):
+    import os
+
+    from stage2.files import share_file
+
+    (tmp_path / "a").write_bytes(b"candidates")
+    share_file(tmp_path / "a", tmp_path / "linked")
+    assert os.path.samefile(tmp_path / "a", tmp_path / "linked")
+
+    def no_links(*args):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    share_file(tmp_path / "a", tmp_path / "linked")  # over the old one, atomically
+    assert (tmp_path / "linked").read_bytes() == b"candidates" and not os.path.samefile(tmp_path / "a", tmp_path / "linked")
+
+
+def test_tables_written_without_pandas_are_the_same_bytes(tmp_path):
+    """Workers tell pyarrow pandas is missing (it would import it, ~0.25 s, only to ask about inputs):
+    the parquet they write is the same as with pandas loaded, and pandas still works when asked for."""
+    import subprocess
+    import sys
+
+    import pandas  # noqa: F401  (this process: pyarrow with pandas)
+    from stage2.documents import Document
+    from stage2.parts import docs_to_table, write_table
+
+    docs = [Document(id=f"d{i}", text=t, component="c", source="s", record=i + 1, metadata={"n": i, "é": "ü"})
+            for i, t in enumerate(["plain", "ünïcödé", "", "x" * 5000])]
+    write_table(tmp_path / "with.parquet", docs_to_table(docs))
+    script = f"""
+import sys
+from stage2.parts import arrow_without_pandas, docs_to_table, write_table
+from stage2.documents import Document
+arrow_without_pandas()
+docs = {[(d.id, d.text, d.record, d.metadata) for d in docs]!r}
+write_table({str(tmp_path / "without.parquet")!r}, docs_to_table([Document(id=i, text=t, component="c", source="s", record=r, metadata=m) for i, t, r, m in docs]))
+assert "pandas" not in sys.modules
+import pyarrow.parquet as pq
+assert pq.ParquetFile({str(tmp_path / "without.parquet")!r}).read().to_pandas().shape == (4, 6)
+"""
+    subprocess.run([sys.executable, "-c", script], check=True)
+    assert (tmp_path / "without.parquet").read_bytes() == (tmp_path / "with.parquet").read_bytes()
