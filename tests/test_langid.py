@@ -183,3 +183,34 @@ def test_unknown_language_code_is_a_clear_error(backend):
 def test_backend_is_a_config_choice():
     cfg = validate({"filter": {"lang_backend": "langdetect_fast"}})
     assert cfg.filter.lang_backend.value == "langdetect_fast"
+
+
+def test_profiles_from_the_cache_are_the_built_ones(tmp_path, monkeypatch):
+    """profiles() builds the arrays once into the cache folder, then memory-maps them; a damaged cache is
+    built again. Either way the arrays are build_profiles()' exactly."""
+    import numpy as np
+
+    monkeypatch.setenv("STAGE2_CACHE_DIR", str(tmp_path))
+    built = langid_fast.build_profiles()
+
+    def same(prof):
+        assert prof.langs == built.langs and prof.words == built.words
+        for name in langid_fast._ARRAYS:
+            assert np.array_equal(getattr(prof, name), getattr(built, name)) and getattr(prof, name).dtype == getattr(built, name).dtype
+
+    langid_fast.profiles.cache_clear()
+    try:
+        same(langid_fast.profiles())  # built, and saved
+        folder = langid_fast.cache_folder()
+        assert folder.parent == tmp_path and sorted(p.name for p in folder.iterdir()) == sorted([*(f"{n}.npy" for n in langid_fast._ARRAYS), "profiles.json"])
+        langid_fast.profiles.cache_clear()
+        cached = langid_fast.profiles()
+        assert isinstance(cached.prob.base, np.memmap) and not cached.prob.flags.writeable
+        same(cached)
+        (folder / "prob.npy").write_bytes((folder / "prob.npy").read_bytes()[:1000])  # cut short
+        langid_fast.profiles.cache_clear()
+        same(langid_fast.profiles())
+        langid_fast.profiles.cache_clear()
+        assert isinstance(langid_fast.profiles().prob.base, np.memmap)  # saved again, whole
+    finally:
+        langid_fast.profiles.cache_clear()
