@@ -6,7 +6,7 @@ and adds up counts, and never reads a document:
   screen   per unit: read it, run the component's step chain (invalid, length, language, quality
            steps), spill the survivors and their dedup hashes to `filtered/.work/`
   resolve  per hash bucket: first occurrences of every hash (stage2/dedup/passes.py); the number of
-           buckets follows `filter.dedup.memory_mb`, the verdicts do not
+           buckets follows `filter.dedup.memory_mb` (at least one per worker), the verdicts do not
   decide   per unit: exact/near verdicts, the kept documents written as
            `filtered/<component>/part-<file>-<chunk>.parquet`
 Then `filtered/manifest.json` (parts in canonical order), the rejected samples, and
@@ -95,8 +95,10 @@ def _count_task(args: Tuple[ComponentSpec, str]) -> int:
 
 
 def _without_timings(stats: Dict[str, Any]) -> Dict[str, Any]:
-    """The stage's stats minus what varies between identical runs (.finished.json: the same bytes every time)."""
+    """The stage's stats minus what varies between identical runs or with the machine (.finished.json: the same bytes every time)."""
     out = {k: v for k, v in stats.items() if k not in ("seconds", "resumed", "tasks_resumed", "resources", "executor_nodes")}
+    if "dedup" in stats:  # (the number of buckets follows the worker count)
+        out["dedup"] = {k: v for k, v in stats["dedup"].items() if k != "buckets"}
     out["components"] = {
         name: {k: v for k, v in entry.items() if k not in ("seconds", "docs_per_s")}
         for name, entry in stats["components"].items()
@@ -140,7 +142,7 @@ class Passes:
 
 def execute(
     plans: List[Tuple[ComponentSpec, List[Unit]]], f: Dict[str, Any], keep_rejected: int, work: Path, out_dir: Path,
-    mapper: Callable = map, progress: bool = False,
+    mapper: Callable = map, progress: bool = False, workers: int = 1,
 ) -> Passes:
     """The three passes over planned units: screen, resolve, decide (parts written under out_dir).
 
@@ -176,7 +178,8 @@ def execute(
         for kind in spills:
             spills[kind].extend(str(Path(task["dir"]) / name) for name in result["spilled"][kind])
     pairs = sum(r["pairs"]["exact"] + r["pairs"]["near"] for r in screened)
-    buckets = buckets_for(pairs, int(d["memory_mb"])) if pairs else 0
+    # At least a bucket per worker: resolving is the only work between two barriers (no verdict changes).
+    buckets = max(buckets_for(pairs, int(d["memory_mb"])), workers) if pairs else 0
     bucket_dir = work / "dedup" / f"of-{buckets}"
     resolve_tasks = [
         {
@@ -238,7 +241,7 @@ def run(run) -> Dict[str, Any]:
         spec, files = component_files(spec)
         plans.append((spec, plan_component(spec, index, files, run.inputs, P, counter)))
 
-    passes = execute(plans, f, keep_rejected, work, run.dir, run.executor.map, enabled)
+    passes = execute(plans, f, keep_rejected, work, run.dir, run.executor.map, enabled, run.executor.workers)
     screen_tasks, screened, resolved, decided = passes.screen_tasks, passes.screened, passes.resolved, passes.decided
     pairs, buckets = passes.pairs, passes.buckets
     seconds = time.monotonic() - started
@@ -357,5 +360,8 @@ def _spec_of(spec: ComponentSpec, unit: Unit) -> ComponentSpec:
 
 
 def _size(folder: Path) -> int:
-    """Bytes of the spilled documents and hashes (not the markers, whose timings vary between runs)."""
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.suffix in (".npy", ".parquet")) if folder.exists() else 0
+    """Bytes of the spilled documents and hashes: not the markers (their timings vary between runs), nor
+    the buckets' results under dedup/ (their number follows the workers)."""
+    if not folder.exists():
+        return 0
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.suffix in (".npy", ".parquet") and "dedup" not in p.relative_to(folder).parts[:1])
