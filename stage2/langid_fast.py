@@ -140,6 +140,8 @@ def _load_profiles(folder) -> "Profiles | None":
         return None
     if arrays["prob"].shape != (len(meta["words"]), len(meta["langs"])):
         return None
+    for array in arrays.values():  # read every page now: a worker's memory then stays flat as its texts reach new n-grams
+        np.bitwise_or.reduce(array.view(np.uint8), axis=None)
     return Profiles(tuple(meta["langs"]), tuple(meta["words"]), **arrays)
 
 
