@@ -373,3 +373,37 @@ assert pq.ParquetFile({str(tmp_path / "without.parquet")!r}).read().to_pandas().
 """
     subprocess.run([sys.executable, "-c", script], check=True)
     assert (tmp_path / "without.parquet").read_bytes() == (tmp_path / "with.parquet").read_bytes()
+
+
+def test_no_document_text_travels_through_the_executor(tmp_path, plain_config):
+    """Tasks carry plans and paths, results carry counts: what any executor (a process pool, Ray's object
+    store) pickles holds no document's text, and stays small however large the partitions are."""
+    import pickle
+
+    docs = sample_records("web_stackexchange.jsonl.gz", 300)
+    write_jsonl(tmp_path / "in" / "web.jsonl", docs + docs[:40])  # copies: the dedup passes have work
+    cfg = plain_config("stage=filter", "progress=false", "dataset=files", f"dataset.paths=[{tmp_path / 'in' / 'web.jsonl'}]",
+                       "executor.workers=2", "dataset.partition_size=60", "filter.keep_rejected=5")
+    run = start_run(tmp_path / "run", cfg)
+    sent: List[bytes] = []
+    pool_map = run.executor.map
+
+    def pickling_map(fn, tasks):
+        tasks = list(tasks)
+        sent.extend(pickle.dumps(t) for t in tasks)
+        for result in pool_map(fn, tasks):
+            sent.append(pickle.dumps(result))
+            yield result
+
+    run.executor.map = pickling_map
+    try:
+        filter_stage.run(run)
+    finally:
+        run.executor.close()
+    stats = run.stats["stages"]["filter"]["components"]["web"]
+    assert stats["dropped"]["duplicate"] >= 30 and stats["kept"] > 100  # (copies of documents the screen dropped are not duplicates)
+    assert len(sent) >= 2 * (6 + 2 + 6)  # the screen, resolve and decide tasks and their results
+    pieces = [d["text"][i : i + 40].encode() for d in docs if len(d["text"]) >= 200 for i in (0, 100)]
+    for message in sent:
+        assert len(message) < 16_000
+        assert not any(piece in message for piece in pieces)
