@@ -361,9 +361,9 @@ def main() -> None:
              f"{r['cpu'] - r['driver_cpu'] - sum(r['tasks_cpu'].values()):.2f}", f"{r['cpu']:.2f}", f"{r['seconds']:.2f} ({r['stage_seconds']:.2f})"]
             for name, r in (("langdetect alone", ld), ("default recipe", fast), ("filter=fasttext", ft), ("filter=fasttext, every 3rd document", ft_third))
         ])
-        + "\n\nThe first screen task of each worker (the first " + str(args.workers) + " in the table's runs) also loads the "
-        "language models (first use in the task: the pool is already running when the stage asks it to start with its "
-        "warm-up, as start_run's input scan started it), CPU s each against the other screen tasks' median: "
+        + "\n\nThe first screen task of each worker (the first " + str(args.workers) + " in the table's runs; the language "
+        "models are loaded in the workers' warm-up, before any task, so what it pays more is first use: lazy imports, "
+        "page faults, caches), CPU s each against the other screen tasks' median: "
         + "; ".join(f"{name} {_first_tasks(r, args.workers)}" for name, r in (("langdetect alone", ld), ("default recipe", fast), ("filter=fasttext", ft)))
         + "."
         + f"\n\nStage wall time runs from start_run (the worker pool starts there, and the workers scan the input) to the "

@@ -59,8 +59,8 @@ CPU seconds per byte of text there, C = c * 45e9 bytes, and Amdahl's law T(N) = 
 for N = this machine's cores, 8, 64 and 512 workers. It assumes both stay constant at 45 GB, i.e. that
 nothing grows with the input beyond what 1x..40x showed, and ignores I/O bandwidth, the network,
 start-up and stragglers. The same with marginal costs (least-squares slopes of CPU over text bytes
-across scales, which strip the fixed start-up cost) and a linear fit of peak RSS over text bytes
-follow it.
+across scales, which strip the fixed start-up cost) follows it; peak RSS is reported as its growth
+between the two largest scales, not extrapolated (a process holds one partition or one bucket).
 
 Writes benchmarks/results/scale.md and scale.json (or $STAGE2_BENCH_RESULTS). Run folders are
 deleted afterwards unless --keep. Timings on a shared box are noisy; CPU seconds and RSS much less so.
@@ -535,11 +535,12 @@ def extrapolate(runs: Dict[int, Dict[str, Any]], meta: Dict[int, Dict[str, Any]]
             "serial_fraction": sm, "cpu_s_per_mb": total_fit[1] * 1e6, "fixed_cpu_s": total_fit[0], "cpu_s": c,
             "wall_s": {str(n): total_fit[0] + total_fit[1] * TARGET_BYTES * (sm + (1 - sm) / n) for n in counts},
         }
-    for key in ("driver_peak_rss_mb", "workers_peak_rss_mb"):
-        fit = _fit(xs, [runs[k][key] for k in sorted(runs)])
-        if fit:
-            out[f"{key}_at_target"] = fit[0] + fit[1] * TARGET_BYTES
-            out[f"{key}_per_input_mb"] = fit[1] * 1e6
+    # Peak RSS is not extrapolated in a line: a worker holds one partition or one bucket (bounded by
+    # config), not a share of the input. What the two largest scales show is whether it still grows.
+    if len(runs) >= 2:
+        small, large = sorted(runs)[-2:]
+        out["rss_growth"] = {"from_scale": small, "to_scale": large, **{
+            key: runs[large][key] / runs[small][key] for key in ("driver_peak_rss_mb", "workers_peak_rss_mb") if runs[small][key]}}
     return out
 
 
@@ -634,10 +635,11 @@ def report(args: argparse.Namespace, runs: Dict[int, Dict[str, Any]], meta: Dict
         text += (f"Marginal: slopes of CPU over text bytes across {', '.join(f'{k}x' for k in scales)}: "
                  f"{m['cpu_s_per_mb']:.2f} CPU s per MB, driver share of the slope {m['serial_fraction'] * 100:.1f}%, "
                  f"fixed {m['fixed_cpu_s']:.1f} CPU s. ")
-    if "driver_peak_rss_mb_at_target" in ex:
-        text += (f"Peak RSS, linear in the input over the same scales: driver {ex['driver_peak_rss_mb_per_input_mb']:.2f} MB per MB of text "
-                 f"-> {ex['driver_peak_rss_mb_at_target'] / 1024:.1f} GB at {TARGET_BYTES / 1e9:.0f} GB; workers "
-                 f"{ex['workers_peak_rss_mb_per_input_mb']:.3f} MB per MB -> {ex['workers_peak_rss_mb_at_target'] / 1024:.1f} GB. ")
+    if "rss_growth" in ex:
+        g = ex["rss_growth"]
+        text += (f"Peak RSS is not extrapolated: a process holds one partition or one hash bucket (`filter.dedup.memory_mb`), "
+                 f"not a share of the input. From {g['from_scale']}x to {g['to_scale']}x of input it changed "
+                 f"{_fmt(g.get('driver_peak_rss_mb'), '.2f')}x (driver) and {_fmt(g.get('workers_peak_rss_mb'), '.2f')}x (largest worker). ")
     text += ("These assume the serial fraction and the cost per byte stay as measured, and ignore I/O bandwidth, the network, "
              "scheduling, stragglers and start-up of many workers; a component that grows with the input (e.g. a driver "
              "holding state per document) makes them optimistic.\n")
