@@ -52,6 +52,10 @@ def one_side(tree: Path, recipe: str, runs: int) -> Dict[str, Any]:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def rev(tree: Path) -> str:
+    return subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--other", type=Path, required=True, help="another stage2 checkout with its .venv")
@@ -59,7 +63,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=3, help="stage runs per checkout per round")
     args = parser.parse_args()
-    rev = lambda tree: subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()  # noqa: E731
     rows: List[List[Any]] = []
     results: Dict[str, Any] = {"other": str(args.other), "other_rev": rev(args.other), "this_rev": rev(HERE), "recipes": {}}
     for recipe in args.recipes.split(","):

@@ -163,11 +163,11 @@ def _save_profiles(prof: Profiles, folder) -> None:
 
 
 def build_profiles() -> Profiles:
-    from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
+    from langdetect.detector_factory import DetectorFactory
     from langdetect.utils.ngram import NGram
 
     factory = DetectorFactory()  # a private one: its dict of lists is dropped once copied to numpy
-    factory.load_profile(PROFILES_DIRECTORY)
+    factory.load_profile(_profiles_directory())  # (its PROFILES_DIRECTORY: the folder the cache key names)
     words = list(factory.word_lang_prob_map)
     prob = np.array([factory.word_lang_prob_map[w] for w in words], dtype=np.float64)
     char_map = np.arange(0x110000, dtype=np.uint32)

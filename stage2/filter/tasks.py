@@ -4,7 +4,7 @@
            (`cand-<chunk>.parquet`), their dedup hashes (spill files) and rejected samples
   resolve  one hash bucket (stage2/dedup/passes.py)
   decide   one plan unit again: exact/near verdicts from the buckets, the kept documents written as
-           the unit's final parts
+           the unit's final parts (a partition that keeps all its candidates: their file, hard-linked)
 Each task is done once its `done-<pass>.json` marker exists with the task's key; a resumed run
 returns the marker's counts instead of redoing the task (outputs are written before the marker, each
 atomically, so a task killed midway is simply redone).
@@ -144,18 +144,21 @@ def _screen(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
     chunk_bytes: List[int] = []  # the candidates' text bytes (a part that keeps them all has these)
     for k, docs in _chunks(read_unit(task["spec"], unit), unit):
         records += len(docs)
-        bytes_in += sum(utf8_len(d.text) for d in docs if d.text is not None)
+        sizes = [utf8_len(d.text) if d.text is not None else 0 for d in docs]
+        bytes_in += sum(sizes)
         verdicts = chain.judge(docs)
         kept = []
-        for doc, verdict in zip(docs, verdicts):
+        kept_bytes = 0
+        for doc, size, verdict in zip(docs, sizes, verdicts):
             if verdict is None:
                 kept.append(doc)
+                kept_bytes += size
             else:
                 dropped[verdict.reason] += 1
                 samples.offer(doc, verdict)
         candidates += len(kept)
         chunks.append(k)
-        chunk_bytes.append(sum(utf8_len(d.text) for d in kept))
+        chunk_bytes.append(kept_bytes)
         positions = _positions(unit, np.fromiter((d.record for d in kept), dtype=np.int64, count=len(kept)))
         if dedup and dedup["exact"] and kept:
             hashes = np.fromiter((exact_key(d.text) for d in kept), dtype=np.uint64, count=len(kept))
