@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,3 +52,45 @@ class RunFolderGuard(Callback):
             folder.abandon(run_dir)
             print(f"stage2: error: {exc}", file=sys.stderr)
             sys.exit(1)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A sweep's folder must be new, empty or a stage2 sweep's, before Hydra writes `multirun.yaml` into it.
+
+        It is watched like a run folder: a sweep that ends before its first job (a job's config that does
+        not compose, an interrupt) leaves no folder holding only `multirun.yaml` (`folder.abandon_all`).
+        """
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:
+            check_sweep_folder(sweep_dir)
+        except Stage2Error as exc:
+            print(f"stage2: error: {exc}", file=sys.stderr)
+            sys.exit(1)
+        folder.watch(sweep_dir)
+
+
+def check_sweep_folder(sweep_dir: Path) -> None:
+    key = Path(os.path.abspath(sweep_dir))
+    for path in (key, *key.parents):
+        if path.is_dir():
+            break
+        if os.path.lexists(path):
+            raise Stage2Error(f"{path} is a file, not a folder: choose a folder for hydra.sweep.dir")
+    if not os.access(path, os.W_OK | os.X_OK) and not (path == key and any(key.iterdir())):  # (read-only, another user's)
+        raise Stage2Error(
+            f"{key}: cannot create the sweep folder ({path} cannot be written): choose another hydra.sweep.dir,"
+            " or launch from a folder you can write"
+        )
+    if not key.is_dir() or not any(key.iterdir()):
+        return
+    try:
+        saved = OmegaConf.load(key / "multirun.yaml")
+        if saved.hydra.job.name == "stage2":
+            return  # a stage2 sweep: its jobs' folders are checked as runs
+    except Exception:  # noqa: BLE001 - missing, unreadable or another program's: not a stage2 sweep
+        pass
+    names = sorted(p.name for p in key.iterdir())
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    raise Stage2Error(
+        f"{key} is not empty and holds no stage2 sweep ({shown}); nothing in it was changed: choose an empty or new"
+        " folder for hydra.sweep.dir"
+    )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional
@@ -19,6 +21,44 @@ import multiprocessing
 from stage2.errors import Stage2Error
 
 log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_interrupted = threading.Event()  # set by the driver's signal handler: executors then stop their workers at once
+_signal: list = []
+
+
+def note_interrupt(signum: int) -> None:
+    """The run is being interrupted (Ctrl-C, SIGTERM): `close()` kills the workers instead of letting tasks end."""
+    _signal.append(signum)
+    _interrupted.set()
+
+
+def interrupted_by() -> Optional[int]:
+    """The signal that interrupted this process, if one did (an error raised meanwhile is its consequence:
+    a library that turned the interrupt into its own error, a pool broken by its stopped workers)."""
+    return _signal[0] if _signal else None
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them to the handlers they had.
+
+    Python runs a signal's handler between two bytecodes of the main thread: one that raises inside the
+    pool's bookkeeping (a worker half spawned, a task half submitted) leaves the pool in a state whose
+    shutdown can wait forever. Outside the main thread (where handlers cannot be set) it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # (None: a handler set outside Python)
+        if held:
+            signal.raise_signal(held[0])
 
 
 def resolve_workers(workers: int) -> int:
@@ -52,15 +92,18 @@ class LocalExecutor:
 
     def _start_pool(self, warm: Optional[Callable[[], Any]] = None) -> None:
         # spawn: forking a process that holds threads (tqdm, datasets, sentencepiece) can deadlock.
-        self._pool = ProcessPoolExecutor(
-            self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(warm,)
-        )
-        # A pool of spawned processes starts one per task submitted: start them all now, with one BLAS
-        # thread each (numpy's OpenBLAS otherwise starts a thread per core in every worker, ~0.03 CPU s
-        # of each worker's start; the workers do no linear algebra). Children copy the environment at spawn.
-        with _environment(OPENBLAS_NUM_THREADS="1"):
-            for _ in range(self.workers):
-                self._pool.submit(_noop)
+        # Workers ignore Ctrl-C (the terminal sends it to the whole process group): the driver stops
+        # them. SIG_IGN is inherited through spawn, so a worker ignores it from its first instruction.
+        with signals_deferred(), _sigint_ignored():
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(warm,)
+            )
+            # A pool of spawned processes starts one per task submitted: start them all now, with one BLAS
+            # thread each (numpy's OpenBLAS otherwise starts a thread per core in every worker, ~0.03 CPU s
+            # of each worker's start; the workers do no linear algebra). Children copy the environment at spawn.
+            with _environment(OPENBLAS_NUM_THREADS="1"):
+                for _ in range(self.workers):
+                    self._pool.submit(_noop)
 
     def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
         if self.workers == 1:
@@ -71,20 +114,42 @@ class LocalExecutor:
             self._start_pool()
         pending: deque = deque()
         for task in tasks:
-            pending.append(self._pool.submit(fn, task))
+            with signals_deferred():
+                pending.append(self._pool.submit(fn, task))
             if len(pending) >= self.max_in_flight:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        """Stop the pool: queued tasks are cancelled; running ones end, or, when the run is being
+        interrupted, their workers are killed (a resume removes what they were writing)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        with signals_deferred():
+            if _interrupted.is_set():
+                for process in list((pool._processes or {}).values()):
+                    process.kill()  # (not SIGTERM: a task may run long; nothing of its output is kept)
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ctrl-C ignored by this process (and so by the processes it spawns) inside the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _init_worker(warm: Optional[Callable[[], Any]]) -> None:
     _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # (also when the pool was started off the main thread)
     if warm is not None:
         try:
             warm()
@@ -128,18 +193,21 @@ class RayExecutor:
         except ImportError:
             raise Stage2Error("executor=ray needs Ray: install it with `uv sync --extra ray`") from None
         self._ray = ray
+        self._own_instance = False  # a local instance this executor started (shut down when a run is interrupted)
+        self._pending: deque = deque()
         if not ray.is_initialized():
             kwargs: Dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
             if address is None:
                 kwargs["num_cpus"] = resolve_workers(workers)
             ray.init(**kwargs)
+            self._own_instance = address is None
         self.workers = int(ray.cluster_resources().get("CPU", 1))
         self.max_in_flight = max_in_flight or 2 * self.workers
         self._apply = ray.remote(num_cpus=1)(_apply)
         self.nodes: set = set()  # the Ray nodes that ran a task (stats: executor_nodes)
 
     def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
-        pending: deque = deque()
+        pending = self._pending = deque()
 
         def result() -> Any:
             value, node = self._ray.get(pending.popleft())
@@ -157,7 +225,19 @@ class RayExecutor:
         pass  # Ray starts its workers itself
 
     def close(self) -> None:
-        pass  # a Ray instance is shut down at process exit; a joined cluster keeps running
+        """A Ray instance is shut down at process exit and a joined cluster keeps running; when the run is
+        being interrupted, its tasks in flight are cancelled (on a cluster too) and a local instance stops now."""
+        pending, self._pending = self._pending, deque()
+        if not _interrupted.is_set():
+            return
+        with signals_deferred():
+            for ref in pending:
+                try:
+                    self._ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - a task that ended meanwhile; stopping the rest matters more
+                    pass
+            if self._own_instance:
+                self._ray.shutdown()
 
 
 def _apply(fn: Callable[[Any], Any], task: Any) -> Any:

@@ -6,8 +6,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator, List
 
 from stage2.errors import Stage2Error
 
@@ -18,6 +19,46 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_fingerprint(path: Path) -> List[Any]:
+    """[bytes, xxh3-128] of a scratch file, recorded by the marker that vouches for it (cheap: xxh3
+    reads at memory speed, so a resume can check every file it reuses)."""
+    import xxhash
+
+    digest = xxhash.xxh3_128()
+    size = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+            size += len(block)
+    return [size, digest.hexdigest()]
+
+
+def unchanged(path: Path, fingerprint: List[Any]) -> bool:
+    """Whether `path` still has the bytes `file_fingerprint` recorded (the size first: no read when it differs)."""
+    try:
+        if os.path.getsize(path) != fingerprint[0]:
+            return False
+        return file_fingerprint(path) == list(fingerprint)
+    except OSError:
+        return False
+
+
+def write_array(f: BinaryIO, array: Any, npy_header: bool = False) -> None:
+    """An array's bytes (after an `.npy` header, byte for byte `np.save`'s) through Python's own file
+    write: numpy's writes lose the OS error (a full disk reads "N requested and M written")."""
+    import numpy as np
+
+    array = np.ascontiguousarray(array)
+    if npy_header:
+        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(array))
+    f.write(memoryview(array.reshape(-1)).cast("B"))
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one `atomic_path` gives its temporary files."""
+    return re.fullmatch(r"\..+\.tmp-\d+", name) is not None
 
 
 @contextlib.contextmanager

@@ -5,18 +5,23 @@ it when its process ends, however it ends, so the lock of a killed run is free a
 file, with the dead pid, is simply taken over). A folder is *owned* once `start_run` has passed every
 start-up check and is about to write; until then stage2 changes nothing in it, and whatever this
 process (Hydra, its log file) added to it is removed again when the process gives up (`abandon`).
+A folder is stage2's to use only when it is new, empty, or holds a stage2 run (`check_usable`): a
+user's folder is refused before anything is written into it.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import logging
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Set
+
+import yaml
 
 from stage2.errors import Stage2Error
 
@@ -45,6 +50,12 @@ _locks: Dict[Path, _Lock] = {}  # folder -> its lock, held by this process
 _watched: Dict[Path, _Watch] = {}
 _owned: Set[Path] = set()
 _on_claim: Dict[Path, List[Callable[[], None]]] = {}
+_foreign: Set[Path] = set()  # folders refused as not stage2's: nothing may be written into them
+
+# What a stage2 start leaves in its folder before its first stats.json (Hydra's record, the log, the
+# lock, the recipe and provenance) when it is killed there: such a folder holds no run yet, and a new
+# start may use it. With stats.json (and stage2's provenance.json) it holds a run.
+START_FILES = {".hydra", "stage2.log", LOCK_FILE, "config.resolved.yaml", "provenance.json"}
 
 
 def _key(run_dir: Path) -> Path:
@@ -58,6 +69,58 @@ def _entries(folder: Path) -> Set[str]:
     if hydra.is_dir():
         names |= {f".hydra/{p.name}" for p in hydra.iterdir()}
     return names
+
+
+def check_usable(run_dir: Path, what: str = "hydra.run.dir") -> None:
+    """Refuse a folder that is not stage2's to write: a file, or a folder holding anything but a stage2
+    run (or what a killed stage2 start left). Nothing in it is touched."""
+    key = _key(run_dir)
+    for path in (key, *key.parents):  # the folder, or the first of its parents that exists
+        if path.is_dir():
+            break
+        if os.path.lexists(path):
+            raise Stage2Error(f"{path} is a file, not a folder: choose a folder for {what}")
+    if not key.is_dir():
+        return
+    watched = _watched.get(key)
+    names = set(watched.entries) if watched is not None and watched.entries is not None else {p.name for p in key.iterdir()}
+    names = {n for n in names if "/" not in n and not _is_temporary(n)}
+    if "stats.json" in names and _stage2_file(key / "provenance.json"):
+        return  # a run (finished, failed, killed): whether it may be continued is `check_resumable`'s to say
+    strange = sorted(n for n in names if n not in START_FILES)
+    if not strange and all(_stage2_file(key / n) for n in names):
+        return
+    _foreign.add(key)
+    shown = ", ".join(strange[:3] or sorted(names)[:3]) + (f" and {len(strange) - 3} more" if len(strange) > 3 else "")
+    raise Stage2Error(
+        f"{key} is not empty and holds no stage2 run ({shown}); nothing in it was changed: choose an empty or new folder"
+        f" for {what}"
+    )
+
+
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".") and ".tmp-" in name  # `.<name>.tmp-<pid>` of a writer that was killed
+
+
+def _stage2_file(path: Path) -> bool:
+    """Whether one of the names a stage2 start writes is really stage2's (another program may use them)."""
+    try:
+        if path.name == "provenance.json":
+            return "stage2_version" in json.loads(path.read_text(encoding="utf-8"))
+        if path.name == ".hydra":
+            saved = path / "hydra.yaml"
+            # (written by Hydra after config.yaml: a start killed in between has none yet)
+            return not saved.exists() or yaml.safe_load(saved.read_text(encoding="utf-8"))["hydra"]["job"]["name"] == "stage2"
+        if path.name == "config.resolved.yaml":
+            return "launch_dir" in yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        return False
+    return True
+
+
+def foreign(run_dir: Path) -> bool:
+    """A folder `check_usable` refused: not stage2's, nothing may be written into it."""
+    return _key(run_dir) in _foreign
 
 
 def watch(run_dir: Path) -> None:
@@ -81,6 +144,7 @@ def lock(run_dir: Path) -> None:
     key = _key(run_dir)
     if key in _locks:
         return
+    check_usable(key)
     path = key / LOCK_FILE
     while True:
         try:
@@ -176,7 +240,8 @@ def abandon(run_dir: Path) -> None:
         _write(held.fd, held.previous)
         _close(key)
     if watched.entries is None:
-        shutil.rmtree(key, ignore_errors=True)  # the lock file with it, while still held
+        if key.is_dir():  # (not a file named as the folder: that is the user's)
+            shutil.rmtree(key, ignore_errors=True)  # the lock file with it, while still held
         _close(key)
         for parent in watched.created_parents:  # e.g. outputs/<date>/, made for this folder alone
             try:
@@ -192,3 +257,28 @@ def abandon(run_dir: Path) -> None:
             else:
                 path.unlink(missing_ok=True)
     release(key)
+
+
+def discard(run_dir: Path) -> bool:
+    """Take away a folder this process's run made (it was new, or empty) and that holds nothing worth
+    keeping; True if it did. A folder that held something before (a resumed run) is kept."""
+    key = _key(run_dir)
+    watched = _watched.get(key)
+    if watched is None or watched.entries:
+        return False
+    _owned.discard(key)
+    abandon(key)  # as for a refused start: a new folder goes, an empty one is emptied
+    return True
+
+
+def keep(run_dir: Path) -> None:
+    """The folder stays whatever happens next (a sweep's folder once a job runs in it)."""
+    _watched.pop(_key(run_dir), None)
+
+
+def abandon_all() -> None:
+    """At exit after an error or interrupt outside any run: undo this process's part in every folder."""
+    for key in list(_watched):
+        abandon(key)
+    for key in list(_locks):
+        release(key)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -63,7 +64,13 @@ def resolve_config(cfg: DictConfig, launch_dir: str, rerun_of: Optional[str] = N
     if cfg.launch_dir is None:
         cfg.launch_dir = launch_dir
     cfg.rerun_of = rerun_of
-    plain: Dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)  # type: ignore[assignment]
+    try:
+        plain: Dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:  # `${...}` in a value is an interpolation, also in a path
+        raise Stage2Error(
+            f"{getattr(exc, 'full_key', None) or 'config'}: {str(exc).splitlines()[0]}"
+            " (a literal '${' is written '\\${' on the command line and in YAML)"
+        ) from None
     check_ranges(plain)
     absolutize_paths(plain, plain["launch_dir"])
     return plain
@@ -141,6 +148,8 @@ def app(cfg: DictConfig) -> None:
     single = hydra_cfg.mode != RunMode.MULTIRUN
     if single:  # (a sweep's job folders are its own from the start)
         _hold_log_until_claimed(run_dir)
+    else:
+        folder.keep(Path(hydra_cfg.sweep.dir))  # a job ran in the sweep's folder: it stays whatever follows
     try:
         complete_saved_config(hydra_cfg)
         rerun_of = saved_run_folder(hydra_cfg)
@@ -152,24 +161,49 @@ def app(cfg: DictConfig) -> None:
 
         # A read-only stage run alone writes no folder (in a sweep its job folder holds its report).
         run_stage(plain, run_dir, record=not (single and plain["stage"] in ("report", "verify")))
-    except Stage2Error as exc:
-        fail(run_dir, hydra_cfg, verbose, str(exc))
-    except KeyboardInterrupt:
-        if folder.owns(run_dir):
-            mark_failed(run_dir / "stats.json", "interrupted (Ctrl-C)", status="interrupted", only_existing=True)
-            print(f"stage2: interrupted; finished partitions are kept in {run_dir} (resume=true continues)", file=sys.stderr)
-        else:
-            print("stage2: interrupted before the run started; nothing was written", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (`Interrupted`); the stage has stopped its workers
+        interrupted(run_dir, getattr(exc, "signum", signal.SIGINT))
     except Exception as exc:
-        _log_to_files("unexpected error", exc_info=True)  # the traceback goes to the run's log, not the terminal
-        where = f"; the log is in {run_dir}" if folder.owns(run_dir) else ""
-        fail(run_dir, hydra_cfg, verbose, f"{describe(exc)} (verbose=true shows the traceback{where})")
+        try:
+            _failed(run_dir, hydra_cfg, verbose, exc)
+        except KeyboardInterrupt as late:  # the signal's handler ran after the error it caused (workers it stopped)
+            interrupted(run_dir, getattr(late, "signum", signal.SIGINT))
     finally:
         if single:
             folder.abandon(run_dir)  # a run that never owned its folder leaves it as it was (or leaves none)
         else:
             folder.release(run_dir)
+
+
+def _failed(run_dir: Path, hydra_cfg: Any, verbose: bool, exc: Exception) -> None:
+    from stage2 import folder
+    from stage2.executor import interrupted_by
+
+    if interrupted_by() is not None and not verbose:  # e.g. SentencePiece turned the interrupt into its own error
+        interrupted(run_dir, interrupted_by())
+    if isinstance(exc, Stage2Error):
+        fail(run_dir, hydra_cfg, verbose, str(exc), keep=_resumable(exc))
+        return
+    _log_to_files("unexpected error", exc_info=True)  # the traceback goes to the run's log, not the terminal
+    where = f"; the log is in {run_dir}" if folder.owns(run_dir) else ""
+    fail(run_dir, hydra_cfg, verbose, f"{describe(exc)} (verbose=true shows the traceback{where})", keep=True)
+
+
+def interrupted(run_dir: Path, signum: int) -> None:
+    """Ctrl-C or SIGTERM: one line saying how to go on, `status: interrupted`, exit 128 + the signal."""
+    from stage2 import folder
+
+    what = f"interrupted ({'Ctrl-C' if signum == signal.SIGINT else signal.Signals(signum).name})"
+    if folder.owns(run_dir):
+        from stage2.run import remove_stale_temporaries
+
+        mark_failed(run_dir / "stats.json", what, status="interrupted", only_existing=True)
+        remove_stale_temporaries(run_dir)  # what the killed workers were writing
+        _log_to_files(what)
+        print(f"stage2: {what}; finished partitions are kept in {run_dir}: `stage2-rerun {run_dir} resume=true` continues the run", file=sys.stderr)
+    else:
+        print(f"stage2: {what} before the run started; nothing was written", file=sys.stderr)
+    sys.exit(128 + signum)
 
 
 def describe(exc: BaseException) -> str:
@@ -212,8 +246,23 @@ def _hold_log_until_claimed(run_dir: Path) -> None:
     folder.on_claim(run_dir, write_out)
 
 
-def fail(run_dir: Path, hydra_cfg: Any, verbose: bool, message: str) -> None:
-    """One line on stderr and exit 1; in a sweep, mark the job failed and let the other jobs run."""
+def _resumable(exc: BaseException) -> bool:
+    """Whether a failed run's folder is worth keeping: the system refused a read or a write (a full disk,
+    permissions, an I/O error), which `resume=true` gets past once it is fixed. A failure on the input or
+    the recipe is not: a resume refuses changed inputs and recipes, and the same ones fail the same way."""
+    while exc is not None:
+        if isinstance(exc, OSError):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def fail(run_dir: Path, hydra_cfg: Any, verbose: bool, message: str, keep: bool = True) -> None:
+    """One line on stderr and exit 1; in a sweep, mark the job failed and let the other jobs run.
+
+    A single run that started its folder and failed in a way no resume gets past (`keep=False`) takes
+    the folder away again: it holds nothing to continue, and the error line says what went wrong.
+    """
     from stage2 import folder
 
     if verbose:
@@ -221,9 +270,11 @@ def fail(run_dir: Path, hydra_cfg: Any, verbose: bool, message: str) -> None:
     _log_to_files(message)
     print(f"stage2: error: {message}", file=sys.stderr)
     single = hydra_cfg.mode != RunMode.MULTIRUN
+    if single and not keep and folder.owns(run_dir) and folder.discard(run_dir):
+        sys.exit(1)
     # In a sweep the job is always marked (the summary lists it, the sweep exits 1 at its end) and the others go on.
     # A single run records the failure only in a folder it owns: a refused start leaves a finished run as it was.
-    if not single or folder.owns(run_dir):
+    if folder.owns(run_dir) or not (single or folder.foreign(run_dir)):
         mark_failed(run_dir / "stats.json", message, only_existing=single)
     if single:
         sys.exit(1)
@@ -255,8 +306,89 @@ def mark_failed(stats_file: Path, message: str, status: str = "failed", only_exi
         log.warning("could not mark %s as failed: %s", stats_file, exc)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM in the driver: handled like Ctrl-C, and the exit code says which (128 + signal)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _on_stop_signal(signum: int, frame: Any) -> None:
+    from stage2.executor import note_interrupt
+
+    note_interrupt(signum)  # executors now kill their workers rather than wait for their tasks
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not break the cleanup
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def _wants_traceback(argv: List[str]) -> bool:
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        return True
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") == "verbose" and value.strip().lower() in ("true", "yes", "on", "1"):
+            return True
+    return False
+
+
+def hydra_error(exc: BaseException) -> str:
+    """Hydra's own error (composition, override syntax, a config file, a folder) in one line."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+
+    chain, seen = [], exc
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for error in chain:
+        mark = getattr(error, "problem_mark", None)
+        if isinstance(error, yaml.YAMLError) and mark is not None:  # a config file that is not valid YAML
+            context = f" ({error.context})" if getattr(error, "context", None) else ""
+            return f"{mark.name}: line {mark.line + 1}, column {mark.column + 1}: not valid YAML: {error.problem}{context}"
+    for error in chain:
+        if isinstance(error, OSError) and not isinstance(error, MissingConfigException) and error.filename:
+            return describe(error)
+    first = _first_line(exc)
+    if isinstance(exc, MissingConfigException) and exc.options:
+        return f"{first} (available: {', '.join(exc.options)})"
+    if isinstance(exc, OverrideParseException):
+        return f"{exc.override}: {first}"
+    cause = exc.__cause__
+    if cause is not None and _first_line(cause) not in first:  # e.g. "Error merging override x=abc": what was wrong
+        key = getattr(cause, "full_key", None)
+        return f"{first}: {f'{key}: ' if key and key not in first else ''}{_first_line(cause)}"
+    return first if first != type(exc).__name__ else describe(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 def main() -> None:
-    app()
+    from stage2 import folder
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_stop_signal)
+    # Hydra prints its own errors (a config file, an override, a folder) as tracebacks; with
+    # HYDRA_FULL_ERROR it raises them instead, and they are said here in one line.
+    traceback_wanted = _wants_traceback(sys.argv[1:])
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # (workers inherit it: they do not use Hydra)
+    try:
+        app()
+    except KeyboardInterrupt as exc:  # before or between the runs (composing the config, starting a sweep)
+        folder.abandon_all()
+        signum = getattr(exc, "signum", signal.SIGINT)
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"stage2: interrupted ({what}) before the run started; nothing was written", file=sys.stderr)
+        sys.exit(128 + signum)
+    except Exception as exc:
+        folder.abandon_all()  # e.g. a sweep folder whose jobs were never launched
+        if traceback_wanted:
+            raise
+        print(f"stage2: error: {hydra_error(exc)}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -9,16 +9,23 @@ the config (seq_len x rows_per_shard), not by the corpus size.
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
 from stage2.errors import Stage2Error
-from stage2.files import atomic_path, file_sha256
+from stage2.files import atomic_path, file_sha256, write_array
 
 SHARD_NAME = "shard-{:05d}.npy"
+
+
+def is_shard_name(name: str) -> bool:
+    return re.fullmatch(r"shard-\d{5,}\.npy", name) is not None
+
+
 UINT16_VOCAB = 1 << 16
 
 
@@ -85,22 +92,11 @@ def encode_batch(sp: Any, batch: List[str], num_threads: int, bos: Optional[int]
     return with_separators(sp.encode(batch, num_threads=num_threads), bos, eos, dtype)
 
 
-def encode_stream(sp: Any, texts: Iterable[str], batch_size: int, num_threads: int, bos: Optional[int], eos: Optional[int], dtype: np.dtype) -> Iterator[np.ndarray]:
-    """Texts -> token stream chunks, one per batch, through SentencePiece's multi-threaded batch encode."""
-    it = iter(texts)
-    while True:
-        batch = list(itertools.islice(it, batch_size))
-        if not batch:
-            return
-        yield encode_batch(sp, batch, num_threads, bos, eos, dtype)
-
-
 def write_shard(path: Path, rows: np.ndarray) -> Dict[str, Any]:
     """Write one `[rows, seq_len]` shard atomically; read it back to check shape and dtype."""
     with atomic_path(path) as tmp:
-        # A file object, not a name: np.save would append ".npy" to the temporary name.
         with open(tmp, "wb") as f:
-            np.save(f, rows, allow_pickle=False)
+            write_array(f, rows, npy_header=True)
         back = np.load(tmp, mmap_mode="r")
         if back.dtype != rows.dtype or back.shape != rows.shape:
             raise Stage2Error(f"{path}: read back as {back.dtype}{back.shape}, wrote {rows.dtype}{rows.shape}")

@@ -8,17 +8,19 @@ Parts load with `datasets.load_dataset("parquet", data_files=...)`.
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from stage2.documents import Document
 from stage2.errors import Stage2Error
-from stage2.files import atomic_path
+from stage2.files import atomic_path, file_sha256
 from stage2.sources import ComponentSpec, iter_documents
 
 if TYPE_CHECKING:  # (workers write parts: they need not import the run folder's module)
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 FILTERED_DIR = "filtered"
 MANIFEST = "manifest.json"
+FILTER_FINISHED = ".finished.json"  # the filter stage's record of its artifacts' sha256 (stage2.filter.FINISHED)
+PART_GLOB = "part-*.parquet"  # the names `part_path` gives
 SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -140,18 +144,133 @@ def iter_filtered(run_dir: Path, component: str) -> Iterator[Document]:
 def filtered_source(run: Run, input_run: Optional[str], consumer: str) -> Optional[Path]:
     """Where a tokenizer/shard stage reads filtered text: a past run, this run's own parts, or None (raw).
 
-    The choice is recorded in the run's lineage under `<consumer>.documents`.
+    Parts are handed out only after `check_parts` found them as the run that wrote them recorded them.
+    The choice is recorded in the run's lineage under `<consumer>.documents`, with the digest of the
+    checked parts' hashes.
     """
+    names = [spec.name for spec in run.components]
     if input_run:
         folder = run.resolve_path(input_run).resolve()
-        read_manifest(folder)  # fail early with a clear message
-        run.record_lineage(f"{consumer}.documents", folder)
-        return folder
-    if (run.dir / FILTERED_DIR / MANIFEST).exists():
-        run.record_lineage(f"{consumer}.documents", run.dir, note=f"this run's {FILTERED_DIR}/")
-        return run.dir
-    run.record_lineage(f"{consumer}.documents", None, note="raw sources of the manifest")
-    return None
+        note = None
+    elif (run.dir / FILTERED_DIR / MANIFEST).exists():
+        folder, note = run.dir, f"this run's {FILTERED_DIR}/"
+    else:
+        run.record_lineage(f"{consumer}.documents", None, note="raw sources of the manifest")
+        return None
+    digest = check_parts(folder, names, "this run" if note else f"the input run {folder}")
+    run.record_lineage(f"{consumer}.documents", folder, note=note)
+    run.provenance["lineage"][f"{consumer}.documents"]["parts_sha256"] = digest
+    run.save_provenance()
+    return folder
+
+
+def check_input_parts(cfg: Dict[str, Any], names: List[str]) -> None:
+    """At start-up, before the run claims its folder: the past runs whose parts this recipe reads
+    (`tokenizer.input_run`, `shard.input_run`) still hold the parts they recorded."""
+    for consumer in ("tokenizer", "shard"):
+        input_run = (cfg.get(consumer) or {}).get("input_run")
+        if input_run and cfg["stage"] in (consumer, "pipeline"):
+            folder = (Path(input_run) if Path(input_run).is_absolute() else Path(cfg["launch_dir"]) / input_run).resolve()
+            check_parts(folder, names, f"the input run {folder}")
+
+
+# Parts checked in this process: folder -> (components, each checked file's stat, digest). A later
+# check of the same files, unchanged since (inode, size, mtime, ctime), need not hash them again.
+_CHECKED: Dict[Path, Tuple[frozenset, Dict[str, Tuple[int, ...]], str]] = {}
+
+
+def _stat(path: Path) -> Tuple[int, ...]:
+    st = path.stat()
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def part_records(folder: Path) -> List[Tuple[Path, Dict[str, str]]]:
+    """The sha256 of the filtered artifacts as the run that wrote them recorded them: stats.json's
+    `artifact_sha256` (when the run finished) and `filtered/.finished.json` (when its filter stage
+    finished), each as (record file, relative path -> sha256 of the `filtered/` entries)."""
+    from stage2.files import read_json
+
+    out = []
+    stats_path = folder / "stats.json"
+    if stats_path.exists():
+        recorded = read_json(stats_path).get("artifact_sha256")
+        if recorded:
+            out.append((stats_path, {rel: sha for rel, sha in recorded.items() if rel.startswith(f"{FILTERED_DIR}/")}))
+    finished_path = folder / FILTERED_DIR / FILTER_FINISHED
+    if finished_path.exists():
+        out.append((finished_path, dict(read_json(finished_path).get("artifacts") or {})))
+    return out
+
+
+def check_parts(folder: Path, names: List[str], who: str) -> str:
+    """Check that the parts of components `names` in a run folder are the ones that run recorded:
+    the same set (none added, none removed) and the same bytes (sha256), and the parts manifest too.
+
+    Returns the sha256 of the checked files' hashes (for the lineage); raises Stage2Error naming the
+    first file that differs and `who` (the input run, or this run).
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    for name in names:
+        if name not in manifest["components"]:
+            raise Stage2Error(f"{folder}: the filtered parts have no component {name!r} (have: {', '.join(manifest['components'])})")
+    records = part_records(folder)
+    if not records:
+        raise Stage2Error(
+            f"{folder}: no record of its filtered parts' sha256 (no artifact_sha256 in stats.json, no {FILTERED_DIR}/{FILTER_FINISHED}):"
+            f" its filter stage did not finish, so its parts cannot be trusted; resume that run or filter again"
+        )
+    listed = {rel for name in names for rel in manifest["components"][name]["parts"]}
+    on_disk = {str(p.relative_to(folder)) for name in names for p in (folder / FILTERED_DIR / name).glob(PART_GLOB)}
+    wanted = sorted(listed | {f"{FILTERED_DIR}/{MANIFEST}"})
+    # The records count as checked files too: a record edited since is a reason to check again.
+    wanted_stats = wanted + [str(path.relative_to(folder)) for path, _ in records]
+    cached = _CHECKED.get(folder)
+    if cached and set(names) <= cached[0]:
+        try:
+            if all(cached[1].get(rel) == _stat(folder / rel) for rel in wanted_stats) and on_disk <= set(cached[1]):
+                return cached[2]
+        except OSError:
+            pass  # (a file went missing: the full check below names it)
+    changed = "the set of parts changed after the run wrote them"
+    for record_path, recorded in records:
+        in_record = {
+            rel for rel in recorded
+            if any(rel.startswith(f"{FILTERED_DIR}/{name}/") for name in names) and fnmatch.fnmatch(rel.rsplit("/", 1)[1], PART_GLOB)
+        }
+        if in_record - listed:
+            rel = min(in_record - listed)
+            raise Stage2Error(f"{folder / rel}: recorded in {record_path} but not listed in {FILTERED_DIR}/{MANIFEST} of {who}: {changed}")
+        if listed - in_record:
+            rel = min(listed - in_record)
+            raise Stage2Error(f"{folder / rel}: listed in {FILTERED_DIR}/{MANIFEST} of {who} but not recorded in {record_path}: {changed}")
+    if on_disk - listed:
+        rel = min(on_disk - listed)
+        raise Stage2Error(f"{folder / rel}: a part {who} did not write (in neither {FILTERED_DIR}/{MANIFEST} nor {records[0][0]}): {changed}")
+    hashes: Dict[str, str] = {}
+    stats: Dict[str, Tuple[int, ...]] = {}
+    for rel in wanted:
+        path = folder / rel
+        try:
+            stats[rel] = _stat(path)
+            hashes[rel] = file_sha256(path)
+        except FileNotFoundError:
+            raise Stage2Error(f"{path}: recorded by {who} but missing") from None
+        except OSError as exc:
+            raise Stage2Error(f"{path}: cannot be read: {exc.strerror or exc}") from None
+        for record_path, recorded in records:
+            if rel not in recorded:
+                raise Stage2Error(f"{path}: not recorded in {record_path} of {who}")
+            if recorded[rel] != hashes[rel]:
+                raise Stage2Error(
+                    f"{path}: sha256 {hashes[rel][:16]}... does not match {record_path} ({recorded[rel][:16]}...) of {who}:"
+                    " the file changed after that run wrote it"
+                )
+    for path, _ in records:
+        stats[str(path.relative_to(folder))] = _stat(path)
+    digest = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
+    _CHECKED[folder] = (frozenset(names), stats, digest)
+    return digest
 
 
 def component_documents(run: Run, spec: ComponentSpec, filtered_dir: Optional[Path]) -> Iterator[Document]:
@@ -167,4 +286,4 @@ def component_documents(run: Run, spec: ComponentSpec, filtered_dir: Optional[Pa
         if doc.problem is None:
             yield doc
         elif not skip_bad:
-            raise Stage2Error(f"{doc.source}: record {doc.record}: {doc.problem} (filter.on_bad_record=skip passes over such records)")
+            raise Stage2Error(f"{doc.location}: record {doc.record}: {doc.problem} (filter.on_bad_record=skip passes over such records)")

@@ -1,7 +1,7 @@
 """Training-side reader: memory-mapped shards and one pure, resumable definition of the mixture stream.
 
-`ComponentShards` maps one component's shards (`np.load(mmap_mode="r")`: nothing is read until a row
-is touched). `MixtureSampler` defines the stream. Row i of data-parallel rank r's batch at step s is
+`ComponentShards` maps one component's shards (read-only memory maps: nothing is read until a row is
+touched; each shard's .npy header and length are checked against index.json when it is opened). `MixtureSampler` defines the stream. Row i of data-parallel rank r's batch at step s is
 global draw g = (s * world_size + r) * batch_size + i, and draw g is mapped, with no state, to
 
 1. a component, by a fixed weighted interleave of the weights (`interleave`): a schedule of `PERIOD`
@@ -20,8 +20,10 @@ the same across numpy releases, and uv.lock pins it).
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -45,19 +47,81 @@ def shards_dir(path: Path) -> Path:
     return path if (path / "manifest.json").exists() and path.name == SHARDS_DIR else path / SHARDS_DIR
 
 
+def open_shard(path: Path, rows: int, seq_len: int, dtype: str) -> np.ndarray:
+    """A shard as a read-only `[rows, seq_len]` memory map, after checking that its .npy header and its
+    length are what the component's index.json says: a cut-short file or a rewritten header fails here,
+    naming the file, instead of shifting every later row. (The bytes of the rows are not hashed here:
+    `stage=verify` compares every shard with the sha256 recorded in index.json.)"""
+    path = Path(path)
+    want = np.dtype(dtype)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, got = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, got = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"npy format version {version[0]}.{version[1]}, shards are written as 1.0")
+            offset, size = f.tell(), os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        raise Stage2Error(f"{path}: listed in its index.json but missing") from None
+    except OSError as exc:
+        raise Stage2Error(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # numpy's header parser: a damaged or overwritten header
+        raise Stage2Error(f"{path}: not a readable .npy shard ({str(exc).strip().splitlines()[0]}): the header is damaged") from None
+    if got != want or fortran or tuple(shape) != (rows, seq_len):
+        raise Stage2Error(
+            f"{path}: the .npy header says {tuple(shape)} {got.name}{' (Fortran order)' if fortran else ''},"
+            f" index.json says ({rows}, {seq_len}) {want.name}: the file was rewritten or damaged"
+        )
+    expected = offset + rows * seq_len * want.itemsize
+    if size != expected:
+        raise Stage2Error(f"{path}: {size} bytes, its header and index.json say {expected}: the file is {'cut short' if size < expected else 'longer'}")
+    if rows == 0:  # (a map of no bytes cannot be made)
+        return np.empty((0, seq_len), dtype=want)
+    return np.memmap(path, dtype=want, mode="r", offset=offset, shape=(rows, seq_len), order="C")
+
+
+def read_record(path: Path, keys: Sequence[str]) -> Dict[str, Any]:
+    """A JSON record of a shard run (index.json, manifest.json) holding `keys`; a damaged one is a one-line error."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise Stage2Error(f"{path}: missing") from None
+    except OSError as exc:
+        raise Stage2Error(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise Stage2Error(f"{path}: not valid JSON ({str(exc).strip().splitlines()[0]}): the file is damaged") from None
+    missing = [k for k in keys if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise Stage2Error(f"{path}: no {', '.join(missing)}: not a shard run's record, or a damaged one")
+    return record
+
+
+INDEX_KEYS = ("component", "seq_len", "dtype", "rows", "shards")
+MANIFEST_KEYS = ("seq_len", "dtype", "components")
+
+
 class ComponentShards:
-    """One component's rows across its shards, as one indexable sequence of `[seq_len]` arrays."""
+    """One component's rows across its shards, as one indexable sequence of `[seq_len]` arrays.
+
+    Each shard's header and length are checked against index.json when it is opened (`open_shard`).
+    """
 
     def __init__(self, comp_dir: Path):
         comp_dir = Path(comp_dir)
-        self.index = json.loads((comp_dir / "index.json").read_text())
+        index_path = comp_dir / "index.json"
+        self.index = read_record(index_path, INDEX_KEYS)
         self.name = self.index["component"]
         self.seq_len = int(self.index["seq_len"])
-        self.arrays = [np.load(comp_dir / s["file"], mmap_mode="r", allow_pickle=False) for s in self.index["shards"]]
+        self.arrays = [open_shard(comp_dir / s["file"], int(s["rows"]), self.seq_len, self.index["dtype"]) for s in self.index["shards"]]
         # Plain ndarrays over the same maps: indexing an np.memmap wraps every result in the subclass.
         self.views = [a.view(np.ndarray) for a in self.arrays]
         # offsets[i] is the first global row of shard i
         self.offsets = np.cumsum([0] + [a.shape[0] for a in self.arrays])
+        if int(self.offsets[-1]) != int(self.index["rows"]):
+            raise Stage2Error(f"{index_path}: its shards hold {int(self.offsets[-1])} rows, it says {self.index['rows']}")
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -98,12 +162,38 @@ def interleave(weights: Sequence[float], period: int = PERIOD) -> Tuple[np.ndarr
     return comp[by_time], number[by_time], quota
 
 
+def check_weights(weights: Mapping[str, Any], names: Sequence[str], what: str) -> Dict[str, float]:
+    """A weight for each component named in `names`, each finite and >= 0, and no other names."""
+    if not isinstance(weights, Mapping):
+        raise Stage2Error(f"{what}: a mapping of component name to weight is needed, not {type(weights).__name__}")
+    unknown = [k for k in weights if k not in names]
+    if unknown:
+        raise Stage2Error(f"{what}: no component {', '.join(map(repr, unknown))} in this run (its components: {', '.join(names)})")
+    unnamed = [n for n in names if n not in weights]
+    if unnamed:
+        raise Stage2Error(f"{what}: no weight for {', '.join(map(repr, unnamed))}: name every component ({', '.join(names)}); 0 leaves one out")
+    out: Dict[str, float] = {}
+    for name in names:
+        try:
+            value = float(weights[name])
+        except (TypeError, ValueError):
+            value = math.nan
+        if not (math.isfinite(value) and value >= 0):
+            raise Stage2Error(f"{what}: {name}={weights[name]!r}: a weight must be a finite number >= 0")
+        out[name] = value
+    return out
+
+
 class MixtureSampler:
     """The mixture stream of a shard run for one data-parallel rank (see the module docstring).
 
     `batch(step, batch_size)` is this rank's `[batch_size, seq_len]` rows at a step (the global batch
-    is batch_size * world_size rows); `pairs` gives next-token (x, y) pairs. Weights default to the
-    manifest's; components with no rows are never drawn.
+    is batch_size * world_size rows); `pairs` gives next-token (x, y) pairs. Components with no rows
+    are never drawn.
+
+    Weights default to the manifest's. A `weights` mapping replaces them and must name every component
+    of the run, each with a finite weight >= 0 (0 leaves a component out): a name the run does not have
+    (a typo) or a component left unnamed is an error, so no component silently gets weight 0.
     """
 
     def __init__(
@@ -123,11 +213,17 @@ class MixtureSampler:
         manifest_path = folder / "manifest.json"
         if not manifest_path.exists():
             raise Stage2Error(f"{manifest_path}: missing; point at a shard or pipeline run folder")
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_record(manifest_path, MANIFEST_KEYS)
         self.components: List[ComponentShards] = [ComponentShards(folder / c["name"]) for c in manifest["components"]]
         self.names = [c.name for c in self.components]
-        given = weights or {c["name"]: float(c["weight"]) for c in manifest["components"]}
-        w = np.array([given.get(c.name, 0.0) if len(c) else 0.0 for c in self.components], dtype=np.float64)
+        for entry, comp in zip(manifest["components"], self.components):
+            if comp.name != entry["name"]:
+                raise Stage2Error(f"{folder / entry['name'] / 'index.json'}: is the index of component {comp.name!r}, {manifest_path} says {entry['name']!r}")
+        if weights is None:
+            given = check_weights({c["name"]: c["weight"] for c in manifest["components"]}, self.names, f"{manifest_path}: weights")
+        else:
+            given = check_weights(weights, self.names, "weights")
+        w = np.array([given[c.name] if len(c) else 0.0 for c in self.components], dtype=np.float64)
         if not (w > 0).any():
             raise Stage2Error(f"{folder}: no component has both rows and a positive weight")
         self.weights = w / w.sum()

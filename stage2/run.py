@@ -143,10 +143,23 @@ def start_run(run_dir: Path, cfg: Dict[str, Any]) -> Run:
 
     folder.lock(run_dir)  # (the CLI's guard took it already, before Hydra wrote into the folder)
     check_resumable(run_dir, cfg)
+    check_input_runs(cfg)
+    check_runs_index(cfg)
     resuming = (run_dir / "stats.json").exists()
     needs_inputs = cfg["stage"] not in ("report", "verify")
     components = resolve_components(cfg["dataset"], cfg["launch_dir"]) if needs_inputs else []
     executor = make_executor(cfg["executor"]) if needs_inputs else None
+    try:
+        return _start(run_dir, cfg, components, executor, resuming)
+    except BaseException:
+        if executor is not None:  # its workers must not outlive a start that failed (nor print at exit)
+            executor.close()
+        raise
+
+
+def _start(run_dir: Path, cfg: Dict[str, Any], components: List[ComponentSpec], executor: Any, resuming: bool) -> Run:
+    from stage2 import folder
+
     if executor is not None and cfg["stage"] in ("filter", "pipeline"):
         from stage2.filter import worker_warmup
 
@@ -154,6 +167,8 @@ def start_run(run_dir: Path, cfg: Dict[str, Any]) -> Run:
     # Workers scan the inputs (hash, count, check compressed files to their end, partition offsets).
     scans = input_fingerprints(components, cfg["dataset"]["partition_size"], executor.map if executor else map)
     fingerprints = {path: {k: v for k, v in scan.items() if k != "offsets"} for path, scan in scans.items()}
+    # Every later read of an input checks that the file is still the one scanned here.
+    components = [spec.with_scans(scans) for spec in components]
     if resuming:
         check_inputs_unchanged(run_dir, fingerprints, allowed=False, resume=True)
     elif cfg.get("rerun_of"):
@@ -162,6 +177,9 @@ def start_run(run_dir: Path, cfg: Dict[str, Any]) -> Run:
     if not pin["matches"]:
         log.warning("%s", pin["note"])
 
+    from stage2.parts import check_input_parts
+
+    check_input_parts(cfg, [c.name for c in components])  # an input run's parts that changed since it wrote them
     folder.claim(run_dir)  # from here on the folder is this run's
     run_dir.mkdir(parents=True, exist_ok=True)
     if resuming:
@@ -195,10 +213,60 @@ def start_run(run_dir: Path, cfg: Dict[str, Any]) -> Run:
         if cfg.get("rerun_of"):
             run.provenance["rerun_of"] = cfg["rerun_of"]
     write_json(run_dir / "provenance.json", run.provenance)
-    if needs_inputs:
+    if executor is not None:
         run.stats["workers"] = run.executor.workers
     run.save_stats()  # from here on the folder is a (resumable) run
     return run
+
+
+def check_input_runs(cfg: Dict[str, Any]) -> None:
+    """`tokenizer.input_run` / `shard.input_run`, where the stage reads them: a run whose filter stage finished.
+
+    Checked before the run claims its folder, so that a wrong path leaves no run folder behind.
+    """
+    from stage2.parts import FILTER_FINISHED, FILTERED_DIR, MANIFEST
+
+    for section, stages in (("tokenizer", ("tokenizer", "pipeline")), ("shard", ("shard", "pipeline"))):
+        given = (cfg.get(section) or {}).get("input_run")
+        if not given or cfg["stage"] not in stages:
+            continue
+        where = Path(given) if os.path.isabs(given) else Path(cfg["launch_dir"]) / given
+        key = f"{section}.input_run={where}"
+        hint = "point it at a finished filter or pipeline run folder"
+        if not where.is_dir():
+            raise Stage2Error(f"{key}: {'not a folder' if os.path.lexists(where) else 'no such folder'}; {hint}")
+        if not (where / "stats.json").is_file() and not (where / FILTERED_DIR / MANIFEST).is_file():
+            raise Stage2Error(f"{key}: not a stage2 run folder (no stats.json); {hint}")
+        status = read_json(where / "stats.json").get("status") if (where / "stats.json").is_file() else None
+        # (a run whose filter stage finished, and a later stage did not, has parts to read)
+        if status != "finished" and not (where / FILTERED_DIR / FILTER_FINISHED).is_file():
+            raise Stage2Error(
+                f"{key}: the run did not finish (status {status}); continue it first (`stage2-rerun {where} resume=true`), or {hint}"
+            )
+        if not (where / FILTERED_DIR / MANIFEST).is_file():
+            raise Stage2Error(f"{key}: no filtered parts here ({FILTERED_DIR}/{MANIFEST} is missing); {hint}")
+
+
+def check_runs_index(cfg: Dict[str, Any]) -> None:
+    """The runs index gets a line when the run finishes: say now, not after the work, that it cannot be written.
+
+    Nothing is created here: the first writable folder up the path is enough (the run makes the rest).
+    """
+    index = Path(cfg["runs_index"])
+    if not index.is_absolute():
+        index = Path(cfg["launch_dir"]) / index
+    if os.path.lexists(index):
+        problem = "it is a folder" if index.is_dir() else None if os.access(index, os.W_OK) else "Permission denied"
+    else:
+        existing = next(p for p in index.parents if os.path.lexists(p))
+        if not existing.is_dir():
+            problem = f"{existing} is a file, not a folder"
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            problem = f"cannot create files in {existing}: Permission denied"
+        else:
+            problem = None
+    if problem:
+        raise Stage2Error(f"runs_index={index}: cannot be written ({problem}); every finished run adds a line to it: choose another runs_index")
 
 
 def python_pin(version: Optional[tuple] = None) -> Dict[str, Any]:

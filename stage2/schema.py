@@ -8,6 +8,7 @@ fails at start-up with Hydra's own message, before any work is done.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, Optional, Tuple
@@ -256,6 +257,19 @@ NON_RECIPE_KEYS = (
 )
 
 
+# A component's name is a folder name in the run (filtered/<name>/, shards/<name>/) and a key on the
+# command line (dataset.components.<name>.weight=...): no separators, dots or leading punctuation.
+NAME_RULE = "letters, digits, '_' and '-', starting with a letter or digit, at most 64 characters"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def check_name(name: Any, what: str) -> None:
+    from stage2.errors import Stage2Error
+
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise Stage2Error(f"{what}: the name {name!r} cannot be used: a component's name becomes a folder of the run; use {NAME_RULE}")
+
+
 def check_ranges(cfg: Dict[str, Any]) -> None:
     """Values the types alone cannot check, checked at start-up (before any work) with one-line errors."""
     from stage2.errors import Stage2Error
@@ -265,7 +279,7 @@ def check_ranges(cfg: Dict[str, Any]) -> None:
         (s["seq_len"] >= 2, f"shard.seq_len={s['seq_len']}: a row needs at least 2 tokens (an input and its next-token target)"),
         (s["sequences_per_shard"] >= 1, f"shard.sequences_per_shard={s['sequences_per_shard']} must be at least 1"),
         (s["batch_size"] >= 1, f"shard.batch_size={s['batch_size']} must be at least 1"),
-        (cfg["dataset"]["partition_size"] >= 1, f"dataset.partition_size={cfg['dataset']['partition_size']} must be at least 1"),
+        (1 <= cfg["dataset"]["partition_size"] <= MAX_PARTITION, f"dataset.partition_size={cfg['dataset']['partition_size']} must be 1 to {MAX_PARTITION:,} (documents per partition)"),
         (0 <= f["min_chars"] <= f["max_chars"], f"filter.min_chars={f['min_chars']} and filter.max_chars={f['max_chars']}: need 0 <= min_chars <= max_chars"),
         (0.0 <= f["lang_threshold"] <= 1.0, f"filter.lang_threshold={f['lang_threshold']} must be between 0 and 1"),
         (len(f["languages"]) >= 1, "filter.languages is empty: name at least one language to keep (e.g. [en])"),
@@ -277,7 +291,12 @@ def check_ranges(cfg: Dict[str, Any]) -> None:
         (d["memory_mb"] >= 1, f"filter.dedup.memory_mb={d['memory_mb']} must be at least 1 (MB for one dedup bucket task)"),
         (t["vocab_size"] >= 1, f"tokenizer.vocab_size={t['vocab_size']} must be positive"),
         (0 <= t["heldout_percent"] < 100, f"tokenizer.heldout_percent={t['heldout_percent']} must be in [0, 100)"),
-        (t["num_threads"] >= 1, f"tokenizer.num_threads={t['num_threads']} must be at least 1 (it is part of the recipe)"),
+        (1 <= t["num_threads"] <= 1024, f"tokenizer.num_threads={t['num_threads']} must be 1 to 1024 (SentencePiece's bounds; it is part of the recipe)"),
+        *_tokenizer_rules(t),
+        (s["seq_len"] * s["sequences_per_shard"] * 4 <= _memory_bytes() // 2,
+         f"shard.seq_len={s['seq_len']} x shard.sequences_per_shard={s['sequences_per_shard']}: one shard's buffer would take "
+         f"{s['seq_len'] * s['sequences_per_shard'] * 4 / 2**30:.1f} GiB (4-byte ids), more than half of this machine's memory; lower shard.sequences_per_shard"),
+        (s["num_threads"] >= 0, f"shard.num_threads={s['num_threads']} must be 0 (cores / workers) or more"),
         # Each of these used to be read as something else: -1 records, -1 workers (all cores), text[:-5].
         *_dataset_rules(cfg["dataset"], f),
         (cfg["executor"]["workers"] >= 0, f"executor.workers={cfg['executor']['workers']} must be 0 (one per core) or more"),
@@ -306,12 +325,15 @@ def _dataset_rules(ds: Dict[str, Any], f: Dict[str, Any]) -> List[Tuple[bool, st
          "dataset.lang_filter=false applies to dataset.paths (dataset=files) only; for a manifest's component set dataset.components.<name>.lang_filter=false"),
     ]
     for name, c in (ds.get("components") or {}).items():
+        check_name(name, f"dataset.components.{name}")
         key = f"dataset.components.{name}"
         own_min, own_max, languages = c.get("min_chars"), c.get("max_chars"), c.get("languages")
         low = f.get("min_chars") if own_min is None else own_min
         high = f.get("max_chars") if own_max is None else own_max
         rules += [
             ((c.get("max_records") or 0) >= 0, f"{key}.max_records={c.get('max_records')} must be 0 or more (null: no limit)"),
+            (math.isfinite(c.get("weight", 1.0)) and c.get("weight", 1.0) > 0,
+             f"{key}.weight={c.get('weight')}: a weight must be a positive number (to leave a component out, remove it from the manifest)"),
             ((own_min or 0) >= 0, f"{key}.min_chars={own_min} must be 0 or more (null: filter.min_chars)"),
             ((own_max or 0) >= 0, f"{key}.max_chars={own_max} must be 0 (no upper bound) or more (null: filter.max_chars)"),
             (own_min is None and own_max is None or not high or (low or 0) <= high,
@@ -365,6 +387,40 @@ def _quality_rules(f: Dict[str, Any]) -> List[Tuple[bool, str]]:
     rules.append((fw.get("stop_chars") is None or len(fw["stop_chars"]) > 0,
                   "filter.fineweb_quality.stop_chars is empty: no line could end a sentence (null: every Unicode sentence terminal)"))
     return rules
+
+
+# Records of a partition; far more than fits in memory, and well inside the 36 bits of a record's position.
+MAX_PARTITION = 10**8
+
+
+def _memory_bytes() -> int:
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: no bound from here
+        return 1 << 62
+
+
+def _tokenizer_rules(t: Dict[str, Any]) -> List[Tuple[bool, str]]:
+    """What SentencePiece would refuse only after the filter stage has run, in its own words."""
+    ids = {k: int(t[k]) for k in ("unk_id", "bos_id", "eos_id", "pad_id")}
+    used = [v for v in ids.values() if v >= 0]
+    symbols = list(t.get("user_defined_symbols") or [])
+    clash = sorted({f"tokenizer.{k}={v}" for k, v in ids.items() if v >= 0 and used.count(v) > 1})
+    return [
+        (0.98 <= t["character_coverage"] <= 1.0, f"tokenizer.character_coverage={t['character_coverage']} must be between 0.98 and 1 (SentencePiece's bounds)"),
+        (t["input_sentence_size"] >= 0, f"tokenizer.input_sentence_size={t['input_sentence_size']} must be 0 (every sentence) or more"),
+        (10 <= t["max_sentence_length"] <= 1 << 30, f"tokenizer.max_sentence_length={t['max_sentence_length']} must be 10 to {1 << 30} bytes (SentencePiece's bounds)"),
+        (0 <= t["seed"] < 1 << 32, f"tokenizer.seed={t['seed']} must be 0 to {(1 << 32) - 1}"),
+        (t["eval_docs_per_component"] >= 0, f"tokenizer.eval_docs_per_component={t['eval_docs_per_component']} must be 0 (no evaluation) or more"),
+        (t["samples_per_component"] >= 1, f"tokenizer.samples_per_component={t['samples_per_component']} must be at least 1"),
+        (ids["unk_id"] >= 0, f"tokenizer.unk_id={ids['unk_id']}: SentencePiece needs an unknown piece (an id of 0 or more)"),
+        (not clash, f"{' and '.join(clash)}: two special pieces cannot share an id"),
+        (all(symbols), "tokenizer.user_defined_symbols holds an empty symbol"),
+        (not any(" " in x for x in symbols), f"tokenizer.user_defined_symbols={_override(symbols)}: a symbol holds a space, which SentencePiece never matches; write \u2581 for a space"),
+        (len(set(symbols)) == len(symbols), f"tokenizer.user_defined_symbols={_override(symbols)} names a symbol twice"),
+    ]
 
 
 def _vocab_floor_rule(t: Dict[str, Any]) -> Tuple[bool, str]:

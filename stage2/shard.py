@@ -37,7 +37,7 @@ from stage2 import packing, parts
 from stage2.errors import Stage2Error
 from stage2.executor import LocalExecutor
 from stage2.progress import Progress
-from stage2.files import atomic_write
+from stage2.files import atomic_write, file_fingerprint, is_temporary, unchanged, write_array
 from stage2.run import Run, atomic_path, file_sha256, write_json
 
 log = logging.getLogger(__name__)
@@ -171,9 +171,12 @@ def encode_partition(task: Dict[str, Any], texts: List[str]) -> np.ndarray:
 
     Held whole: at about 2 bytes a token, far smaller than the texts it comes from.
     """
+    from stage2.tokenizer import encoding
+
     sp = _processor(task["model"])
     dtype = np.dtype(task["dtype"])
-    chunks = list(packing.encode_stream(sp, texts, task["batch_size"], task["num_threads"], task["bos"], task["eos"], dtype))
+    # A literal U+2581 goes in as its byte pieces, so it decodes as itself, not as a space.
+    chunks = list(encoding.encode_stream(sp, texts, task["batch_size"], task["num_threads"], task["bos"], task["eos"], dtype))
     return np.concatenate(chunks) if chunks else np.empty(0, dtype)
 
 
@@ -186,8 +189,8 @@ def save_partition(task: Dict[str, Any], tokens: np.ndarray, docs: int, seconds:
     out = Path(task["out"])
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as f:
-            tokens.tofile(f)
-    marker = {"docs": docs, "tokens": len(tokens), "dtype": tokens.dtype.str, "tokenizer_sha256": task["tokenizer_sha256"]}
+            write_array(f, tokens)
+    marker = {"docs": docs, "tokens": len(tokens), "dtype": tokens.dtype.str, "tokenizer_sha256": task["tokenizer_sha256"], "file": file_fingerprint(out)}
     write_json(out.parent / DONE.format(task["index"]), marker)  # last: the partition is done from here on
     return {"component": task["component"], "index": task["index"], "out": str(out), "docs": docs, "tokens": len(tokens), "seconds": seconds + time.time() - started}
 
@@ -221,31 +224,36 @@ def _read_json(path: Path) -> Optional[Dict[str, Any]]:
         return None  # missing (never a half-written file: every JSON here is written atomically)
 
 
+def _shards_intact(out_dir: Path, shards: List[Dict[str, Any]]) -> bool:
+    """Whether every shard a checkpoint or index lists still has the sha256 recorded when it was written."""
+    return all((out_dir / s["file"]).is_file() and file_sha256(out_dir / s["file"]) == s["sha256"] for s in shards)
+
+
 def find_resume(out_dir: Path, tok_sha: str, dtype: np.dtype) -> ComponentResume:
-    """Outputs a killed run left in `shards/<component>/` that this run may keep (same tokenizer bytes)."""
+    """Outputs a killed run left in `shards/<component>/` that this run may keep: same tokenizer bytes, and
+    every file still with the bytes its marker, checkpoint or index recorded (else it is made again)."""
     found = ComponentResume()
     index = _read_json(out_dir / INDEX)
-    if index and index["tokenizer"]["sha256"] == tok_sha and all((out_dir / s["file"]).is_file() for s in index["shards"]):
+    if index and index["tokenizer"]["sha256"] == tok_sha and _shards_intact(out_dir, index["shards"]):
         found.index = index
         return found
     work = out_dir / WORK_DIR
     checkpoint = _read_json(work / CHECKPOINT)
-    if checkpoint and checkpoint["tokenizer_sha256"] == tok_sha and all((out_dir / s["file"]).is_file() for s in checkpoint["packer"]["shards"]):
+    if checkpoint and checkpoint["tokenizer_sha256"] == tok_sha and _shards_intact(out_dir, checkpoint["packer"]["shards"]):
         found.checkpoint = checkpoint
     for marker_path in sorted(work.glob("part-*.done.json")):
         i = int(marker_path.name.split(".")[0].split("-")[1])
         marker = _read_json(marker_path)
-        tokens_file = work / PART.format(i)
         if (
             marker
             and marker["tokenizer_sha256"] == tok_sha
             and marker["dtype"] == dtype.str
-            and tokens_file.is_file()
-            and tokens_file.stat().st_size == marker["tokens"] * dtype.itemsize
+            and "file" in marker
+            and unchanged(work / PART.format(i), marker["file"])
         ):
             found.done[i] = marker
     if found.checkpoint and found.first not in found.done:
-        found.checkpoint = None  # its partition's tokens are gone (removed by hand?): pack from the start
+        found.checkpoint = None  # its partition's tokens are gone or changed: pack from the start
     return found
 
 
@@ -399,11 +407,12 @@ class ComponentPacker:
 
 
 def _clean_component(out_dir: Path, keep: List[Dict[str, Any]]) -> None:
-    """After index.json: drop the work folder and anything a killed run left that the index does not list."""
+    """After index.json: drop the work folder, and the shards and temporaries a killed run of this stage
+    left that the index does not list; nothing else (only names this stage writes)."""
     shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
     listed = {s["file"] for s in keep}
     for path in out_dir.iterdir():
-        if path.is_file() and path.name != INDEX and (path.name.startswith(".") or (path.suffix == ".npy" and path.name not in listed)):
+        if path.is_file() and path.name not in listed and (packing.is_shard_name(path.name) or is_temporary(path.name)):
             path.unlink(missing_ok=True)
 
 

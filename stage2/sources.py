@@ -18,18 +18,22 @@ import logging
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple
 
 from stage2.documents import Document
 from stage2.errors import Stage2Error
+from stage2.schema import check_name
 
 log = logging.getLogger(__name__)
 
 COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2", ".xz")
 FORMAT_BY_SUFFIX = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".parquet": "parquet", ".txt": "text"}
 ROW_BATCH = 1000  # rows per `datasets` batch (_rows)
+# A byte-order mark opening a file (Windows editors write one) is dropped, as `utf-8-sig` and `datasets`'
+# JSON reader do: in every format, so a .txt and a .jsonl with one read alike.
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -58,13 +62,31 @@ class ComponentSpec:
     # file -> the name its records' fallback ids use (<component>/<name>/<record>): the file's stem,
     # with its folder below the glob's root when that is needed to tell files apart (resolve_components).
     id_names: Dict[str, str] = field(default_factory=dict)
+    # The folder its files are named relative to in artifacts (the `source` column): the same bytes give
+    # the same parts wherever they live. None: absolute paths (a spec not made by resolve_components).
+    root: Optional[str] = None
+    # file -> what the start-up scan saw (xxh3_128, bytes, mtime_ns, inode): every read checks the file is
+    # still that one (`with_scans`; empty: not checked).
+    scans: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     @property
     def is_hub(self) -> bool:
         return self.hub_path is not None
 
-    def fallback_id(self, source: str, record: int) -> str:
-        return f"{self.name}/{self.id_names.get(source) or file_stem(source)}/{record}"
+    def fallback_id(self, path: str, record: int) -> str:
+        return f"{self.name}/{self.id_names.get(path) or file_stem(path)}/{record}"
+
+    def with_scans(self, scans: Mapping[str, Mapping[str, Any]]) -> "ComponentSpec":
+        """The spec whose reads check each file against its start-up scan (`input_fingerprints`)."""
+        keys = ("xxh3_128", "bytes", "mtime_ns", "inode")
+        return replace(self, scans={p: {k: scans[p][k] for k in keys} for p in self.files if p in scans})
+
+    def for_file(self, path: str) -> "ComponentSpec":
+        """The component as a task reading one of its files needs it: that file, not the component's thousands."""
+        def one(mapping: Dict[str, Any]) -> Dict[str, Any]:
+            return {path: mapping[path]} if path in mapping else {}
+
+        return replace(self, files=[path], id_names=one(self.id_names), scans=one(self.scans))
 
     def filter_settings(self, f: Mapping[str, Any]) -> Dict[str, Any]:
         """The settings the filter applies to this component: its own where set, else the filter's
@@ -104,7 +126,9 @@ def file_stem(path: str) -> str:
 def component_name(pattern: str) -> str:
     """`data/web.jsonl.gz` -> `web`; a glob `shards/web-*.jsonl` -> `web`; `shards/*.parquet` -> `shards`."""
     stem = re.sub(r"\[[^\]]*\]|[*?]", "", file_stem(pattern)).strip("-_. ")
-    return stem or os.path.basename(os.path.dirname(os.path.abspath(pattern.split("*")[0] + "x"))) or "files"
+    name = stem or os.path.basename(os.path.dirname(os.path.abspath(pattern.split("*")[0] + "x")))
+    # It names folders of the run: other characters become '_' (stage2.schema.check_name's alphabet).
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_-")[:64] or "files"
 
 
 def _single_format(files: List[str], what: str) -> str:
@@ -115,12 +139,25 @@ def _single_format(files: List[str], what: str) -> str:
 
 
 def expand_paths(patterns: List[str], launch_dir: str, what: str) -> List[str]:
-    """Globs and relative paths -> sorted absolute paths; a pattern that matches nothing is an error."""
+    """Globs and relative paths -> sorted absolute paths; a pattern that matches nothing is an error.
+
+    As HF `data_files` does: `**` matches any number of folders; `*`, `?` and `**` skip hidden names
+    (a leading dot) unless the pattern spells the dot, and folders named `__*` (`__pycache__`) unless
+    the pattern has `__`. A pattern that names an existing file is that file, glob characters and all
+    (`web[1].jsonl`).
+    """
     files: List[str] = []
     for pattern in patterns:
         absolute = pattern if os.path.isabs(pattern) else os.path.join(launch_dir, pattern)
-        matches = sorted(glob.glob(absolute)) if glob.has_magic(absolute) else ([absolute] if os.path.exists(absolute) else [])
-        matches = [m for m in matches if os.path.isfile(m)]
+        if os.path.isfile(absolute) or not glob.has_magic(absolute):
+            matches = [absolute] if os.path.isfile(absolute) else []
+        else:
+            root = pattern_root(pattern, launch_dir)
+            spelled = "__" in os.path.relpath(absolute, root)  # the pattern itself asks for `__*` folders
+            matches = sorted(
+                m for m in glob.glob(absolute, recursive=True)
+                if os.path.isfile(m) and (spelled or not any(part.startswith("__") for part in Path(os.path.relpath(m, root)).parts[:-1]))
+            )
         if not matches:
             raise Stage2Error(f"{what}: no file matches {pattern!r} (looked in {os.path.dirname(absolute) or '.'})")
         files.extend(os.path.abspath(m) for m in matches)
@@ -130,6 +167,8 @@ def expand_paths(patterns: List[str], launch_dir: str, what: str) -> List[str]:
 def pattern_root(pattern: str, launch_dir: str) -> str:
     """The folder a path or glob starts from: `data/*/web.jsonl` -> `<launch_dir>/data`."""
     absolute = pattern if os.path.isabs(pattern) else os.path.join(launch_dir, pattern)
+    if os.path.isfile(absolute):  # a file's own name, even if it looks like a glob
+        return os.path.dirname(os.path.abspath(absolute))
     parts = Path(absolute).parts
     plain = list(itertools.takewhile(lambda part: not glob.has_magic(part), parts[:-1]))
     return os.path.abspath(os.path.join(*plain)) if plain else os.path.abspath(os.sep)
@@ -180,6 +219,7 @@ def resolve_components(dataset: Dict[str, Any], launch_dir: str) -> List[Compone
                 weight=float(weights[index]) if weights else 1.0,
                 lang_filter=bool(dataset.get("lang_filter", True)),
                 id_names=id_names(files, pattern_root(pattern, launch_dir)),
+                root=pattern_root(pattern, launch_dir),
             )
         )
     for name, comp in (dataset.get("components") or {}).items():
@@ -199,7 +239,10 @@ def resolve_components(dataset: Dict[str, Any], launch_dir: str) -> List[Compone
         if files:
             root = os.path.commonpath([pattern_root(p, launch_dir) for p in comp["data_files"]])
             fields["id_names"] = id_names(files, root)
+            fields["root"] = root
         specs.append(ComponentSpec(name=name, files=files, format=fmt, **fields))
+    for spec in specs:
+        check_name(spec.name, "dataset.paths" if dataset.get("paths") and spec.name not in (dataset.get("components") or {}) else f"dataset.components.{spec.name}")
     if not specs:
         raise Stage2Error("the dataset has no components: give files with 'dataset.paths=[a.jsonl.gz,...]' (dataset=files) or set dataset.components")
     return specs
@@ -223,6 +266,7 @@ def _load_stream(spec: ComponentSpec, path: Optional[str]):
     datasets = _datasets()
 
     if path is None:
+        reach_hub(spec)
         try:
             return datasets.load_dataset(
                 spec.hub_path, spec.subset, split=spec.split, revision=spec.revision, streaming=True
@@ -233,6 +277,26 @@ def _load_stream(spec: ComponentSpec, path: Optional[str]):
     if spec.format == "text":
         kwargs["sample_by"] = spec.sample_by
     return datasets.load_dataset(spec.format, data_files=[path], split="train", streaming=True, **kwargs)
+
+
+HUB_PROBE_TIMEOUT = 10  # seconds
+
+
+def reach_hub(spec: ComponentSpec) -> None:
+    """Fail at once when the hub cannot be reached (or does not have the dataset).
+
+    `datasets` retries an unreachable hub for ~25 s (huggingface_hub's backoff) before its error; one
+    request for the dataset's info answers at once. Not for a local `hub_path` folder, nor in
+    huggingface_hub's offline mode (HF_HUB_OFFLINE=1), where `datasets` reads its cache.
+    """
+    from huggingface_hub import HfApi, is_offline_mode
+
+    if os.path.exists(spec.hub_path) or is_offline_mode():
+        return
+    try:
+        HfApi().dataset_info(spec.hub_path, revision=spec.revision, timeout=HUB_PROBE_TIMEOUT)
+    except Exception as exc:  # httpx's ConnectError offline; RepositoryNotFoundError, an HTTP error of the hub
+        raise _hub_error(spec, exc) from exc
 
 
 def _hub_error(spec: ComponentSpec, exc: BaseException) -> Stage2Error:
@@ -269,8 +333,20 @@ def iter_documents(spec: ComponentSpec) -> Iterator[Document]:
                 return
 
 
+class _Source(NamedTuple):
+    name: str  # as artifacts name it (the `source` column): below the component's root, or the hub URI
+    path: str  # where it is (what messages name, and the key of id_names and scans)
+
+
 def source_name(spec: ComponentSpec, path: Optional[str]) -> str:
-    return path or f"hf://{spec.hub_path}" + (f"/{spec.subset}" if spec.subset else "") + f"[{spec.split}]"
+    """A file as artifacts name it: its path below the component's root (`root`; a local `hub_path`
+    folder), a hub file's URI, or a hub split's `hf://<path>[/<subset>][<split>]`."""
+    if path is None:
+        return f"hf://{spec.hub_path}" + (f"/{spec.subset}" if spec.subset else "") + f"[{spec.split}]"
+    if is_remote(path):
+        return path
+    root = spec.root or (os.path.abspath(spec.hub_path) if spec.is_hub and os.path.isdir(spec.hub_path) else None)
+    return Path(os.path.relpath(path, root)).as_posix() if root else path
 
 
 def is_line_format(spec: ComponentSpec, path: Optional[str]) -> bool:
@@ -288,26 +364,85 @@ def read_records(
     `byte_range` (start, end): the bytes of an uncompressed line file holding exactly those records
     (start is where record first+1 begins, from the start-up scan): a worker reads only its own range.
     """
-    source = source_name(spec, path)
+    src = _Source(source_name(spec, path), path or source_name(spec, path))
     if count == 0:
         return iter(())
     if path is not None and spec.format == "parquet":
-        return _parquet_records(spec, path, source, first, count)
-    if is_line_format(spec, path):
-        records = _line_records(spec, path, source, first, byte_range)
-        return records if count is None else itertools.islice(records, count)
-    records = _file_records(spec, path, source)  # through `datasets`: JSON arrays, text by paragraph or document, the hub
-    return itertools.islice(records, first, None if count is None else first + count)
+        records = _parquet_records(spec, path, src, first, count)
+    elif is_line_format(spec, path):
+        records = _line_records(spec, path, src, first, byte_range)
+        records = records if count is None else itertools.islice(records, count)
+    else:
+        records = _file_records(spec, path, src)  # through `datasets`: JSON arrays, text by paragraph or document, the hub
+        records = itertools.islice(records, first, None if count is None else first + count)
+    if path is None or path not in spec.scans:
+        return records
+    # A unit that streams the file from its start is checked against the hash too (one more fast read);
+    # a byte or row range of it by what is cheap (size, modification time, inode).
+    return _checked(records, spec, path, whole=byte_range is None and spec.format != "parquet")
 
 
-def _line_records(spec: ComponentSpec, path: str, source: str, first: int, byte_range: Optional[tuple]) -> Iterator[Document]:
+def _checked(records: Iterator[Document], spec: ComponentSpec, path: str, whole: bool) -> Iterator[Document]:
+    """`records`, read only while the file is the one the start-up scan saw: checked before the first
+    record, at an unusable record or a read error (which a change may have caused), and after the last."""
+    check_unchanged(spec, path)
+    try:
+        for doc in records:
+            if doc.problem is not None:
+                check_unchanged(spec, path)
+            yield doc
+    except Stage2Error:
+        check_unchanged(spec, path, whole)
+        raise
+    check_unchanged(spec, path, whole)
+
+
+def check_unchanged(spec: ComponentSpec, path: str, content: bool = False) -> None:
+    """Fail unless `path` is still the file the start-up scan saw (size, mtime, inode; with `content`, its hash)."""
+    seen = spec.scans.get(path)
+    if seen is None:
+        return
+    try:
+        now = os.stat(path)
+    except OSError as exc:
+        raise Stage2Error(f"{path}: changed during the run: it cannot be opened any more ({exc.strerror or exc}); inputs must stay as they were at start-up until the run ends") from None
+    differ = [
+        what for what, changed in (
+            (f"{now.st_size} bytes, not {seen['bytes']}", now.st_size != seen["bytes"]),
+            ("another modification time", now.st_mtime_ns != seen["mtime_ns"]),
+            ("another file (inode) at its path", now.st_ino != seen["inode"]),
+        ) if changed
+    ]
+    if not differ and content and _xxh3(path) != seen["xxh3_128"]:
+        differ.append("other content (xxh3_128)")
+    if differ:
+        raise Stage2Error(
+            f"{path}: changed during the run: it has {', '.join(differ)} since the start-up scan, so what was read from it"
+            " may mix old and new contents; keep inputs unchanged until the run ends, and run again"
+        )
+
+
+def _xxh3(path: str) -> str:
+    import xxhash
+
+    digest = xxhash.xxh3_128()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(READ_BLOCK), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise Stage2Error(f"{path}: changed during the run: it cannot be read any more ({exc.strerror or exc})") from None
+    return digest.hexdigest()
+
+
+def _line_records(spec: ComponentSpec, path: str, src: "_Source", first: int, byte_range: Optional[tuple]) -> Iterator[Document]:
     """JSON-lines or text-line records of a file or of a byte range of it; bad lines become problems."""
     json_lines = spec.format == "json"
     start, end = byte_range or (0, None)
     if start == 0 and first:
         raise ValueError("records after the first are read through their byte range")
     if not is_remote(path) and os.path.getsize(path) == 0:
-        raise Stage2Error(f"{source}: the file is empty")
+        raise Stage2Error(f"{src.path}: the file is empty")
     record = first
     line_no: Optional[int] = 0 if start == 0 else None  # line numbers are known when reading from the file's start
     try:
@@ -317,7 +452,7 @@ def _line_records(spec: ComponentSpec, path: str, source: str, first: int, byte_
         else:
             f = open_stream(path)
     except OSError as exc:
-        raise Stage2Error(f"{source}: cannot be read: {exc.strerror or exc}") from None
+        raise Stage2Error(f"{src.path}: cannot be read: {exc.strerror or exc}") from None
     with f:
         at = start
         lines = iter(f)
@@ -327,8 +462,11 @@ def _line_records(spec: ComponentSpec, path: str, source: str, first: int, byte_
             except StopIteration:
                 return
             except Exception as exc:  # a damaged compressed stream, an I/O error: the file cannot be read on
-                raise Stage2Error(f"{source}: record {record + 1}: cannot be read: {type(exc).__name__}: {_first_line(exc)}") from None
+                raise Stage2Error(f"{src.path}: record {record + 1}: cannot be read: {type(exc).__name__}: {_first_line(exc)}") from None
             where = f"line {line_no + 1}" if line_no is not None else f"the line at byte {at}"
+            if at == 0 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM) :]  # it marks the encoding (as `utf-8-sig`), no part of the text
+                at += len(UTF8_BOM)
             at += len(raw)
             if line_no is not None:
                 line_no += 1
@@ -336,7 +474,7 @@ def _line_records(spec: ComponentSpec, path: str, source: str, first: int, byte_
                 continue
             record += 1
             if not json_lines:
-                yield _text_line(spec, source, record, raw, where)
+                yield _text_line(spec, src, record, raw, where)
                 continue
             try:
                 row = json.loads(raw.decode("utf-8"))
@@ -346,10 +484,10 @@ def _line_records(spec: ComponentSpec, path: str, source: str, first: int, byte_
                 problem = f"malformed JSON on {where}: {exc.msg} (column {exc.colno})"
             else:
                 if isinstance(row, dict):
-                    yield _to_document(spec, source, record, row)
+                    yield _to_document(spec, src, record, row)
                     continue
                 problem = f"{where} is a JSON {type(row).__name__}, not an object"
-            yield Document(id=spec.fallback_id(source, record), text=None, component=spec.name, source=source, record=record, problem=problem)
+            yield Document(id=spec.fallback_id(src.path, record), text=None, component=spec.name, source=src.name, path=src.path, record=record, problem=problem)
 
 
 def is_remote(path: str) -> bool:
@@ -372,6 +510,7 @@ def hub_data_files(spec: ComponentSpec) -> List[str]:
     read them themselves; `hub_path` may also name a local dataset folder, resolved the same way.
     """
     datasets = _datasets()
+    reach_hub(spec)
     try:
         builder = datasets.load_dataset_builder(spec.hub_path, spec.subset, revision=spec.revision)
         files = [str(f) for f in (builder.config.data_files or {}).get(spec.split) or []]
@@ -403,7 +542,7 @@ def open_stream(path: str):
     return {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[suffix](path, "rb")
 
 
-def _text_line(spec: ComponentSpec, source: str, record: int, raw: bytes, where: str) -> Document:
+def _text_line(spec: ComponentSpec, src: "_Source", record: int, raw: bytes, where: str) -> Document:
     # As `datasets` reads text by line, but on "\n" alone ("\r\n" loses its "\r"; a lone "\r" is no line break).
     line = raw[:-1] if raw.endswith(b"\n") else raw
     if line.endswith(b"\r"):
@@ -411,12 +550,12 @@ def _text_line(spec: ComponentSpec, source: str, record: int, raw: bytes, where:
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return Document(id=spec.fallback_id(source, record), text=None, component=spec.name, source=source, record=record,
+        return Document(id=spec.fallback_id(src.path, record), text=None, component=spec.name, source=src.name, path=src.path, record=record,
                         problem=f"invalid UTF-8 (byte {exc.start} of {where})")
-    return _to_document(spec, source, record, {spec.text_column: text})
+    return _to_document(spec, src, record, {spec.text_column: text})
 
 
-def _parquet_records(spec: ComponentSpec, path: str, source: str, first: int, count: Optional[int]) -> Iterator[Document]:
+def _parquet_records(spec: ComponentSpec, path: str, src: "_Source", first: int, count: Optional[int]) -> Iterator[Document]:
     """Rows first+1 .. first+count, reading only the row groups that hold them."""
     import pyarrow.parquet as pq
 
@@ -444,25 +583,28 @@ def _parquet_records(spec: ComponentSpec, path: str, source: str, first: int, co
                 if record >= stop:
                     return
                 record += 1
-                yield _to_document(spec, source, record, row)
+                yield _to_document(spec, src, record, row)
     except Stage2Error:
         raise
     except Exception as exc:  # pyarrow's ArrowInvalid, OSError: a damaged file
-        raise Stage2Error(f"{source}: record {record + 1}: cannot be read: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise Stage2Error(f"{src.path}: record {record + 1}: cannot be read: {type(exc).__name__}: {_first_line(exc)}") from None
 
 
-def _file_records(spec: ComponentSpec, path: Optional[str], source: str) -> Iterator[Document]:
+def _file_records(spec: ComponentSpec, path: Optional[str], src: "_Source") -> Iterator[Document]:
     if path is not None and not is_remote(path) and os.path.getsize(path) == 0:
-        raise Stage2Error(f"{source}: the file is empty")
+        raise Stage2Error(f"{src.path}: the file is empty")
     record = 0
     try:
         for row in _rows(spec, path):
             record += 1
-            yield _to_document(spec, source, record, row)
+            text = row.get(spec.text_column)
+            if record == 1 and isinstance(text, str) and text.startswith("\ufeff") and spec.format == "text":
+                row = {**row, spec.text_column: text[1:]}  # the file's BOM (`datasets` keeps it in text; JSON drops it)
+            yield _to_document(spec, src, record, row)
     except Stage2Error:
         raise
     except Exception as exc:  # raised inside datasets/pyarrow, which cannot say which record
-        raise Stage2Error(f"{source}: record {record + 1}: cannot be read: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise Stage2Error(f"{src.path}: record {record + 1}: cannot be read: {type(exc).__name__}: {_first_line(exc)}") from exc
 
 
 def _rows(spec: ComponentSpec, path: Optional[str]) -> Iterator[Dict[str, Any]]:
@@ -508,7 +650,7 @@ def _is_json_array(path: str) -> bool:
     return ".jsonl" not in path.lower() and ".ndjson" not in path.lower()
 
 
-def _to_document(spec: ComponentSpec, source: str, record: int, row: Dict[str, Any]) -> Document:
+def _to_document(spec: ComponentSpec, src: "_Source", record: int, row: Dict[str, Any]) -> Document:
     problem = None
     if spec.text_column not in row:
         problem = f"has no text column {spec.text_column!r} (columns: {', '.join(sorted(row))})"
@@ -521,7 +663,7 @@ def _to_document(spec: ComponentSpec, source: str, record: int, row: Dict[str, A
             problem = f"text column {spec.text_column!r} is {type(text).__name__}, not a string"
             text = None
     raw_id = row.get(spec.id_column) if spec.id_column else None
-    doc_id = str(raw_id) if raw_id is not None else spec.fallback_id(source, record)
+    doc_id = str(raw_id) if raw_id is not None else spec.fallback_id(src.path, record)
     other = {k: v for k, v in row.items() if k not in (spec.text_column, spec.id_column)}
     # Only a non-ASCII string can hold a surrogate: the other columns are spelt out when one may.
     plain = all(isinstance(v, (int, float, bool, type(None))) or isinstance(v, str) and v.isascii() for v in other.values())
@@ -534,7 +676,7 @@ def _to_document(spec: ComponentSpec, source: str, record: int, row: Dict[str, A
                 problem = f"{what} is not valid Unicode: a lone surrogate \\u{ord(value[bad]):04x} at character {bad + 1}"
                 text = None
                 break
-    return Document(id=doc_id, text=text, component=spec.name, source=source, record=record, metadata=other, problem=problem)
+    return Document(id=doc_id, text=text, component=spec.name, source=src.name, path=src.path, record=record, metadata=other, problem=problem)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -617,8 +759,13 @@ class _RecordCounter:
         self.offsets: List[int] = []
         self._tail: List[bytes] = []  # the line being read, in pieces (a long line is not copied again and again)
         self._tail_start = 0  # its byte offset in the stream
+        self._fresh = True  # nothing fed yet
 
     def feed(self, data: bytes) -> None:
+        if self._fresh and data:
+            self._fresh = False
+            if data.startswith(UTF8_BOM):  # counted as blanks of the same length: the reader drops it (offsets stay)
+                data = b" " * len(UTF8_BOM) + data[len(UTF8_BOM) :]
         cut = data.rfind(b"\n")
         if cut < 0:
             self._tail.append(data)
@@ -687,6 +834,7 @@ def scan_file(path: str, fmt: Optional[str], sample_by: str = "line", stride: Op
 
     try:
         with open(path, "rb") as f:
+            before = os.fstat(f.fileno())
             for block in iter(lambda: f.read(READ_BLOCK), b""):
                 digest.update(block)
                 size += len(block)
@@ -717,8 +865,11 @@ def scan_file(path: str, fmt: Optional[str], sample_by: str = "line", stride: Op
                         rest = getattr(decoder, "unused_data", b"") if decoder.eof else b""
                         at -= len(rest)
                         data = rest
+            after = os.stat(path)
     except OSError as exc:  # permission denied, an I/O error of the disk
         raise Stage2Error(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    if (size, before.st_mtime_ns, before.st_ino) != (after.st_size, after.st_mtime_ns, after.st_ino) or before.st_size != size:
+        raise Stage2Error(f"{path}: changed while it was being scanned at start-up (its size or modification time changed); keep inputs unchanged while stage2 runs, and run again")
     if size == 0:
         raise Stage2Error(f"{path}: the file is empty")
     if decoder is not None and not decoder.eof:
@@ -726,7 +877,8 @@ def scan_file(path: str, fmt: Optional[str], sample_by: str = "line", stride: Op
     records = counter.total() if counter is not None else None
     if fmt == "parquet":
         records = parquet_rows(path)
-    scan = {"xxh3_128": digest.hexdigest(), "bytes": size, "records": records, "text_bytes": text_bytes if decoder else size}
+    scan = {"xxh3_128": digest.hexdigest(), "bytes": size, "records": records, "text_bytes": text_bytes if decoder else size,
+            "mtime_ns": before.st_mtime_ns, "inode": before.st_ino}  # (what a read checks cheaply: check_unchanged)
     if counter is not None and counter.stride:
         scan["offsets"] = counter.offsets  # not part of provenance (stage2.run keeps it out)
     return scan

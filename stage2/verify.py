@@ -1,12 +1,19 @@
-"""`stage2 stage=verify verify.dir=<run folder>`: check a run folder's artifacts against its indexes.
+"""`stage2 stage=verify verify.dir=<run folder>`: check a run folder's artifacts against its records.
 
-A finished run's stats.json lists the sha256 of every artifact (`artifact_sha256`): each is re-hashed
-first, so a changed or deleted filtered part, tokenizer model or shard is named. Runs without it (older
-runs) get the deeper checks only; a run that did not finish is refused.
-Filtered parts: every part listed in filtered/manifest.json exists.
-Shards: every file re-hashed against index.json, shape `[rows, seq_len]`, dtype, ids < vocab size,
-and the token count invariant `tokens + separators == rows * seq_len - padding + tail_dropped`.
-Filter stats (when the run has them): `records_in == kept + sum(dropped)` per component.
+verify passes only on evidence: a missing or damaged record is a failure that names what is missing,
+never a check skipped. A run folder must have
+- `stats.json` with `status: finished`, the steps that ran, and `artifact_sha256` (the sha256 of every
+  artifact, recorded when the run finished; the same files as its `artifacts` list): each is re-hashed,
+  so a changed or deleted filtered part, tokenizer model or shard is named;
+- `provenance.json` (readable, with the run's config digest and inputs) and `config.resolved.yaml`
+  (whose config digest is the one stats.json and provenance.json record);
+- the outputs of each step it ran: filter -> `filtered/manifest.json` (every part it lists exists and
+  is among the hashed artifacts) and per-component counts with `records_in == kept + sum(dropped)`;
+  tokenizer -> a `tokenizer/*.model`; shard -> `shards/manifest.json` and each component's index.json.
+Shards: every file re-hashed against index.json, its .npy header and length checked against the index
+(`stage2.reader.open_shard`, as the training reader opens it), ids < vocab size, the tokenizer the
+index names present with its recorded sha256, and the token count invariant
+`tokens + separators == rows * seq_len - padding + tail_dropped`.
 The first problem raises Stage2Error naming the file, so the command exits non-zero.
 """
 
@@ -16,21 +23,22 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, List
 
-import numpy as np
 import yaml
 
 from stage2.errors import Stage2Error
 from stage2.parts import FILTERED_DIR
 from stage2.parts import MANIFEST as PARTS_MANIFEST
 from stage2.files import file_sha256, read_json
+from stage2.reader import open_shard
 from stage2.shard import INDEX, MANIFEST, SHARDS_DIR
 
 log = logging.getLogger(__name__)
 
 
 def check_status(folder: Path, stats: Dict[str, Any]) -> None:
-    # Older stats.json files may lack a status; only an explicit unfinished one is refused.
-    status = stats.get("status", "finished")
+    status = stats.get("status")
+    if status is None:
+        raise Stage2Error(f"{folder / 'stats.json'}: no status: the record is damaged; nothing can be verified without it")
     if status != "finished":
         raise Stage2Error(
             f"{folder}: the run did not finish (status {status}); resume it with `stage2-rerun {folder} resume=true`"
@@ -40,29 +48,81 @@ def check_status(folder: Path, stats: Dict[str, Any]) -> None:
 
 def check_artifact_hashes(folder: Path, stats: Dict[str, Any]) -> int:
     """Every artifact the finished run recorded, re-hashed; returns how many were checked."""
-    recorded: Dict[str, str] = stats.get("artifact_sha256") or {}
+    stats_path = folder / "stats.json"
+    recorded = stats.get("artifact_sha256")
+    if not isinstance(recorded, dict) or not recorded:
+        what = "no artifact_sha256" if recorded is None else "an empty artifact_sha256"
+        raise Stage2Error(f"{stats_path}: {what} (the sha256 of the run's artifacts, recorded when it finished): nothing to check the artifacts against")
+    listed = stats.get("artifacts")
+    if not isinstance(listed, list) or set(listed) != set(recorded):
+        unhashed = sorted(set(listed or []) - set(recorded))
+        detail = f"{unhashed[0]} is listed in artifacts but has no sha256" if unhashed else "its artifacts and artifact_sha256 name different files"
+        raise Stage2Error(f"{stats_path}: {detail}: the record is damaged")
     for rel, digest in sorted(recorded.items()):
         path = folder / rel
         if not path.is_file():
-            raise Stage2Error(f"{path}: listed in {folder / 'stats.json'} but missing")
+            raise Stage2Error(f"{path}: listed in {stats_path} but missing")
         sha = file_sha256(path)
         if sha != digest:
             raise Stage2Error(f"{path}: sha256 {sha[:16]}... does not match stats.json ({digest[:16]}...): the file changed")
     return len(recorded)
 
 
-def check_filtered_parts(folder: Path) -> int:
-    """Every part filtered/manifest.json lists exists; returns how many parts it lists."""
+def check_records(folder: Path, stats: Dict[str, Any]) -> Dict[str, Any]:
+    """provenance.json and config.resolved.yaml present, readable and of the recipe stats.json records;
+    returns the resolved config."""
+    from stage2.run import config_digest
+
+    digest = stats.get("config_digest")
+    if not digest:
+        raise Stage2Error(f"{folder / 'stats.json'}: no config_digest: the record is damaged")
+    prov_path = folder / "provenance.json"
+    if not prov_path.is_file():
+        raise Stage2Error(f"{prov_path}: missing: the run's provenance (inputs, versions, lineage) is gone; the run cannot be verified without it")
+    provenance = read_json(prov_path)  # a cut-short file fails here
+    missing = [k for k in ("config_digest", "inputs") if not isinstance(provenance, dict) or k not in provenance]
+    if missing:
+        raise Stage2Error(f"{prov_path}: no {', '.join(missing)}: the record is damaged")
+    if provenance["config_digest"] != digest:
+        raise Stage2Error(f"{prov_path}: config digest {provenance['config_digest']}, stats.json says {digest}: the records are of different runs")
+    cfg_path = folder / "config.resolved.yaml"
+    if not cfg_path.is_file():
+        raise Stage2Error(f"{cfg_path}: missing: the run's recipe is gone; the run cannot be verified without it")
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise Stage2Error(f"{cfg_path}: cannot be read ({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}): the file is damaged") from None
+    if not isinstance(cfg, dict) or config_digest(cfg) != digest:
+        raise Stage2Error(f"{cfg_path}: its config digest is not the {digest} stats.json records: the recipe was changed")
+    return cfg
+
+
+def run_steps(stats: Dict[str, Any], stats_path: Path) -> List[str]:
+    steps = stats.get("steps")
+    if not isinstance(steps, list) or not steps or not set(steps) <= {"filter", "tokenizer", "shard"}:
+        raise Stage2Error(f"{stats_path}: no steps (which of filter, tokenizer, shard ran): the record is damaged")
+    return steps
+
+
+def check_filtered_parts(folder: Path, recorded: Dict[str, str]) -> int:
+    """Every part filtered/manifest.json lists exists and is a hashed artifact; returns how many parts it lists."""
     manifest_path = folder / FILTERED_DIR / PARTS_MANIFEST
     if not manifest_path.exists():
-        return 0
+        raise Stage2Error(f"{manifest_path}: missing, but the run's filter step ran")
     n = 0
     for name, entry in read_json(manifest_path)["components"].items():
         for rel in entry.get("parts", []):
             if not (folder / rel).is_file():
                 raise Stage2Error(f"{folder / rel}: listed in {manifest_path} (component {name}) but missing")
+            if rel not in recorded:
+                raise Stage2Error(f"{folder / rel}: listed in {manifest_path} (component {name}) but not in artifact_sha256 of {folder / 'stats.json'}")
             n += 1
     return n
+
+
+def check_tokenizer_model(folder: Path, recorded: Dict[str, str]) -> None:
+    if not any(rel.startswith("tokenizer/") and rel.endswith(".model") for rel in recorded):
+        raise Stage2Error(f"{folder / 'tokenizer'}: no tokenizer model among the artifacts of {folder / 'stats.json'}, but the run's tokenizer step ran")
 
 
 def check_component(comp_dir: Path) -> Dict[str, Any]:
@@ -71,10 +131,18 @@ def check_component(comp_dir: Path) -> Dict[str, Any]:
     if not index_path.exists():
         raise Stage2Error(f"{index_path}: missing")
     index = read_json(index_path)
+    needed = ("seq_len", "vocab_size", "dtype", "tokenizer", "shards", "rows", "tokens", "separators", "documents", "padding", "tail_dropped")
+    missing = [k for k in needed if not isinstance(index, dict) or k not in index]
+    if missing:
+        raise Stage2Error(f"{index_path}: no {', '.join(missing)}: the index is damaged")
     seq_len, vocab = int(index["seq_len"]), int(index["vocab_size"])
-    tok = index.get("tokenizer") or {}
-    model = comp_dir.parent.parent / tok.get("path", "")  # relative paths are inside the run folder
-    if tok.get("path") and model.is_file() and file_sha256(model) != tok.get("sha256"):
+    tok = index["tokenizer"] or {}
+    if not tok.get("path") or not tok.get("sha256"):
+        raise Stage2Error(f"{index_path}: no tokenizer path and sha256: the index is damaged")
+    model = comp_dir.parent.parent / tok["path"]  # relative paths are inside the run folder
+    if not model.is_file():
+        raise Stage2Error(f"{model}: the tokenizer {index_path} was made with is missing: its ids cannot be checked against it")
+    if file_sha256(model) != tok["sha256"]:
         raise Stage2Error(f"{model}: sha256 does not match the tokenizer recorded in {index_path}")
     rows = 0
     for entry in index["shards"]:
@@ -84,14 +152,7 @@ def check_component(comp_dir: Path) -> Dict[str, Any]:
         sha = file_sha256(path)
         if sha != entry["sha256"]:
             raise Stage2Error(f"{path}: sha256 {sha[:16]}... does not match {index_path} ({entry['sha256'][:16]}...): the file changed")
-        try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except Exception as exc:  # a truncated or rewritten header
-            raise Stage2Error(f"{path}: not a readable .npy file: {exc}") from exc
-        if arr.dtype.name != index["dtype"]:
-            raise Stage2Error(f"{path}: dtype {arr.dtype.name}, index says {index['dtype']}")
-        if arr.shape != (int(entry["rows"]), seq_len):
-            raise Stage2Error(f"{path}: shape {arr.shape}, index says ({entry['rows']}, {seq_len})")
+        arr = open_shard(path, int(entry["rows"]), seq_len, index["dtype"])  # header and length, as the reader opens it
         if arr.size and int(arr.max()) >= vocab:
             raise Stage2Error(f"{path}: id {int(arr.max())} is out of range for a vocabulary of {vocab}")
         rows += arr.shape[0]
@@ -116,6 +177,8 @@ def check_component(comp_dir: Path) -> Dict[str, Any]:
 def check_filter_stats(stats: Dict[str, Any], stats_path: Path) -> int:
     comps = ((stats.get("stages") or {}).get("filter") or {}).get("components") or {}
     for name, c in comps.items():
+        if not isinstance(c, dict) or "records_in" not in c or "kept" not in c:
+            raise Stage2Error(f"{stats_path}: filter component {name}: no records_in or kept count: the record is damaged")
         dropped = sum((c.get("dropped") or {}).values())
         if c["records_in"] != c["kept"] + dropped:
             raise Stage2Error(
@@ -124,21 +187,17 @@ def check_filter_stats(stats: Dict[str, Any], stats_path: Path) -> int:
     return len(comps)
 
 
-def check_filter_to_shard(folder: Path, stats: Dict[str, Any], shards: Path) -> None:
+def check_filter_to_shard(stats: Dict[str, Any], cfg: Dict[str, Any], shards: Path, stats_path: Path) -> None:
     """In a pipeline run the shards are made of this run's filtered parts: every kept document is sharded."""
     comps = ((stats.get("stages") or {}).get("filter") or {}).get("components") or {}
-    cfg_path = folder / "config.resolved.yaml"
-    if not comps or not cfg_path.exists():
-        return
-    cfg = yaml.safe_load(cfg_path.read_text()) or {}
-    if (cfg.get("shard") or {}).get("input_run"):
-        return  # sharded another run's parts
+    if not comps or (cfg.get("shard") or {}).get("input_run"):
+        return  # no filter step here, or it sharded another run's parts
     for name, c in comps.items():
         index_path = shards / name / INDEX
         if index_path.exists():
             documents = read_json(index_path)["documents"]
             if documents != c["kept"]:
-                raise Stage2Error(f"{index_path}: {documents} documents sharded but the filter kept {c['kept']} ({folder / 'stats.json'})")
+                raise Stage2Error(f"{index_path}: {documents} documents sharded but the filter kept {c['kept']} ({stats_path})")
 
 
 def verify_folder(folder: Path) -> Dict[str, Any]:
@@ -147,24 +206,37 @@ def verify_folder(folder: Path) -> Dict[str, Any]:
         raise Stage2Error(f"verify.dir={folder}: no such folder")
     report: Dict[str, Any] = {"folder": str(folder), "components": {}, "filter_components": 0, "artifacts": 0, "parts": 0}
     stats_path = folder / "stats.json"
-    if stats_path.exists():
-        stats = read_json(stats_path)
-        check_status(folder, stats)
-        report["artifacts"] = check_artifact_hashes(folder, stats)
-        report["filter_components"] = check_filter_stats(stats, stats_path)
-    report["parts"] = check_filtered_parts(folder)
+    if not stats_path.is_file():
+        raise Stage2Error(f"{stats_path}: missing: not a stage2 run folder, or its record is gone; nothing can be verified without it")
+    stats = read_json(stats_path)
+    if not isinstance(stats, dict):
+        raise Stage2Error(f"{stats_path}: not a run's record (a JSON object is expected): the file is damaged")
+    check_status(folder, stats)
+    steps = run_steps(stats, stats_path)
+    cfg = check_records(folder, stats)
+    report["artifacts"] = check_artifact_hashes(folder, stats)
+    recorded: Dict[str, str] = stats["artifact_sha256"]
+    report["filter_components"] = check_filter_stats(stats, stats_path)
+    if "filter" in steps:
+        report["parts"] = check_filtered_parts(folder, recorded)
+        if not report["filter_components"]:
+            raise Stage2Error(f"{stats_path}: no filter counts per component, but the run's filter step ran")
+    if "tokenizer" in steps:
+        check_tokenizer_model(folder, recorded)
     shards = folder / SHARDS_DIR
     manifest_path = shards / MANIFEST
-    if manifest_path.exists():
+    if "shard" in steps:
+        if not manifest_path.is_file():
+            raise Stage2Error(f"{manifest_path}: missing, but the run's shard step ran")
         names: List[str] = [c["name"] for c in read_json(manifest_path)["components"]]
-    else:
-        names = sorted(p.parent.name for p in shards.glob(f"*/{INDEX}"))
-    for name in names:
-        report["components"][name] = check_component(shards / name)
-    if stats_path.exists() and names:
-        check_filter_to_shard(folder, read_json(stats_path), shards)
-    if not names and not report["filter_components"] and not report["artifacts"]:
-        raise Stage2Error(f"{folder}: nothing to verify (no {SHARDS_DIR}/*/{INDEX}, no filter stats, no artifact_sha256 in stats.json)")
+        if not names:
+            raise Stage2Error(f"{manifest_path}: lists no component")
+        for name in names:
+            report["components"][name] = check_component(shards / name)
+            for rel in [f"{SHARDS_DIR}/{name}/{INDEX}"] + [f"{SHARDS_DIR}/{name}/{s['file']}" for s in read_json(shards / name / INDEX)["shards"]]:
+                if rel not in recorded:
+                    raise Stage2Error(f"{folder / rel}: listed in {manifest_path} but not in artifact_sha256 of {stats_path}")
+        check_filter_to_shard(stats, cfg, shards, stats_path)
     return report
 
 

@@ -120,7 +120,7 @@ def test_every_verdict_and_count(tmp_path, plain_config):
     ds = datasets.load_dataset("parquet", data_files=files, split="train")
     assert ds["id"] == expected_kept
     assert ds["text"] == [texts[i] for i in expected_kept]
-    assert set(ds["component"]) == {"mix"} and set(ds["source"]) == {str(path)}
+    assert set(ds["component"]) == {"mix"} and set(ds["source"]) == {"mix.jsonl"}  # below the component's root
     assert ds["record"] == [list(fates).index(i) + 1 for i in expected_kept]
     for rel in manifest["components"]["mix"]["parts"] + ["filtered/manifest.json", "filtered/mix/rejected.parquet"]:
         assert rel in run.artifacts

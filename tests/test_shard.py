@@ -252,6 +252,9 @@ def write_filtered(folder: Path, comp: str, texts: List[str], per_part: int) -> 
     old = json.loads(manifest.read_text()) if manifest.exists() else {"components": {}}
     old["components"][comp] = {"parts": rels}
     manifest.write_text(json.dumps(old))
+    # The record a filter stage leaves: a later stage checks the parts against it before reading them.
+    listed = [rel for entry in old["components"].values() for rel in entry["parts"]] + [str(manifest.relative_to(folder))]
+    (folder / parts.FILTERED_DIR / parts.FILTER_FINISHED).write_text(json.dumps({"artifacts": {rel: file_sha256(folder / rel) for rel in listed}}))
 
 
 def test_filtered_parts_of_a_past_run_and_tokenizer_folder(tmp_path, tiny_model):

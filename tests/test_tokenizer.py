@@ -20,7 +20,7 @@ import sentencepiece as spm
 
 import stage2.main
 from stage2 import tokenizer
-from stage2.tokenizer import export
+from stage2.tokenizer import encoding, export
 from stage2.errors import Stage2Error
 from stage2.run import Run, start_run
 from stage2.sources import iter_documents
@@ -114,6 +114,7 @@ def test_training_on_filtered_parts_of_a_past_run_matches_training_on_the_raw_so
     import json
 
     from stage2 import parts
+    from stage2.files import file_sha256
 
     past = tmp_path / "past"
     manifest = {"components": {}}
@@ -127,6 +128,9 @@ def test_training_on_filtered_parts_of_a_past_run_matches_training_on_the_raw_so
             rels.append(str(path.relative_to(past)))
         manifest["components"][spec.name] = {"parts": rels}
     (past / "filtered" / "manifest.json").write_text(json.dumps(manifest))
+    # The record a filter stage leaves: the tokenizer checks the parts against it before reading them.
+    listed = [rel for entry in manifest["components"].values() for rel in entry["parts"]] + ["filtered/manifest.json"]
+    (past / "filtered" / parts.FILTER_FINISHED).write_text(json.dumps({"artifacts": {rel: file_sha256(past / rel) for rel in listed}}))
 
     run = train_run(tmp_path / "from_parts", f"tokenizer.input_run={past}")
     assert model_file(run).read_bytes() == model_file(runs[1000]).read_bytes()
@@ -405,3 +409,119 @@ def test_quotas_share_the_total_by_weight():
     assert sum(shares.values()) == 4004
     assert shares["a"] == shares["b"] and shares["c"] == shares["d"] and shares["a"] > 2 * shares["c"]
     assert tokenizer.quotas(specs, 7, by_weight=False) == {"a": 7, "b": 7, "c": 7, "d": 7}
+
+
+# ---------------------------------------------------------------- U+2581, SentencePiece's space marker
+
+U2581 = [
+    "\u2581 at the start",
+    "in the\u2581middle",
+    "at the end\u2581",
+    "\u2581",
+    "\u2581\u2581\u2581 repeated \u2581\u2581",
+    " \u2581 beside spaces \u2581  \u2581",
+    "\u2581\nnext to newlines\n\u2581\n\n\u2581\r\n",
+    "\t\u2581\ttabs",
+    "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588 a spinner's frames",
+    "literal pieces <0xE2><0x96><0x81> and \u2581\u2581 and </s>",
+]
+
+
+def marker_spellings(sp, ids):
+    spell = [sp.piece_to_id(p) for p in ("<0xE2>", "<0x96>", "<0x81>")]
+    return sum(ids[i : i + 3] == spell for i in range(len(ids)))
+
+
+def test_literal_u2581_is_spelled_in_byte_pieces_and_decodes_exactly(runs):
+    from tokenizers import Tokenizer
+
+    model = model_file(runs[1000])
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    hf = Tokenizer.from_file(str(model.parent / export.TOKENIZER_JSON))
+    assert sp.decode(sp.encode(U2581[1])) == "in the middle"  # SentencePiece alone: a space
+    texts = U2581 + AWKWARD
+    encoded = encoding.encode(sp, texts)
+    for text, ids in zip(texts, encoded):
+        assert sp.decode(ids) == text
+        assert marker_spellings(sp, ids) == text.count("\u2581")
+        # tokenizer.json: the same ids, and the same text back.
+        assert hf.encode(text, add_special_tokens=False).ids == ids, text
+        assert hf.decode(ids, skip_special_tokens=False) == text
+    assert encoded[len(U2581) :] == sp.encode(AWKWARD)  # text without it: SentencePiece's own ids
+    # What a tokenizers user sees: pieces spelt with a space where SentencePiece writes "\u2581".
+    assert not any("\u2581" in piece for piece in hf.get_vocab())
+    assert hf.encode("a b", add_special_tokens=False).tokens == ["a", " b"]
+    assert sp.encode("a b", out_type=str) == ["a", "\u2581b"]
+
+
+@pytest.mark.parametrize("bos,eos", [(None, 2), (1, 2), (1, None), (None, None), (None, 7)])
+def test_shard_encode_spells_u2581_and_leaves_other_batches_to_the_fast_path(runs, bos, eos):
+    import numpy as np
+
+    from stage2 import packing, shard
+
+    model = model_file(runs[1000])
+    sp = spm.SentencePieceProcessor(model_file=str(model))
+    plain = [t for s in tokenizer.collect_samples(runs[1000], runs[1000].cfg["tokenizer"]) for t in s.eval_texts[:12]] + AWKWARD
+    texts = plain[:5] + U2581[:3] + plain[5:20] + U2581[3:] + plain[20:]
+    dtype = np.dtype(np.uint16)
+    task = {"model": str(model), "dtype": dtype.str, "batch_size": 4, "num_threads": 2, "bos": bos, "eos": eos}
+    got = shard.encode_partition(task, texts)
+    assert np.array_equal(got, packing.with_separators(encoding.encode(sp, texts), bos, eos, dtype))
+    if eos == sp.eos_id() and bos is None:
+        ends = np.flatnonzero(got == eos)
+        assert [sp.decode(seg.tolist()) for seg in np.split(got, ends + 1)[:-1]] == texts
+    # Batches without it: the stream packing's fast path gives.
+    fast = np.concatenate([packing.encode_batch(sp, plain[i : i + 4], 2, bos, eos, dtype) for i in range(0, len(plain), 4)])
+    assert np.array_equal(shard.encode_partition(task, plain), fast)
+
+
+def test_evaluation_counts_documents_with_u2581_as_round_tripping(tmp_path):
+    from conftest import sample_records, write_jsonl
+
+    records = sample_records("web_cc.jsonl.gz", 60)
+    for i, r in enumerate(records):
+        r["text"] = r["text"].replace(" ", " \u2581 ", 1 + i % 3) + "\u2581" * (i % 2)
+    path = write_jsonl(tmp_path / "data" / "spinners.jsonl", records)
+    run = train_run(tmp_path / "run", "tokenizer.heldout_percent=50", paths=[PATHS[1], path])
+    stats = run.stage_stats("tokenizer")["components"]["spinners"]
+    assert stats["eval_docs"] >= 15
+    assert stats["roundtrip_share"] == 1.0 and stats["hf_exact_share"] == 1.0
+
+
+def test_user_defined_symbols_match_as_in_sentencepiece_and_a_spaced_one_is_refused(tmp_path):
+    from tokenizers import Tokenizer
+
+    texts = [r["text"] for r in iter_documents_texts(PATHS[1], 400)]
+    options = tokenizer.trainer_options({**make_run(tmp_path / "u").cfg["tokenizer"], "vocab_size": 700, "num_threads": 1})
+    model = tokenizer.train_model(
+        tokenizer.sentence_stream(texts, 4192, tokenizer.SentenceCounter()),
+        {**options, "user_defined_symbols": ["<|im|>", "x\u2581y", "\u2581\u2581"]}, seed=0,
+    )
+    sp = spm.SentencePieceProcessor(model_proto=model)
+    (tmp_path / "tok.json").write_text(export.files(model)[export.TOKENIZER_JSON])
+    hf = Tokenizer.from_file(str(tmp_path / "tok.json"))
+    probes = ["a<|im|>b <|im|><|im|>", "zx yz", "x\u2581y", "a  b   c", "\u2581\u2581 and  ", "<|im"] + texts[:50]
+    for text in probes:
+        ids = encoding.encode(sp, [text])[0]
+        assert hf.encode(text, add_special_tokens=False).ids == ids, text[:80]
+        assert hf.decode(ids, skip_special_tokens=False) == sp.decode(ids) == text
+    assert sp.encode("a<|im|>b", out_type=str) == ["a", "<|im|>", "b"]  # one piece, as asked
+    assert sp.piece_to_id("x\u2581y") in sp.encode("zx yz")  # "\u2581" in a symbol stands for a space
+
+    spaced = tokenizer.train_model(
+        tokenizer.sentence_stream(texts, 4192, tokenizer.SentenceCounter()),
+        {**options, "user_defined_symbols": ["p q"]}, seed=0,
+    )
+    with pytest.raises(Stage2Error, match=r"user_defined_symbols \['p q'\] hold a space, which SentencePiece never matches"):
+        export.files(spaced)
+
+
+def test_without_byte_fallback_u2581_reads_as_a_space_and_the_stage_says_so(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    run = train_run(tmp_path / "nobytes", "tokenizer.byte_fallback=false")
+    sp = spm.SentencePieceProcessor(model_file=str(model_file(run)))
+    assert encoding.marker_ids(sp) is None
+    assert encoding.encode(sp, ["a\u2581b"]) == sp.encode(["a\u2581b"]) and sp.decode(sp.encode("a\u2581b")) == "a b"
+    assert "tokenizer.byte_fallback=false" in caplog.text and "U+2581" in caplog.text and "decode as a space" in caplog.text
+    assert run.stage_stats("tokenizer")["tokenizer_json"] is None

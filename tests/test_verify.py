@@ -22,15 +22,16 @@ SMALL = [*SMALL_SAMPLE, "executor.workers=1", "progress=false"]
 
 
 def finish(run):
-    """What pipeline.run_stage does at the end of a run: stats.json gets status finished and artifact_sha256."""
+    """What pipeline.run_stage does at the end of a run: stats.json gets its steps, status finished and artifact_sha256."""
+    run.stats["steps"] = [run.cfg["stage"]]
     run.save_stats(status="finished")
     return run
 
 
-def as_older_run(folder: Path) -> None:
-    """A finished run from before artifact_sha256 was recorded: only the deeper checks apply."""
+def rerecord(folder: Path) -> None:
+    """stats.json's artifact_sha256 recorded again after an edit, so the deeper checks are what catch it."""
     stats = json.loads((folder / "stats.json").read_text())
-    del stats["artifact_sha256"]
+    stats["artifact_sha256"] = artifact_hashes(folder)
     (folder / "stats.json").write_text(json.dumps(stats))
 
 
@@ -59,15 +60,16 @@ def test_verify_passes_then_fails_on_one_flipped_byte(sharded):
 
 
 def test_verify_catches_index_invariant_and_missing_file(sharded):
-    as_older_run(sharded.dir)  # else the edited index.json fails its recorded sha256 first
     index_path = sharded.dir / "shards" / "web" / "index.json"
     index = json.loads(index_path.read_text())
     index["tokens"] += 1
     index_path.write_text(json.dumps(index))
+    rerecord(sharded.dir)  # else the edited index.json fails its recorded sha256 first
     with pytest.raises(Stage2Error, match="web/index.json: tokens \\+ separators"):
         verify_folder(sharded.dir)
     index["tokens"] -= 1
     index_path.write_text(json.dumps(index))
+    rerecord(sharded.dir)
     verify_folder(sharded.dir)
     (sharded.dir / "shards" / "web" / "shard-00000.npy").unlink()
     with pytest.raises(Stage2Error, match="web/shard-00000.npy: listed in"):
@@ -119,9 +121,9 @@ def test_verify_checks_the_run_tokenizer(tmp_path, tiny_model):  # noqa: F811
         verify_folder(run.dir)
 
 
-def test_shard_hash_check_against_index_still_applies_to_older_runs(sharded):
-    as_older_run(sharded.dir)
+def test_shard_hash_check_against_index_applies_on_its_own(sharded):
     flip_byte(sharded.dir / "shards" / "enc" / "shard-00001.npy")
+    rerecord(sharded.dir)
     with pytest.raises(Stage2Error, match="enc/shard-00001.npy: sha256 .* does not match .*index.json"):
         verify_folder(sharded.dir)
 
@@ -172,7 +174,10 @@ def test_deleted_filtered_part_is_named(pipeline_run):
     (pipeline_run / "filtered" / "web" / "part-00000-00000.parquet").unlink()
     with pytest.raises(Stage2Error, match="filtered/web/part-00000-00000.parquet: listed in .*stats.json but missing"):
         verify_folder(pipeline_run)
-    as_older_run(pipeline_run)  # without artifact_sha256 the parts manifest still catches it
+    stats = json.loads((pipeline_run / "stats.json").read_text())  # hidden from stats.json: the parts manifest still catches it
+    stats["artifacts"].remove("filtered/web/part-00000-00000.parquet")
+    del stats["artifact_sha256"]["filtered/web/part-00000-00000.parquet"]
+    (pipeline_run / "stats.json").write_text(json.dumps(stats))
     with pytest.raises(Stage2Error, match="filtered/web/part-00000-00000.parquet: listed in .*filtered/manifest.json"):
         verify_folder(pipeline_run)
 

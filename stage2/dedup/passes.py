@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from stage2.files import atomic_write
+from stage2.files import atomic_path, write_array
 
 # Resolve-task memory per (hash, position) pair, with a margin: the pairs (16 bytes), the sort order
 # (8), the sorted copies (16) and masks; resolve_bucket alone peaked at 40 bytes a pair above its
@@ -25,12 +25,9 @@ COMPONENT_SHIFT = 56  # stage2.plan: the component's index is the position's top
 
 def save_array(path: Path, array: np.ndarray) -> None:
     """A work file of the passes (atomic, not fsync'd: see stage2.files.atomic_write)."""
-    import io
-
-    # Through bytes: numpy's own file writes lose the OS error (a full disk reads "N requested and M written").
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    atomic_write(path, buffer.getvalue(), durable=False)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            write_array(f, array, npy_header=True)
 
 
 def spill(path: Path, hashes: np.ndarray, positions: np.ndarray) -> int:

@@ -356,7 +356,7 @@ def _spec_of(spec: ComponentSpec, unit: Unit) -> ComponentSpec:
     """The component as its unit's task needs it: its one file, not the component's thousands."""
     if unit.file is None:
         return spec
-    return replace(spec, files=[unit.file], id_names={unit.file: spec.id_names[unit.file]} if unit.file in spec.id_names else {})
+    return spec.for_file(unit.file)
 
 
 def _size(folder: Path) -> int:

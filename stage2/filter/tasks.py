@@ -28,13 +28,13 @@ import pyarrow.parquet as pq
 from stage2.dedup.hashing import batch_window_hashes, exact_key
 from stage2.dedup.passes import lookup, resolve_bucket, spill
 from stage2.documents import Document
-from stage2.files import read_json, share_file, write_json
+from stage2.files import file_fingerprint, read_json, share_file, unchanged, write_json
 from stage2.parts import docs_to_table, part_path, table_documents, write_table
 from stage2.plan import Unit, read_unit
 from stage2.steps import STEPS, Chain, Drop, Step
 
 # Part of every task key: bump it when a task's outputs change, so a resume with newer code redoes them.
-TASK_VERSION = 2
+TASK_VERSION = 3
 DEDUP_REASONS = ("duplicate", "near_duplicate")
 
 
@@ -53,19 +53,26 @@ def _plain(value: Any) -> Any:
 
 
 def once(marker: Path, key: str, compute: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
-    """`compute()` unless a finished run of the same task left its marker; the result gains "resumed"."""
+    """`compute()` unless a finished run of the same task left its marker and every file the marker
+    vouches for still has the bytes it recorded; the result gains "resumed".
+
+    `compute()` names the files it wrote in its result's "outputs"; the marker keeps their fingerprints,
+    so a scratch file changed between a kill and the resume is noticed and its task redone.
+    """
     if marker.is_file():
         try:
             done = read_json(marker)
         except Exception:  # a damaged marker: the task is redone
             done = {}
-        if done.get("key") == key:
+        outputs = done.get("outputs")
+        if done.get("key") == key and isinstance(outputs, dict) and all(unchanged(marker.parent / rel, fp) for rel, fp in outputs.items()):
             return {**done["result"], "resumed": True}
     started = time.process_time()
     result = compute()
+    written = {os.path.relpath(path, marker.parent): file_fingerprint(Path(path)) for path in result.pop("outputs")}
     result["cpu_s"] = round(time.process_time() - started, 3)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    write_json(marker, {"key": key, "result": result}, durable=False)  # (a scratch file, as the task's outputs)
+    write_json(marker, {"key": key, "result": result, "outputs": written}, durable=False)  # (a scratch file, as the task's outputs)
     return {**result, "resumed": False}
 
 
@@ -173,7 +180,9 @@ def _screen(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
         write_table(folder / f"cand-{k:05d}.parquet", docs_to_table(kept))
     _describe_undetected(samples, task["steps"])
     samples.write(folder / "rejected-screen.parquet")
+    outputs = [folder / f"cand-{k:05d}.parquet" for k in chunks] + [folder / name for kind in ("exact", "near") for name in spilled[kind]]
     return {
+        "outputs": outputs + _existing(folder / "rejected-screen.parquet"),
         "records": records,
         "bytes_in": bytes_in,
         "candidates": candidates,
@@ -204,13 +213,17 @@ def _describe_undetected(samples: Samples, steps: List[Tuple[str, Dict[str, Any]
 
 def resolve(task: Dict[str, Any]) -> Dict[str, Any]:
     """Pass 2: one hash bucket (stage2/dedup/passes.py)."""
-    return once(Path(task["dir"]) / "done-resolve.json", task_key(task), lambda: resolve_bucket(task))
+    return once(Path(task["dir"]) / "done-resolve.json", task_key(task), lambda: {**resolve_bucket(task), "outputs": [task["exact_out"], task["near_out"]]})
 
 
 def decide(task: Dict[str, Any]) -> Dict[str, Any]:
     """Pass 3 over one unit (see the module docstring)."""
     folder = Path(task["dir"])
     return once(folder / "done-decide.json", task_key(task), lambda: _decide(task, folder))
+
+
+def _existing(path: Path) -> List[Path]:
+    return [path] if path.is_file() else []
 
 
 def _positions(unit: Unit, records: np.ndarray) -> np.ndarray:
@@ -264,7 +277,8 @@ def _decide(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
             bytes_out += sum(utf8_len(t) for t in kept_table.column("text").to_pylist())
         parts.append(os.path.relpath(path, task["parts_dir"]))
     samples.write(folder / "rejected-decide.parquet")
-    return {"kept": kept, "bytes_out": bytes_out, "dropped": dict(dropped), "parts": parts}
+    outputs = [Path(task["parts_dir"]) / rel for rel in parts] + _existing(folder / "rejected-decide.parquet")
+    return {"outputs": outputs, "kept": kept, "bytes_out": bytes_out, "dropped": dict(dropped), "parts": parts}
 
 
 def _windows(near_spill: Path, positions: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ class Invalid(Step):
             if doc.problem is None:
                 out.append(None)
             elif self.settings.on_bad_record == "fail":
-                raise Stage2Error(f"{doc.source}: record {doc.record}: {doc.problem}")
+                raise Stage2Error(f"{doc.location}: record {doc.record}: {doc.problem}")
             else:
                 out.append(Drop("invalid", doc.problem))
         return out

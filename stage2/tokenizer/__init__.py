@@ -7,6 +7,9 @@ Pure core (documents in, samples / model bytes / metrics out) plus the thin stag
   are held out whether the text comes from raw sources or from filtered parts.
 * The training sample of a component is the bottom-k of the remaining documents by a seeded xxhash of
   their id: streaming, memory bounded by k, and independent of the order documents arrive in.
+* A literal U+2581 ("▁") stays in the training text, where SentencePiece reads it as a space (a few
+  more counts for space pieces): harmless, as encoding spells it in byte pieces, never as a space
+  piece (encoding.py), and no rewrite of the text could give SentencePiece those byte pieces to train on.
 * SentencePiece trains from an iterator into a BytesIO, so neither an input path nor a model prefix is
   embedded in the model: the same recipe and inputs give the same bytes in any run folder.
 """
@@ -29,7 +32,7 @@ import xxhash
 from stage2.errors import Stage2Error
 from stage2.progress import track
 from stage2.sources import ComponentSpec, Document
-from stage2.tokenizer import export
+from stage2.tokenizer import encoding, export
 
 log = logging.getLogger(__name__)
 
@@ -457,7 +460,7 @@ def evaluate(sp: Any, texts: List[str], batch: int = 256) -> EvalCounts:
     byte_ids = {i for i in range(sp.get_piece_size()) if sp.is_byte(i)}
     for start in range(0, len(texts), batch):
         chunk = texts[start : start + batch]
-        encoded = sp.encode(chunk)
+        encoded = encoding.encode(sp, chunk)  # as the shard stage encodes: a literal U+2581 in byte pieces
         for text, ids, back in zip(chunk, encoded, sp.decode(encoded)):
             counts.roundtrip += back == text
             counts.docs += 1
@@ -570,6 +573,11 @@ def run(run: Any) -> Dict[str, Any]:
             pass
     else:
         options = trainer_options(tcfg, verbose=bool(run.cfg.get("verbose")))
+        if not options["byte_fallback"]:
+            log.warning(
+                "tokenizer: tokenizer.byte_fallback=false: characters outside the vocabulary will encode as <unk>, "
+                "and a literal U+2581 (\u2581, SentencePiece's space marker) will decode as a space"
+            )
         log.info("tokenizer: training %s %s on %d documents", tcfg["model_type"], requested, train_docs)
         capped = any(s.docs_seen - s.heldout_docs > len(s.train_texts) for s in samples)
         model = train_model(

@@ -1,14 +1,18 @@
 """A SentencePiece model as a HuggingFace `tokenizers` file (tokenizer.json and its two config files).
 
 The stage's recipe is what makes an exact export possible: no normaliser but SentencePiece's space ->
-"▁" escape, no dummy prefix, byte fallback. So tokenizer.json is that escape, the model's pieces (BPE
-with merges ranked by the merged piece's score, as SentencePiece applies them; or Unigram with its
-scores), and a decoder that undoes the escape and joins byte pieces.
+"▁" escape, no dummy prefix, byte fallback. tokenizer.json holds the model's pieces with that escape
+undone (a space where SentencePiece writes "▁": " the", not "▁the"), so it needs no normaliser and a
+literal "▁" in a text is a character outside the vocabulary, spelled in byte pieces exactly as
+stage2 encodes it (encoding.py); BPE merges are ranked by the merged piece's score, as SentencePiece
+applies them; Unigram keeps its scores. The decoder joins byte pieces.
 
 Special pieces stay plain vocabulary entries that no merge or segmentation produces, not added
 tokens: SentencePiece reads a literal "</s>" in a text as characters, and `tokenizers` would match an
 added token in the text (its `encode_special_tokens` switch is not saved in tokenizer.json).
 transformers learns them from tokenizer_config.json, where `split_special_tokens` keeps the same ids.
+User-defined symbols are the opposite: SentencePiece matches them in the text before it segments,
+as `tokenizers` matches its (non-special) added tokens.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from stage2.errors import Stage2Error
+from stage2.tokenizer import encoding
 
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP = "special_tokens_map.json"
 EXPORT_FILES = (TOKENIZER_JSON, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP)
-SPACE = "\u2581"
+SPACE = encoding.MARKER
 # ModelProto.SentencePiece.Type
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 # Pieces SentencePiece's encoder never matches in text get a score no segmentation would choose.
@@ -38,21 +43,33 @@ def _proto(model: bytes) -> Any:
     return proto
 
 
+def hf_piece(piece: Any) -> str:
+    """A piece as tokenizer.json spells it: text pieces with "▁" as the space it stands for."""
+    return piece.piece.replace(SPACE, " ") if piece.type in (NORMAL, USER_DEFINED, UNUSED) else piece.piece
+
+
 def exportable(proto: Any) -> str:
     """Why this model cannot be exported exactly ("" when it can)."""
     norm = proto.normalizer_spec
     if norm.name != "identity" or norm.precompiled_charsmap:
-        return f"its normaliser is {norm.name!r}, not identity"
+        return f"its normaliser is {norm.name!r}, not identity (tokenizer=lossy?)"
     if norm.add_dummy_prefix or norm.remove_extra_whitespaces:
-        return "it adds a dummy prefix or squeezes whitespace"
+        return "it adds a dummy prefix or squeezes whitespace (tokenizer=lossy?)"
     if not proto.trainer_spec.byte_fallback:
         return "it has no byte fallback"
+    spaced = [p.piece for p in proto.pieces if p.type == USER_DEFINED and " " in p.piece]
+    if spaced:
+        # SentencePiece matches symbols after it has turned spaces into "▁", so these never match;
+        # tokenizers, which sees the spaces, would match them.
+        return f"user_defined_symbols {spaced} hold a space, which SentencePiece never matches (write \u2581 for a space)"
     return ""
 
 
-def bpe_merges(proto: Any) -> List[Tuple[str, str]]:
-    """Every split of a piece into two mergeable pieces, ranked by the merged piece's score (its id)."""
-    mergeable = {p.piece: i for i, p in enumerate(proto.pieces) if p.type in (NORMAL, USER_DEFINED)}
+def bpe_merges(pieces: List[Tuple[str, int]]) -> List[Tuple[str, str]]:
+    """Every split of a piece into two mergeable pieces, ranked by the merged piece's score (its id).
+
+    `pieces`: (piece as tokenizer.json spells it, type) in id order."""
+    mergeable = {p: i for i, (p, kind) in enumerate(pieces) if kind in (NORMAL, USER_DEFINED)}
     merges: List[Tuple[str, str]] = []
     for piece in sorted(mergeable, key=mergeable.__getitem__):
         splits = [(piece[:k], piece[k:]) for k in range(1, len(piece)) if piece[:k] in mergeable and piece[k:] in mergeable]
@@ -62,24 +79,28 @@ def bpe_merges(proto: Any) -> List[Tuple[str, str]]:
 
 def build(model: bytes) -> Any:
     """The `tokenizers.Tokenizer` that gives the model's ids; a one-line Stage2Error if none can."""
-    from tokenizers import Tokenizer, decoders, models, normalizers
+    from tokenizers import AddedToken, Tokenizer, decoders, models
 
     proto = _proto(model)
     why = exportable(proto)
     if why:
-        raise Stage2Error(f"tokenizer.json: cannot reproduce this SentencePiece model exactly: {why} (tokenizer=lossy?)")
+        raise Stage2Error(f"tokenizer.json: cannot reproduce this SentencePiece model exactly: {why}")
     pieces = list(proto.pieces)
-    unk = next((p.piece for p in pieces if p.type == UNKNOWN), None)
+    names = [hf_piece(p) for p in pieces]
     if proto.trainer_spec.model_type == 2:  # BPE
-        vocab = {p.piece: i for i, p in enumerate(pieces)}
-        core = models.BPE(vocab=vocab, merges=bpe_merges(proto), unk_token=unk, byte_fallback=True, fuse_unk=False)
+        unk = next((names[i] for i, p in enumerate(pieces) if p.type == UNKNOWN), None)
+        vocab = {name: i for i, name in enumerate(names)}
+        merges = bpe_merges([(name, p.type) for name, p in zip(names, pieces)])
+        core = models.BPE(vocab=vocab, merges=merges, unk_token=unk, byte_fallback=True, fuse_unk=False)
     else:
-        scored = [(p.piece, p.score if p.type in (NORMAL, USER_DEFINED) else NEVER) for p in pieces]
+        scored = [(name, p.score if p.type in (NORMAL, USER_DEFINED) else NEVER) for name, p in zip(names, pieces)]
         unk_id = next(i for i, p in enumerate(pieces) if p.type == UNKNOWN)
         core = models.Unigram(scored, unk_id=unk_id, byte_fallback=True)
     tok = Tokenizer(core)
-    tok.normalizer = normalizers.Replace(" ", SPACE)
-    tok.decoder = decoders.Sequence([decoders.Replace(SPACE, " "), decoders.ByteFallback(), decoders.Fuse()])
+    symbols = [names[i] for i, p in enumerate(pieces) if p.type == USER_DEFINED]
+    if symbols:
+        tok.add_tokens([AddedToken(s, special=False, normalized=False) for s in symbols])
+    tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
     return tok
 
 
@@ -124,4 +145,4 @@ def write(model: bytes, folder: Path) -> List[Path]:
 def agreement(sp: Any, tok: Any, texts: List[str]) -> int:
     """How many of `texts` the HF tokenizer `tok` encodes to exactly the SentencePiece processor `sp`'s ids."""
     theirs = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
-    return sum(a == b for a, b in zip(sp.encode(texts), theirs))
+    return sum(a == b for a, b in zip(encoding.encode(sp, texts), theirs))

@@ -1,0 +1,188 @@
+"""Issue #22, the run's own boundaries: names that become paths, scratch files a resume reuses, and
+every value that can be checked before any work.
+
+Each case runs the real CLI (or the real stage functions on real files) and fails on the code before
+these checks: a name used as a path, a resume that trusted a changed scratch file, a value SentencePiece
+or numpy refused only after the filter stage had run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import sample_records, write_jsonl
+from test_reliability import cli, one_line_error, tree
+from test_resume import assert_killed_mid_stage, assert_resumed_like, kill_when, resume, stage2, stats
+from test_resume_filter import done_tasks
+
+RECORDS = sample_records("web_stackexchange.jsonl.gz", 40)
+
+
+def own_manifest(base: Path, components: dict) -> list:
+    folder = base / "conf" / "dataset"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mine.yaml").write_text(yaml.safe_dump({"name": "mine", "components": components}))
+    return ["dataset=mine", f"hydra.searchpath=[file://{base / 'conf'}]"]
+
+
+# ---- 1. names are not paths ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["VICTIM", "..", "a/b", ".work", ".env", "", "web.v2", "x" * 65])
+def test_a_component_name_that_is_no_plain_name_is_refused_before_any_work(tmp_path, bad):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "my_embeddings.npy").write_bytes(np.arange(4).tobytes())
+    (victim / ".env").write_text("SECRET=1\n")
+    before = tree(victim)
+    name = str(victim) if bad == "VICTIM" else bad
+    write_jsonl(tmp_path / "docs.jsonl", RECORDS)
+    args = own_manifest(tmp_path, {name: {"data_files": [str(tmp_path / "docs.jsonl")]}, "good": {"data_files": [str(tmp_path / "docs.jsonl")]}})
+    out = cli(tmp_path, "stage=pipeline", *args, "hydra.run.dir=run", f"runs_index={tmp_path}/runs.jsonl", "executor.workers=1")
+    line = one_line_error(out, "dataset.components.", "letters, digits")
+    assert repr(name) in line
+    assert tree(victim) == before
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs.jsonl").exists()
+
+
+def test_shard_cleanup_deletes_only_files_the_stage_writes(tmp_path):
+    from stage2.shard import _clean_component
+
+    folder = tmp_path / "shards" / "web"
+    (folder / ".work").mkdir(parents=True)
+    for name in ("shard-00000.npy", "shard-00001.npy", ".shard-00002.npy.tmp-123", "my_embeddings.npy", ".env", "notes.txt"):
+        (folder / name).write_bytes(b"x")
+    _clean_component(folder, [{"file": "shard-00000.npy"}])
+    assert sorted(p.name for p in folder.iterdir()) == [".env", "my_embeddings.npy", "notes.txt", "shard-00000.npy"]
+
+
+# ---- 5. resume checks every scratch file it reuses ----------------------------------------------
+
+FILTER_RECIPE = [
+    "stage=filter",
+    "dataset=files",
+    "dataset.paths=[in/web.jsonl]",
+    "dataset.partition_size=25",
+    "filter.lang_backend=langdetect",  # slow enough for the kill to land mid-stage
+    "filter.keep_rejected=2",
+    "progress=false",
+]
+
+
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.slow
+def test_filter_resume_redoes_a_task_whose_scratch_file_changed(tmp_path):
+    write_jsonl(tmp_path / "in" / "web.jsonl", sample_records("web_stackexchange.jsonl.gz", 400))
+    recipe = [*FILTER_RECIPE, f"runs_index={tmp_path}/runs.jsonl"]
+    stage2([*recipe, "executor.workers=1", "hydra.run.dir=fresh"], tmp_path)
+    run_dir = tmp_path / "killed"
+    kill_when([*recipe, "executor.workers=2"], tmp_path, run_dir, lambda d: len(done_tasks(d)) >= 4)
+    assert_killed_mid_stage(run_dir, run_dir / "filtered" / "manifest.json")
+    done = done_tasks(run_dir)
+    screened = [m for m in done if m.name == "done-screen.json"]
+    candidates = sorted(screened[0].parent.glob("cand-*.parquet"))
+    spills = sorted(p for m in screened[1:] for p in m.parent.glob("near-*.npy"))
+    assert candidates and spills
+    flip_a_byte(candidates[0])  # the text of a document in a candidates file
+    flip_a_byte(spills[0])  # a hash in a spill file
+    resume(run_dir, tmp_path, "executor.workers=1")
+    assert_resumed_like(run_dir, tmp_path / "fresh")
+    # Exactly the two tasks whose files changed were done again.
+    assert stats(run_dir)["stages"]["filter"]["tasks_resumed"] == len(done) - 2
+
+
+SHARD_RECIPE = [
+    "stage=shard",
+    "dataset=files",
+    "dataset.paths=[in/web.jsonl]",
+    "dataset.partition_size=20",
+    "shard.batch_size=1",
+    "shard.seq_len=64",
+    "shard.sequences_per_shard=4096",  # one shard: no checkpoint consumes the token files early
+    "progress=false",
+]
+
+
+@pytest.mark.slow
+def test_shard_resume_redoes_a_partition_whose_token_file_changed(tmp_path):
+    import sentencepiece as spm
+
+    write_jsonl(tmp_path / "in" / "web.jsonl", sample_records("web_stackexchange.jsonl.gz", 300))
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(r["text"] for r in sample_records("foldoc.jsonl.gz", 600)), model_prefix=str(tmp_path / "tiny"),
+        vocab_size=500, model_type="unigram", num_threads=2, minloglevel=2,
+    )
+    recipe = [*SHARD_RECIPE, f"shard.tokenizer={tmp_path / 'tiny.model'}", f"runs_index={tmp_path}/runs.jsonl"]
+    stage2([*recipe, "executor.workers=1", "hydra.run.dir=fresh"], tmp_path)
+    run_dir = tmp_path / "killed"
+    work = run_dir / "shards" / "web" / ".work"
+    kill_when([*recipe, "executor.workers=2"], tmp_path, run_dir, lambda d: len(list(work.glob("part-*.done.json"))) >= 3)
+    assert_killed_mid_stage(run_dir, run_dir / "shards" / "manifest.json")
+    markers = sorted(work.glob("part-*.done.json"))
+    tokens = work / markers[0].name.replace(".done.json", ".bin")
+    assert json.loads(markers[0].read_text())["file"][0] == tokens.stat().st_size
+    flip_a_byte(tokens)  # a token id: the same size, another id
+    resume(run_dir, tmp_path, "executor.workers=1")
+    assert_resumed_like(run_dir, tmp_path / "fresh")
+    assert stats(run_dir)["stages"]["shard"]["partitions_resumed"] == len(markers) - 1
+
+
+def test_a_changed_shard_is_not_kept_by_a_resume(tmp_path):
+    from stage2.shard import find_resume
+
+    folder = tmp_path / "web"
+    rows = np.arange(64, dtype=np.uint16).reshape(2, 32)
+    from stage2.packing import write_shard
+
+    (folder / ".work").mkdir(parents=True)
+    entry = write_shard(folder / "shard-00000.npy", rows)
+    index = {"tokenizer": {"sha256": "t"}, "shards": [entry]}
+    (folder / "index.json").write_text(json.dumps(index))
+    assert find_resume(folder, "t", np.dtype(np.uint16)).index == index
+    flip_a_byte(folder / "shard-00000.npy")
+    assert find_resume(folder, "t", np.dtype(np.uint16)).index is None
+
+
+# ---- 8 and 10: everything that can be checked at start-up is -----------------------------------
+
+
+@pytest.mark.parametrize("override, key", [
+    ("tokenizer.input_sentence_size=-1", "tokenizer.input_sentence_size"),
+    ("tokenizer.seed=-3", "tokenizer.seed"),
+    ("tokenizer.character_coverage=0.5", "tokenizer.character_coverage"),
+    ("tokenizer.eos_id=1", "tokenizer.bos_id=1 and tokenizer.eos_id=1"),
+    ("tokenizer.max_sentence_length=5", "tokenizer.max_sentence_length"),
+    ("tokenizer.num_threads=2000", "tokenizer.num_threads"),
+    ("tokenizer.user_defined_symbols=[sym,sym]", "tokenizer.user_defined_symbols"),
+    ("tokenizer.eval_docs_per_component=-1", "tokenizer.eval_docs_per_component"),
+    ('tokenizer.user_defined_symbols=["a b"]', "a symbol holds a space"),
+    ("shard.sequences_per_shard=1000000000000", "shard.sequences_per_shard"),
+    ("dataset.partition_size=100000000000000000000", "dataset.partition_size"),
+    ("dataset.components.web.weight=0", "dataset.components.web.weight"),
+    ("dataset.components.web.weight=-1", "dataset.components.web.weight"),
+    ("dataset.components.web.weight=nan", "dataset.components.web.weight"),
+])
+def test_a_value_out_of_range_is_refused_before_the_filter_runs(tmp_path, override, key):
+    out = cli(tmp_path, "stage=pipeline", override, "hydra.run.dir=run", f"runs_index={tmp_path}/runs.jsonl", "executor.workers=1")
+    one_line_error(out, key)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_interpolation_in_a_path_is_one_line_and_an_escaped_one_is_literal(tmp_path):
+    write_jsonl(tmp_path / "a${b}.jsonl", RECORDS)
+    common = ("stage=filter", "dataset=files", "hydra.run.dir=run", f"runs_index={tmp_path}/runs.jsonl", "executor.workers=1", "filter.lang_check=null")
+    one_line_error(cli(tmp_path, *common, "dataset.paths=[a${b}.jsonl]"), "dataset.paths[0]", "Interpolation key 'b'", "\\${")
+    assert not (tmp_path / "run").exists()
+    out = cli(tmp_path, *common, "dataset.paths=[a\\${b}.jsonl]")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((tmp_path / "run" / "stats.json").read_text())["stages"]["filter"]["components"]["a_b"]["records_in"] == len(RECORDS)
