@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, List
 
-from stage2.errors import Stage2Error
+from stage2.errors import Stage2Error, first_line
 
 
 def file_sha256(path: Path) -> str:
@@ -108,12 +108,7 @@ def read_json(path: Path) -> Any:
     except OSError as exc:
         raise Stage2Error(f"{path}: cannot be read: {exc.strerror or exc}") from exc
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError: cut short or overwritten
-        raise Stage2Error(f"{path}: not valid JSON ({_first_line(exc)}): the file is damaged") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+        raise Stage2Error(f"{path}: not valid JSON ({first_line(exc)}): the file is damaged") from None
 
 
 def write_json(path: Path, obj: Any, durable: bool = True) -> None:

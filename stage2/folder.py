@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Set
 import yaml
 
 from stage2.errors import Stage2Error
+from stage2.files import is_temporary
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def check_usable(run_dir: Path, what: str = "hydra.run.dir") -> None:
         return
     watched = _watched.get(key)
     names = set(watched.entries) if watched is not None and watched.entries is not None else {p.name for p in key.iterdir()}
-    names = {n for n in names if "/" not in n and not _is_temporary(n)}
+    names = {n for n in names if "/" not in n and not is_temporary(n)}
     if "stats.json" in names and _stage2_file(key / "provenance.json"):
         return  # a run (finished, failed, killed): whether it may be continued is `check_resumable`'s to say
     strange = sorted(n for n in names if n not in START_FILES)
@@ -96,10 +97,6 @@ def check_usable(run_dir: Path, what: str = "hydra.run.dir") -> None:
         f"{key} is not empty and holds no stage2 run ({shown}); nothing in it was changed: choose an empty or new folder"
         f" for {what}"
     )
-
-
-def _is_temporary(name: str) -> bool:
-    return name.startswith(".") and ".tmp-" in name  # `.<name>.tmp-<pid>` of a writer that was killed
 
 
 def _stage2_file(path: Path) -> bool:

@@ -21,7 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from stage2.errors import Stage2Error
+from stage2.errors import Stage2Error, first_line
 from stage2.schema import check_ranges, register, validate
 
 log = logging.getLogger("stage2")
@@ -349,21 +349,16 @@ def hydra_error(exc: BaseException) -> str:
     for error in chain:
         if isinstance(error, OSError) and not isinstance(error, MissingConfigException) and error.filename:
             return describe(error)
-    first = _first_line(exc)
+    first = first_line(exc)
     if isinstance(exc, MissingConfigException) and exc.options:
         return f"{first} (available: {', '.join(exc.options)})"
     if isinstance(exc, OverrideParseException):
         return f"{exc.override}: {first}"
     cause = exc.__cause__
-    if cause is not None and _first_line(cause) not in first:  # e.g. "Error merging override x=abc": what was wrong
+    if cause is not None and first_line(cause) not in first:  # e.g. "Error merging override x=abc": what was wrong
         key = getattr(cause, "full_key", None)
-        return f"{first}: {f'{key}: ' if key and key not in first else ''}{_first_line(cause)}"
+        return f"{first}: {f'{key}: ' if key and key not in first else ''}{first_line(cause)}"
     return first if first != type(exc).__name__ else describe(exc)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple
 
 from stage2.documents import Document
-from stage2.errors import Stage2Error
+from stage2.errors import Stage2Error, first_line
 from stage2.schema import check_name
 
 log = logging.getLogger(__name__)
@@ -302,14 +302,9 @@ def reach_hub(spec: ComponentSpec) -> None:
 def _hub_error(spec: ComponentSpec, exc: BaseException) -> Stage2Error:
     return Stage2Error(
         f"component {spec.name}: cannot open hub dataset {spec.hub_path!r}"
-        f"{' (' + spec.subset + ')' if spec.subset else ''}: {type(exc).__name__}: {_first_line(exc)}."
+        f"{' (' + spec.subset + ')' if spec.subset else ''}: {type(exc).__name__}: {first_line(exc)}."
         " Without network access, download it elsewhere and use local files (dataset=files or data_files)"
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else ""
 
 
 def iter_documents(spec: ComponentSpec) -> Iterator[Document]:
@@ -423,16 +418,12 @@ def check_unchanged(spec: ComponentSpec, path: str, content: bool = False) -> No
 
 
 def _xxh3(path: str) -> str:
-    import xxhash
+    from stage2.files import file_fingerprint
 
-    digest = xxhash.xxh3_128()
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(READ_BLOCK), b""):
-                digest.update(block)
+        return file_fingerprint(Path(path))[1]
     except OSError as exc:
         raise Stage2Error(f"{path}: changed during the run: it cannot be read any more ({exc.strerror or exc})") from None
-    return digest.hexdigest()
 
 
 def _line_records(spec: ComponentSpec, path: str, src: "_Source", first: int, byte_range: Optional[tuple]) -> Iterator[Document]:
@@ -462,7 +453,7 @@ def _line_records(spec: ComponentSpec, path: str, src: "_Source", first: int, by
             except StopIteration:
                 return
             except Exception as exc:  # a damaged compressed stream, an I/O error: the file cannot be read on
-                raise Stage2Error(f"{src.path}: record {record + 1}: cannot be read: {type(exc).__name__}: {_first_line(exc)}") from None
+                raise Stage2Error(f"{src.path}: record {record + 1}: cannot be read: {type(exc).__name__}: {first_line(exc)}") from None
             where = f"line {line_no + 1}" if line_no is not None else f"the line at byte {at}"
             if at == 0 and raw.startswith(UTF8_BOM):
                 raw = raw[len(UTF8_BOM) :]  # it marks the encoding (as `utf-8-sig`), no part of the text
@@ -587,7 +578,7 @@ def _parquet_records(spec: ComponentSpec, path: str, src: "_Source", first: int,
     except Stage2Error:
         raise
     except Exception as exc:  # pyarrow's ArrowInvalid, OSError: a damaged file
-        raise Stage2Error(f"{src.path}: record {record + 1}: cannot be read: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise Stage2Error(f"{src.path}: record {record + 1}: cannot be read: {type(exc).__name__}: {first_line(exc)}") from None
 
 
 def _file_records(spec: ComponentSpec, path: Optional[str], src: "_Source") -> Iterator[Document]:
@@ -604,7 +595,7 @@ def _file_records(spec: ComponentSpec, path: Optional[str], src: "_Source") -> I
     except Stage2Error:
         raise
     except Exception as exc:  # raised inside datasets/pyarrow, which cannot say which record
-        raise Stage2Error(f"{src.path}: record {record + 1}: cannot be read: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise Stage2Error(f"{src.path}: record {record + 1}: cannot be read: {type(exc).__name__}: {first_line(exc)}") from exc
 
 
 def _rows(spec: ComponentSpec, path: Optional[str]) -> Iterator[Dict[str, Any]]:
@@ -857,7 +848,7 @@ def scan_file(path: str, fmt: Optional[str], sample_by: str = "line", stride: Op
                         except Exception as exc:  # zlib.error, zstd.ZstdError, OSError, LZMAError: the library's own check
                             if at == 0 and not block.startswith(MAGIC[suffix][0]):
                                 raise broken(f"not {name}-compressed: it starts with {block[:8]!r}, not {name}'s magic bytes (plain text named {suffix}?)") from None
-                            raise broken(f"corrupt {name} data near byte {at} ({_first_line(exc) or type(exc).__name__})") from None
+                            raise broken(f"corrupt {name} data near byte {at} ({first_line(exc) or type(exc).__name__})") from None
                         text_bytes += len(out)
                         if counter is not None and out:
                             counter.feed(out)
@@ -892,7 +883,7 @@ def parquet_rows(path: str) -> int:
         with open_binary(path) as f:
             return pq.ParquetFile(f).metadata.num_rows  # the footer only: no data is read
     except Exception as exc:  # pyarrow's ArrowInvalid, OSError: not parquet, or cut short
-        raise Stage2Error(f"{path}: record 1: cannot be read: not a readable parquet file ({_first_line(exc)})") from None
+        raise Stage2Error(f"{path}: record 1: cannot be read: not a readable parquet file ({first_line(exc)})") from None
 
 
 def hub_revisions(specs: List[ComponentSpec]) -> Dict[str, Dict[str, Any]]:
@@ -908,6 +899,6 @@ def hub_revisions(specs: List[ComponentSpec]) -> Dict[str, Dict[str, Any]]:
             entry["sha"] = HfApi().dataset_info(spec.hub_path, revision=spec.revision, timeout=10).sha
         except Exception as exc:  # offline or unknown: record it rather than fail the run
             entry["sha"] = None
-            entry["error"] = f"{type(exc).__name__}: {_first_line(exc)}"
+            entry["error"] = f"{type(exc).__name__}: {first_line(exc)}"
         revisions[spec.name] = entry
     return revisions
