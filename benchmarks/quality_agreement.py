@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from benchmarks.common import REPO, machine, md_table, read_jsonl, shared_data_dir, write_results
 from stage2.documents import Document
-from stage2.steps.quality import QUALITY_STEPS, text
+from stage2.steps.quality import text
 from stage2.steps.base import STEPS
 
 FILES = ("en_web_stackexchange_dev.jsonl.gz", "en_web_cc_samples_dev.jsonl.gz")
@@ -126,12 +126,12 @@ def run_ours(step: str, settings: Dict[str, Any], docs: List[Document], repeats:
     best, verdicts = float("inf"), None
     for _ in range(repeats):
         text.clear_cache()
-        judge = cls(QUALITY_STEPS[step](**settings))
+        judge = cls(cls.Settings(**settings))
         started = time.process_time()
         verdicts = judge.judge(docs)
         best = min(best, time.process_time() - started)
     started = time.process_time()
-    cls(QUALITY_STEPS[step](**settings)).judge(docs)
+    cls(cls.Settings(**settings)).judge(docs)
     return verdicts, best, time.process_time() - started
 
 

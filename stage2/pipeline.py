@@ -66,7 +66,10 @@ def run_stage(cfg: Dict[str, Any], run_dir: Path, record: bool = True) -> Path:
         return run_dir
 
     finished_before = _status(run_dir) == "finished"  # resuming a finished run: it is indexed already
-    run = start_run(run_dir, cfg)
+    warmup = None
+    if stage in ("filter", "pipeline"):  # the workers load the filter's language models while they scan the inputs
+        from stage2.filter import worker_warmup as warmup
+    run = start_run(run_dir, cfg, warmup)
     steps = PIPELINE if stage == "pipeline" else (stage,)
     headline: Dict[str, Any] = {}
     try:

@@ -1,8 +1,10 @@
 """Training-side reader: memory-mapped shards and one pure, resumable definition of the mixture stream.
 
 `ComponentShards` maps one component's shards (read-only memory maps: nothing is read until a row is
-touched; each shard's .npy header and length are checked against index.json when it is opened). `MixtureSampler` defines the stream. Row i of data-parallel rank r's batch at step s is
-global draw g = (s * world_size + r) * batch_size + i, and draw g is mapped, with no state, to
+touched; each shard's .npy header and length are checked against index.json when it is opened, by
+`stage2.shards.format`, the module that owns the shard layout). `MixtureSampler` defines the stream.
+Row i of data-parallel rank r's batch at step s is global draw g = (s * world_size + r) *
+batch_size + i, and draw g is mapped, with no state, to
 
 1. a component, by a fixed weighted interleave of the weights (`interleave`): a schedule of `PERIOD`
    draws that repeats, in which every prefix holds each component within 3 draws of share * n;
@@ -19,17 +21,15 @@ the same across numpy releases, and uv.lock pins it).
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from stage2.errors import Stage2Error
+from stage2.shards.format import INDEX, MANIFEST, open_shard, read_index, read_manifest, shards_dir
 
-SHARDS_DIR = "shards"
 # Draws per repeat of the interleave; weights are realised to 1/PERIOD (quota / PERIOD is the share).
 PERIOD = 1 << 16
 # `batch` works out and reads the rows of a block of consecutive steps at once (up to BLOCK_ROWS rows
@@ -41,68 +41,6 @@ BLOCK_BYTES = 8 << 20
 FANCY_MIN = 6
 
 
-def shards_dir(path: Path) -> Path:
-    """A run folder or its `shards/` folder -> the `shards/` folder."""
-    path = Path(path)
-    return path if (path / "manifest.json").exists() and path.name == SHARDS_DIR else path / SHARDS_DIR
-
-
-def open_shard(path: Path, rows: int, seq_len: int, dtype: str) -> np.ndarray:
-    """A shard as a read-only `[rows, seq_len]` memory map, after checking that its .npy header and its
-    length are what the component's index.json says: a cut-short file or a rewritten header fails here,
-    naming the file, instead of shifting every later row. (The bytes of the rows are not hashed here:
-    `stage=verify` compares every shard with the sha256 recorded in index.json.)"""
-    path = Path(path)
-    want = np.dtype(dtype)
-    try:
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, got = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, fortran, got = np.lib.format.read_array_header_2_0(f)
-            else:
-                raise ValueError(f"npy format version {version[0]}.{version[1]}, shards are written as 1.0")
-            offset, size = f.tell(), os.fstat(f.fileno()).st_size
-    except FileNotFoundError:
-        raise Stage2Error(f"{path}: listed in its index.json but missing") from None
-    except OSError as exc:
-        raise Stage2Error(f"{path}: cannot be read: {exc.strerror or exc}") from None
-    except ValueError as exc:  # numpy's header parser: a damaged or overwritten header
-        raise Stage2Error(f"{path}: not a readable .npy shard ({str(exc).strip().splitlines()[0]}): the header is damaged") from None
-    if got != want or fortran or tuple(shape) != (rows, seq_len):
-        raise Stage2Error(
-            f"{path}: the .npy header says {tuple(shape)} {got.name}{' (Fortran order)' if fortran else ''},"
-            f" index.json says ({rows}, {seq_len}) {want.name}: the file was rewritten or damaged"
-        )
-    expected = offset + rows * seq_len * want.itemsize
-    if size != expected:
-        raise Stage2Error(f"{path}: {size} bytes, its header and index.json say {expected}: the file is {'cut short' if size < expected else 'longer'}")
-    if rows == 0:  # (a map of no bytes cannot be made)
-        return np.empty((0, seq_len), dtype=want)
-    return np.memmap(path, dtype=want, mode="r", offset=offset, shape=(rows, seq_len), order="C")
-
-
-def read_record(path: Path, keys: Sequence[str]) -> Dict[str, Any]:
-    """A JSON record of a shard run (index.json, manifest.json) holding `keys`; a damaged one is a one-line error."""
-    try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise Stage2Error(f"{path}: missing") from None
-    except OSError as exc:
-        raise Stage2Error(f"{path}: cannot be read: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise Stage2Error(f"{path}: not valid JSON ({str(exc).strip().splitlines()[0]}): the file is damaged") from None
-    missing = [k for k in keys if not isinstance(record, dict) or k not in record]
-    if missing:
-        raise Stage2Error(f"{path}: no {', '.join(missing)}: not a shard run's record, or a damaged one")
-    return record
-
-
-INDEX_KEYS = ("component", "seq_len", "dtype", "rows", "shards")
-MANIFEST_KEYS = ("seq_len", "dtype", "components")
-
-
 class ComponentShards:
     """One component's rows across its shards, as one indexable sequence of `[seq_len]` arrays.
 
@@ -111,8 +49,8 @@ class ComponentShards:
 
     def __init__(self, comp_dir: Path):
         comp_dir = Path(comp_dir)
-        index_path = comp_dir / "index.json"
-        self.index = read_record(index_path, INDEX_KEYS)
+        index_path = comp_dir / INDEX
+        self.index = read_index(comp_dir)
         self.name = self.index["component"]
         self.seq_len = int(self.index["seq_len"])
         self.arrays = [open_shard(comp_dir / s["file"], int(s["rows"]), self.seq_len, self.index["dtype"]) for s in self.index["shards"]]
@@ -210,15 +148,15 @@ class MixtureSampler:
         if seed < 0:
             raise Stage2Error(f"seed={seed}: must be >= 0")
         folder = shards_dir(path)
-        manifest_path = folder / "manifest.json"
+        manifest_path = folder / MANIFEST
         if not manifest_path.exists():
             raise Stage2Error(f"{manifest_path}: missing; point at a shard or pipeline run folder")
-        manifest = read_record(manifest_path, MANIFEST_KEYS)
+        manifest = read_manifest(folder)
         self.components: List[ComponentShards] = [ComponentShards(folder / c["name"]) for c in manifest["components"]]
         self.names = [c.name for c in self.components]
         for entry, comp in zip(manifest["components"], self.components):
             if comp.name != entry["name"]:
-                raise Stage2Error(f"{folder / entry['name'] / 'index.json'}: is the index of component {comp.name!r}, {manifest_path} says {entry['name']!r}")
+                raise Stage2Error(f"{folder / entry['name'] / INDEX}: is the index of component {comp.name!r}, {manifest_path} says {entry['name']!r}")
         if weights is None:
             given = check_weights({c["name"]: c["weight"] for c in manifest["components"]}, self.names, f"{manifest_path}: weights")
         else:

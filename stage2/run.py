@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import yaml
 
@@ -131,7 +131,7 @@ class Run:
         write_json(self.dir / "provenance.json", self.provenance)
 
 
-def start_run(run_dir: Path, cfg: Dict[str, Any]) -> Run:
+def start_run(run_dir: Path, cfg: Dict[str, Any], warmup: Optional[Callable[[Dict[str, Any], List[ComponentSpec]], Callable[[], None]]] = None) -> Run:
     """Write the resolved config, provenance and a first stats.json, and make the run's executor.
 
     A folder that already holds a run is continued only with resume=true and the same recipe and inputs;
@@ -150,20 +150,18 @@ def start_run(run_dir: Path, cfg: Dict[str, Any]) -> Run:
     components = resolve_components(cfg["dataset"], cfg["launch_dir"]) if needs_inputs else []
     executor = make_executor(cfg["executor"]) if needs_inputs else None
     try:
-        return _start(run_dir, cfg, components, executor, resuming)
+        return _start(run_dir, cfg, components, executor, resuming, warmup)
     except BaseException:
         if executor is not None:  # its workers must not outlive a start that failed (nor print at exit)
             executor.close()
         raise
 
 
-def _start(run_dir: Path, cfg: Dict[str, Any], components: List[ComponentSpec], executor: Any, resuming: bool) -> Run:
+def _start(run_dir: Path, cfg: Dict[str, Any], components: List[ComponentSpec], executor: Any, resuming: bool, warmup: Any) -> Run:
     from stage2 import folder
 
-    if executor is not None and cfg["stage"] in ("filter", "pipeline"):
-        from stage2.filter import worker_warmup
-
-        executor.start(worker_warmup(cfg, components))  # the workers load their models while they scan
+    if executor is not None and warmup is not None:
+        executor.start(warmup(cfg, components))  # the workers load their models while they scan
     # Workers scan the inputs (hash, count, check compressed files to their end, partition offsets).
     scans = input_fingerprints(components, cfg["dataset"]["partition_size"], executor.map if executor else map)
     fingerprints = {path: {k: v for k, v in scan.items() if k != "offsets"} for path, scan in scans.items()}

@@ -2,27 +2,22 @@
 
 `conf/config.yaml` puts `stage2_schema` first in its defaults list, so every YAML file and every
 command-line override is merged into these dataclasses: an unknown key or a value of the wrong type
-fails at start-up with Hydra's own message, before any work is done.
+fails at start-up with Hydra's own message, before any work is done. `FilterConfig` gets one field
+per optional filter step from the step registry (stage2/steps), so a new step needs no edit here.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, make_dataclass
 from enum import Enum
 from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 # Standard library only: workers import the schema without Hydra or heavy dependencies.
-from stage2.steps.quality import (
-    QUALITY_STEPS,
-    C4QualitySettings,
-    FineWebQualitySettings,
-    GopherQualitySettings,
-    GopherRepetitionSettings,
-)
+from stage2.steps import optional_steps
 
 
 class Stage(str, Enum):
@@ -119,7 +114,9 @@ class DedupConfig:
 
 
 @dataclass
-class FilterConfig:
+class FilterKeys:
+    """The filter's own keys; FilterConfig adds the optional steps' settings."""
+
     min_chars: int = 200
     max_chars: int = 8000
     languages: List[str] = field(default_factory=lambda: ["en"])
@@ -134,13 +131,28 @@ class FilterConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     keep_rejected: int = 0  # keep up to N dropped documents per reason for inspection
     on_bad_record: BadRecordPolicy = BadRecordPolicy.fail
-    # Quality steps to run after length and language, in this order (stage2/steps/quality): any of
-    # gopher_repetition, gopher_quality, c4_quality, fineweb_quality. Each one's settings are below.
+    # The optional steps to run (stage2/steps: gopher_repetition, gopher_quality, c4_quality,
+    # fineweb_quality, or any step added there), each with its settings filter.<name>. The chain runs
+    # steps by their `order`; the four quality steps after language, in the order named here.
     quality: List[str] = field(default_factory=list)
-    gopher_repetition: GopherRepetitionSettings = field(default_factory=GopherRepetitionSettings)
-    gopher_quality: GopherQualitySettings = field(default_factory=GopherQualitySettings)
-    c4_quality: C4QualitySettings = field(default_factory=C4QualitySettings)
-    fineweb_quality: FineWebQualitySettings = field(default_factory=FineWebQualitySettings)
+
+
+def _filter_config(steps: Dict[str, Any]) -> type:
+    """FilterKeys plus a field `<name>: <the step's Settings>` per optional step, in that order."""
+    own = {f.name for f in fields(FilterKeys)}
+    clash = [name for name in steps if name in own]
+    if clash:
+        raise TypeError(f"filter step {clash[0]!r}: filter.{clash[0]} is already a key of the filter; rename the step")
+    made = make_dataclass(
+        "FilterConfig", [(name, cls.Settings, field(default_factory=cls.Settings)) for name, cls in steps.items()], bases=(FilterKeys,)
+    )
+    made.__module__ = __name__  # (make_dataclass's own guess is the caller's caller; pickling looks it up here)
+    made.__doc__ = "The `filter` group: the filter's own keys, then each optional step's settings under its name."
+    return made
+
+
+OPTIONAL_STEPS = optional_steps()  # the steps filter.quality can name: FilterConfig has their settings
+FilterConfig = _filter_config(OPTIONAL_STEPS)
 
 
 @dataclass
@@ -342,7 +354,7 @@ def _dataset_rules(ds: Dict[str, Any], f: Dict[str, Any]) -> List[Tuple[bool, st
              f"(or {key}.max_chars=0: no upper bound)"),
             (languages is None or len(languages) >= 1, f"{key}.languages is empty: name at least one language to keep (e.g. [en]), or null for filter.languages"),
             (languages is None or all(str(lang).strip() for lang in languages), f"{key}.languages={_override(languages)} holds an empty language name"),
-            (all(n in QUALITY_STEPS for n in c.get("quality") or []), f"{key}.quality={_override(c.get('quality'))}: the quality steps are {', '.join(QUALITY_STEPS)}"),
+            (all(n in OPTIONAL_STEPS for n in c.get("quality") or []), f"{key}.quality={_override(c.get('quality'))}: the quality steps are {', '.join(OPTIONAL_STEPS)}"),
         ]
     return rules
 
@@ -357,35 +369,17 @@ def _count(n: int, noun: str) -> str:
 
 
 def _quality_rules(f: Dict[str, Any]) -> List[Tuple[bool, str]]:
-    """filter.quality names known steps, once each; the steps' shares are shares, counts are counts."""
+    """filter.quality names known steps, once each; every optional step's settings meet its own checks."""
     names = list(f.get("quality") or [])
-    unknown = [n for n in names if n not in QUALITY_STEPS]
+    unknown = [n for n in names if n not in OPTIONAL_STEPS]
     rules = [
-        (not unknown, f"filter.quality={_override(names)}: no quality step is named {', '.join(map(repr, unknown))}; the steps are {', '.join(QUALITY_STEPS)}"),
+        (not unknown, f"filter.quality={_override(names)}: no quality step is named {', '.join(map(repr, unknown))}; the steps are {', '.join(OPTIONAL_STEPS)}"),
         (len(set(names)) == len(names), f"filter.quality={_override(names)} names a step twice"),
     ]
-    gr, gq, c4, fw = (f.get(n) or {} for n in QUALITY_STEPS)
-
-    def share(step: str, key: str, value: Any) -> Tuple[bool, str]:
-        return (value is None or 0.0 <= value <= 1.0, f"filter.{step}.{key}={value} must be a share between 0 and 1 (null: the rule is off)")
-
-    def at_least(step: str, key: str, value: Any, low: int, off: str) -> Tuple[bool, str]:
-        return (value is None or value >= low, f"filter.{step}.{key}={value} must be {low} or more ({off})")
-
-    rules += [share("gopher_repetition", k, v) for k, v in gr.items()]
-    rules += [share("gopher_quality", k, gq.get(k)) for k in ("max_symbol_word_ratio", "max_bullet_lines_ratio", "max_ellipsis_lines_ratio", "max_non_alpha_words_ratio")]
-    rules += [at_least("gopher_quality", k, gq.get(k), 0, "null or 0: the rule is off") for k in ("min_doc_words", "max_doc_words", "min_avg_word_length", "max_avg_word_length", "min_stop_words")]
-    lo_w, hi_w, lo_l, hi_l = gq.get("min_doc_words"), gq.get("max_doc_words"), gq.get("min_avg_word_length"), gq.get("max_avg_word_length")
-    rules += [
-        (not (lo_w and hi_w) or lo_w <= hi_w, f"filter.gopher_quality.min_doc_words={lo_w} and max_doc_words={hi_w}: need min_doc_words <= max_doc_words"),
-        (not (lo_l and hi_l) or lo_l <= hi_l, f"filter.gopher_quality.min_avg_word_length={lo_l} and max_avg_word_length={hi_l}: need min <= max"),
-    ]
-    rules += [at_least("c4_quality", k, c4.get(k), -1, "-1: the rule is off") for k in ("min_num_sentences", "min_words_per_line", "max_word_length")]
-    rules += [share("fineweb_quality", k, fw.get(k)) for k in ("line_punct_thr", "short_line_thr", "char_duplicates_ratio")]
-    rules += [at_least("fineweb_quality", "short_line_length", fw.get("short_line_length"), 0, "characters"),
-              at_least("fineweb_quality", "new_line_ratio", fw.get("new_line_ratio"), 0, "newlines per word")]
-    rules.append((fw.get("stop_chars") is None or len(fw["stop_chars"]) > 0,
-                  "filter.fineweb_quality.stop_chars is empty: no line could end a sentence (null: every Unicode sentence terminal)"))
+    for name, cls in OPTIONAL_STEPS.items():
+        settings = cls.Settings(**(f.get(name) or {}))
+        if hasattr(settings, "check"):
+            rules += settings.check(f"filter.{name}")
     return rules
 
 

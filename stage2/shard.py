@@ -33,19 +33,18 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from stage2 import packing, parts
+from stage2 import parts
 from stage2.errors import Stage2Error
 from stage2.executor import LocalExecutor
 from stage2.progress import Progress
 from stage2.files import atomic_write, file_fingerprint, is_temporary, unchanged, write_array
 from stage2.run import Run, atomic_path, file_sha256, write_json
+from stage2.shards.format import INDEX, SHARDS_DIR, component_index, is_shard_name, manifest_entry, token_dtype, write_index, write_manifest
+from stage2.shards.pack import PackResult, Packer
 
 log = logging.getLogger(__name__)
 
-SHARDS_DIR = "shards"
 WORK_DIR = ".work"
-INDEX = "index.json"
-MANIFEST = "manifest.json"
 PART = "part-{:05d}.bin"
 DONE = "part-{:05d}.done.json"  # a partition's done-marker: written after its token file
 CHECKPOINT = "pack.json"  # the packer's state after its last full shard
@@ -360,7 +359,7 @@ class ComponentPacker:
         self.run, self.tok_sha, self.dtype = run, tok_sha, dtype
         self.out_dir = run.dir / SHARDS_DIR / name
         self.work = self.out_dir / WORK_DIR
-        self.packer = packing.Packer(self.out_dir, seq_len, per_shard, dtype, on_shard=self._on_shard)
+        self.packer = Packer(self.out_dir, seq_len, per_shard, dtype, on_shard=self._on_shard)
         self.docs = 0
         self.partition, self.partition_start, self.docs_before = 0, 0, 0
         self.skip = 0  # tokens of the checkpoint's partition already in its shards
@@ -401,7 +400,7 @@ class ComponentPacker:
             (self.work / PART.format(i)).unlink(missing_ok=True)
         self.unpacked = [i for i in self.unpacked if i >= self.partition]
 
-    def finish(self, remainder: str, pad_id: int) -> packing.PackResult:
+    def finish(self, remainder: str, pad_id: int) -> PackResult:
         self.finishing = True
         return self.packer.finish(remainder, pad_id)
 
@@ -412,7 +411,7 @@ def _clean_component(out_dir: Path, keep: List[Dict[str, Any]]) -> None:
     shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
     listed = {s["file"] for s in keep}
     for path in out_dir.iterdir():
-        if path.is_file() and path.name not in listed and (packing.is_shard_name(path.name) or is_temporary(path.name)):
+        if path.is_file() and path.name not in listed and (is_shard_name(path.name) or is_temporary(path.name)):
             path.unlink(missing_ok=True)
 
 
@@ -431,32 +430,6 @@ def _tokenizer_info(run: Run, model: Path, sp: Any) -> Dict[str, Any]:
     }
 
 
-def component_index(name: str, weight: float, cfg: Dict[str, Any], tok: Dict[str, Any], dtype: np.dtype, docs: int, packed: packing.PackResult) -> Dict[str, Any]:
-    """index.json: what a reader and `stage=verify` need; no timings, so it is the same in every run."""
-    n_sep = docs * (int(bool(cfg["add_eos"])) + int(bool(cfg["add_bos"])))
-    return {
-        "component": name,
-        "weight": weight,
-        "seq_len": int(cfg["seq_len"]),
-        "dtype": dtype.name,
-        "vocab_size": tok["vocab_size"],
-        "eos_id": tok["eos_id"],
-        "bos_id": tok["bos_id"],
-        "pad_id": tok["pad_id"],
-        "add_eos": bool(cfg["add_eos"]),
-        "add_bos": bool(cfg["add_bos"]),
-        "remainder": cfg["remainder"],
-        "tokenizer": {"path": tok["path"], "sha256": tok["sha256"]},
-        "documents": docs,
-        "tokens": packed.stream_tokens - n_sep,  # document tokens, without separators
-        "separators": n_sep,
-        "rows": packed.rows,
-        "padding": packed.padding,
-        "tail_dropped": packed.tail_dropped,
-        "shards": packed.shards,
-    }
-
-
 def run(run: Run) -> Dict[str, Any]:
     cfg = run.cfg["shard"]
     seq_len, per_shard = int(cfg["seq_len"]), int(cfg["sequences_per_shard"])
@@ -470,7 +443,7 @@ def run(run: Run) -> Dict[str, Any]:
     for what, flag, tid in (("add_eos", cfg["add_eos"], tok["eos_id"]), ("add_bos", cfg["add_bos"], tok["bos_id"])):
         if flag and tid < 0:
             raise Stage2Error(f"{model}: shard.{what}=true but this tokenizer has no {what[4:]} id (-1)")
-    dtype = packing.token_dtype(tok["vocab_size"])
+    dtype = token_dtype(tok["vocab_size"])
     filtered = parts.filtered_source(run, cfg.get("input_run"), "shard")
     workers = getattr(run.executor, "workers", 1)
     base = {
@@ -512,7 +485,7 @@ def run(run: Run) -> Dict[str, Any]:
             if result.get("finished"):
                 index = state.index or {}
                 _keep_finished(run, out_dir, index, stats)
-                manifest.append({"name": name, "weight": weights[name], "index": f"{name}/{INDEX}", "rows": index["rows"]})
+                manifest.append(manifest_entry(name, weights[name], index["rows"]))
                 log.info("shard %s: resume: finished by the interrupted run, kept", name)
                 continue
             if current is None:
@@ -537,8 +510,7 @@ def run(run: Run) -> Dict[str, Any]:
             docs, current = current.docs, None
             seconds = busy + time.time() - packing_started
             index = component_index(name, weights[name], cfg, tok, dtype, docs, packed)
-            write_json(out_dir / INDEX, index)  # after the last shard: from here on the component is done
-            run.add_artifact(out_dir / INDEX)
+            run.add_artifact(write_index(out_dir, index))  # after the last shard: from here on the component is done
             _clean_component(out_dir, packed.shards)
             stats["components"][name] = {
                 "records": docs,
@@ -550,12 +522,11 @@ def run(run: Run) -> Dict[str, Any]:
                 "seconds": round(seconds, 3),
                 "tokens_per_s": round(packed.stream_tokens / seconds, 1) if seconds > 0 else None,
             }
-            manifest.append({"name": name, "weight": weights[name], "index": f"{name}/{INDEX}", "rows": packed.rows})
+            manifest.append(manifest_entry(name, weights[name], packed.rows))
             log.info("shard %s: %d docs, %d tokens, %d rows in %d shards", name, docs, packed.stream_tokens, packed.rows, len(packed.shards))
 
     progress.close()
-    write_json(run.dir / SHARDS_DIR / MANIFEST, {"seq_len": seq_len, "dtype": dtype.name, "tokenizer": tok, "components": manifest})
-    run.add_artifact(run.dir / SHARDS_DIR / MANIFEST)
+    run.add_artifact(write_manifest(run.dir / SHARDS_DIR, seq_len, dtype, tok, manifest))
     comps = stats["components"].values()
     wall = time.time() - stage_started
     stats["seconds"] = round(wall, 3)

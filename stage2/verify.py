@@ -11,8 +11,8 @@ never a check skipped. A run folder must have
   is among the hashed artifacts) and per-component counts with `records_in == kept + sum(dropped)`;
   tokenizer -> a `tokenizer/*.model`; shard -> `shards/manifest.json` and each component's index.json.
 Shards: every file re-hashed against index.json, its .npy header and length checked against the index
-(`stage2.reader.open_shard`, as the training reader opens it), ids < vocab size, the tokenizer the
-index names present with its recorded sha256, and the token count invariant
+(`stage2.shards.format.open_shard`, as the training reader opens it), ids < vocab size, the tokenizer
+the index names present with its recorded sha256, and the token count invariant
 `tokens + separators == rows * seq_len - padding + tail_dropped`.
 The first problem raises Stage2Error naming the file, so the command exits non-zero.
 """
@@ -29,8 +29,7 @@ from stage2.errors import Stage2Error
 from stage2.parts import FILTERED_DIR
 from stage2.parts import MANIFEST as PARTS_MANIFEST
 from stage2.files import file_sha256, read_json
-from stage2.reader import open_shard
-from stage2.shard import INDEX, MANIFEST, SHARDS_DIR
+from stage2.shards.format import INDEX, MANIFEST, SHARDS_DIR, open_shard
 
 log = logging.getLogger(__name__)
 

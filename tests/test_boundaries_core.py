@@ -142,7 +142,7 @@ def test_a_changed_shard_is_not_kept_by_a_resume(tmp_path):
 
     folder = tmp_path / "web"
     rows = np.arange(64, dtype=np.uint16).reshape(2, 32)
-    from stage2.packing import write_shard
+    from stage2.shards.format import write_shard
 
     (folder / ".work").mkdir(parents=True)
     entry = write_shard(folder / "shard-00000.npy", rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from stage2.run import config_digest
 from stage2.errors import Stage2Error
 from stage2.sources import resolve_components
 
-from conftest import compose_plain
+from conftest import REPO, compose_plain
 
 CONF = Path(stage2_main.CONF_DIR)
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
@@ -100,3 +101,33 @@ def test_config_digest_ignores_workers_and_folders_but_not_recipe(tmp_path):
     changed = compose_plain(["filter.lang_threshold=0.9"], tmp_path)
     assert config_digest(base) == config_digest(same)
     assert config_digest(base) != config_digest(changed)
+
+
+# The config digest of every shipped group option, the checkout's own path written as /repo (the
+# sample's files are absolute paths). A change here re-keys every past run: resume, rerun and the runs
+# index would no longer recognise them.
+SHIPPED_DIGESTS = {
+    ("dataset", "files"): "098e1c051e4bc645",
+    ("dataset", "refinedweb_mix"): "ee0c64da2b7eb614",
+    ("dataset", "sample"): "cd9ffcb0db15aa34",
+    ("executor", "local"): "cd9ffcb0db15aa34",
+    ("executor", "ray"): "cd9ffcb0db15aa34",
+    ("filter", "default"): "cd9ffcb0db15aa34",
+    ("filter", "fasttext"): "848c051c3aa6d896",
+    ("filter", "fineweb"): "becd604f1405d344",
+    ("shard", "default"): "cd9ffcb0db15aa34",
+    ("tokenizer", "bpe"): "cd9ffcb0db15aa34",
+    ("tokenizer", "lossy"): "6db4b0a77a6ea39d",
+    ("tokenizer", "unigram"): "bd56fc0176d470bd",
+}
+
+
+def test_every_shipped_option_is_pinned():
+    assert set(SHIPPED_DIGESTS) == set(group_options())
+
+
+@pytest.mark.parametrize("group,option", sorted(SHIPPED_DIGESTS))
+def test_shipped_recipes_keep_their_config_digest(group, option, tmp_path):
+    recipe = stage2_main.compose_recipe([f"{group}={option}"], str(tmp_path))
+    relocated = json.loads(json.dumps(recipe).replace(str(REPO), "/repo"))
+    assert config_digest(relocated) == SHIPPED_DIGESTS[group, option]

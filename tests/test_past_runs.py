@@ -325,6 +325,8 @@ def test_verify_names_a_damaged_shard(shard_run, tmp_path, damage):
 
 
 def test_the_reader_needs_numpy_alone():
+    """The reader and the shard format it is built on import nothing heavier than numpy (a blocked
+    module fails its import)."""
     import subprocess
     import sys
 
@@ -333,6 +335,19 @@ def test_the_reader_needs_numpy_alone():
         "for name in ('pyarrow', 'pandas', 'datasets', 'yaml', 'sentencepiece', 'hydra', 'omegaconf', 'torch'):\n"
         "    sys.modules[name] = None\n"
         "import stage2.reader\n"
+        "import stage2.shards.format\n"
+        "import stage2.shards.pack\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_verify_checks_shards_without_the_shard_stage():
+    """verify reads shard runs through `stage2.shards.format`, as the reader does, not the shard stage."""
+    import subprocess
+    import sys
+
+    code = "import sys\nimport stage2.verify\nprint(sorted(m for m in sys.modules if m in ('stage2.shard', 'sentencepiece')))\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stage2.run import file_sha256
-from stage2 import packing
+from stage2.shards import format as shard_format, pack
 
 PAD, BOS, EOS = 3, 1, 2
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -39,7 +39,7 @@ def chunked(stream: np.ndarray, cuts: List[int]) -> List[np.ndarray]:
     return np.split(stream, sorted(c % (len(stream) + 1) for c in cuts))
 
 
-def shard_rows(folder: Path, result: packing.PackResult, seq_len: int) -> np.ndarray:
+def shard_rows(folder: Path, result: pack.PackResult, seq_len: int) -> np.ndarray:
     files = sorted(folder.glob("shard-*.npy"))
     assert [f.name for f in files] == [s["file"] for s in result.shards]
     arrays = [np.load(f, allow_pickle=False) for f in files]
@@ -61,13 +61,13 @@ def shard_rows(folder: Path, result: packing.PackResult, seq_len: int) -> np.nda
 )
 def test_packing_loses_and_duplicates_no_token(docs, seq_len, per_shard, remainder, bos, eos, cuts):
     vocab = 1 + max((t for d in docs for t in d), default=999)
-    dtype = packing.token_dtype(vocab)
+    dtype = shard_format.token_dtype(vocab)
     want = expected_stream(docs, bos, eos)
-    stream = packing.with_separators(docs, bos, eos, dtype)
+    stream = pack.with_separators(docs, bos, eos, dtype)
     assert stream.dtype == dtype and stream.tolist() == want
 
     with tempfile.TemporaryDirectory() as tmp:
-        result = packing.pack_stream(chunked(stream, cuts), Path(tmp), seq_len, per_shard, dtype, remainder, PAD)
+        result = pack.pack_stream(chunked(stream, cuts), Path(tmp), seq_len, per_shard, dtype, remainder, PAD)
         flat = shard_rows(Path(tmp), result, seq_len)
 
     n = len(want)
@@ -101,13 +101,13 @@ def test_packing_loses_and_duplicates_no_token(docs, seq_len, per_shard, remaind
 def test_packer_checkpoint_resumes_to_identical_shards(docs, seq_len, per_shard, remainder, cuts, which):
     """Stop after any full shard, restore a fresh packer from its checkpoint, feed the rest: same bytes."""
     dtype = np.dtype(np.uint16)
-    stream = packing.with_separators(docs, None, EOS, dtype)
+    stream = pack.with_separators(docs, None, EOS, dtype)
     with tempfile.TemporaryDirectory() as tmp:
         whole_dir, resumed_dir = Path(tmp) / "whole", Path(tmp) / "resumed"
-        whole = packing.pack_stream(chunked(stream, cuts), whole_dir, seq_len, per_shard, dtype, remainder, PAD)
+        whole = pack.pack_stream(chunked(stream, cuts), whole_dir, seq_len, per_shard, dtype, remainder, PAD)
 
         checkpoints = []  # (state, stream position) after every full shard, as the shard stage saves it
-        first = packing.Packer(resumed_dir, seq_len, per_shard, dtype)
+        first = pack.Packer(resumed_dir, seq_len, per_shard, dtype)
         first.on_shard = lambda path: checkpoints.append((first.state(), first.result.rows * seq_len))
         for chunk in chunked(stream, cuts):
             first.add(chunk)
@@ -117,7 +117,7 @@ def test_packer_checkpoint_resumes_to_identical_shards(docs, seq_len, per_shard,
         # The run dies here: shards after the checkpoint may or may not exist; they are written again.
         for late in sorted(resumed_dir.glob("shard-*.npy"))[len(state["shards"]) :]:
             late.unlink()
-        again = packing.Packer(resumed_dir, seq_len, per_shard, dtype)
+        again = pack.Packer(resumed_dir, seq_len, per_shard, dtype)
         again.restore(state)
         assert again.position == position
         for chunk in chunked(stream[position:], cuts):

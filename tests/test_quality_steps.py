@@ -15,9 +15,8 @@ from typing import List, Optional
 import pytest
 
 from stage2.documents import Document
-from stage2.steps import STEPS, Chain
+from stage2.steps import STEPS, Chain, optional_steps
 from stage2.steps.quality import (
-    QUALITY_STEPS,
     C4Quality,
     C4QualitySettings,
     FineWebQuality,
@@ -31,6 +30,14 @@ from stage2.steps.quality import (
 )
 from stage2.steps.quality.gopher import covered_chars, repeated_chars
 from tests.conftest import REPO, SAMPLE, compose_plain
+
+# The quality steps and their settings, in the order FineWeb runs them (and filter.quality's message lists them).
+QUALITY_STEPS = {
+    "gopher_repetition": GopherRepetitionSettings,
+    "gopher_quality": GopherQualitySettings,
+    "c4_quality": C4QualitySettings,
+    "fineweb_quality": FineWebQualitySettings,
+}
 
 
 def doc(body: str, i: int = 0) -> Document:
@@ -511,6 +518,8 @@ def test_fineweb_defaults_and_empty() -> None:
 
 def test_registered_with_datatrove_defaults() -> None:
     assert {n: STEPS[n].Settings for n in QUALITY_STEPS} == QUALITY_STEPS
+    assert {n: cls.Settings for n, cls in optional_steps().items()} == QUALITY_STEPS
+    assert list(optional_steps()) == list(QUALITY_STEPS)
     assert asdict(GopherRepetitionSettings()) == {
         "dup_para_frac": 0.3, "dup_para_char_frac": 0.2, "dup_line_frac": 0.3, "dup_line_char_frac": 0.2,
         "top_2_gram": 0.2, "top_3_gram": 0.18, "top_4_gram": 0.16, "dup_5_gram": 0.15, "dup_6_gram": 0.14,
@@ -665,6 +674,8 @@ def test_fineweb_recipe(tmp_path) -> None:
     ("filter.gopher_quality.min_doc_words=-3", "filter.gopher_quality.min_doc_words=-3 must be 0 or more"),
     ("filter.c4_quality.min_num_sentences=-2", "filter.c4_quality.min_num_sentences=-2 must be -1 or more"),
     ("filter.fineweb_quality.stop_chars=''", "stop_chars is empty"),
+    ("filter.fineweb_quality.short_line_length=-1", "filter.fineweb_quality.short_line_length=-1 must be 0 or more (characters)"),
+    ("filter.gopher_quality.min_avg_word_length=12", "filter.gopher_quality.min_avg_word_length=12.0 and max_avg_word_length=10.0: need min <= max"),
 ])
 def test_bad_settings_fail_at_start(tmp_path, override: str, message: str) -> None:
     from stage2.errors import Stage2Error

@@ -12,9 +12,10 @@ import pytest
 import sentencepiece as spm
 
 from conftest import compose_plain, sample_records, write_jsonl
-from stage2 import packing, parts, shard, tokenizer
+from stage2 import parts, shard, tokenizer
 from stage2.errors import Stage2Error
 from stage2.run import file_sha256, Run, start_run
+from stage2.shards import format as shard_format, pack
 from stage2.sources import Document
 
 _MODELS: Dict[str, Path] = {}
@@ -90,24 +91,24 @@ def check_invariant(index: Dict[str, Any]) -> None:
 
 
 def test_token_dtype_switches_at_uint16_limit():
-    assert packing.token_dtype(500) == np.uint16
-    assert packing.token_dtype(65536) == np.uint16
-    assert packing.token_dtype(65537) == np.uint32
+    assert shard_format.token_dtype(500) == np.uint16
+    assert shard_format.token_dtype(65536) == np.uint16
+    assert shard_format.token_dtype(65537) == np.uint32
 
 
 def test_with_separators_places_bos_and_eos():
-    out = packing.with_separators([[5, 6], [], [7]], bos=1, eos=2, dtype=np.dtype(np.uint16))
+    out = pack.with_separators([[5, 6], [], [7]], bos=1, eos=2, dtype=np.dtype(np.uint16))
     assert out.tolist() == [1, 5, 6, 2, 1, 2, 1, 7, 2]
-    assert packing.with_separators([[5, 6], [7]], None, 2, np.dtype(np.uint16)).tolist() == [5, 6, 2, 7, 2]
-    assert packing.with_separators([[5], [7]], None, None, np.dtype(np.uint16)).tolist() == [5, 7]
+    assert pack.with_separators([[5, 6], [7]], None, 2, np.dtype(np.uint16)).tolist() == [5, 6, 2, 7, 2]
+    assert pack.with_separators([[5], [7]], None, None, np.dtype(np.uint16)).tolist() == [5, 7]
 
 
 @pytest.mark.parametrize("bos,eos", [(None, 2), (1, 2), (None, None)])
 def test_encode_batch_matches_python_separators(tiny_model, bos, eos):
     sp = spm.SentencePieceProcessor(model_file=str(tiny_model))
     texts = [r["text"] for r in sample_records("web_stackexchange.jsonl.gz", 40)] + ["", "x"]
-    got = packing.encode_batch(sp, texts, 2, bos, eos, np.dtype(np.uint16))
-    want = packing.with_separators(sp.encode(texts), bos, eos, np.dtype(np.uint16))
+    got = pack.encode_batch(sp, texts, 2, bos, eos, np.dtype(np.uint16))
+    want = pack.with_separators(sp.encode(texts), bos, eos, np.dtype(np.uint16))
     assert got.dtype == np.uint16 and np.array_equal(got, want)
 
 
@@ -116,7 +117,7 @@ def test_packer_rows_shards_and_tail(tmp_path, remainder):
     rng = np.random.default_rng(0)
     stream = rng.integers(4, 1000, size=1000).astype(np.uint16)
     chunks = np.split(stream, [3, 150, 151, 700])  # uneven chunks cross row and shard boundaries
-    res = packing.pack_stream(chunks, tmp_path, seq_len=16, rows_per_shard=10, dtype=np.dtype(np.uint16), remainder=remainder, pad_id=3)
+    res = pack.pack_stream(chunks, tmp_path, seq_len=16, rows_per_shard=10, dtype=np.dtype(np.uint16), remainder=remainder, pad_id=3)
     files = sorted(tmp_path.glob("shard-*.npy"))
     arrays = [np.load(f) for f in files]
     assert [a.shape for a in arrays] == [(10, 16)] * 6 + [(2 if remainder == "drop" else 3, 16)]
@@ -134,8 +135,8 @@ def test_packer_rows_shards_and_tail(tmp_path, remainder):
 
 def test_packer_uint32_for_large_vocab(tmp_path):
     ids = np.array([0, 65535, 65536, 99999, 70000, 1, 2, 3], dtype=np.uint32)
-    dtype = packing.token_dtype(100000)
-    res = packing.pack_stream([ids], tmp_path, seq_len=4, rows_per_shard=8, dtype=dtype)
+    dtype = shard_format.token_dtype(100000)
+    res = pack.pack_stream([ids], tmp_path, seq_len=4, rows_per_shard=8, dtype=dtype)
     back = np.load(tmp_path / "shard-00000.npy")
     assert back.dtype == np.uint32 and res.rows == 2
     assert back.reshape(-1).tolist() == ids.tolist()
@@ -143,8 +144,8 @@ def test_packer_uint32_for_large_vocab(tmp_path):
 
 def test_packer_rejects_short_rows_and_pad_without_id(tmp_path):
     with pytest.raises(Stage2Error, match="seq_len=1"):
-        packing.Packer(tmp_path, 1, 4, np.dtype(np.uint16))
-    packer = packing.Packer(tmp_path, 4, 4, np.dtype(np.uint16))
+        pack.Packer(tmp_path, 1, 4, np.dtype(np.uint16))
+    packer = pack.Packer(tmp_path, 4, 4, np.dtype(np.uint16))
     packer.add(np.arange(6, dtype=np.uint16))
     with pytest.raises(Stage2Error, match="no pad id"):
         packer.finish("pad", -1)
@@ -320,9 +321,9 @@ class _ChangedSignature:
 def test_encode_batch_falls_back_to_the_public_call(tiny_model, processor):
     sp = spm.SentencePieceProcessor(model_file=str(tiny_model))
     texts = [r["text"] for r in sample_records("web_stackexchange.jsonl.gz", 20)] + [""]
-    got = packing.encode_batch(_PublicOnly(sp, processor), texts, 2, None, 2, np.dtype(np.uint16))
-    assert np.array_equal(got, packing.encode_batch(sp, texts, 2, None, 2, np.dtype(np.uint16)))
-    assert np.array_equal(got, packing.with_separators(sp.encode(texts), None, 2, np.dtype(np.uint16)))
+    got = pack.encode_batch(_PublicOnly(sp, processor), texts, 2, None, 2, np.dtype(np.uint16))
+    assert np.array_equal(got, pack.encode_batch(sp, texts, 2, None, 2, np.dtype(np.uint16)))
+    assert np.array_equal(got, pack.with_separators(sp.encode(texts), None, 2, np.dtype(np.uint16)))
 
 
 def test_filtered_parts_same_bytes_with_one_or_two_workers(tmp_path, tiny_model):

@@ -458,7 +458,8 @@ def test_literal_u2581_is_spelled_in_byte_pieces_and_decodes_exactly(runs):
 def test_shard_encode_spells_u2581_and_leaves_other_batches_to_the_fast_path(runs, bos, eos):
     import numpy as np
 
-    from stage2 import packing, shard
+    from stage2 import shard
+    from stage2.shards import pack
 
     model = model_file(runs[1000])
     sp = spm.SentencePieceProcessor(model_file=str(model))
@@ -467,12 +468,12 @@ def test_shard_encode_spells_u2581_and_leaves_other_batches_to_the_fast_path(run
     dtype = np.dtype(np.uint16)
     task = {"model": str(model), "dtype": dtype.str, "batch_size": 4, "num_threads": 2, "bos": bos, "eos": eos}
     got = shard.encode_partition(task, texts)
-    assert np.array_equal(got, packing.with_separators(encoding.encode(sp, texts), bos, eos, dtype))
+    assert np.array_equal(got, pack.with_separators(encoding.encode(sp, texts), bos, eos, dtype))
     if eos == sp.eos_id() and bos is None:
         ends = np.flatnonzero(got == eos)
         assert [sp.decode(seg.tolist()) for seg in np.split(got, ends + 1)[:-1]] == texts
     # Batches without it: the stream packing's fast path gives.
-    fast = np.concatenate([packing.encode_batch(sp, plain[i : i + 4], 2, bos, eos, dtype) for i in range(0, len(plain), 4)])
+    fast = np.concatenate([pack.encode_batch(sp, plain[i : i + 4], 2, bos, eos, dtype) for i in range(0, len(plain), 4)])
     assert np.array_equal(shard.encode_partition(task, plain), fast)
 
 

@@ -24,7 +24,7 @@ import resource
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -35,6 +35,7 @@ from stage2.langid import check_languages
 from stage2.langrule import LanguageRule
 from stage2.plan import Unit, component_files, count_file_records, plan_component
 from stage2.sources import ComponentSpec
+from stage2.steps import chain_settings
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +45,7 @@ FINISHED = ".finished.json"  # in filtered/, next to the manifest
 
 def component_steps(spec: ComponentSpec, f: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
     """The component's step chain as plain data (name, settings), its own overrides applied."""
-    own = spec.filter_settings(f)
-    steps: List[Tuple[str, Dict[str, Any]]] = [
-        ("invalid", {"on_bad_record": f["on_bad_record"]}),
-        ("length", {"min_chars": own["min_chars"], "max_chars": own["max_chars"]}),
-    ]
-    if own["lang_filter"]:
-        steps.append(("language", asdict(language_rule(spec, f))))
-    steps.extend((name, dict(f[name])) for name in own["quality"])
-    return steps
+    return chain_settings(spec.filter_settings(f), f)
 
 
 def language_rule(spec: ComponentSpec, f: Dict[str, Any]) -> LanguageRule:

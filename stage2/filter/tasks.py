@@ -77,10 +77,9 @@ def once(marker: Path, key: str, compute: Callable[[], Dict[str, Any]]) -> Dict[
 
 
 def build_chain(steps: Iterable[Tuple[str, Dict[str, Any]]]) -> Chain:
+    """The chain that (name, settings) pairs describe (`component_steps`), each step from the registry."""
     built: List[Step] = []
     for name, settings in steps:
-        if name not in STEPS:
-            import stage2.steps.quality  # noqa: F401  (registers the quality steps on first use)
         cls = STEPS[name]
         built.append(cls(cls.Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})))
     return Chain(built)

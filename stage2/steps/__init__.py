@@ -1,4 +1,13 @@
-"""Per-document filter steps: the interface (base.py) and the shipped steps, registered by name."""
+"""Per-document filter steps: the interface (base.py) and every step, registered by name.
 
-from stage2.steps import language, length  # noqa: F401  (register the shipped steps)
-from stage2.steps.base import STEPS, Chain, Drop, Step, Verdict, register  # noqa: F401
+Importing the package imports each of its modules, so a step is one file in this folder (or below):
+nothing else lists the steps.
+"""
+
+import importlib
+import pkgutil
+
+from stage2.steps.base import STEPS, Chain, Drop, Step, Verdict, chain_settings, optional_steps, register  # noqa: F401
+
+for _module in pkgutil.walk_packages(__path__, f"{__name__}."):
+    importlib.import_module(_module.name)

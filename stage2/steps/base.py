@@ -1,17 +1,19 @@
 """The per-document check interface: every filter step is one small class.
 
-A step has a name (its config key and usual drop reason), typed settings (a dataclass the schema
-uses too), and `judge(docs)`, which returns one verdict per document: None to keep it, or a `Drop`
-saying why. Steps never change a document's text. The filter runs them as a `Chain`, cheapest
-first, each on the documents the ones before kept; counts per reason and rejected samples come
-from the chain, never from code written per step.
+A step has a name (its config key and usual drop reason), typed settings (a dataclass), an `order`
+(its place in the chain: cheapest first), and `judge(docs)`, which returns one verdict per document:
+None to keep it, or a `Drop` saying why. Steps never change a document's text. The filter runs a
+component's steps as a `Chain`, each on the documents the ones before kept; counts per reason and
+rejected samples come from the chain, never from code written per step.
 
-Adding a check (see README, "Adding a filter step"): a subclass registered with `@register`, its
-settings dataclass as a field of `FilterConfig` under the step's name, and the name in `filter.quality`.
+Adding a check (README, "Adding a step") is one new module in stage2/steps/: stage2.steps imports
+every module of the package, `@register` adds the step to `STEPS`, and stage2/schema.py gives
+`FilterConfig` a field `filter.<name>` with its settings. Naming it in `filter.quality` runs it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type
@@ -32,11 +34,24 @@ class Drop:
 Verdict = Optional[Drop]
 
 
+Rule = Tuple[bool, str]  # (holds, the one-line message saying what is wrong when it does not)
+
+
 class Step:
-    """One per-document check. Subclasses set `name`, `Settings` and implement `judge`."""
+    """One per-document check. Subclasses set `name`, `Settings`, `order` and implement `judge`.
+
+    An optional step (the default) runs on the components whose `filter.quality` names it, with the
+    settings `filter.<name>`: `Settings` must then be a plain (not frozen) dataclass, whose fields are
+    the keys, and may have `check(at)` returning the `Rule`s its values must meet (`at`: "filter.<name>").
+    The steps every component runs (invalid, length, language) read the filter's own keys instead.
+    """
 
     name: ClassVar[str]
     Settings: ClassVar[type]
+    # Where the step runs in a chain: lower first, so cheaper checks spare the costlier ones most
+    # documents. Steps of equal order run in the order `filter.quality` names them.
+    order: ClassVar[float]
+    optional: ClassVar[bool] = True
     # Every reason the step can give, so stats list each one even when it dropped nothing.
     reasons: ClassVar[Tuple[str, ...]] = ()
 
@@ -47,6 +62,12 @@ class Step:
     @classmethod
     def all_reasons(cls) -> Tuple[str, ...]:
         return cls.reasons or (cls.name,)
+
+    @classmethod
+    def settings_for(cls, own: Mapping[str, Any], f: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+        """The step's settings for one component as plain data, or None when the component skips it.
+        `own`: the component's filter settings (`ComponentSpec.filter_settings`); `f`: the `filter` config."""
+        return dict(f[cls.name]) if cls.name in own["quality"] else None
 
     def judge(self, docs: Sequence[Document]) -> List[Verdict]:
         raise NotImplementedError
@@ -69,14 +90,43 @@ class TextRuleStep(Step):
         raise NotImplementedError
 
 
-STEPS: Dict[str, Type[Step]] = {}
+STEPS: Dict[str, Type[Step]] = {}  # by name, in the order registered
 
 
 def register(cls: Type[Step]) -> Type[Step]:
     if cls.name in STEPS and STEPS[cls.name] is not cls:
         raise ValueError(f"two filter steps are named {cls.name!r}")
+    if not isinstance(getattr(cls, "order", None), (int, float)):
+        raise TypeError(f"filter step {cls.name!r} has no `order` (a number: where it runs in the chain, cheapest first)")
+    if cls.optional and not (dataclasses.is_dataclass(cls.Settings) and not cls.Settings.__dataclass_params__.frozen):
+        # (OmegaConf makes a frozen dataclass read-only: no filter.<name>.<key> could be set)
+        raise TypeError(f"filter step {cls.name!r}: its Settings must be a plain @dataclass (not frozen): its fields are the keys filter.{cls.name}.<key>")
     STEPS[cls.name] = cls
     return cls
+
+
+def optional_steps() -> Dict[str, Type[Step]]:
+    """The steps `filter.quality` can name, cheapest first (then in the order registered)."""
+    return {cls.name: cls for cls in sorted(STEPS.values(), key=lambda c: c.order) if cls.optional}
+
+
+def chain_settings(own: Mapping[str, Any], f: Mapping[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+    """A component's chain as plain data, (name, settings) per step it runs: by `order`, steps of
+    equal order in the order the component's quality list names them (`own`, `f`: `Step.settings_for`)."""
+    named = {name: i for i, name in enumerate(own["quality"])}
+    chosen = [(cls, settings) for cls in STEPS.values() if (settings := cls.settings_for(own, f)) is not None]
+    chosen.sort(key=lambda c: (c[0].order, named.get(c[0].name, -1)))
+    return [(cls.name, settings) for cls, settings in chosen]
+
+
+def share(key: str, value: Any) -> Rule:
+    """A setting that is a share (null switches its rule off)."""
+    return (value is None or 0.0 <= value <= 1.0, f"{key}={value} must be a share between 0 and 1 (null: the rule is off)")
+
+
+def at_least(key: str, value: Any, low: float, off: str) -> Rule:
+    """A setting with a lower bound; `off` says which values switch its rule off."""
+    return (value is None or value >= low, f"{key}={value} must be {low} or more ({off})")
 
 
 class Chain:

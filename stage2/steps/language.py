@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import List, Sequence
+from dataclasses import asdict, replace
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from stage2.documents import Document
 from stage2.langrule import LanguageRule, judge
@@ -14,6 +15,14 @@ from stage2.steps.base import Drop, Step, Verdict, register
 class Language(Step):
     name = "language"
     Settings = LanguageRule
+    order = 20  # after the length screen, before the quality steps (as FineWeb's pipeline runs them)
+    optional = False
+
+    @classmethod
+    def settings_for(cls, own: Mapping[str, Any], f: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+        if not own["lang_filter"]:
+            return None
+        return asdict(replace(LanguageRule.from_filter_cfg(f), languages=own["languages"]))
 
     def judge(self, docs: Sequence[Document]) -> List[Verdict]:
         result = judge([d.text for d in docs], self.settings)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from stage2.documents import Document
 from stage2.errors import Stage2Error
@@ -21,6 +21,12 @@ class Invalid(Step):
 
     name = "invalid"
     Settings = InvalidSettings
+    order = 0
+    optional = False
+
+    @classmethod
+    def settings_for(cls, own: Mapping[str, Any], f: Mapping[str, Any]) -> Dict[str, Any]:
+        return {"on_bad_record": f["on_bad_record"]}
 
     def judge(self, docs: Sequence[Document]) -> List[Verdict]:
         out: List[Verdict] = []
@@ -46,7 +52,13 @@ class Length(Step):
 
     name = "length"
     Settings = LengthSettings
+    order = 10
+    optional = False
     reasons = ("too_short", "too_long")
+
+    @classmethod
+    def settings_for(cls, own: Mapping[str, Any], f: Mapping[str, Any]) -> Dict[str, Any]:
+        return {"min_chars": own["min_chars"], "max_chars": own["max_chars"]}  # the component's own, else filter.*
 
     def judge(self, docs: Sequence[Document]) -> List[Verdict]:
         lo, hi = self.settings.min_chars, self.settings.max_chars

@@ -58,7 +58,7 @@ def encode_stream(
     A batch without "▁" takes packing's fastest path; one with it is encoded through `encode`
     and gets its separators in numpy (the same stream the fast path would give, bar the "▁").
     """
-    from stage2 import packing
+    from stage2.shards import pack as packing
 
     spell: Any = False  # not looked up yet
     it = iter(texts)

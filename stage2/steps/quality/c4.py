@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
-from stage2.steps.base import Drop, TextRuleStep, Verdict, register
+from stage2.steps.base import Drop, Rule, TextRuleStep, Verdict, at_least, register
 from stage2.steps.quality import text as tx
 from stage2.steps.quality.verdict import failed
 
@@ -37,11 +37,15 @@ class C4QualitySettings:
     filter_curly_bracket: bool = True  # "{" on a kept line drops the page
     filter_policy: bool = True  # a line with a cookie / terms-of-use phrase is removed
 
+    def check(self, at: str) -> List[Rule]:
+        return [at_least(f"{at}.{key}", getattr(self, key), -1, "-1: the rule is off") for key in ("min_num_sentences", "min_words_per_line", "max_word_length")]
+
 
 @register
 class C4Quality(TextRuleStep):
     name = "c4_quality"
     Settings = C4QualitySettings
+    order = 30  # after language ID; the quality steps run in the order filter.quality names them
 
     def judge_text(self, text: str) -> Optional[Drop]:
         s = self.settings

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Optional
+from typing import List, Optional
 
-from stage2.steps.base import Drop, TextRuleStep, Verdict, register
+from stage2.steps.base import Drop, Rule, TextRuleStep, Verdict, at_least, register, share
 from stage2.steps.quality import text as tx
 from stage2.steps.quality.gopher import EMPTY, duplicates
 from stage2.steps.quality.verdict import failed
@@ -30,11 +30,21 @@ class FineWebQualitySettings:
     char_duplicates_ratio: float = 0.01  # most share of characters (newlines aside) in repeated lines
     new_line_ratio: float = 0.3  # most newlines per word (token)
 
+    def check(self, at: str) -> List[Rule]:
+        return [
+            *(share(f"{at}.{key}", getattr(self, key)) for key in ("line_punct_thr", "short_line_thr", "char_duplicates_ratio")),
+            at_least(f"{at}.short_line_length", self.short_line_length, 0, "characters"),
+            at_least(f"{at}.new_line_ratio", self.new_line_ratio, 0, "newlines per word"),
+            (self.stop_chars is None or len(self.stop_chars) > 0,
+             f"{at}.stop_chars is empty: no line could end a sentence (null: every Unicode sentence terminal)"),
+        ]
+
 
 @register
 class FineWebQuality(TextRuleStep):
     name = "fineweb_quality"
     Settings = FineWebQualitySettings
+    order = 30  # after language ID; the quality steps run in the order filter.quality names them
 
     def __init__(self, settings: FineWebQualitySettings) -> None:
         super().__init__(settings)

@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_left
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from itertools import accumulate, chain, compress
 from operator import itemgetter
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from stage2.steps.base import Drop, TextRuleStep, Verdict, register
+from stage2.steps.base import Drop, Rule, TextRuleStep, Verdict, at_least, register, share
 from stage2.steps.quality import text as tx
 from stage2.steps.quality.verdict import failed
 
@@ -50,6 +50,9 @@ class GopherRepetitionSettings:
     dup_8_gram: Optional[float] = 0.12
     dup_9_gram: Optional[float] = 0.11
     dup_10_gram: Optional[float] = 0.10
+
+    def check(self, at: str) -> List[Rule]:
+        return [share(f"{at}.{key}", value) for key, value in asdict(self).items()]
 
 
 _PARAGRAPHS = re.compile(r"\n{2,}")
@@ -117,6 +120,7 @@ def repeated_chars(positions: Sequence[int], grams: Sequence[tuple], first: Dict
 class GopherRepetition(TextRuleStep):
     name = "gopher_repetition"
     Settings = GopherRepetitionSettings
+    order = 30  # after language ID; the quality steps run in the order filter.quality names them
 
     def __init__(self, settings: GopherRepetitionSettings) -> None:
         super().__init__(settings)
@@ -230,6 +234,17 @@ class GopherQualitySettings:
     min_stop_words: Optional[int] = 2  # distinct stop words present
     stop_words: List[str] = field(default_factory=lambda: list(STOP_WORDS))
 
+    def check(self, at: str) -> List[Rule]:
+        shares = ("max_symbol_word_ratio", "max_bullet_lines_ratio", "max_ellipsis_lines_ratio", "max_non_alpha_words_ratio")
+        counts = ("min_doc_words", "max_doc_words", "min_avg_word_length", "max_avg_word_length", "min_stop_words")
+        lo_w, hi_w, lo_l, hi_l = self.min_doc_words, self.max_doc_words, self.min_avg_word_length, self.max_avg_word_length
+        return [
+            *(share(f"{at}.{key}", getattr(self, key)) for key in shares),
+            *(at_least(f"{at}.{key}", getattr(self, key), 0, "null or 0: the rule is off") for key in counts),
+            (not (lo_w and hi_w) or lo_w <= hi_w, f"{at}.min_doc_words={lo_w} and max_doc_words={hi_w}: need min_doc_words <= max_doc_words"),
+            (not (lo_l and hi_l) or lo_l <= hi_l, f"{at}.min_avg_word_length={lo_l} and max_avg_word_length={hi_l}: need min <= max"),
+        ]
+
 
 _TOKENS, _N_SYMBOL, _WORD_CHARS, _N_ALPHA = (itemgetter(i) for i in range(4))  # fields of a text.Chunk
 
@@ -258,6 +273,7 @@ def line_counts(text: str) -> Tuple[int, int, int]:
 class GopherQuality(TextRuleStep):
     name = "gopher_quality"
     Settings = GopherQualitySettings
+    order = 30  # after language ID; the quality steps run in the order filter.quality names them
 
     def __init__(self, settings: GopherQualitySettings) -> None:
         super().__init__(settings)

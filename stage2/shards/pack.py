@@ -1,4 +1,4 @@
-"""Pure core of the shard stage: texts -> token streams -> fixed-length rows -> `.npy` shards.
+"""Pure core of the shard stage: texts -> token streams -> fixed-length rows -> shards (`format.write_shard`).
 
 A component's documents become one token stream (each document followed by EOS, preceded by BOS
 when asked), which is cut into rows of `seq_len` tokens and written as shards of up to
@@ -9,7 +9,6 @@ the config (seq_len x rows_per_shard), not by the corpus size.
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
@@ -17,23 +16,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import numpy as np
 
 from stage2.errors import Stage2Error
-from stage2.files import atomic_path, file_sha256, write_array
-
-SHARD_NAME = "shard-{:05d}.npy"
-
-
-def is_shard_name(name: str) -> bool:
-    return re.fullmatch(r"shard-\d{5,}\.npy", name) is not None
-
-
-UINT16_VOCAB = 1 << 16
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    """The smallest unsigned dtype that holds every id of a vocabulary."""
-    if vocab_size <= 0:
-        raise Stage2Error(f"vocabulary size {vocab_size} is not positive")
-    return np.dtype(np.uint16) if vocab_size <= UINT16_VOCAB else np.dtype(np.uint32)
+from stage2.shards.format import shard_name, write_shard
 
 
 def with_separators(ids: Sequence[Sequence[int]], bos: Optional[int], eos: Optional[int], dtype: np.dtype) -> np.ndarray:
@@ -90,19 +73,6 @@ def encode_batch(sp: Any, batch: List[str], num_threads: int, bos: Optional[int]
         if flat is not None:
             return flat.astype(dtype, copy=False)
     return with_separators(sp.encode(batch, num_threads=num_threads), bos, eos, dtype)
-
-
-def write_shard(path: Path, rows: np.ndarray) -> Dict[str, Any]:
-    """Write one `[rows, seq_len]` shard atomically; read it back to check shape and dtype."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            write_array(f, rows, npy_header=True)
-        back = np.load(tmp, mmap_mode="r")
-        if back.dtype != rows.dtype or back.shape != rows.shape:
-            raise Stage2Error(f"{path}: read back as {back.dtype}{back.shape}, wrote {rows.dtype}{rows.shape}")
-        del back
-        sha = file_sha256(tmp)
-    return {"file": path.name, "rows": int(rows.shape[0]), "sha256": sha}
 
 
 @dataclass
@@ -187,7 +157,7 @@ class Packer:
 
     def _flush(self, flat: np.ndarray) -> None:
         rows = flat.reshape(-1, self.seq_len)
-        path = self.out_dir / SHARD_NAME.format(len(self.result.shards))
+        path = self.out_dir / shard_name(len(self.result.shards))
         self.result.shards.append(write_shard(path, rows))
         self.result.rows += rows.shape[0]
         if self.on_shard is not None:

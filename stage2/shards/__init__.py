@@ -1,0 +1,1 @@
+"""The shard format (`format`) and the packer that writes it (`pack`); numpy is their only heavy import."""
