@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 
 import stage2.main as stage2_main
+from stage2.config import FilterConfig
 from benchmarks.common import RESULTS, machine, md_table, read_jsonl, shared_data_dir
 from stage2.dedup.hashing import batch_window_hashes, exact_key
 from stage2.dedup.passes import COMPONENT_SHIFT, buckets_for, lookup, resolve_bucket, spill
@@ -112,9 +113,9 @@ verdict. The rule before it remembered only kept documents' windows. What that c
 """
 
 
-def filter_cfg(overrides: List[str]) -> Dict[str, Any]:
+def filter_cfg(overrides: List[str]) -> FilterConfig:
     """The filter recipe as the app composes it (so the benchmark checks the shipped defaults)."""
-    return stage2_main.compose_recipe(overrides, ".")["filter"]
+    return stage2_main.compose_recipe(overrides, ".").filter
 
 
 def prf(kept: np.ndarray, is_en: np.ndarray) -> Tuple[int, int, int, float, float]:
@@ -134,7 +135,7 @@ def error_counts(docs, kept: np.ndarray, is_en: np.ndarray) -> str:
 
 
 def measure(docs, overrides: List[str]) -> Tuple[LanguageRule, Dict[str, List[Any]], float]:
-    rule = LanguageRule.from_filter_cfg(filter_cfg(overrides))
+    rule = filter_cfg(overrides).language_rule()
     judge([d["text"] for d in docs[:20]], rule)  # load the models outside the timing
     started = time.process_time()
     out = judge([d["text"] for d in docs], rule)
@@ -142,7 +143,7 @@ def measure(docs, overrides: List[str]) -> Tuple[LanguageRule, Dict[str, List[An
 
 
 def language_section(data, limit: int) -> Tuple[str, Dict[str, Any]]:
-    min_chars = filter_cfg([])["min_chars"]
+    min_chars = filter_cfg([]).min_chars
     docs = [d for f in LANG_FILES for d in read_jsonl(data / f) if len(d["text"]) >= min_chars]
     if limit:
         docs = docs[:: max(1, len(docs) // limit)]
@@ -255,7 +256,7 @@ def old_rule_drops(texts: List[str], k: int, threshold: float) -> np.ndarray:
 
 
 def near_section(data) -> Tuple[str, Dict[str, Any]]:
-    cfg = filter_cfg([])["dedup"]
+    cfg = filter_cfg([]).dedup
     records = list(read_jsonl(data / "neardup_dev_docs.jsonl.gz"))
     docs = {d["id"]: d["text"] for d in records}
     order = {d["id"]: i for i, d in enumerate(records)}
@@ -282,24 +283,24 @@ def near_section(data) -> Tuple[str, Dict[str, Any]]:
     streams = [[d["text"] for d in read_jsonl(data / f) if len(d["text"]) >= 200] for f in STREAM_FILES]
     rows, stream_rows, summary = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        for k in sorted(set(WINDOWS) | {cfg["window_words"]}):
+        for k in sorted(set(WINDOWS) | {cfg.window_words}):
             second = []
             for g, group in enumerate(groups):
                 folder = Path(tmp) / f"pairs-k{k}-{g}"
                 folder.mkdir()
-                second += [{key: v[1] for key, v in r.items()} for r in dedup_passes([[docs[a], docs[b]] for a, b in group], k, folder, cfg["memory_mb"])]
+                second += [{key: v[1] for key, v in r.items()} for r in dedup_passes([[docs[a], docs[b]] for a, b in group], k, folder, cfg.memory_mb)]
             exact_same = np.array([s["exact"] for s in second], dtype=bool)
             windows = np.array([s["windows"] for s in second])
             share = np.divide(np.array([s["seen"] for s in second]), windows, out=np.zeros(len(second)), where=windows > 0)
             folder = Path(tmp) / f"all-k{k}"
             folder.mkdir()
-            whole = dedup_passes([[d["text"] for d in records]], k, folder, cfg["memory_mb"])[0]
+            whole = dedup_passes([[d["text"] for d in records]], k, folder, cfg.memory_mb)[0]
             folder = Path(tmp) / f"streams-k{k}"
             folder.mkdir()
-            stream = dedup_passes(streams, k, folder, cfg["memory_mb"])
+            stream = dedup_passes(streams, k, folder, cfg.memory_mb)
             distinct_texts = [[t for t, x in zip(texts, r["exact"]) if not x] for texts, r in zip(streams, stream)]
             n_stream = sum(len(t) for t in distinct_texts)
-            for t in sorted(set(NEAR_THRESHOLDS) | {cfg["threshold"]}):
+            for t in sorted(set(NEAR_THRESHOLDS) | {cfg.threshold}):
                 removed = exact_same | (share >= t)
                 in_stream = whole["exact"] | near_drop(whole, t)
                 new = [near_drop(r, t)[~r["exact"]] for r in stream]
@@ -317,7 +318,7 @@ def near_section(data) -> Tuple[str, Dict[str, Any]]:
                     "stream_old_only": sum(int((o & ~n).sum()) for n, o in zip(new, old)),
                     "n_stream": n_stream,
                 }
-                default = k == cfg["window_words"] and t == cfg["threshold"]
+                default = k == cfg.window_words and t == cfg.threshold
                 if default:
                     summary = {"k": k, "threshold": t, **row}
                 name = f"{k}{' (default)' if default else ''}"

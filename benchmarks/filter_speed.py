@@ -38,7 +38,10 @@ if os.environ.get("PYTHONDONTWRITEBYTECODE"):
     sys.dont_write_bytecode = False
     sys.pycache_prefix = _cache
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+if TYPE_CHECKING:
+    from stage2.config import Config
 
 from benchmarks.common import machine, md_table, read_jsonl, shared_data_dir, write_results
 
@@ -81,7 +84,7 @@ RECIPES = {
 }
 
 
-def plain_cfg(path: Path, workdir: Path, workers: int, backend: str, partition_size: int) -> Dict[str, Any]:
+def plain_cfg(path: Path, workdir: Path, workers: int, backend: str, partition_size: int) -> "Config":
     import stage2.main as stage2_main
 
     overrides = [
@@ -286,8 +289,8 @@ def main() -> None:
         work = Path(tmp)
         path = write_docs(work / "speed.jsonl", docs)
         cfg = plain_cfg(path, work, args.workers, "langdetect", args.partition_size)
-        max_chars, dedup_cfg = cfg["filter"]["lang_max_chars"], cfg["filter"]["dedup"]
-        fasttext_chars = plain_cfg(path, work, args.workers, "fasttext", args.partition_size)["filter"]["lang_max_chars"]
+        max_chars, dedup_cfg = cfg.filter.lang_max_chars, cfg.filter.dedup
+        fasttext_chars = plain_cfg(path, work, args.workers, "fasttext", args.partition_size).filter.lang_max_chars
         # Other jobs share the cores: each measurement is repeated (order alternated) and the fastest
         # wall time kept, so that a burst of someone else's work does not decide the ratio.
         third = write_docs(work / "speed-third.jsonl", docs[::3])
@@ -308,7 +311,7 @@ def main() -> None:
         ld = min(lds, key=lambda r: r["seconds"])
         ft = min(fts, key=lambda r: r["seconds"])
         fast = min(fasts, key=lambda r: r["seconds"])
-        near_args = (dedup_cfg["window_words"], dedup_cfg["threshold"], cfg["dataset"]["partition_size"], dedup_cfg["memory_mb"])
+        near_args = (dedup_cfg.window_words, dedup_cfg.threshold, cfg.dataset.partition_size, dedup_cfg.memory_mb)
         near = best_near([time_near(texts, *near_args) for _ in range(args.repeats)])
         # Resolve sorts every pair of a bucket, so its cost per MB grows (slowly) with the input: the third
         # shows how much of the rate that costs.
@@ -373,9 +376,9 @@ def main() -> None:
         f"The default recipe's keep/drop verdicts agree with plain langdetect's on 99.6 % of the dev documents "
         f"(benchmarks/results/langid_agreement.md: the checks only drop, mostly Gaelic and Manx).\n\n"
         + fit_report(fit, ft_third, ft, loop_rate, loop_rate_cpu)
-        + f"Near dedup (k={dedup_cfg['window_words']}, threshold={dedup_cfg['threshold']}) in one process over the same {mb:.2f} MB, "
+        + f"Near dedup (k={dedup_cfg.window_words}, threshold={dedup_cfg.threshold}) in one process over the same {mb:.2f} MB, "
         f"as the stage does it (issue 14's out-of-core passes: spill per partition, resolve per hash bucket, lookup per "
-        f"partition; filter.dedup.memory_mb={dedup_cfg['memory_mb']}); least CPU of {args.repeats} runs:\n\n"
+        f"partition; filter.dedup.memory_mb={dedup_cfg.memory_mb}); least CPU of {args.repeats} runs:\n\n"
         + md_table(["step", "CPU seconds", "MB/s per core"], near_rows)
         + f"\n\n{near['dropped']} near duplicates, {near['exact_dups']} exact duplicates (no language ID here: every document "
         f"takes part); spilled {near['pairs']} (hash, position) pairs of windows, {near['spill_bytes'] / 1e6:.2f} MB on disk "

@@ -24,12 +24,13 @@ import json
 import multiprocessing
 import os
 import time
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 from benchmarks.common import RESULTS, machine, md_table, read_jsonl, shared_data_dir
 from benchmarks.filter_quality import filter_cfg
+from stage2.config import FilterConfig
 from stage2 import langid_fast
-from stage2.langrule import LanguageRule, judge
+from stage2.langrule import judge
 from stage2.langid import UNKNOWN, LangVerdict, get_backend, identify, language_text, target_score
 
 FILES = (
@@ -74,11 +75,11 @@ def _warm(_: int) -> None:
     time.sleep(1.0)  # hold this worker so the other one loads too
 
 
-def _timed(texts: List[str], f: Dict[str, Any]) -> Tuple[Dict[str, List[LangVerdict]], Dict[str, float], List[float]]:
+def _timed(texts: List[str], f: FilterConfig) -> Tuple[Dict[str, List[LangVerdict]], Dict[str, float], List[float]]:
     """Verdicts and CPU seconds of each way, block by block in turn; the load after each block."""
     ways = {"langdetect": _per_text("langdetect"), "batch": _batch, "alone": _per_text("langdetect_fast")}
     for way in ways.values():  # loading profiles and the first-use caches is not per-document cost
-        way(texts[:20], f["languages"], f["lang_max_chars"])
+        way(texts[:20], f.languages, f.lang_max_chars)
     verdicts: Dict[str, List[LangVerdict]] = {w: [] for w in WAYS}
     cpu = dict.fromkeys(WAYS, 0.0)
     loads = []
@@ -86,13 +87,13 @@ def _timed(texts: List[str], f: Dict[str, Any]) -> Tuple[Dict[str, List[LangVerd
         block = texts[start : start + BLOCK]
         for name in WAYS:
             t0 = time.process_time()
-            verdicts[name] += ways[name](block, f["languages"], f["lang_max_chars"])
+            verdicts[name] += ways[name](block, f.languages, f.lang_max_chars)
             cpu[name] += time.process_time() - t0
         loads.append(_load())
     return verdicts, cpu, loads
 
 
-def _two_workers(texts: List[str], f: Dict[str, Any]) -> Tuple[List[LangVerdict], float, float]:
+def _two_workers(texts: List[str], f: FilterConfig) -> Tuple[List[LangVerdict], float, float]:
     ctx = multiprocessing.get_context("spawn")  # as the executor's workers
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as pool:
         list(pool.map(_warm, range(2)))
@@ -100,7 +101,7 @@ def _two_workers(texts: List[str], f: Dict[str, Any]) -> Tuple[List[LangVerdict]
         chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
         n = len(chunks)
         t0 = time.perf_counter()
-        out = pool.map(_batch, chunks, [f["languages"]] * n, [f["lang_max_chars"]] * n)
+        out = pool.map(_batch, chunks, [f.languages] * n, [f.lang_max_chars] * n)
         verdicts = [v for chunk in out for v in chunk]
         return verdicts, time.perf_counter() - t0, _load()
 
@@ -111,9 +112,9 @@ def main() -> None:
     args = parser.parse_args()
 
     f = filter_cfg([])
-    threshold = float(f["lang_threshold"])
+    threshold = float(f.lang_threshold)
     data = shared_data_dir()
-    docs = [(name, d["text"]) for name in FILES for d in read_jsonl(data / name) if len(d["text"]) >= f["min_chars"]]
+    docs = [(name, d["text"]) for name in FILES for d in read_jsonl(data / name) if len(d["text"]) >= f.min_chars]
     if args.limit:
         docs = docs[:: max(1, len(docs) // args.limit)]
     texts = [t for _, t in docs]
@@ -144,7 +145,7 @@ def main() -> None:
     n = len(texts)
     # The shipped recipe (checks before langdetect_fast, stage2/langrule.py) against plain langdetect:
     # the checks may only drop what langdetect keeps (they run first and never add a document).
-    recipe = judge(texts, LanguageRule.from_filter_cfg(f))["passed"]
+    recipe = judge(texts, f.language_rule())["passed"]
     recipe_same = sum(a == b for a, b in zip(keep_ref, recipe))
     recipe_added = sum(b and not a for a, b in zip(keep_ref, recipe))
     ms = {w: 1e3 * cpu[w] / n for w in WAYS}
@@ -152,9 +153,9 @@ def main() -> None:
     summary = {
         "machine": machine(),
         "documents": n,
-        "languages": list(f["languages"]),
+        "languages": list(f.languages),
         "threshold": threshold,
-        "lang_max_chars": f["lang_max_chars"],
+        "lang_max_chars": f.lang_max_chars,
         "verdict_agreement": same / n,
         "shipped_recipe_agreement": recipe_same / n,
         "top_language_agreement": same_top / n,
@@ -176,8 +177,8 @@ def main() -> None:
         f"Machine: {machine()}, shared with other jobs: times are CPU seconds in one process (ratios measured "
         f"block by block in turn), except the 2-worker run (wall). 1-minute load average {load_range} during "
         f"the one-process blocks, {load2:.2f} after the 2-worker run.",
-        f"Documents: {n} with >= {f['min_chars']} chars from {', '.join(FILES)}; verdict = keep if the probability "
-        f"of {f['languages']} >= {threshold} (first {f['lang_max_chars']} chars, stage2.langid.language_text).\n",
+        f"Documents: {n} with >= {f.min_chars} chars from {', '.join(FILES)}; verdict = keep if the probability "
+        f"of {f.languages} >= {threshold} (first {f.lang_max_chars} chars, stage2.langid.language_text).\n",
         md_table(
             ["measure", "value"],
             [

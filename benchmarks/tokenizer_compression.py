@@ -66,13 +66,13 @@ def main() -> None:
                 ["stage=tokenizer", f"tokenizer.input_run={filtered}", f"tokenizer.vocab_size={args.vocab}",
                  f"runs_index={root}/runs.jsonl", "executor.workers=1", *overrides], str(root))
             run = start_run(root / name.split()[0].replace("=", "_"), recipe)
-            tcfg = run.cfg["tokenizer"]
-            samples = tokenizer.collect_samples(run, tcfg)
+            t = run.cfg.tokenizer
+            samples = tokenizer.collect_samples(run, t)
             run.executor.close()
             texts = (t for s in samples for t in s.train_texts)
             started = time.perf_counter()
-            sentences = tokenizer.sentence_stream(texts, int(tcfg["max_sentence_length"]), tokenizer.SentenceCounter(), bool(tcfg["keep_newlines"]))
-            model = tokenizer.train_model(sentences, tokenizer.trainer_options(tcfg), int(tcfg["seed"]))
+            sentences = tokenizer.sentence_stream(texts, t.max_sentence_length, tokenizer.SentenceCounter(), t.keep_newlines)
+            model = tokenizer.train_model(sentences, t.trainer_options(), t.seed)
             seconds[name] = time.perf_counter() - started
             sp = spm.SentencePieceProcessor(model_proto=model)
             results[name] = {s.component: measure(sp.encode, sp.decode, s.eval_texts) for s in samples}

@@ -46,9 +46,9 @@ def time_stage(run) -> tuple:
     return time.perf_counter() - t0, cpu_seconds() - c0
 
 
-def time_direct(sentences: list, prefix: Path, tcfg) -> tuple:
-    options = tokenizer.trainer_options(tcfg)
-    spm.set_random_generator_seed(int(tcfg["seed"]))
+def time_direct(sentences: list, prefix: Path, t) -> tuple:
+    options = t.trainer_options()
+    spm.set_random_generator_seed(t.seed)
     t0, c0 = time.perf_counter(), cpu_seconds()
     # From a list in memory: the lossless recipe's training pieces hold newlines, which a text file cannot.
     spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_prefix=str(prefix), **options)
@@ -57,10 +57,10 @@ def time_direct(sentences: list, prefix: Path, tcfg) -> tuple:
 
 def sample_sentences(run) -> list:
     """The stage's training sample as the pieces of text it hands to SentencePiece."""
-    tcfg = run.cfg["tokenizer"]
-    samples = tokenizer.collect_samples(run, tcfg)
+    settings = run.cfg.tokenizer
+    samples = tokenizer.collect_samples(run, settings)
     texts = (t for s in samples for t in s.train_texts)
-    return list(tokenizer.sentence_stream(texts, int(tcfg["max_sentence_length"]), tokenizer.SentenceCounter(), bool(tcfg["keep_newlines"])))
+    return list(tokenizer.sentence_stream(texts, settings.max_sentence_length, tokenizer.SentenceCounter(), settings.keep_newlines))
 
 
 def write_parts(folder: Path, paths) -> Path:
@@ -68,10 +68,11 @@ def write_parts(folder: Path, paths) -> Path:
     import json
 
     from stage2 import parts
+    from stage2.config import DatasetConfig
     from stage2.sources import component_name, iter_documents, resolve_components
 
     manifest = {"components": {}}
-    for spec in resolve_components({"paths": [str(p) for p in paths]}, str(folder)):
+    for spec in resolve_components(DatasetConfig(paths=[str(p) for p in paths]), str(folder)):
         docs = list(iter_documents(spec))
         path = parts.part_path(folder, spec.name, 0, 0)
         parts.write_table(path, parts.docs_to_table(docs))
@@ -113,17 +114,17 @@ def main() -> None:
         sentences: list = []  # the stage's sample, built after the first stage run (below)
         for rep in range(args.repeats):
             run = make_run(root / f"stage{rep}", paths, args.vocab, args.workers, args.threads)
-            tcfg = run.cfg["tokenizer"]
+            t = run.cfg.tokenizer
             # Odd repeats run the baseline first, so neither side always gets the calmer machine.
             if rep % 2 == 1:
-                direct_s, direct_cpu = time_direct(sentences, root / "direct", tcfg)
+                direct_s, direct_cpu = time_direct(sentences, root / "direct", t)
                 stage_s, stage_cpu = time_stage(run)
             else:
                 stage_s, stage_cpu = time_stage(run)
                 if rep == 0:
                     # Built after the first stage run, which thus runs cold (pays the one-off `datasets` import).
                     sentences = sample_sentences(run)
-                direct_s, direct_cpu = time_direct(sentences, root / "direct", tcfg)
+                direct_s, direct_cpu = time_direct(sentences, root / "direct", t)
             stats = run.stage_stats("tokenizer")
 
             # Same learned vocabulary? (the file-trained model embeds its paths, so compare pieces)
@@ -147,7 +148,7 @@ def main() -> None:
         for rep in range(args.repeats):
             run = make_run(root / f"parts{rep}", paths, args.vocab, args.workers, args.threads, input_run=parts_dir)
             stage_s, _ = time_stage(run)
-            direct_s, _ = time_direct(sentences, root / "direct", run.cfg["tokenizer"])
+            direct_s, _ = time_direct(sentences, root / "direct", run.cfg.tokenizer)
             parts_ratios.append(stage_s / direct_s)
             print(f"parts repeat {rep}: stage {stage_s:.2f}s, direct {direct_s:.2f}s, ratio {stage_s / direct_s:.3f}", flush=True)
 

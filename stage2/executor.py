@@ -245,10 +245,3 @@ def _apply(fn: Callable[[Any], Any], task: Any) -> Any:
     import ray
 
     return fn(task), ray.get_runtime_context().get_node_id()
-
-
-def make_executor(executor_cfg: Dict[str, Any]):
-    kind = str(executor_cfg.get("kind", "local"))
-    if kind == "ray":
-        return RayExecutor(executor_cfg.get("workers", 0), executor_cfg.get("max_in_flight", 0), executor_cfg.get("address"))
-    return LocalExecutor(executor_cfg.get("workers", 0), executor_cfg.get("max_in_flight", 0))

@@ -233,6 +233,8 @@ def abandon(run_dir: Path) -> None:
         release(key)
         return
     held = _locks.get(key)
+    if held is None and _used_by_another(key, watched):
+        return  # (a read-only stage holds no lock) another process's run began here meanwhile: its files stay
     if held is not None and held.existed:  # a killed run's lock file: as it was, and unlocked
         _write(held.fd, held.previous)
         _close(key)
@@ -254,6 +256,23 @@ def abandon(run_dir: Path) -> None:
             else:
                 path.unlink(missing_ok=True)
     release(key)
+
+
+def _used_by_another(key: Path, watched: _Watch) -> bool:
+    """Whether another process holds the folder's lock, or a run's stats.json appeared since `watch`."""
+    if (key / "stats.json").exists() and "stats.json" not in (watched.entries or set()):
+        return True
+    try:
+        fd = os.open(key / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (released by the close below)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def discard(run_dir: Path) -> bool:

@@ -39,7 +39,7 @@ FUNCTION_WORDS = "function_words"
 
 @dataclass(frozen=True)
 class LanguageRule:
-    """Plain values (workers receive it pickled)."""
+    """Plain values (workers receive it pickled); `FilterConfig.language_rule` makes it from the filter's settings."""
 
     languages: Tuple[str, ...] = ("en",)
     backend: str = "langdetect_fast"
@@ -48,19 +48,6 @@ class LanguageRule:
     check_backend: Optional[str] = None  # None (or the main backend itself): no second detector
     check_threshold: float = 0.0
     min_function_words: float = 0.0  # 0: no function-word check
-
-    @classmethod
-    def from_filter_cfg(cls, f: Dict[str, Any]) -> "LanguageRule":
-        check = f.get("lang_check")
-        return cls(
-            languages=tuple(f["languages"]),
-            backend=str(f["lang_backend"]),
-            threshold=float(f["lang_threshold"]),
-            max_chars=int(f["lang_max_chars"]),
-            check_backend=None if check is None or str(check) == str(f["lang_backend"]) else str(check),
-            check_threshold=float(f.get("lang_check_threshold") or 0.0),
-            min_function_words=float(f.get("function_words") or 0.0),
-        )
 
     def backend_codes(self, backend: str) -> Tuple[str, ...]:
         """`languages` as `backend` spells them: fastText has no regions (langdetect's zh-cn is its zh)."""

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 import hydra
 import yaml
@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from stage2.errors import Stage2Error, first_line
-from stage2.schema import check_ranges, register, validate
+from stage2.config import Config, register, validate
 
 log = logging.getLogger("stage2")
 
@@ -55,8 +55,8 @@ def register_all() -> None:
 register_all()
 
 
-def resolve_config(cfg: DictConfig, launch_dir: str, rerun_of: Optional[str] = None) -> Dict[str, Any]:
-    """Re-apply the schema (a rerun from a saved config has none), resolve, and return plain data."""
+def resolve_config(cfg: DictConfig, launch_dir: str, rerun_of: Optional[str] = None) -> Config:
+    """Re-apply the schema (a rerun from a saved config has none), resolve, check, and return the typed config."""
     try:
         cfg = validate(cfg)
     except OmegaConfBaseException as exc:  # e.g. a key added with `+key=...` that the schema does not have
@@ -65,32 +65,16 @@ def resolve_config(cfg: DictConfig, launch_dir: str, rerun_of: Optional[str] = N
         cfg.launch_dir = launch_dir
     cfg.rerun_of = rerun_of
     try:
-        plain: Dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True, throw_on_missing=True)  # type: ignore[assignment]
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # (its error for a missing value says which)
+        config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     except OmegaConfBaseException as exc:  # `${...}` in a value is an interpolation, also in a path
         raise Stage2Error(
             f"{getattr(exc, 'full_key', None) or 'config'}: {str(exc).splitlines()[0]}"
             " (a literal '${' is written '\\${' on the command line and in YAML)"
         ) from None
-    check_ranges(plain)
-    absolutize_paths(plain, plain["launch_dir"])
-    return plain
-
-
-def absolutize_paths(cfg: Dict[str, Any], launch_dir: str) -> None:
-    """Record every user-given path as absolute (relative ones mean: from the launch directory)."""
-
-    def absolute(path: Optional[str]) -> Optional[str]:
-        return path if path is None or os.path.isabs(path) else os.path.normpath(os.path.join(launch_dir, path))
-
-    dataset = cfg["dataset"]
-    dataset["paths"] = [absolute(p) for p in dataset.get("paths") or []]
-    for comp in (dataset.get("components") or {}).values():
-        if comp.get("data_files"):
-            comp["data_files"] = [absolute(p) for p in comp["data_files"]]
-    for section, key in (("tokenizer", "input_run"), ("shard", "input_run"), ("shard", "tokenizer"), ("report", "dir"), ("verify", "dir")):
-        cfg[section][key] = absolute(cfg[section].get(key))
-    cfg["report"]["compare"] = [absolute(p) for p in cfg["report"].get("compare") or []]
-    cfg["runs_index"] = absolute(cfg["runs_index"])
+    config.check()
+    config.absolutize_paths()
+    return config
 
 
 def complete_saved_config(hydra_cfg: Any) -> None:
@@ -114,8 +98,8 @@ def complete_saved_config(hydra_cfg: Any) -> None:
     atomic_write(saved, text + yaml.safe_dump({"hydra": ours}, sort_keys=False, allow_unicode=True))
 
 
-def compose_recipe(overrides: List[str], launch_dir: str) -> Dict[str, Any]:
-    """The resolved recipe that `stage2 <overrides>` launched from `launch_dir` would run, as plain data.
+def compose_recipe(overrides: List[str], launch_dir: str) -> Config:
+    """The resolved recipe that `stage2 <overrides>` launched from `launch_dir` would run.
 
     For notebooks, tests and benchmarks: Hydra's compose API on conf/, then the same checks as the CLI.
     """
@@ -144,7 +128,7 @@ def app(cfg: DictConfig) -> None:
     logging.raiseExceptions = False
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    verbose = bool(cfg.get("verbose", False))
+    verbose = bool(getattr(cfg, "verbose", False))
     single = hydra_cfg.mode != RunMode.MULTIRUN
     if single:  # (a sweep's job folders are its own from the start)
         _hold_log_until_claimed(run_dir)
@@ -156,11 +140,11 @@ def app(cfg: DictConfig) -> None:
         launch_dir = hydra_cfg.runtime.cwd
         if rerun_of:  # relative input paths mean what they meant for the original run
             launch_dir = yaml.safe_load((Path(rerun_of) / "config.resolved.yaml").read_text()).get("launch_dir") or launch_dir
-        plain = resolve_config(cfg, launch_dir, rerun_of)
+        config = resolve_config(cfg, launch_dir, rerun_of)
         from stage2.pipeline import run_stage  # here: `--help` and config errors need none of the stages
 
         # A read-only stage run alone writes no folder (in a sweep its job folder holds its report).
-        run_stage(plain, run_dir, record=not (single and plain["stage"] in ("report", "verify")))
+        run_stage(config, run_dir, record=not (single and config.stage in ("report", "verify")))
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (`Interrupted`); the stage has stopped its workers
         interrupted(run_dir, getattr(exc, "signum", signal.SIGINT))
     except Exception as exc:

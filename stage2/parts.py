@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from stage2.config import BadRecordPolicy, Config
 from stage2.documents import Document
 from stage2.errors import Stage2Error
 from stage2.files import atomic_path, file_sha256
@@ -164,13 +165,12 @@ def filtered_source(run: Run, input_run: Optional[str], consumer: str) -> Option
     return folder
 
 
-def check_input_parts(cfg: Dict[str, Any], names: List[str]) -> None:
+def check_input_parts(cfg: Config, names: List[str]) -> None:
     """At start-up, before the run claims its folder: the past runs whose parts this recipe reads
     (`tokenizer.input_run`, `shard.input_run`) still hold the parts they recorded."""
-    for consumer in ("tokenizer", "shard"):
-        input_run = (cfg.get(consumer) or {}).get("input_run")
-        if input_run and cfg["stage"] in (consumer, "pipeline"):
-            folder = (Path(input_run) if Path(input_run).is_absolute() else Path(cfg["launch_dir"]) / input_run).resolve()
+    for consumer, input_run in (("tokenizer", cfg.tokenizer.input_run), ("shard", cfg.shard.input_run)):
+        if input_run and cfg.stage in (consumer, "pipeline"):
+            folder = Path(cfg.absolute(input_run)).resolve()
             check_parts(folder, names, f"the input run {folder}")
 
 
@@ -281,7 +281,7 @@ def component_documents(run: Run, spec: ComponentSpec, filtered_dir: Optional[Pa
     if filtered_dir is not None:
         yield from iter_filtered(filtered_dir, spec.name)
         return
-    skip_bad = run.cfg["filter"]["on_bad_record"] == "skip"
+    skip_bad = run.cfg.filter.on_bad_record == BadRecordPolicy.skip
     for doc in iter_documents(spec):
         if doc.problem is None:
             yield doc

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
+from stage2.config import Config
 from stage2.errors import Stage2Error
 from stage2.run import Run, append_index, start_run
 
@@ -49,11 +50,11 @@ def _check_no_empty_component(run: Run) -> None:
             )
 
 
-def run_stage(cfg: Dict[str, Any], run_dir: Path, record: bool = True) -> Path:
-    """Run `cfg["stage"]` in `run_dir`. `record=False` (a read-only stage run alone): no report.md in it."""
+def run_stage(cfg: Config, run_dir: Path, record: bool = True) -> Path:
+    """Run `cfg.stage` in `run_dir`. `record=False` (a read-only stage run alone): no report.md in it."""
     from stage2 import folder
 
-    stage = cfg["stage"]
+    stage = str(cfg.stage)
     if stage == "report":
         from stage2.report import run as report
 

@@ -15,13 +15,16 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import yaml
 from hydra.experimental.callback import Callback
 
 from stage2.errors import Stage2Error
 from stage2.files import atomic_path, atomic_write
+
+if TYPE_CHECKING:
+    from stage2.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -467,22 +470,22 @@ def compare_report(a: Path, b: Path) -> str:
     )
 
 
-def run(cfg: Dict[str, Any], run_dir: Optional[Path]) -> str:
+def run(cfg: Config, run_dir: Optional[Path]) -> str:
     """`stage2 stage=report`: print the report, and keep it as `run_dir/report.md` when given one (a sweep's
     job; a report run alone writes no folder). A sweep's summary goes into the sweep folder itself."""
-    rcfg = cfg.get("report") or {}
-    launch_dir = Path(cfg.get("launch_dir") or os.getcwd())
+    asked = cfg.report
+    launch_dir = Path(cfg.launch_dir or os.getcwd())
     resolve = lambda p: Path(p) if os.path.isabs(p) else launch_dir / p  # noqa: E731
-    if rcfg.get("compare"):
-        if len(rcfg["compare"]) != 2:
-            raise Stage2Error(f"report.compare takes two run folders, got {len(rcfg['compare'])}: {rcfg['compare']}")
-        a, b = (resolve(p) for p in rcfg["compare"])
+    if asked.compare:
+        if len(asked.compare) != 2:
+            raise Stage2Error(f"report.compare takes two run folders, got {len(asked.compare)}: {list(asked.compare)}")
+        a, b = (resolve(p) for p in asked.compare)
         for folder in (a, b):
             if not is_run(folder):
                 raise Stage2Error(f"{folder}: not a run folder (no stats.json)")
         text = compare_report(a, b)
-    elif rcfg.get("dir"):
-        folder = resolve(rcfg["dir"])
+    elif asked.dir:
+        folder = resolve(asked.dir)
         if not folder.is_dir():
             raise Stage2Error(f"{folder}: report.dir does not exist")
         if is_run(folder):
@@ -494,7 +497,7 @@ def run(cfg: Dict[str, Any], run_dir: Optional[Path]) -> str:
         else:
             raise Stage2Error(f"{folder}: neither a run folder (stats.json) nor a sweep folder (multirun.yaml, 0/, 1/, ...)")
     else:
-        text = index_report(resolve(cfg.get("runs_index", "outputs/runs.jsonl")), launch_dir, rcfg.get("stage"), rcfg.get("dataset"))
+        text = index_report(resolve(cfg.runs_index), launch_dir, asked.stage, asked.dataset)
     print(text, end="")
     if run_dir is not None:
         atomic_write(Path(run_dir) / "report.md", text)

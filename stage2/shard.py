@@ -34,6 +34,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from stage2 import parts
+from stage2.config import Remainder, ShardConfig
 from stage2.errors import Stage2Error
 from stage2.executor import LocalExecutor
 from stage2.progress import Progress
@@ -262,7 +263,7 @@ def _tasks(run: Run, filtered: Optional[Path], base: Dict[str, Any], resume: Dic
     On resume, finished components and partitions inside the checkpoint's shards get no task, and done
     partitions a task that only hands back their marker.
     """
-    size = int(run.cfg["dataset"]["partition_size"])
+    size = run.cfg.dataset.partition_size
     for spec in run.components:
         state = resume.get(spec.name, ComponentResume())
         if state.index is not None:
@@ -431,34 +432,34 @@ def _tokenizer_info(run: Run, model: Path, sp: Any) -> Dict[str, Any]:
 
 
 def run(run: Run) -> Dict[str, Any]:
-    cfg = run.cfg["shard"]
-    seq_len, per_shard = int(cfg["seq_len"]), int(cfg["sequences_per_shard"])
+    s: ShardConfig = run.cfg.shard
+    seq_len, per_shard = s.seq_len, s.sequences_per_shard
     if seq_len < 2:
         raise Stage2Error(f"shard.seq_len={seq_len}: a row needs at least 2 tokens (an input and its next-token target)")
-    model = resolve_tokenizer(run, cfg.get("tokenizer"))
+    model = resolve_tokenizer(run, s.tokenizer)
     sp = load_processor(model)
     tok = _tokenizer_info(run, model.resolve(), sp)
-    if cfg["remainder"] == "pad" and tok["pad_id"] < 0:
+    if s.remainder == Remainder.pad and tok["pad_id"] < 0:
         raise Stage2Error(f"{model}: shard.remainder=pad but this tokenizer has no pad id (-1); use shard.remainder=drop or a tokenizer trained with pad_id")
-    for what, flag, tid in (("add_eos", cfg["add_eos"], tok["eos_id"]), ("add_bos", cfg["add_bos"], tok["bos_id"])):
+    for what, flag, tid in (("add_eos", s.add_eos, tok["eos_id"]), ("add_bos", s.add_bos, tok["bos_id"])):
         if flag and tid < 0:
             raise Stage2Error(f"{model}: shard.{what}=true but this tokenizer has no {what[4:]} id (-1)")
     dtype = token_dtype(tok["vocab_size"])
-    filtered = parts.filtered_source(run, cfg.get("input_run"), "shard")
+    filtered = parts.filtered_source(run, s.input_run, "shard")
     workers = getattr(run.executor, "workers", 1)
     base = {
         "model": str(model.resolve()),
         "tokenizer_sha256": tok["sha256"],
-        "batch_size": int(cfg["batch_size"]),
-        "num_threads": encode_threads(int(cfg.get("num_threads") or 0), workers),
-        "bos": tok["bos_id"] if cfg["add_bos"] else None,
-        "eos": tok["eos_id"] if cfg["add_eos"] else None,
+        "batch_size": s.batch_size,
+        "num_threads": encode_threads(s.num_threads, workers),
+        "bos": tok["bos_id"] if s.add_bos else None,
+        "eos": tok["eos_id"] if s.add_eos else None,
         "dtype": dtype.str,
     }
     stats = run.stage_stats("shard")
     stats.update({"tokenizer": tok["path"], "seq_len": seq_len, "dtype": dtype.name, "components": {}})
     resume: Dict[str, ComponentResume] = {}
-    if run.cfg.get("resume"):
+    if run.cfg.resume:
         resume = {s.name: find_resume(run.dir / SHARDS_DIR / s.name, tok["sha256"], dtype) for s in run.components}
         stats["resumed"] = True
         stats["components_resumed"] = 0
@@ -474,7 +475,7 @@ def run(run: Run) -> Dict[str, Any]:
         results = _tokenize_in_process(tasks)
     else:
         results = run.executor.map(_passthrough, tasks)
-    progress = Progress("shard", unit="token", enabled=run.cfg.get("progress", True))
+    progress = Progress("shard", unit="token", enabled=run.cfg.progress)
     # Closed on an error too: in-process, that stops the tokenizing threads before the error propagates.
     with contextlib.closing(results):
         for result in results:
@@ -491,7 +492,7 @@ def run(run: Run) -> Dict[str, Any]:
             if current is None:
                 current = ComponentPacker(run, name, seq_len, per_shard, dtype, tok["sha256"], state.checkpoint)
                 busy = 0.0
-                if run.cfg.get("resume"):
+                if run.cfg.resume:
                     stats["partitions_resumed"] += state.first
                     log.info(
                         "shard %s: resume: %d shards kept (holding partitions before %d), %d partitions already tokenized",
@@ -506,10 +507,10 @@ def run(run: Run) -> Dict[str, Any]:
                 # the packing (on workers, or on threads in-process), so several components may overlap.
                 busy += result["seconds"] + time.time() - packing_started
                 continue
-            packed = current.finish(cfg["remainder"], tok["pad_id"])
+            packed = current.finish(str(s.remainder), tok["pad_id"])
             docs, current = current.docs, None
             seconds = busy + time.time() - packing_started
-            index = component_index(name, weights[name], cfg, tok, dtype, docs, packed)
+            index = component_index(name, weights[name], s, tok, dtype, docs, packed)
             run.add_artifact(write_index(out_dir, index))  # after the last shard: from here on the component is done
             _clean_component(out_dir, packed.shards)
             stats["components"][name] = {

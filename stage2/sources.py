@@ -10,6 +10,7 @@ compressed one decompressed to the end of its last stream, so a damaged file fai
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import glob
 import itertools
@@ -20,11 +21,11 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional
 
 from stage2.documents import Document
 from stage2.errors import Stage2Error, first_line
-from stage2.schema import check_name
+from stage2.config import ComponentConfig, DatasetConfig, check_name
 
 log = logging.getLogger(__name__)
 
@@ -36,29 +37,13 @@ ROW_BATCH = 1000  # rows per `datasets` batch (_rows)
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
-@dataclass(frozen=True)
-class ComponentSpec:
-    """A component with its files resolved to absolute paths: a plain object workers can receive."""
+@dataclass(kw_only=True)
+class ComponentSpec(ComponentConfig):
+    """A component as the run reads it: its config (`max_records` capped by dataset.max_records), its
+    name, and its files resolved to absolute paths. A plain object workers can receive."""
 
     name: str
     files: List[str] = field(default_factory=list)
-    format: Optional[str] = None
-    hub_path: Optional[str] = None
-    subset: Optional[str] = None
-    split: str = "train"
-    revision: Optional[str] = None
-    text_column: str = "text"
-    id_column: Optional[str] = "id"
-    sample_by: str = "line"
-    max_records: Optional[int] = None  # the smaller of the component's own and dataset.max_records
-    weight: float = 1.0
-    lang_filter: bool = True
-    # The component's own filter settings (ComponentConfig); None: the filter's (`filter_settings`).
-    min_chars: Optional[int] = None
-    max_chars: Optional[int] = None  # 0: no upper bound
-    languages: Optional[Tuple[str, ...]] = None
-    dedup: Optional[bool] = None  # False: neither exact nor near dedup
-    quality: Optional[Tuple[str, ...]] = None  # its quality steps (None: filter.quality)
     # file -> the name its records' fallback ids use (<component>/<name>/<record>): the file's stem,
     # with its folder below the glob's root when that is needed to tell files apart (resolve_components).
     id_names: Dict[str, str] = field(default_factory=dict)
@@ -88,21 +73,6 @@ class ComponentSpec:
 
         return replace(self, files=[path], id_names=one(self.id_names), scans=one(self.scans))
 
-    def filter_settings(self, f: Mapping[str, Any]) -> Dict[str, Any]:
-        """The settings the filter applies to this component: its own where set, else the filter's
-        (`f`: the resolved `filter` config). `max_chars` None: no upper bound."""
-        dedup = f.get("dedup") or {}
-        own = self.dedup is not False
-        return {
-            "min_chars": f.get("min_chars") if self.min_chars is None else self.min_chars,
-            "max_chars": f.get("max_chars") if self.max_chars is None else (self.max_chars or None),
-            "languages": tuple(f.get("languages") or ()) if self.languages is None else self.languages,
-            "lang_filter": self.lang_filter,
-            "exact_dedup": own and bool(dedup.get("exact", True)),
-            "near_dedup": own and bool(dedup.get("near", True)),
-            "quality": tuple(f.get("quality") or ()) if self.quality is None else self.quality,
-        }
-
 
 def infer_format(path: str) -> str:
     name = path.lower()
@@ -127,7 +97,7 @@ def component_name(pattern: str) -> str:
     """`data/web.jsonl.gz` -> `web`; a glob `shards/web-*.jsonl` -> `web`; `shards/*.parquet` -> `shards`."""
     stem = re.sub(r"\[[^\]]*\]|[*?]", "", file_stem(pattern)).strip("-_. ")
     name = stem or os.path.basename(os.path.dirname(os.path.abspath(pattern.split("*")[0] + "x")))
-    # It names folders of the run: other characters become '_' (stage2.schema.check_name's alphabet).
+    # It names folders of the run: other characters become '_' (stage2.config.check_name's alphabet).
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_-")[:64] or "files"
 
 
@@ -191,16 +161,16 @@ def id_names(files: List[str], root: str) -> Dict[str, str]:
     return names
 
 
-def resolve_components(dataset: Dict[str, Any], launch_dir: str) -> List[ComponentSpec]:
+def resolve_components(dataset: DatasetConfig, launch_dir: str) -> List[ComponentSpec]:
     """The manifest (a resolved `dataset` config) -> components in manifest order.
 
     `dataset.max_records` caps every component: one that sets its own reads the smaller of the two.
     `dataset=files`: every path's component gets `dataset.lang_filter` and its weight in `dataset.weights`.
     """
     specs: List[ComponentSpec] = []
-    cap = dataset.get("max_records")
-    paths, weights = list(dataset.get("paths") or []), list(dataset.get("weights") or [])
-    if weights and len(weights) != len(paths):  # (check_ranges says so at start-up; this for direct callers)
+    cap = dataset.max_records
+    paths, weights = list(dataset.paths or []), list(dataset.weights or [])
+    if weights and len(weights) != len(paths):  # (Config.check says so at start-up; this for direct callers)
         raise Stage2Error(f"dataset.weights has {len(weights)} values for {len(paths)} paths in dataset.paths: give one weight per path (or [] for 1.0 each)")
     for index, pattern in enumerate(paths):
         # One component per path or glob (a glob over a sharded dataset is one component).
@@ -213,36 +183,38 @@ def resolve_components(dataset: Dict[str, Any], launch_dir: str) -> List[Compone
                 name=name,
                 files=files,
                 format=_single_format(files, f"dataset.paths {pattern!r}"),
-                text_column=dataset.get("text_column", "text"),
-                id_column=dataset.get("id_column", "id"),
+                text_column=dataset.text_column,
+                id_column=dataset.id_column,
                 max_records=cap,
                 weight=float(weights[index]) if weights else 1.0,
-                lang_filter=bool(dataset.get("lang_filter", True)),
+                lang_filter=bool(dataset.lang_filter),
                 id_names=id_names(files, pattern_root(pattern, launch_dir)),
                 root=pattern_root(pattern, launch_dir),
             )
         )
-    for name, comp in (dataset.get("components") or {}).items():
-        has_files, has_hub = bool(comp.get("data_files")), bool(comp.get("hub_path"))
+    for name, comp in (dataset.components or {}).items():
+        has_files, has_hub = bool(comp.data_files), bool(comp.hub_path)
         if has_files == has_hub:
             raise Stage2Error(f"dataset.components.{name}: set exactly one of data_files or hub_path")
-        files = expand_paths(list(comp["data_files"]), launch_dir, f"dataset.components.{name}") if has_files else []
-        fmt = comp.get("format")
+        files = expand_paths(list(comp.data_files), launch_dir, f"dataset.components.{name}") if has_files else []
+        fmt = comp.format
         if has_files and fmt is None:
             fmt = _single_format(files, f"dataset.components.{name}")
-        fields = {k: v for k, v in comp.items() if k not in ("data_files", "format")}
-        own = fields.get("max_records")
-        fields["max_records"] = cap if own is None else own if cap is None else min(own, cap)
-        for key in ("languages", "quality"):
-            if fields.get(key) is not None:
-                fields[key] = tuple(fields[key])
+        own = comp.max_records
+        resolved: Dict[str, Any] = {
+            "format": fmt,
+            "max_records": cap if own is None else own if cap is None else min(own, cap),
+            "languages": None if comp.languages is None else tuple(comp.languages),
+            "quality": None if comp.quality is None else tuple(comp.quality),
+        }
         if files:
-            root = os.path.commonpath([pattern_root(p, launch_dir) for p in comp["data_files"]])
-            fields["id_names"] = id_names(files, root)
-            fields["root"] = root
-        specs.append(ComponentSpec(name=name, files=files, format=fmt, **fields))
+            root = os.path.commonpath([pattern_root(p, launch_dir) for p in comp.data_files])
+            resolved["id_names"] = id_names(files, root)
+            resolved["root"] = root
+        config = {f.name: getattr(comp, f.name) for f in dataclasses.fields(ComponentConfig)}
+        specs.append(ComponentSpec(**{**config, **resolved}, name=name, files=files))
     for spec in specs:
-        check_name(spec.name, "dataset.paths" if dataset.get("paths") and spec.name not in (dataset.get("components") or {}) else f"dataset.components.{spec.name}")
+        check_name(spec.name, "dataset.paths" if dataset.paths and spec.name not in (dataset.components or {}) else f"dataset.components.{spec.name}")
     if not specs:
         raise Stage2Error("the dataset has no components: give files with 'dataset.paths=[a.jsonl.gz,...]' (dataset=files) or set dataset.components")
     return specs

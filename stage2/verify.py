@@ -25,6 +25,7 @@ from typing import Any, Dict, List
 
 import yaml
 
+from stage2.config import Config, config_digest
 from stage2.errors import Stage2Error
 from stage2.parts import FILTERED_DIR
 from stage2.parts import MANIFEST as PARTS_MANIFEST
@@ -70,8 +71,6 @@ def check_artifact_hashes(folder: Path, stats: Dict[str, Any]) -> int:
 def check_records(folder: Path, stats: Dict[str, Any]) -> Dict[str, Any]:
     """provenance.json and config.resolved.yaml present, readable and of the recipe stats.json records;
     returns the resolved config."""
-    from stage2.run import config_digest
-
     digest = stats.get("config_digest")
     if not digest:
         raise Stage2Error(f"{folder / 'stats.json'}: no config_digest: the record is damaged")
@@ -239,11 +238,11 @@ def verify_folder(folder: Path) -> Dict[str, Any]:
     return report
 
 
-def run(cfg: Dict[str, Any], run_dir: Path) -> Dict[str, Any]:
-    target = (cfg.get("verify") or {}).get("dir")
+def run(cfg: Config, run_dir: Path) -> Dict[str, Any]:
+    target = cfg.verify.dir
     if not target:
         raise Stage2Error("stage=verify needs verify.dir=<run folder>")
-    folder = Path(target) if Path(target).is_absolute() else Path(cfg.get("launch_dir") or ".") / target
+    folder = Path(target) if Path(target).is_absolute() else Path(cfg.launch_dir or ".") / target
     report = verify_folder(folder)
     n_shards = sum(c["shards"] for c in report["components"].values())
     n_rows = sum(c["rows"] for c in report["components"].values())

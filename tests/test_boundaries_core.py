@@ -186,3 +186,45 @@ def test_an_interpolation_in_a_path_is_one_line_and_an_escaped_one_is_literal(tm
     out = cli(tmp_path, *common, "dataset.paths=[a\\${b}.jsonl]")
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads((tmp_path / "run" / "stats.json").read_text())["stages"]["filter"]["components"]["a_b"]["records_in"] == len(RECORDS)
+
+
+# ---- second attack: a folder another process began a run in while this one only watched it -------
+
+
+def test_a_read_only_stage_leaves_a_run_another_process_began_in_its_folder(tmp_path):
+    import subprocess
+    import sys
+
+    from stage2 import folder
+
+    # A finished run appears in the folder a `stage=verify ... hydra.run.dir=X` (no lock) was watching.
+    done = tmp_path / "finished"
+    folder.watch(done)
+    (done / "filtered").mkdir(parents=True)
+    (done / "stats.json").write_text('{"status": "finished"}')
+    folder.abandon(done)
+    assert (done / "stats.json").is_file() and (done / "filtered").is_dir()
+
+    # A run still starting there (it holds the lock, has no stats.json yet) keeps its files too.
+    starting = tmp_path / "starting"
+    folder.watch(starting)
+    (starting / ".hydra").mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT);"
+         " fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)", str(starting / folder.LOCK_FILE)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        folder.abandon(starting)
+        assert (starting / ".hydra").is_dir() and (starting / folder.LOCK_FILE).is_file()
+    finally:
+        holder.kill()
+        holder.wait()
+
+    # Nobody else there: what the watching process added goes, as before.
+    alone = tmp_path / "alone"
+    folder.watch(alone)
+    (alone / ".hydra").mkdir(parents=True)
+    folder.abandon(alone)
+    assert not alone.exists()

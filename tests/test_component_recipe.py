@@ -6,6 +6,7 @@ Only the config side: whether the filter applies them is tested with the filter.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from stage2.config import DatasetConfig
 from stage2.errors import Stage2Error
 from stage2.sources import ComponentSpec, resolve_components
 
@@ -23,7 +25,7 @@ BIN = Path(sys.executable).parent
 
 def specs_of(overrides, launch_dir):
     plain = compose_plain(list(overrides), launch_dir)
-    return {spec.name: spec for spec in resolve_components(plain["dataset"], plain["launch_dir"])}
+    return {spec.name: spec for spec in resolve_components(plain.dataset, plain.launch_dir)}
 
 
 @pytest.fixture
@@ -48,9 +50,9 @@ def test_shipped_sample_code_component_has_no_upper_bound_and_others_follow_the_
 
 def test_refinedweb_mix_code_component_has_no_upper_bound(tmp_path):
     plain = compose_plain(["dataset=refinedweb_mix"], tmp_path)
-    comps = plain["dataset"]["components"]
-    assert comps["code"]["max_chars"] == 0 and comps["code"]["lang_filter"] is False
-    assert all(comps[name]["max_chars"] is None for name in comps if name != "code")
+    comps = plain.dataset.components
+    assert comps["code"].max_chars == 0 and comps["code"].lang_filter is False
+    assert all(comps[name].max_chars is None for name in comps if name != "code")
 
 
 def test_component_overrides_from_the_command_line_reach_the_spec(tmp_path):
@@ -101,8 +103,8 @@ def test_a_manifest_of_ones_own_sets_every_key_in_yaml(tmp_path):
 def test_filter_settings_fill_what_a_component_leaves_to_the_filter(tmp_path):
     plain = compose_plain(["dataset.components.web.languages=[en,de]", "dataset.components.noisy.dedup=false",
                            "dataset.components.web.min_chars=10", "filter.dedup.near=false"], tmp_path)
-    specs = {s.name: s for s in resolve_components(plain["dataset"], plain["launch_dir"])}
-    f = plain["filter"]
+    specs = {s.name: s for s in resolve_components(plain.dataset, plain.launch_dir)}
+    f = plain.filter
     assert specs["web"].filter_settings(f) == {
         "min_chars": 10, "max_chars": 8000, "languages": ("en", "de"), "lang_filter": True,
         "exact_dedup": True, "near_dedup": False, "quality": (),
@@ -112,15 +114,15 @@ def test_filter_settings_fill_what_a_component_leaves_to_the_filter(tmp_path):
     noisy = specs["noisy"].filter_settings(f)
     assert noisy["exact_dedup"] is False and noisy["near_dedup"] is False
     assert ComponentSpec(name="plain").filter_settings(f)["max_chars"] == 8000
-    assert code["quality"] == () and ComponentSpec(name="q").filter_settings({**f, "quality": ["c4_quality"]})["quality"] == ("c4_quality",)
+    assert code["quality"] == () and ComponentSpec(name="q").filter_settings(dataclasses.replace(f, quality=["c4_quality"]))["quality"] == ("c4_quality",)
 
 
 def test_the_recipe_records_the_component_settings(tmp_path):
     from stage2.run import config_digest
 
     base = compose_plain([], tmp_path)
-    assert config_digest(base) != config_digest(compose_plain(["dataset.components.code.max_chars=8000"], tmp_path))
-    assert config_digest(base) != config_digest(compose_plain(["dataset.components.web.dedup=false"], tmp_path))
+    assert config_digest(base.to_plain()) != config_digest(compose_plain(["dataset.components.code.max_chars=8000"], tmp_path).to_plain())
+    assert config_digest(base.to_plain()) != config_digest(compose_plain(["dataset.components.web.dedup=false"], tmp_path).to_plain())
 
 
 # --- dataset.max_records caps every component ---------------------------------------------------------
@@ -147,10 +149,10 @@ def test_dataset_max_records_caps_a_component_that_sets_its_own(tmp_path, cap, o
 
 def test_dataset_max_records_caps_the_hub_mixture_components(tmp_path):
     plain = compose_plain(["dataset=refinedweb_mix", "dataset.max_records=1000"], tmp_path)
-    specs = resolve_components(plain["dataset"], plain["launch_dir"])
+    specs = resolve_components(plain.dataset, plain.launch_dir)
     assert [s.max_records for s in specs] == [1000] * 5  # each sets 50,000 to 200,000 of its own
     plain = compose_plain(["dataset=refinedweb_mix", "dataset.max_records=60000"], tmp_path)
-    assert {s.name: s.max_records for s in resolve_components(plain["dataset"], plain["launch_dir"])} == {
+    assert {s.name: s.max_records for s in resolve_components(plain.dataset, plain.launch_dir)} == {
         "fineweb": 60000, "wikipedia": 50000, "c4": 60000, "slimpajama": 60000, "code": 50000}
 
 
@@ -182,7 +184,7 @@ def test_files_dataset_lang_filter_false_applies_to_every_path(two_files):
 
 
 def test_direct_callers_get_the_weights_check_too(two_files):
-    dataset = {"paths": ["web.jsonl", "code.jsonl"], "weights": [1.0]}
+    dataset = DatasetConfig(paths=["web.jsonl", "code.jsonl"], weights=[1.0])
     with pytest.raises(Stage2Error, match=r"^dataset\.weights"):
         resolve_components(dataset, str(two_files))
 

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from stage2.executor import LocalExecutor, make_executor
+from stage2.config import ExecutorConfig
+from stage2.executor import LocalExecutor
 
 
 def square_with_pid(x: int):
@@ -50,7 +51,7 @@ def test_workers_get_one_blas_thread_and_the_driver_keeps_its_environment(monkey
 
 
 def test_ray_missing_is_a_one_line_hint():
-    code = "import sys; sys.modules['ray'] = None\nfrom stage2.executor import make_executor\nmake_executor({'kind': 'ray'})"
+    code = "import sys; sys.modules['ray'] = None\nfrom stage2.config import ExecutorConfig\nExecutorConfig(kind='ray').make()"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode != 0
     assert "uv sync --extra ray" in out.stderr.strip().splitlines()[-1]
@@ -62,7 +63,7 @@ def test_ray_executor_on_a_local_instance_keeps_task_order():
 
     from stage2.sources import file_stem
 
-    ex = make_executor({"kind": "ray", "workers": 2})
+    ex = ExecutorConfig(kind="ray", workers=2).make()
     paths = [f"/data/part{i}.jsonl.gz" for i in range(12)]
     try:
         # A stage2 function: Ray workers import it from the package (test modules are not importable there).

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import stage2.filter as filter_stage
+from stage2.config import ComponentConfig, DatasetConfig
 from stage2.errors import Stage2Error
 from stage2.plan import plan_component, read_unit
 from stage2.run import start_run
@@ -32,7 +33,7 @@ RECORDS = sample_records("web_stackexchange.jsonl.gz", 40)
 
 def scanned(path: Path, stride: int = 10, **dataset) -> ComponentSpec:
     """The component of one file as a run sees it after its start-up scan."""
-    [spec] = resolve_components({"paths": [str(path)], **dataset}, str(path.parent))
+    [spec] = resolve_components(DatasetConfig(paths=[str(path)], **dataset), str(path.parent))
     return spec.with_scans(input_fingerprints([spec], stride))
 
 
@@ -113,7 +114,7 @@ def test_an_unchanged_touched_file_still_reads_without_scans(tmp_path):
     """A spec without scans (direct API use) reads as before; a touched input fails a run's read."""
     path = tmp_path / "docs.jsonl"
     path.write_bytes(jsonl_bytes(RECORDS))
-    [plain] = resolve_components({"paths": [str(path)]}, str(tmp_path))
+    [plain] = resolve_components(DatasetConfig(paths=[str(path)]), str(tmp_path))
     spec = plain.with_scans(input_fingerprints([plain]))
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
@@ -146,7 +147,7 @@ def test_a_touched_input_does_not_block_a_rerun(tmp_path):
 
     path = tmp_path / "docs.jsonl"
     path.write_bytes(jsonl_bytes(RECORDS))
-    [spec] = resolve_components({"paths": [str(path)]}, str(tmp_path))
+    [spec] = resolve_components(DatasetConfig(paths=[str(path)]), str(tmp_path))
     before = input_fingerprints([spec])
     (tmp_path / "past").mkdir()
     (tmp_path / "past" / "provenance.json").write_text(json.dumps({"inputs": before}))
@@ -170,7 +171,7 @@ def test_double_star_is_recursive_and_skips_hidden_and_dunder_folders(tmp_path):
     # A hidden name or a `__` folder that the pattern spells is taken.
     assert expand_paths(["data/.hidden/*.jsonl"], str(tmp_path), "x") == [str(data / ".hidden/part.jsonl")]
     assert expand_paths(["data/__*/*.jsonl"], str(tmp_path), "x") == [str(data / "__pycache__/part.jsonl")]
-    [spec] = resolve_components({"paths": ["data/**/part.jsonl"]}, str(tmp_path))
+    [spec] = resolve_components(DatasetConfig(paths=["data/**/part.jsonl"]), str(tmp_path))
     assert spec.name == "part" and spec.root == str(data)
     assert sorted(spec.id_names.values()) == ["a/b/c/part", "a/part", "part"]
     assert {d.source for d in iter_documents(spec)} == {"part.jsonl", "a/part.jsonl", "a/b/c/part.jsonl"}
@@ -179,7 +180,7 @@ def test_double_star_is_recursive_and_skips_hidden_and_dunder_folders(tmp_path):
 def test_a_file_name_with_glob_characters_is_taken_literally(tmp_path):
     write_jsonl(tmp_path / "data" / "web[1].jsonl", RECORDS[:3])
     write_jsonl(tmp_path / "data" / "web1.jsonl", RECORDS[3:5])  # what `web[1]` matches as a glob
-    [spec] = resolve_components({"paths": ["data/web[1].jsonl"]}, str(tmp_path))
+    [spec] = resolve_components(DatasetConfig(paths=["data/web[1].jsonl"]), str(tmp_path))
     assert spec.files == [str(tmp_path / "data" / "web[1].jsonl")] and spec.root == str(tmp_path / "data")
     assert [d.text for d in iter_documents(spec)] == [r["text"] for r in RECORDS[:3]]
     assert expand_paths(["data/web[0-9].jsonl"], str(tmp_path), "x") == [str(tmp_path / "data" / "web1.jsonl")]  # a glob still globs
@@ -227,7 +228,7 @@ def test_messages_name_the_real_path_while_parts_name_it_below_the_root(tmp_path
     path = tmp_path / "data" / "sub" / "docs.jsonl"
     path.parent.mkdir(parents=True)
     path.write_bytes(jsonl_bytes(RECORDS[:2]) + b'{"text": null}\n')
-    [spec] = resolve_components({"paths": ["data/*/docs.jsonl"]}, str(tmp_path))
+    [spec] = resolve_components(DatasetConfig(paths=["data/*/docs.jsonl"]), str(tmp_path))
     docs = list(iter_documents(spec))
     assert {d.source for d in docs} == {"sub/docs.jsonl"} and {d.location for d in docs} == {str(path)}
     assert docs[-1].problem and docs[-1].id == "docs/docs/3"  # fallback ids as they were
@@ -267,7 +268,7 @@ def test_a_bom_then_a_blank_line_counts_as_the_reader_reads(tmp_path):
 def test_a_bom_is_dropped_from_text_read_whole(tmp_path, sample_by):
     path = tmp_path / "notes.txt"
     path.write_bytes(BOM + b"first paragraph\nstill first\n\nsecond \xef\xbb\xbf inside\n")
-    [spec] = resolve_components({"components": {"notes": {"data_files": [str(path)], "sample_by": sample_by}}}, str(tmp_path))
+    [spec] = resolve_components(DatasetConfig(components={"notes": ComponentConfig(data_files=[str(path)], sample_by=sample_by)}), str(tmp_path))
     texts = [d.text for d in iter_documents(spec)]
     assert texts[0].startswith("first paragraph") and "\ufeff inside" in texts[-1]  # only the file's own mark goes
 

@@ -14,7 +14,7 @@ import pytest
 from stage2 import langid_fast
 from stage2.errors import Stage2Error
 from stage2.langid import check_languages, UNKNOWN, get_backend, identify, language_text, rank_all
-from stage2.schema import validate
+from stage2.config import validate
 from tests.conftest import sample_records
 
 MAX_CHARS = 2000

@@ -30,7 +30,7 @@ def udhr() -> Dict[str, List[str]]:
 
 
 def default_rule(tmp_path) -> LanguageRule:
-    return LanguageRule.from_filter_cfg(compose_recipe([], str(tmp_path))["filter"])
+    return compose_recipe([], str(tmp_path)).filter.language_rule()
 
 
 def test_function_word_share():
@@ -98,7 +98,7 @@ def test_checks_run_in_order_and_report_the_deciding_detector(tmp_path, udhr):
     # first_detection tells what the first detector takes the early-dropped documents for.
     assert [d[0] for d in first_detection(texts[:5] + texts[15:18], rule)] == ["de"] * 5 + ["el"] * 3
     # Switched off, the rule is langdetect's threshold alone.
-    off = LanguageRule.from_filter_cfg(compose_recipe(["filter.lang_check=null", "filter.function_words=0"], str(tmp_path))["filter"])
+    off = compose_recipe(["filter.lang_check=null", "filter.function_words=0"], str(tmp_path)).filter.language_rule()
     assert off.check_backend is None and off.min_function_words == 0
     plain = judge(texts, off)
     assert plain["passed"] == [t >= 0.85 for t in plain["target"]]
@@ -157,12 +157,11 @@ def test_check_languages_validates_fasttext_codes(tmp_path):
 
 def test_threshold_follows_the_backend_and_bad_values_fail(tmp_path):
     from stage2.errors import Stage2Error
-    from stage2.schema import check_ranges
 
-    assert compose_recipe([], str(tmp_path))["filter"]["lang_threshold"] == 0.85
+    assert compose_recipe([], str(tmp_path)).filter.lang_threshold == 0.85
     # fastText's probabilities run lower: its own calibrated threshold, also without filter=fasttext.
-    assert compose_recipe(["filter.lang_backend=fasttext"], str(tmp_path))["filter"]["lang_threshold"] == 0.4
-    assert compose_recipe(["filter.lang_backend=fasttext", "filter.lang_threshold=0.6"], str(tmp_path))["filter"]["lang_threshold"] == 0.6
+    assert compose_recipe(["filter.lang_backend=fasttext"], str(tmp_path)).filter.lang_threshold == 0.4
+    assert compose_recipe(["filter.lang_backend=fasttext", "filter.lang_threshold=0.6"], str(tmp_path)).filter.lang_threshold == 0.6
     for override, message in (("filter.languages=[]", "filter.languages is empty"), ("filter.keep_rejected=-3", "keep_rejected=-3")):
         with pytest.raises(Stage2Error, match=message):
-            check_ranges(compose_recipe([override], str(tmp_path)))
+            compose_recipe([override], str(tmp_path)).check()

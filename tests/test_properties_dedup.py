@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings as hyp_settings, strategies 
 import stage2.dedup.passes as passes
 from conftest import dedup_reference, sample_records, write_jsonl
 from stage2.executor import LocalExecutor
+from stage2.config import DedupConfig, FilterConfig
 from stage2.filter import execute
 from stage2.filter.tasks import merge_rejected
 from stage2.parts import read_documents
@@ -67,8 +68,8 @@ def verdicts(texts: List[str], folder: Path, partition: int, k: int, threshold: 
     path = write_jsonl(folder / "in.jsonl", [{"id": f"d{i}", "text": t} for i, t in enumerate(texts)])
     spec = ComponentSpec(name="c", files=[str(path)], format="json", lang_filter=False)
     units = plan_component(spec, 0, spec.files, {str(path): scan_file(str(path), "json", stride=partition)}, partition, None)
-    f = {"min_chars": MIN_CHARS, "max_chars": 10**6, "on_bad_record": "fail", "quality": [],
-         "dedup": {"exact": True, "near": True, "window_words": k, "threshold": threshold, "scope": "component", "memory_mb": 1}}
+    f = FilterConfig(min_chars=MIN_CHARS, max_chars=10**6, on_bad_record="fail", quality=[],
+                     dedup=DedupConfig(exact=True, near=True, window_words=k, threshold=threshold, scope="component", memory_mb=1))
     done = execute([(spec, units)], f, 10**6, folder / "work", folder, mapper)
     by_id = {d.id: "kept" for r in done.decided for rel in r["parts"] for d in read_documents(folder / rel)}
     files = [Path(t["dir"]) / n for t in done.screen_tasks for n in ("rejected-screen.parquet", "rejected-decide.parquet")]

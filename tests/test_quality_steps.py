@@ -653,18 +653,18 @@ def test_fast_steps_equal_the_plain_rules(texts: List[str], name: str, overrides
 
 
 def test_default_yaml_equals_the_dataclasses(tmp_path) -> None:
-    f = compose_plain(["stage=filter"], tmp_path)["filter"]
-    assert f["quality"] == []
+    f = compose_plain(["stage=filter"], tmp_path).filter
+    assert f.quality == []
     for name, settings in QUALITY_STEPS.items():
-        assert f[name] == asdict(settings()), name
+        assert asdict(f.step_settings(name)) == asdict(settings()), name
 
 
 def test_fineweb_recipe(tmp_path) -> None:
-    f = compose_plain(["stage=filter", "filter=fineweb"], tmp_path)["filter"]
-    assert f["quality"] == ["gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]
-    assert f["c4_quality"]["filter_no_terminal_punct"] is False
-    assert f["lang_backend"] == "fasttext" and f["lang_threshold"] == 0.65 and f["lang_check"] is None
-    assert f["gopher_quality"] == asdict(GopherQualitySettings())
+    f = compose_plain(["stage=filter", "filter=fineweb"], tmp_path).filter
+    assert f.quality == ["gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality"]
+    assert f.c4_quality.filter_no_terminal_punct is False
+    assert f.lang_backend == "fasttext" and f.lang_threshold == 0.65 and f.lang_check is None
+    assert asdict(f.gopher_quality) == asdict(GopherQualitySettings())
 
 
 @pytest.mark.parametrize("override, message", [
@@ -685,8 +685,8 @@ def test_bad_settings_fail_at_start(tmp_path, override: str, message: str) -> No
 
 
 def test_sweepable_threshold(tmp_path) -> None:
-    f = compose_plain(["stage=filter", "filter.quality=[gopher_quality]", "filter.gopher_quality.min_stop_words=4"], tmp_path)["filter"]
-    step = STEPS["gopher_quality"](GopherQualitySettings(**f["gopher_quality"]))
+    f = compose_plain(["stage=filter", "filter.quality=[gopher_quality]", "filter.gopher_quality.min_stop_words=4"], tmp_path).filter
+    step = STEPS["gopher_quality"](f.gopher_quality)
     body = " ".join(["the", "of", "and"] + uniq(60, 5))
     assert rule(step.judge([doc(body)])[0]) == "min_stop_words"
     assert REPO.joinpath("conf", "filter", "fineweb.yaml").is_file()

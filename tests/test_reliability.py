@@ -338,10 +338,11 @@ def test_the_interpreter_is_pinned_and_a_different_one_is_reported():
 
 
 def test_fallback_ids_stay_as_they_were_unless_names_collide(tmp_path):
+    from stage2.config import ComponentConfig, DatasetConfig
     from stage2.sources import iter_documents, resolve_components
 
     write_jsonl(tmp_path / "d" / "part.jsonl", [{"text": "a"}])
     write_jsonl(tmp_path / "d" / "part.jsonl.gz", [{"text": "b"}])
     write_jsonl(tmp_path / "d" / "other.jsonl", [{"text": "c"}])
-    [spec] = resolve_components({"components": {"mix": {"data_files": ["d/*"]}}}, str(tmp_path))
+    [spec] = resolve_components(DatasetConfig(components={"mix": ComponentConfig(data_files=["d/*"])}), str(tmp_path))
     assert sorted(d.id for d in iter_documents(spec)) == ["mix/other/1", "mix/part.jsonl.gz/1", "mix/part.jsonl/1"]

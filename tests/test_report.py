@@ -19,6 +19,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from stage2 import report
+from stage2.config import Config, ReportConfig
 from stage2.errors import Stage2Error
 from stage2.main import CONF_DIR, resolve_config
 
@@ -31,10 +32,10 @@ COMPONENTS = ("web", "encyclopedia", "code", "noisy")
 
 
 def composed_config(overrides: List[str], launch_dir: Path) -> Dict[str, Any]:
-    """The resolved config a real run with these overrides would save."""
+    """The resolved config a real run with these overrides would save (config.resolved.yaml)."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
-    return resolve_config(cfg, str(launch_dir))
+    return resolve_config(cfg, str(launch_dir)).to_plain()
 
 
 def filter_stats(min_chars: int) -> Dict[str, Any]:
@@ -105,9 +106,8 @@ def read_csv(path: Path) -> List[Dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def report_cfg(launch_dir: Path, **report_keys: Any) -> Dict[str, Any]:
-    base = {"dir": None, "compare": [], "stage": None, "dataset": None}
-    return {"stage": "report", "launch_dir": str(launch_dir), "runs_index": "outputs/runs.jsonl", "report": {**base, **report_keys}}
+def report_cfg(launch_dir: Path, **report_keys: Any) -> Config:
+    return Config(stage="report", launch_dir=str(launch_dir), runs_index="outputs/runs.jsonl", report=ReportConfig(**report_keys))
 
 
 # ---------------------------------------------------------------- swept key

@@ -10,6 +10,7 @@ from typing import Any, Dict, List
 import pytest
 
 from conftest import artifact_hashes, sample_records, write_jsonl
+from stage2.config import FilterConfig
 from stage2.filter import component_steps
 from stage2.filter.tasks import screen
 from stage2.plan import plan_component
@@ -109,8 +110,8 @@ def _screen_task(tmp_path: Path) -> Dict[str, Any]:
     path = write_jsonl(tmp_path / "in.jsonl", records)
     spec = ComponentSpec(name="c", files=[str(path)], format="json")
     [unit] = plan_component(spec, 0, spec.files, {str(path): scan_file(str(path), "json", stride=1000)}, 1000, None)
-    f = {"min_chars": 100, "max_chars": 8000, "on_bad_record": "skip", "quality": [], "languages": ["en"], "lang_backend": "langdetect_fast",
-         "lang_threshold": 0.85, "lang_max_chars": 2000, "lang_check": "fasttext", "lang_check_threshold": 0.3, "function_words": 0.03}
+    f = FilterConfig(min_chars=100, max_chars=8000, on_bad_record="skip", quality=[], languages=["en"], lang_backend="langdetect_fast",
+                     lang_threshold=0.85, lang_max_chars=2000, lang_check="fasttext", lang_check_threshold=0.3, function_words=0.03)
     dedup = {"exact": True, "near": True, "window_words": 13}
     return {"spec": spec, "unit": unit, "steps": component_steps(spec, f), "dedup": dedup, "keep_rejected": 3, "dir": str(tmp_path / "task")}
 

@@ -27,10 +27,10 @@ def train_model(base: Path, name: str, vocab: int, pad_id: int) -> Path:
         texts = [r["text"] for r in sample_records("foldoc.jsonl.gz", 600)]
         texts += [r["text"] for r in sample_records("web_stackexchange.jsonl.gz", 150)]
         # The stage's own default recipe (lossless), made small.
-        tcfg = compose_plain([f"tokenizer.vocab_size={vocab}", "tokenizer.num_threads=2", f"tokenizer.pad_id={pad_id}"], base)["tokenizer"]
-        sentences = tokenizer.sentence_stream(texts, int(tcfg["max_sentence_length"]), tokenizer.SentenceCounter())
+        t = compose_plain([f"tokenizer.vocab_size={vocab}", "tokenizer.num_threads=2", f"tokenizer.pad_id={pad_id}"], base).tokenizer
+        sentences = tokenizer.sentence_stream(texts, t.max_sentence_length, tokenizer.SentenceCounter())
         path = base / f"{name}.model"
-        path.write_bytes(tokenizer.train_model(sentences, tokenizer.trainer_options(tcfg), seed=0))
+        path.write_bytes(tokenizer.train_model(sentences, t.trainer_options(), seed=0))
         _MODELS[name] = path
     return _MODELS[name]
 

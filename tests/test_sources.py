@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from stage2.config import ComponentConfig, DatasetConfig
 from stage2.errors import Stage2Error
 from stage2.sources import ComponentSpec, iter_documents, resolve_components
 
@@ -34,7 +35,7 @@ def test_every_format_yields_the_same_documents_in_order(tmp_path, suffix):
         path.write_bytes(zstandard.ZstdCompressor().compress(raw))
     else:
         write_jsonl(path, RECORDS)
-    [spec] = resolve_components({"paths": [str(path)], "text_column": "text", "id_column": "id"}, str(tmp_path))
+    [spec] = resolve_components(DatasetConfig(paths=[str(path)], text_column="text", id_column="id"), str(tmp_path))
     docs = list(iter_documents(spec))
     assert [d.text for d in docs] == [r["text"] for r in RECORDS]
     assert [d.id for d in docs] == [r["id"] for r in RECORDS]
@@ -47,7 +48,7 @@ def test_every_format_yields_the_same_documents_in_order(tmp_path, suffix):
 def test_text_files_by_line_and_by_document(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("first line\nsecond line\n\nthird\n", encoding="utf-8")
-    [spec] = resolve_components({"paths": [str(path)]}, str(tmp_path))
+    [spec] = resolve_components(DatasetConfig(paths=[str(path)]), str(tmp_path))
     assert spec.format == "text"
     assert texts(spec) == ["first line", "second line", "", "third"]
     whole = ComponentSpec(name="notes", files=[str(path)], format="text", sample_by="document")
@@ -59,7 +60,7 @@ def test_text_files_by_line_and_by_document(tmp_path):
 def test_relative_paths_and_globs_resolve_against_launch_dir(tmp_path):
     write_jsonl(tmp_path / "in" / "b.jsonl", RECORDS[10:12])
     write_jsonl(tmp_path / "in" / "a.jsonl", RECORDS[:2])
-    dataset = {"components": {"mix": {"data_files": ["in/*.jsonl"], "text_column": "text"}}}
+    dataset = DatasetConfig(components={"mix": ComponentConfig(data_files=["in/*.jsonl"], text_column="text")})
     [spec] = resolve_components(dataset, str(tmp_path))
     assert spec.files == [str(tmp_path / "in" / "a.jsonl"), str(tmp_path / "in" / "b.jsonl")]
     assert texts(spec) == [r["text"] for r in RECORDS[:2] + RECORDS[10:12]]
@@ -74,7 +75,7 @@ def test_max_records_bounds_the_component_across_files(tmp_path):
 
 def test_a_pattern_matching_nothing_is_a_one_line_error(tmp_path):
     with pytest.raises(Stage2Error) as info:
-        resolve_components({"paths": ["nothing/*.jsonl"]}, str(tmp_path))
+        resolve_components(DatasetConfig(paths=["nothing/*.jsonl"]), str(tmp_path))
     assert "nothing/*.jsonl" in str(info.value) and "\n" not in str(info.value)
 
 
@@ -93,7 +94,7 @@ def test_two_files_with_the_same_stem_are_refused(tmp_path):
     write_jsonl(tmp_path / "x" / "part.jsonl", RECORDS[:1])
     write_jsonl(tmp_path / "y" / "part.jsonl", RECORDS[:1])
     with pytest.raises(Stage2Error, match="part"):
-        resolve_components({"paths": ["x/part.jsonl", "y/part.jsonl"]}, str(tmp_path))
+        resolve_components(DatasetConfig(paths=["x/part.jsonl", "y/part.jsonl"]), str(tmp_path))
 
 
 def test_unreachable_hub_dataset_says_to_use_local_files(monkeypatch):
@@ -115,7 +116,7 @@ def test_a_glob_is_one_component_named_after_its_stem(tmp_path):
     write_jsonl(tmp_path / "shards" / "web-0001.jsonl", RECORDS[:3])
     write_jsonl(tmp_path / "shards" / "web-0002.jsonl", RECORDS[3:5])
     write_jsonl(tmp_path / "code.jsonl", RECORDS[5:6])
-    specs = resolve_components({"paths": ["shards/web-*.jsonl", "code.jsonl"]}, str(tmp_path))
+    specs = resolve_components(DatasetConfig(paths=["shards/web-*.jsonl", "code.jsonl"]), str(tmp_path))
     assert [s.name for s in specs] == ["web", "code"]
     assert [len(s.files) for s in specs] == [2, 1]
     assert texts(specs[0]) == [r["text"] for r in RECORDS[:5]]

@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -81,8 +81,8 @@ def test_the_readme_example_step_registers_and_judges(readme_step):
 
 
 def test_the_chain_runs_cheapest_first_and_named_steps_of_equal_order_as_named(readme_step, tmp_path):
-    f = compose_plain(["stage=filter"], tmp_path)["filter"]
-    f["max_digits"] = {"max_digit_frac": 0.3}  # (the schema was built before this test registered the step)
+    f = compose_plain(["stage=filter"], tmp_path).filter
+    f.max_digits = readme_step["MaxDigitsSettings"](0.3)  # (FilterConfig was built before this test registered the step)
     own = {"min_chars": 10, "max_chars": None, "languages": ("de",), "lang_filter": True,
            "quality": ("fineweb_quality", "max_digits", "gopher_repetition")}
     chain = chain_settings(own, f)
@@ -91,7 +91,7 @@ def test_the_chain_runs_cheapest_first_and_named_steps_of_equal_order_as_named(r
     settings = dict(chain)
     assert settings["length"] == {"min_chars": 10, "max_chars": None}
     assert settings["language"]["languages"] == ("de",) and settings["max_digits"] == {"max_digit_frac": 0.3}
-    assert settings["fineweb_quality"] == f["fineweb_quality"]
+    assert settings["fineweb_quality"] == asdict(f.fineweb_quality)
     no_language = chain_settings({**own, "lang_filter": False, "quality": ()}, f)
     assert [name for name, _ in no_language] == ["invalid", "length"]
 

@@ -5,6 +5,7 @@ Vocabularies and samples are small so that every training takes a second or two.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import logging
@@ -165,7 +166,7 @@ def test_model_loads_in_plain_sentencepiece_and_round_trips_the_eval_texts(runs)
     run = runs[1000]
     sp = spm.SentencePieceProcessor(model_file=str(model_file(run)))
     assert (sp.unk_id(), sp.bos_id(), sp.eos_id(), sp.pad_id()) == (0, 1, 2, 3)
-    samples = tokenizer.collect_samples(run, run.cfg["tokenizer"])
+    samples = tokenizer.collect_samples(run, run.cfg.tokenizer)
     texts = [t for s in samples for t in s.eval_texts]
     assert len(texts) == run.stage_stats("tokenizer")["overall"]["eval_docs"]
     assert sum("\n" in t for t in texts) > len(texts) / 2  # there are newlines to lose
@@ -193,7 +194,7 @@ def test_tokenizer_json_gives_sentencepiece_ids_and_text(runs):
     model = model_file(run)
     sp = spm.SentencePieceProcessor(model_file=str(model))
     hf = Tokenizer.from_file(str(model.parent / export.TOKENIZER_JSON))
-    samples = tokenizer.collect_samples(run, run.cfg["tokenizer"])
+    samples = tokenizer.collect_samples(run, run.cfg.tokenizer)
     texts = [t for s in samples for t in s.eval_texts + s.train_texts[:100]] + AWKWARD
     for text in texts:
         ids = sp.encode(text)
@@ -215,7 +216,7 @@ def test_unigram_export_decodes_the_same_text(tmp_path):
     sp = spm.SentencePieceProcessor(model_file=str(model))
     hf = Tokenizer.from_file(str(model.parent / export.TOKENIZER_JSON))
     stats = run.stage_stats("tokenizer")["components"]
-    samples = tokenizer.collect_samples(run, run.cfg["tokenizer"])
+    samples = tokenizer.collect_samples(run, run.cfg.tokenizer)
     for s in samples:
         same = sum(hf.encode(t, add_special_tokens=False).ids == sp.encode(t) for t in s.eval_texts)
         assert stats[s.component]["hf_exact_share"] == round(same / len(s.eval_texts), 6)
@@ -235,8 +236,8 @@ def test_lossy_recipe_is_reachable_and_says_so(tmp_path, caplog):
 def test_training_logs_its_phase_and_elapsed_time(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     texts = [r["text"] for r in iter_documents_texts(PATHS[1], 3000)]
-    tcfg = tokenizer.trainer_options({**make_run(tmp_path / "p").cfg["tokenizer"], "vocab_size": 4000, "num_threads": 1})
-    tokenizer.train_model(tokenizer.sentence_stream(texts, 4192, tokenizer.SentenceCounter()), tcfg, seed=0, progress_seconds=0.05)
+    options = dataclasses.replace(make_run(tmp_path / "p").cfg.tokenizer, vocab_size=4000, num_threads=1).trainer_options()
+    tokenizer.train_model(tokenizer.sentence_stream(texts, 4192, tokenizer.SentenceCounter()), options, seed=0, progress_seconds=0.05)
     lines = [r.getMessage() for r in caplog.records if "SentencePiece bpe 4000" in r.getMessage()]
     assert any("training on" in l and "s elapsed" in l for l in lines), lines
     assert lines[-1].endswith(" s") and "done in" in lines[-1]
@@ -463,7 +464,7 @@ def test_shard_encode_spells_u2581_and_leaves_other_batches_to_the_fast_path(run
 
     model = model_file(runs[1000])
     sp = spm.SentencePieceProcessor(model_file=str(model))
-    plain = [t for s in tokenizer.collect_samples(runs[1000], runs[1000].cfg["tokenizer"]) for t in s.eval_texts[:12]] + AWKWARD
+    plain = [t for s in tokenizer.collect_samples(runs[1000], runs[1000].cfg.tokenizer) for t in s.eval_texts[:12]] + AWKWARD
     texts = plain[:5] + U2581[:3] + plain[5:20] + U2581[3:] + plain[20:]
     dtype = np.dtype(np.uint16)
     task = {"model": str(model), "dtype": dtype.str, "batch_size": 4, "num_threads": 2, "bos": bos, "eos": eos}
@@ -494,7 +495,7 @@ def test_user_defined_symbols_match_as_in_sentencepiece_and_a_spaced_one_is_refu
     from tokenizers import Tokenizer
 
     texts = [r["text"] for r in iter_documents_texts(PATHS[1], 400)]
-    options = tokenizer.trainer_options({**make_run(tmp_path / "u").cfg["tokenizer"], "vocab_size": 700, "num_threads": 1})
+    options = dataclasses.replace(make_run(tmp_path / "u").cfg.tokenizer, vocab_size=700, num_threads=1).trainer_options()
     model = tokenizer.train_model(
         tokenizer.sentence_stream(texts, 4192, tokenizer.SentenceCounter()),
         {**options, "user_defined_symbols": ["<|im|>", "x\u2581y", "\u2581\u2581"]}, seed=0,

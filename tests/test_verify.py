@@ -23,7 +23,7 @@ SMALL = [*SMALL_SAMPLE, "executor.workers=1", "progress=false"]
 
 def finish(run):
     """What pipeline.run_stage does at the end of a run: stats.json gets its steps, status finished and artifact_sha256."""
-    run.stats["steps"] = [run.cfg["stage"]]
+    run.stats["steps"] = [str(run.cfg.stage)]
     run.save_stats(status="finished")
     return run
 
@@ -191,10 +191,11 @@ def test_flipped_byte_in_the_tokenizer_model_is_named(pipeline_run):
 
 def test_tokenizer_only_run_verifies_then_fails_after_its_model_changes(tokenizer_run, capsys):
     from stage2 import verify
+    from stage2.config import Config, VerifyConfig
 
     report = verify_folder(tokenizer_run)
     assert report["artifacts"] >= 2 and not report["components"]  # the model and its vocab, no shards
-    verify.run({"verify": {"dir": str(tokenizer_run)}}, tokenizer_run)
+    verify.run(Config(verify=VerifyConfig(dir=str(tokenizer_run))), tokenizer_run)
     said = capsys.readouterr().out
     assert f"{report['artifacts']} artifacts match" in said and "shards" not in said  # nothing said of what is not there
     (model,) = (tokenizer_run / "tokenizer").glob("*.model")

@@ -24,7 +24,7 @@ import resource
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -32,6 +32,7 @@ from stage2.dedup.passes import buckets_for
 from stage2.files import file_sha256
 from stage2.filter.tasks import DEDUP_REASONS, build_chain, decide, merge_rejected, resolve, screen
 from stage2.langid import check_languages
+from stage2.config import Config, DedupScope, FilterConfig
 from stage2.langrule import LanguageRule
 from stage2.plan import Unit, component_files, count_file_records, plan_component
 from stage2.sources import ComponentSpec
@@ -43,34 +44,34 @@ WORK_DIR = ".work"
 FINISHED = ".finished.json"  # in filtered/, next to the manifest
 
 
-def component_steps(spec: ComponentSpec, f: Dict[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+def component_steps(spec: ComponentSpec, f: FilterConfig) -> List[Tuple[str, Dict[str, Any]]]:
     """The component's step chain as plain data (name, settings), its own overrides applied."""
     return chain_settings(spec.filter_settings(f), f)
 
 
-def language_rule(spec: ComponentSpec, f: Dict[str, Any]) -> LanguageRule:
-    return replace(LanguageRule.from_filter_cfg(f), languages=spec.filter_settings(f)["languages"])
+def language_rule(spec: ComponentSpec, f: FilterConfig) -> LanguageRule:
+    return f.language_rule(spec.filter_settings(f)["languages"])
 
 
-def component_dedup(spec: ComponentSpec, d: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    own = spec.filter_settings({"dedup": d})
+def component_dedup(spec: ComponentSpec, f: FilterConfig) -> Optional[Dict[str, Any]]:
+    own = spec.filter_settings(f)
     if not (own["exact_dedup"] or own["near_dedup"]):
         return None
-    return {"exact": own["exact_dedup"], "near": own["near_dedup"], "window_words": int(d["window_words"])}
+    return {"exact": own["exact_dedup"], "near": own["near_dedup"], "window_words": f.dedup.window_words}
 
 
-def detectors(f: Dict[str, Any], components: List[ComponentSpec]) -> Tuple[str, ...]:
+def detectors(f: FilterConfig, components: List[ComponentSpec]) -> Tuple[str, ...]:
     """The language detectors the recipe runs (none when no component is language-filtered)."""
-    base = LanguageRule.from_filter_cfg(f)
+    base = f.language_rule()
     return tuple(filter(None, (base.check_backend, base.backend))) if any(spec.lang_filter for spec in components) else ()
 
 
-def worker_warmup(cfg: Dict[str, Any], components: List[ComponentSpec]) -> Callable[[], None]:
+def worker_warmup(cfg: Config, components: List[ComponentSpec]) -> Callable[[], None]:
     """What a worker loads before its first filter task: the language detectors the recipe uses.
 
     start_run starts the workers with it (they scan the inputs first), so the loading overlaps the
     driver's start-up instead of delaying the first screen task."""
-    return functools.partial(warm_worker, detectors(cfg["filter"], components))
+    return functools.partial(warm_worker, detectors(cfg.filter, components))
 
 
 def warm_worker(backends: Tuple[str, ...]) -> None:
@@ -134,7 +135,7 @@ class Passes:
 
 
 def execute(
-    plans: List[Tuple[ComponentSpec, List[Unit]]], f: Dict[str, Any], keep_rejected: int, work: Path, out_dir: Path,
+    plans: List[Tuple[ComponentSpec, List[Unit]]], f: FilterConfig, keep_rejected: int, work: Path, out_dir: Path,
     mapper: Callable = map, progress: bool = False, workers: int = 1,
 ) -> Passes:
     """The three passes over planned units: screen, resolve, decide (parts written under out_dir).
@@ -144,11 +145,11 @@ def execute(
     """
     from stage2.progress import Progress
 
-    d = f["dedup"]
+    d = f.dedup
     # ---- screen -------------------------------------------------------------------------------
     screen_tasks = []
     for spec, units in plans:
-        steps, dedup = component_steps(spec, f), component_dedup(spec, d)
+        steps, dedup = component_steps(spec, f), component_dedup(spec, f)
         for unit in units:
             screen_tasks.append({
                 "spec": _spec_of(spec, unit), "unit": unit, "steps": steps, "dedup": dedup, "keep_rejected": keep_rejected,
@@ -172,11 +173,11 @@ def execute(
             spills[kind].extend(str(Path(task["dir"]) / name) for name in result["spilled"][kind])
     pairs = sum(r["pairs"]["exact"] + r["pairs"]["near"] for r in screened)
     # At least a bucket per worker: resolving is the only work between two barriers (no verdict changes).
-    buckets = max(buckets_for(pairs, int(d["memory_mb"])), workers) if pairs else 0
+    buckets = max(buckets_for(pairs, d.memory_mb), workers) if pairs else 0
     bucket_dir = work / "dedup" / f"of-{buckets}"
     resolve_tasks = [
         {
-            "bucket": b, "buckets": buckets, "per_component": d["scope"] != "mixture",
+            "bucket": b, "buckets": buckets, "per_component": d.scope != DedupScope.mixture,
             "exact_files": spills["exact"], "near_files": spills["near"],
             "exact_out": str(bucket_dir / f"exact-{b:05d}.npy"), "near_out": str(bucket_dir / f"near-{b:05d}.npy"),
             "dir": str(bucket_dir / f"b{b:05d}"),
@@ -190,7 +191,7 @@ def execute(
     for task, result in zip(screen_tasks, screened):
         decide_tasks.append({
             "unit": task["unit"], "chunks": result["chunks"], "chunk_bytes": result["chunk_bytes"], "dedup": task["dedup"] is not None,
-            "threshold": float(d["threshold"]), "keep_rejected": keep_rejected,
+            "threshold": float(d.threshold), "keep_rejected": keep_rejected,
             "exact_files": [t["exact_out"] for t in resolve_tasks], "near_files": [t["near_out"] for t in resolve_tasks],
             "dir": task["dir"], "parts_dir": str(out_dir),
         })
@@ -202,13 +203,13 @@ def run(run) -> Dict[str, Any]:
     from stage2.parts import FILTERED_DIR, MANIFEST, write_table
     from stage2.run import write_json
 
-    f, d = run.cfg["filter"], run.cfg["filter"]["dedup"]
-    P = int(run.cfg["dataset"]["partition_size"])
-    keep_rejected = int(f.get("keep_rejected") or 0)
-    enabled = bool(run.cfg.get("progress"))
-    base = LanguageRule.from_filter_cfg(f)
+    f: FilterConfig = run.cfg.filter
+    P = run.cfg.dataset.partition_size
+    keep_rejected = f.keep_rejected
+    enabled = run.cfg.progress
+    base = f.language_rule()
     run.executor.start(worker_warmup(run.cfg, run.components))  # (a no-op when start_run started them)
-    if f.get("lang_check") == base.backend:
+    if f.lang_check == base.backend:
         log.info("filter: lang_check is the main backend (%s): it runs once", base.backend)
     for languages in dict.fromkeys(language_rule(spec, f).languages for spec in run.components if spec.lang_filter):
         for backend in detectors(f, run.components):
@@ -217,7 +218,7 @@ def run(run) -> Dict[str, Any]:
     filtered = run.dir / FILTERED_DIR
     work = filtered / WORK_DIR
     finished_path = filtered / FINISHED
-    resuming = bool(run.cfg.get("resume"))
+    resuming = run.cfg.resume
     if resuming:
         headline = _restore_finished(run, finished_path)
         if headline is not None:
@@ -243,7 +244,7 @@ def run(run) -> Dict[str, Any]:
     stats = run.stage_stats("filter")
     stats.update({
         "lang_backend": base.backend, "lang_check": base.check_backend, "function_words": base.min_function_words,
-        "languages": list(base.languages), "quality": list(f.get("quality") or []), "components": {},
+        "languages": list(base.languages), "quality": list(f.quality), "components": {},
     })
     manifest: Dict[str, Any] = {"components": {}}
     total: Counter = Counter()
@@ -278,7 +279,7 @@ def run(run) -> Dict[str, Any]:
             entry["step_tally"] = dict(sorted(other.items()))
         if not spec.lang_filter:
             entry["lang_filter"] = False
-        if component_dedup(spec, d) is None:
+        if component_dedup(spec, f) is None:
             entry["dedup"] = False
         assert entry["records_in"] == entry["kept"] + sum(entry["dropped"].values()), (spec.name, entry)
         samples = merge_rejected([Path(t["dir"]) / name for t in tasks for name in ("rejected-screen.parquet", "rejected-decide.parquet")], reasons, keep_rejected)
@@ -316,7 +317,7 @@ def run(run) -> Dict[str, Any]:
         "seconds": round(seconds, 3),
         "records_in": total["records_in"], "kept": total["kept"], "dropped": dict(dropped_total),
         "bytes_in": total["bytes_in"], "bytes_out": total["bytes_out"], "empty_components": empty,
-        "dedup": {"pairs": pairs, "buckets": buckets, "memory_mb": int(d["memory_mb"]), "spill_bytes": _size(work)},
+        "dedup": {"pairs": pairs, "buckets": buckets, "memory_mb": f.dedup.memory_mb, "spill_bytes": _size(work)},
         "resources": {
             "driver_cpu_s": round(driver.ru_utime + driver.ru_stime, 3),
             "driver_peak_rss_mb": round(driver.ru_maxrss / 1024, 1),

@@ -23,6 +23,7 @@ from stage2.errors import Stage2Error
 from stage2.files import atomic_path, file_sha256, write_array, write_json
 
 if TYPE_CHECKING:
+    from stage2.config import ShardConfig
     from stage2.shards.pack import PackResult
 
 SHARDS_DIR = "shards"
@@ -75,21 +76,21 @@ def write_shard(path: Path, rows: np.ndarray) -> Dict[str, Any]:
     return {"file": path.name, "rows": int(rows.shape[0]), "sha256": sha}
 
 
-def component_index(name: str, weight: float, cfg: Dict[str, Any], tok: Dict[str, Any], dtype: np.dtype, docs: int, packed: PackResult) -> Dict[str, Any]:
+def component_index(name: str, weight: float, s: "ShardConfig", tok: Dict[str, Any], dtype: np.dtype, docs: int, packed: PackResult) -> Dict[str, Any]:
     """index.json: what a reader and `stage=verify` need; no timings, so it is the same in every run."""
-    n_sep = docs * (int(bool(cfg["add_eos"])) + int(bool(cfg["add_bos"])))
+    n_sep = docs * (int(s.add_eos) + int(s.add_bos))
     return {
         "component": name,
         "weight": weight,
-        "seq_len": int(cfg["seq_len"]),
+        "seq_len": s.seq_len,
         "dtype": dtype.name,
         "vocab_size": tok["vocab_size"],
         "eos_id": tok["eos_id"],
         "bos_id": tok["bos_id"],
         "pad_id": tok["pad_id"],
-        "add_eos": bool(cfg["add_eos"]),
-        "add_bos": bool(cfg["add_bos"]),
-        "remainder": cfg["remainder"],
+        "add_eos": s.add_eos,
+        "add_bos": s.add_bos,
+        "remainder": str(s.remainder),
         "tokenizer": {"path": tok["path"], "sha256": tok["sha256"]},
         "documents": docs,
         "tokens": packed.stream_tokens - n_sep,  # document tokens, without separators

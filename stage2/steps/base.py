@@ -7,7 +7,7 @@ component's steps as a `Chain`, each on the documents the ones before kept; coun
 rejected samples come from the chain, never from code written per step.
 
 Adding a check (README, "Adding a step") is one new module in stage2/steps/: stage2.steps imports
-every module of the package, `@register` adds the step to `STEPS`, and stage2/schema.py gives
+every module of the package, `@register` adds the step to `STEPS`, and stage2/config.py gives
 `FilterConfig` a field `filter.<name>` with its settings. Naming it in `filter.quality` runs it.
 """
 
@@ -64,10 +64,10 @@ class Step:
         return cls.reasons or (cls.name,)
 
     @classmethod
-    def settings_for(cls, own: Mapping[str, Any], f: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    def settings_for(cls, own: Mapping[str, Any], f: Any) -> Optional[Dict[str, Any]]:
         """The step's settings for one component as plain data, or None when the component skips it.
-        `own`: the component's filter settings (`ComponentSpec.filter_settings`); `f`: the `filter` config."""
-        return dict(f[cls.name]) if cls.name in own["quality"] else None
+        `own`: the component's filter settings (`ComponentConfig.filter_settings`); `f`: the `FilterConfig`."""
+        return dataclasses.asdict(f.step_settings(cls.name)) if cls.name in own["quality"] else None
 
     def judge(self, docs: Sequence[Document]) -> List[Verdict]:
         raise NotImplementedError
@@ -110,7 +110,7 @@ def optional_steps() -> Dict[str, Type[Step]]:
     return {cls.name: cls for cls in sorted(STEPS.values(), key=lambda c: c.order) if cls.optional}
 
 
-def chain_settings(own: Mapping[str, Any], f: Mapping[str, Any]) -> List[Tuple[str, Dict[str, Any]]]:
+def chain_settings(own: Mapping[str, Any], f: Any) -> List[Tuple[str, Dict[str, Any]]]:
     """A component's chain as plain data, (name, settings) per step it runs: by `order`, steps of
     equal order in the order the component's quality list names them (`own`, `f`: `Step.settings_for`)."""
     named = {name: i for i, name in enumerate(own["quality"])}

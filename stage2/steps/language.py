@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from stage2.documents import Document
@@ -19,10 +19,10 @@ class Language(Step):
     optional = False
 
     @classmethod
-    def settings_for(cls, own: Mapping[str, Any], f: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    def settings_for(cls, own: Mapping[str, Any], f: Any) -> Optional[Dict[str, Any]]:
         if not own["lang_filter"]:
             return None
-        return asdict(replace(LanguageRule.from_filter_cfg(f), languages=own["languages"]))
+        return asdict(f.language_rule(own["languages"]))
 
     def judge(self, docs: Sequence[Document]) -> List[Verdict]:
         result = judge([d.text for d in docs], self.settings)

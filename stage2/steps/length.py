@@ -25,8 +25,8 @@ class Invalid(Step):
     optional = False
 
     @classmethod
-    def settings_for(cls, own: Mapping[str, Any], f: Mapping[str, Any]) -> Dict[str, Any]:
-        return {"on_bad_record": f["on_bad_record"]}
+    def settings_for(cls, own: Mapping[str, Any], f: Any) -> Dict[str, Any]:
+        return {"on_bad_record": str(f.on_bad_record)}
 
     def judge(self, docs: Sequence[Document]) -> List[Verdict]:
         out: List[Verdict] = []
@@ -57,7 +57,7 @@ class Length(Step):
     reasons = ("too_short", "too_long")
 
     @classmethod
-    def settings_for(cls, own: Mapping[str, Any], f: Mapping[str, Any]) -> Dict[str, Any]:
+    def settings_for(cls, own: Mapping[str, Any], f: Any) -> Dict[str, Any]:
         return {"min_chars": own["min_chars"], "max_chars": own["max_chars"]}  # the component's own, else filter.*
 
     def judge(self, docs: Sequence[Document]) -> List[Verdict]:

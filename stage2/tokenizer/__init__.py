@@ -29,6 +29,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import xxhash
 
+from stage2.config import TokenizerConfig
 from stage2.errors import Stage2Error
 from stage2.progress import track
 from stage2.sources import ComponentSpec, Document
@@ -237,38 +238,6 @@ def sentence_stream(texts: Iterable[str], max_bytes: int, counter: SentenceCount
 
 
 # ---------------------------------------------------------------- training
-
-
-def trainer_options(tcfg: Dict[str, Any], verbose: bool = False) -> Dict[str, Any]:
-    """The SentencePiece options of a `tokenizer` config (everything but the input and the writer)."""
-    options = {
-        "model_type": str(tcfg["model_type"]),
-        "vocab_size": int(tcfg["vocab_size"]),
-        "hard_vocab_limit": bool(tcfg["hard_vocab_limit"]),
-        "character_coverage": float(tcfg["character_coverage"]),
-        "byte_fallback": bool(tcfg["byte_fallback"]),
-        "split_digits": bool(tcfg["split_digits"]),
-        "normalization_rule_name": str(tcfg["normalization_rule_name"]),
-        "remove_extra_whitespaces": bool(tcfg["remove_extra_whitespaces"]),
-        "add_dummy_prefix": bool(tcfg["add_dummy_prefix"]),
-        "allow_whitespace_only_pieces": bool(tcfg["allow_whitespace_only_pieces"]),
-        "split_by_whitespace": bool(tcfg["split_by_whitespace"]),
-        "split_by_unicode_script": bool(tcfg["split_by_unicode_script"]),
-        "unk_id": int(tcfg["unk_id"]),
-        "bos_id": int(tcfg["bos_id"]),
-        "eos_id": int(tcfg["eos_id"]),
-        "pad_id": int(tcfg["pad_id"]),
-        "num_threads": int(tcfg["num_threads"]),
-        "input_sentence_size": int(tcfg["input_sentence_size"]),
-        "shuffle_input_sentence": bool(tcfg["shuffle_input_sentence"]),
-        "max_sentence_length": int(tcfg["max_sentence_length"]),
-        "minloglevel": 0 if verbose else 2,
-    }
-    if tcfg.get("required_chars"):
-        options["required_chars"] = str(tcfg["required_chars"])
-    if tcfg.get("user_defined_symbols"):
-        options["user_defined_symbols"] = list(tcfg["user_defined_symbols"])
-    return options
 
 
 _MAX_VOCAB = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
@@ -530,39 +499,39 @@ def _sample_task(task: Tuple[Any, ComponentSpec, Optional[Path], int, int, int, 
     return sample_documents(spec.name, docs, quota, heldout_percent, eval_docs, seed)
 
 
-def collect_samples(run: Any, tcfg: Dict[str, Any]) -> List[ComponentSample]:
+def collect_samples(run: Any, t: TokenizerConfig) -> List[ComponentSample]:
     """Every component's training sample and eval slice, in manifest order (parallel over components)."""
     from stage2 import parts
 
-    filtered_dir = parts.filtered_source(run, tcfg.get("input_run"), "tokenizer")
-    shares = quotas(run.components, int(tcfg["samples_per_component"]), bool(tcfg["sample_by_weight"]))
+    filtered_dir = parts.filtered_source(run, t.input_run, "tokenizer")
+    shares = quotas(run.components, t.samples_per_component, t.sample_by_weight)
     light = dataclasses.replace(run, executor=None)  # workers need no pool, and a pool does not pickle
     tasks = [
-        (light, spec, filtered_dir, shares[spec.name], int(tcfg["heldout_percent"]), int(tcfg["eval_docs_per_component"]), int(tcfg["seed"]))
+        (light, spec, filtered_dir, shares[spec.name], t.heldout_percent, t.eval_docs_per_component, t.seed)
         for spec in run.components
     ]
     mapper = run.executor.map if run.executor is not None else map
-    return list(track(mapper(_sample_task, tasks), "tokenizer: sampling", total=len(tasks), unit="component", enabled=bool(run.cfg.get("progress"))))
+    return list(track(mapper(_sample_task, tasks), "tokenizer: sampling", total=len(tasks), unit="component", enabled=run.cfg.progress))
 
 
 def run(run: Any) -> Dict[str, Any]:
     from stage2.files import atomic_write
 
-    tcfg = run.cfg["tokenizer"]
+    t: TokenizerConfig = run.cfg.tokenizer
     stats = run.stage_stats("tokenizer")
     started = time.time()
 
-    samples = collect_samples(run, tcfg)
+    samples = collect_samples(run, t)
     sampled = time.time()
     train_docs = sum(len(s.train_texts) for s in samples)
     if train_docs == 0:
         raise Stage2Error(f"tokenizer: no training documents in {', '.join(c.name for c in run.components)} (all empty or held out)")
     counter = SentenceCounter()
     texts = (text for s in samples for text in s.train_texts)
-    sentences = sentence_stream(texts, int(tcfg["max_sentence_length"]), counter, bool(tcfg["keep_newlines"]))
+    sentences = sentence_stream(texts, t.max_sentence_length, counter, t.keep_newlines)
     out_dir = run.dir / TOKENIZER_DIR
-    requested = int(tcfg["vocab_size"])
-    previous = finished_model(out_dir, str(tcfg["model_type"])) if run.cfg.get("resume") else None
+    requested = t.vocab_size
+    previous = finished_model(out_dir, str(t.model_type)) if run.cfg.resume else None
     resumed = previous is not None
     if previous is not None:
         # Written atomically, so complete; same recipe (checked by start_run), so the same bytes.
@@ -572,20 +541,20 @@ def run(run: Any) -> Dict[str, Any]:
         for _ in sentences:  # only to count the sample
             pass
     else:
-        options = trainer_options(tcfg, verbose=bool(run.cfg.get("verbose")))
+        options = t.trainer_options(verbose=run.cfg.verbose)
         if not options["byte_fallback"]:
             log.warning(
                 "tokenizer: tokenizer.byte_fallback=false: characters outside the vocabulary will encode as <unk>, "
                 "and a literal U+2581 (\u2581, SentencePiece's space marker) will decode as a space"
             )
-        log.info("tokenizer: training %s %s on %d documents", tcfg["model_type"], requested, train_docs)
+        log.info("tokenizer: training %s %s on %d documents", t.model_type, requested, train_docs)
         capped = any(s.docs_seen - s.heldout_docs > len(s.train_texts) for s in samples)
         model = train_model(
-            sentences, options, int(tcfg["seed"]), sample_note=f" ({train_docs} documents)",
-            sample_capped=capped, filtered=bool(tcfg.get("input_run")),
-            progress_seconds=float(tcfg["progress_seconds"]),
+            sentences, options, t.seed, sample_note=f" ({train_docs} documents)",
+            sample_capped=capped, filtered=bool(t.input_run),
+            progress_seconds=float(t.progress_seconds),
         )
-        model_path = out_dir / f"{model_name(piece_count(model), str(tcfg['model_type']))}.model"
+        model_path = out_dir / f"{model_name(piece_count(model), str(t.model_type))}.model"
         atomic_write(model_path, model)
         write_hf_files(model, out_dir)
         atomic_write(model_path.with_suffix(".vocab"), vocab_text(model))  # last: marks the model finished
@@ -619,7 +588,7 @@ def run(run: Any) -> Dict[str, Any]:
     if lossy:
         log.warning(
             "tokenizer: decode(encode(text)) differs from the text on some held-out documents of %s (roundtrip_share in stats.json)%s",
-            ", ".join(lossy), "" if tcfg["keep_newlines"] else "; this recipe squeezes whitespace (tokenizer=lossy)",
+            ", ".join(lossy), "" if t.keep_newlines else "; this recipe squeezes whitespace (tokenizer=lossy)",
         )
 
     stats.update(
@@ -628,15 +597,15 @@ def run(run: Any) -> Dict[str, Any]:
             "tokenizer_json": str(hf_json.relative_to(run.dir)) if hf_json.exists() else None,
             "vocab_size": vocab_size,
             "vocab_size_requested": requested,
-            "model_type": str(tcfg["model_type"]),
-            "num_threads": int(tcfg["num_threads"]),
+            "model_type": str(t.model_type),
+            "num_threads": t.num_threads,
             "resumed": resumed,
             "sample": {
                 "docs": train_docs,
                 "sentences": counter.sentences,
                 "bytes": counter.bytes,
                 # SentencePiece keeps at most input_sentence_size of them (a seeded random subset if shuffled).
-                "sentences_trained": min(counter.sentences, int(tcfg["input_sentence_size"])),
+                "sentences_trained": min(counter.sentences, t.input_sentence_size),
             },
             "components": components,
             "overall": overall,
