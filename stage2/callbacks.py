@@ -61,14 +61,14 @@ class RunFolderGuard(Callback):
         """
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
-            check_sweep_folder(sweep_dir)
+            check_sweep_folder(sweep_dir, resume=bool(config.get("resume")))
         except Stage2Error as exc:
             print(f"stage2: error: {exc}", file=sys.stderr)
             sys.exit(1)
         folder.watch(sweep_dir)
 
 
-def check_sweep_folder(sweep_dir: Path) -> None:
+def check_sweep_folder(sweep_dir: Path, resume: bool = False) -> None:
     key = Path(os.path.abspath(sweep_dir))
     for path in (key, *key.parents):
         if path.is_dir():
@@ -83,11 +83,19 @@ def check_sweep_folder(sweep_dir: Path) -> None:
     if not key.is_dir() or not any(key.iterdir()):
         return
     try:
-        saved = OmegaConf.load(key / "multirun.yaml")
-        if saved.hydra.job.name == "stage2":
-            return  # a stage2 sweep: its jobs' folders are checked as runs
+        ours = OmegaConf.load(key / "multirun.yaml").hydra.job.name == "stage2"
     except Exception:  # noqa: BLE001 - missing, unreadable or another program's: not a stage2 sweep
-        pass
+        ours = False
+    if ours:
+        # Hydra rewrites a job folder's .hydra/ and log before stage2 could refuse the job: a sweep
+        # that already ran jobs here is continued with resume=true only, never run over.
+        runs = sorted(p.name for p in key.iterdir() if (p / "stats.json").is_file())
+        if runs and not resume:
+            raise Stage2Error(
+                f"{key} holds the runs of an earlier sweep ({', '.join(runs[:3])}{' ...' if len(runs) > 3 else ''}); choose another"
+                " hydra.sweep.dir, or resume=true to continue its jobs"
+            )
+        return
     names = sorted(p.name for p in key.iterdir())
     shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     raise Stage2Error(

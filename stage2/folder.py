@@ -52,6 +52,7 @@ _watched: Dict[Path, _Watch] = {}
 _owned: Set[Path] = set()
 _on_claim: Dict[Path, List[Callable[[], None]]] = {}
 _foreign: Set[Path] = set()  # folders refused as not stage2's: nothing may be written into them
+_failed: List[Path] = []  # the sweep jobs of this process that failed (a refused job may write no stats.json)
 
 # What a stage2 start leaves in its folder before its first stats.json (Hydra's record, the log, the
 # lock, the recipe and provenance) when it is killed there: such a folder holds no run yet, and a new
@@ -80,7 +81,8 @@ def check_usable(run_dir: Path, what: str = "hydra.run.dir") -> None:
         if path.is_dir():
             break
         if os.path.lexists(path):
-            raise Stage2Error(f"{path} is a file, not a folder: choose a folder for {what}")
+            kind = "a link to nothing" if path.is_symlink() else "a file, not a folder"
+            raise Stage2Error(f"{path} is {kind}: choose a folder for {what}")
     if not key.is_dir():
         return
     watched = _watched.get(key)
@@ -113,6 +115,15 @@ def _stage2_file(path: Path) -> bool:
     except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
         return False
     return True
+
+
+def note_failed(run_dir: Path) -> None:
+    _failed.append(_key(run_dir))
+
+
+def failed_jobs() -> List[Path]:
+    """The folders of this process's sweep jobs that failed, in the order they failed."""
+    return list(_failed)
 
 
 def foreign(run_dir: Path) -> bool:
@@ -206,9 +217,12 @@ def owns(run_dir: Path) -> bool:
     return _key(run_dir) in _owned
 
 
-def release(run_dir: Path) -> None:
-    """Give the lock up; its file goes (a finished run folder holds no lock file)."""
+def release(run_dir: Path, done: bool = False) -> None:
+    """Give the lock up; its file goes (a finished run folder holds no lock file). `done`: this process's
+    run in the folder is over (a sweep's job): a later job there does not own it."""
     key = _key(run_dir)
+    if done:
+        _owned.discard(key)
     held = _locks.pop(key, None)  # (the folder stays this process's run: `abandon` leaves it alone)
     if held is None:
         return

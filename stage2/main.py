@@ -156,7 +156,7 @@ def app(cfg: DictConfig) -> None:
         if single:
             folder.abandon(run_dir)  # a run that never owned its folder leaves it as it was (or leaves none)
         else:
-            folder.release(run_dir)
+            folder.release(run_dir, done=True)  # the next job of the sweep starts afresh, even in the same folder
 
 
 def _failed(run_dir: Path, hydra_cfg: Any, verbose: bool, exc: Exception) -> None:
@@ -256,9 +256,12 @@ def fail(run_dir: Path, hydra_cfg: Any, verbose: bool, message: str, keep: bool 
     single = hydra_cfg.mode != RunMode.MULTIRUN
     if single and not keep and folder.owns(run_dir) and folder.discard(run_dir):
         sys.exit(1)
-    # In a sweep the job is always marked (the summary lists it, the sweep exits 1 at its end) and the others go on.
-    # A single run records the failure only in a folder it owns: a refused start leaves a finished run as it was.
-    if folder.owns(run_dir) or not (single or folder.foreign(run_dir)):
+    # In a sweep the job is marked (the summary lists it, the sweep exits 1 at its end) and the others go on.
+    # A run records the failure only in a folder it owns or that holds no run: a refused start (a job
+    # folder that holds a finished run) leaves that run as it was.
+    if not single:
+        folder.note_failed(run_dir)
+    if folder.owns(run_dir) or not (single or folder.foreign(run_dir) or (run_dir / "stats.json").exists()):
         mark_failed(run_dir / "stats.json", message, only_existing=single)
     if single:
         sys.exit(1)

@@ -22,6 +22,7 @@ from hydra.experimental.callback import Callback
 
 from stage2.errors import Stage2Error
 from stage2.files import atomic_path, atomic_write
+from stage2.folder import failed_jobs
 
 if TYPE_CHECKING:
     from stage2.config import Config
@@ -48,9 +49,22 @@ def job_folders(folder: Path) -> List[Path]:
 
 
 def is_sweep(folder: Path) -> bool:
-    return (folder / "multirun.yaml").is_file() or any(
-        is_run(j) or (j / ".hydra").is_dir() for j in job_folders(folder)
-    )
+    """A stage2 sweep: Hydra's record of it names stage2's job, or its job folders hold stage2 runs
+    (another program's sweep folder is not ours to write a summary into)."""
+    saved = folder / "multirun.yaml"
+    if saved.is_file():
+        try:
+            return yaml.safe_load(saved.read_text(encoding="utf-8"))["hydra"]["job"]["name"] == "stage2"
+        except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+            return False
+    return any(is_stage2_run(j) for j in job_folders(folder))
+
+
+def is_stage2_run(folder: Path) -> bool:
+    try:
+        return is_run(folder) and "stage2_version" in json.loads((folder / "provenance.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
 
 
 def read_stats(folder: Path) -> Dict[str, Any]:
@@ -342,6 +356,8 @@ class SweepSummaryCallback(Callback):
         except Exception as exc:  # noqa: BLE001 - the sweep's results matter more than its summary
             log.warning("could not write the sweep summary: %s: %s", type(exc).__name__, exc)
         failed = [j.name for j in job_folders(sweep_dir) if _failed(j)] if sweep_dir else []
+        failed += [os.path.relpath(j, sweep_dir) if sweep_dir else str(j) for j in failed_jobs()]
+        failed = list(dict.fromkeys(failed))
         if failed:
             print(f"stage2: error: {len(failed)} job(s) of the sweep failed: {', '.join(failed)} (see their stats.json and logs)", file=sys.stderr)
             sys.exit(1)
@@ -415,7 +431,7 @@ def read_index(path: Path) -> List[Dict[str, Any]]:
         try:
             entries.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            raise Stage2Error(f"{path}: line {number} is not valid JSON ({exc})") from None
+            raise Stage2Error(f"{path}: line {number} is not valid JSON ({exc}): mend or remove that line") from None
     return entries
 
 
@@ -495,7 +511,7 @@ def run(cfg: Config, run_dir: Optional[Path]) -> str:
                 f"wrote {folder / f}" for f in SUMMARY_FILES if (folder / f).exists()
             ) + "\n"
         else:
-            raise Stage2Error(f"{folder}: neither a run folder (stats.json) nor a sweep folder (multirun.yaml, 0/, 1/, ...)")
+            raise Stage2Error(f"{folder}: neither a run folder (stats.json) nor a stage2 sweep folder (a stage2 multirun.yaml, or 0/, 1/, ... holding stage2 runs)")
     else:
         text = index_report(resolve(cfg.runs_index), launch_dir, asked.stage, asked.dataset)
     print(text, end="")

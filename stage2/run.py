@@ -238,6 +238,7 @@ def check_runs_index(cfg: Config) -> None:
         index = Path(cfg.launch_dir) / index
     if os.path.lexists(index):
         problem = "it is a folder" if index.is_dir() else None if os.access(index, os.W_OK) else "Permission denied"
+        problem = problem or _not_a_runs_index(index)
     else:
         existing = next(p for p in index.parents if os.path.lexists(p))
         if not existing.is_dir():
@@ -248,6 +249,25 @@ def check_runs_index(cfg: Config) -> None:
             problem = None
     if problem:
         raise Stage2Error(f"runs_index={index}: cannot be written ({problem}); every finished run adds a line to it: choose another runs_index")
+
+
+def _not_a_runs_index(index: Path) -> Optional[str]:
+    """Why an existing file is no runs index (an input, a run's stats.json, ...), or None: appending a
+    line to another file would change it."""
+    try:
+        with open(index, "rb") as f:
+            first = next((line for line in f if line.strip()), None)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if first is None:
+        return None  # empty: a new index
+    try:
+        entry = json.loads(first)
+    except ValueError:
+        entry = None
+    if isinstance(entry, dict) and {"folder", "config_digest"} <= set(entry):
+        return None
+    return "it is not a runs index: its first line is not a run's JSON line (folder, config_digest, ...)"
 
 
 def python_pin(version: Optional[tuple] = None) -> Dict[str, Any]:
@@ -352,7 +372,12 @@ def append_index(run: Run, headline: Dict[str, Any]) -> None:
         "seconds": run.stats.get("seconds"),
         **headline,
     }
-    with open(index, "a", encoding="utf-8") as f:
+    with open(index, "a+b") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        f.write(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n")
+        f.seek(0, os.SEEK_END)
+        if f.tell():  # a last line without its newline (an edit) must not swallow this one
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+        f.write((json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
         fcntl.flock(f, fcntl.LOCK_UN)

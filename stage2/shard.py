@@ -106,10 +106,10 @@ def _copy_file(source: Path, target: Path) -> None:
 
 
 def copy_tokenizer(run: Run, model: Path) -> Path:
-    """Copy a model from elsewhere, with its tokenizer.json files, into this run's tokenizer/ folder.
+    """Copy a model from elsewhere into this run's tokenizer/ folder, with its tokenizer.json files made
+    from the model itself (never copied from beside it: they could be another model's).
 
-    The shards can then be trained on without the other folder; hashes go to stats. Files missing
-    beside the model (a run from before the export) are made from the model itself.
+    The shards can then be trained on without the other folder; hashes go to stats.
     """
     from stage2.tokenizer import export
 
@@ -122,16 +122,11 @@ def copy_tokenizer(run: Run, model: Path) -> Path:
     _copy_file(model, target)
     copied = {target.name: file_sha256(target)}
     made = {}
-    for name in export.EXPORT_FILES:
-        if (model.parent / name).exists():
-            _copy_file(model.parent / name, out_dir / name)
-            copied[name] = file_sha256(out_dir / name)
-    if len(copied) == 1:
-        try:
-            for written in export.write(data, out_dir):
-                made[written.name] = file_sha256(written)
-        except Stage2Error as exc:
-            log.warning("shard: no tokenizer.json for %s: %s", model, str(exc).split(": ", 1)[1])
+    try:
+        for written in export.write(data, out_dir):
+            made[written.name] = file_sha256(written)
+    except Stage2Error as exc:
+        log.warning("shard: no tokenizer.json for %s: %s", model, str(exc).split(": ", 1)[1])
     for name in (*copied, *made):
         run.add_artifact(out_dir / name)
     run.stage_stats("shard")["tokenizer_copy"] = {"source": str(model), "copied": copied, "made_here": made}
@@ -508,6 +503,11 @@ def run(run: Run) -> Dict[str, Any]:
                 busy += result["seconds"] + time.time() - packing_started
                 continue
             packed = current.finish(str(s.remainder), tok["pad_id"])
+            if packed.rows == 0:  # the mixture would lose it without a word: the reader skips a component without rows
+                raise Stage2Error(
+                    f"component {name}: its {packed.stream_tokens:,} tokens fill no row of shard.seq_len={s.seq_len}"
+                    " (shard.remainder=drop); lower shard.seq_len, set shard.remainder=pad, or remove the component"
+                )
             docs, current = current.docs, None
             seconds = busy + time.time() - packing_started
             index = component_index(name, weights[name], s, tok, dtype, docs, packed)

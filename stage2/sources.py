@@ -35,6 +35,7 @@ ROW_BATCH = 1000  # rows per `datasets` batch (_rows)
 # A byte-order mark opening a file (Windows editors write one) is dropped, as `utf-8-sig` and `datasets`'
 # JSON reader do: in every format, so a .txt and a .jsonl with one read alike.
 UTF8_BOM = b"\xef\xbb\xbf"
+MAX_COMPONENTS = 256  # a canonical position has 8 bits for its component (stage2.plan.COMPONENT_SHIFT)
 
 
 @dataclass(kw_only=True)
@@ -213,6 +214,8 @@ def resolve_components(dataset: DatasetConfig, launch_dir: str) -> List[Componen
             resolved["root"] = root
         config = {f.name: getattr(comp, f.name) for f in dataclasses.fields(ComponentConfig)}
         specs.append(ComponentSpec(**{**config, **resolved}, name=name, files=files))
+    if len(specs) > MAX_COMPONENTS:
+        raise Stage2Error(f"the dataset has {len(specs)} components; at most {MAX_COMPONENTS} (merge files into fewer components: a glob makes one)")
     for spec in specs:
         check_name(spec.name, "dataset.paths" if dataset.paths and spec.name not in (dataset.components or {}) else f"dataset.components.{spec.name}")
     if not specs:
@@ -558,8 +561,12 @@ def _file_records(spec: ComponentSpec, path: Optional[str], src: "_Source") -> I
         raise Stage2Error(f"{src.path}: the file is empty")
     record = 0
     try:
-        for row in _rows(spec, path):
+        for row in _json_file_rows(path) if path is not None and spec.format == "json" else _rows(spec, path):
             record += 1
+            if not isinstance(row, dict):
+                yield Document(id=spec.fallback_id(src.path, record), text=None, component=spec.name, source=src.name, path=src.path,
+                               record=record, problem=f"is a JSON {type(row).__name__}, not an object")
+                continue
             text = row.get(spec.text_column)
             if record == 1 and isinstance(text, str) and text.startswith("\ufeff") and spec.format == "text":
                 row = {**row, spec.text_column: text[1:]}  # the file's BOM (`datasets` keeps it in text; JSON drops it)
@@ -568,6 +575,30 @@ def _file_records(spec: ComponentSpec, path: Optional[str], src: "_Source") -> I
         raise
     except Exception as exc:  # raised inside datasets/pyarrow, which cannot say which record
         raise Stage2Error(f"{src.path}: record {record + 1}: cannot be read: {type(exc).__name__}: {first_line(exc)}") from exc
+
+
+def _json_file_rows(path: str) -> Iterator[Any]:
+    """The records of a `.json` file as Python's json reads them: an array (strings become `{"text": s}`,
+    as in `datasets`), or JSON lines. Not through `datasets`, whose pyarrow reader turns date-like
+    strings ("2021-01-01") into timestamps: ids and texts would change."""
+    with open_stream(path) as f:
+        text = f.read().decode("utf-8")
+    text = text[1:] if text.startswith("\ufeff") else text  # the file's BOM, as for every format
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None  # JSON lines in a file named .json (datasets reads those too)
+    if isinstance(value, list):
+        yield from ({"text": v} if isinstance(v, str) else v for v in value)
+        return
+    if value is not None:
+        raise ValueError(f"the file holds a JSON {type(value).__name__}, not an array of records")
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"malformed JSON on line {number}: {exc.msg} (column {exc.colno})") from None
 
 
 def _rows(spec: ComponentSpec, path: Optional[str]) -> Iterator[Dict[str, Any]]:
@@ -626,7 +657,7 @@ def _to_document(spec: ComponentSpec, src: "_Source", record: int, row: Dict[str
             problem = f"text column {spec.text_column!r} is {type(text).__name__}, not a string"
             text = None
     raw_id = row.get(spec.id_column) if spec.id_column else None
-    doc_id = str(raw_id) if raw_id is not None else spec.fallback_id(src.path, record)
+    doc_id = _id_text(raw_id) if raw_id is not None else spec.fallback_id(src.path, record)
     other = {k: v for k, v in row.items() if k not in (spec.text_column, spec.id_column)}
     # Only a non-ASCII string can hold a surrogate: the other columns are spelt out when one may.
     plain = all(isinstance(v, (int, float, bool, type(None))) or isinstance(v, str) and v.isascii() for v in other.values())
@@ -640,6 +671,16 @@ def _to_document(spec: ComponentSpec, src: "_Source", record: int, row: Dict[str
                 text = None
                 break
     return Document(id=doc_id, text=text, component=spec.name, source=src.name, path=src.path, record=record, metadata=other, problem=problem)
+
+
+def _id_text(raw: Any) -> str:
+    """A record's id as text: a JSON value as JSON spells it (true, {"a": 1}), not as Python prints it
+    (True, {'a': 1}); anything else a reader gives (a parquet timestamp, bytes) as `str` does."""
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, (bool, int, float, list, dict)):
+        return json.dumps(raw, sort_keys=True, ensure_ascii=False, default=str)
+    return str(raw)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -660,6 +701,8 @@ def input_fingerprints(specs: List[ComponentSpec], stride: Optional[int] = None,
     (`scan_file`), so a damaged one fails at start-up, before any work. `mapper`: an executor's map
     (the files are read in parallel by workers), or the builtin one."""
     jobs = [(path, spec.format, spec.sample_by, stride) for spec in specs for path in spec.files]
+    # A `hub_path` that names a local folder: its data files are inputs like any (a rerun checks them).
+    jobs += [(path, None, spec.sample_by, None) for spec in specs if spec.is_hub and os.path.isdir(spec.hub_path) for path in hub_data_files(spec)]
     return {job[0]: scan for job, scan in zip(jobs, mapper(scan_job, jobs))}
 
 

@@ -20,6 +20,7 @@ The first problem raises Stage2Error naming the file, so the command exits non-z
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -201,7 +202,7 @@ def check_filter_to_shard(stats: Dict[str, Any], cfg: Dict[str, Any], shards: Pa
 def verify_folder(folder: Path) -> Dict[str, Any]:
     folder = Path(folder)
     if not folder.is_dir():
-        raise Stage2Error(f"verify.dir={folder}: no such folder")
+        raise Stage2Error(f"verify.dir={folder}: {'not a folder' if os.path.lexists(folder) else 'no such folder'}; give a run folder")
     report: Dict[str, Any] = {"folder": str(folder), "components": {}, "filter_components": 0, "artifacts": 0, "parts": 0}
     stats_path = folder / "stats.json"
     if not stats_path.is_file():

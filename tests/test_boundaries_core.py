@@ -228,3 +228,142 @@ def test_a_read_only_stage_leaves_a_run_another_process_began_in_its_folder(tmp_
     (alone / ".hydra").mkdir(parents=True)
     folder.abandon(alone)
     assert not alone.exists()
+
+
+def sweep(cwd: Path, *args: str):
+    return cli(cwd, "--multirun", "stage=filter", "dataset=files", "dataset.paths=[docs.jsonl]", "executor.workers=1",
+               "filter.lang_check=null", f"runs_index={cwd}/runs.jsonl", *args)
+
+
+@pytest.mark.slow
+def test_a_sweep_job_refused_by_a_finished_run_leaves_it_as_it_was_and_the_sweep_fails(tmp_path):
+    write_jsonl(tmp_path / "docs.jsonl", RECORDS)
+    assert sweep(tmp_path, "filter.min_chars=100,300", "hydra.sweep.dir=sw").returncode == 0
+    before = {job: tree(tmp_path / "sw" / job) for job in ("0", "1")}
+    again = sweep(tmp_path, "filter.min_chars=100,300", "hydra.sweep.dir=sw")
+    one_line_error(again, "holds the runs of an earlier sweep", "resume=true")
+    assert {job: tree(tmp_path / "sw" / job) for job in ("0", "1")} == before
+    # Jobs that collide in one folder: the refused ones fail the sweep, the run that finished stays so
+    # (Hydra has rewritten its .hydra/ and log by then: a constant hydra.sweep.subdir is the user's choice).
+    collide = sweep(tmp_path, "filter.min_chars=100,300,400", "hydra.sweep.dir=sw2", "hydra.sweep.subdir=same")
+    assert collide.returncode == 1
+    assert json.loads((tmp_path / "sw2" / "same" / "stats.json").read_text())["status"] == "finished"
+
+
+def test_a_report_does_not_write_into_another_programs_sweep_folder(tmp_path):
+    other = tmp_path / "othersweep"
+    (other / "0" / ".hydra").mkdir(parents=True)
+    (other / "1" / ".hydra").mkdir(parents=True)
+    (other / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"job": {"name": "train"}}}))
+    for name in ("summary.md", "summary.csv", "summary.png"):
+        (other / name).write_text(f"the user's {name}\n")
+    before = tree(other)
+    out = cli(tmp_path, "stage=report", f"report.dir={other}", f"runs_index={tmp_path}/runs.jsonl")
+    one_line_error(out, str(other), "stage2 sweep")
+    assert tree(other) == before
+
+
+def test_a_runs_index_must_be_one(tmp_path):
+    write_jsonl(tmp_path / "docs.jsonl", RECORDS)
+    common = ("stage=filter", "dataset=files", "dataset.paths=[docs.jsonl]", "executor.workers=1", "filter.lang_check=null")
+    before = (tmp_path / "docs.jsonl").read_bytes()
+    one_line_error(cli(tmp_path, *common, "hydra.run.dir=a", "runs_index=docs.jsonl"), "runs_index=", "not a runs index")
+    assert (tmp_path / "docs.jsonl").read_bytes() == before and not (tmp_path / "a").exists()
+    # An index whose last line lost its newline (an edit): the next run's line stays whole; a damaged
+    # line is named by the listing.
+    assert cli(tmp_path, *common, "hydra.run.dir=b", "runs_index=runs.jsonl").returncode == 0
+    index = tmp_path / "runs.jsonl"
+    index.write_bytes(index.read_bytes().rstrip(b"\n") + b"\n{not json\n" + index.read_bytes().rstrip(b"\n"))
+    assert cli(tmp_path, *common, "hydra.run.dir=c", "runs_index=runs.jsonl").returncode == 0
+    lines = index.read_text().splitlines()
+    assert json.loads(lines[-1])["folder"].endswith("/c") and json.loads(lines[0])["folder"].endswith("/b")
+    one_line_error(cli(tmp_path, "stage=report", "runs_index=runs.jsonl"), "line 2 is not valid JSON", "mend or remove that line")
+
+
+def test_a_local_hub_folder_is_fingerprinted_so_a_rerun_sees_it_change(tmp_path):
+    folder = tmp_path / "hubset" / "data"
+    write_jsonl(folder / "train.jsonl", RECORDS)
+    args = own_manifest(tmp_path, {"web": {"hub_path": str(tmp_path / "hubset")}})
+    out = cli(tmp_path, "stage=filter", *args, "hydra.run.dir=run", f"runs_index={tmp_path}/runs.jsonl", "executor.workers=1", "filter.lang_check=null")
+    assert out.returncode == 0, out.stderr[-2000:]
+    inputs = json.loads((tmp_path / "run" / "provenance.json").read_text())["inputs"]
+    assert list(inputs) == [str(folder / "train.jsonl")]
+    write_jsonl(folder / "train.jsonl", RECORDS[:5])
+    one_line_error(cli(tmp_path, str(tmp_path / "run"), "hydra.run.dir=again", command="stage2-rerun"), "inputs differ", "train.jsonl")
+
+
+def test_a_component_too_short_for_one_row_is_an_error_not_a_silent_gap(tmp_path, ):
+    import sentencepiece as spm
+
+    write_jsonl(tmp_path / "long.jsonl", sample_records("foldoc.jsonl.gz", 200))
+    write_jsonl(tmp_path / "short.jsonl", RECORDS[:2])
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(r["text"] for r in sample_records("foldoc.jsonl.gz", 600)), model_prefix=str(tmp_path / "tiny"),
+        vocab_size=500, model_type="unigram", num_threads=2, minloglevel=2,
+    )
+    out = cli(tmp_path, "stage=shard", "dataset=files", "dataset.paths=[long.jsonl,short.jsonl]", f"shard.tokenizer={tmp_path / 'tiny.model'}",
+              "shard.seq_len=2048", "hydra.run.dir=run", f"runs_index={tmp_path}/runs.jsonl", "executor.workers=1")
+    one_line_error(out, "component short", "fill no row of shard.seq_len=2048")
+
+
+def test_a_copied_tokenizer_gets_a_tokenizer_json_made_from_its_own_model(tmp_path):
+    import sentencepiece as spm
+    from tokenizers import Tokenizer
+
+    texts = [r["text"] for r in sample_records("foldoc.jsonl.gz", 600)]
+    for name, size in (("a", 500), ("b", 600)):
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_prefix=str(tmp_path / name), vocab_size=size,
+                                       model_type="bpe", byte_fallback=True, num_threads=2, minloglevel=2,
+                                       normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=False)
+    from stage2.tokenizer import export
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "a.model").write_bytes((tmp_path / "a.model").read_bytes())
+    export.write((tmp_path / "b.model").read_bytes(), mixed)  # another model's tokenizer.json beside it
+    write_jsonl(tmp_path / "docs.jsonl", RECORDS)
+    out = cli(tmp_path, "stage=shard", "dataset=files", "dataset.paths=[docs.jsonl]", f"shard.tokenizer={mixed / 'a.model'}",
+              "shard.seq_len=64", "hydra.run.dir=run", f"runs_index={tmp_path}/runs.jsonl", "executor.workers=1")
+    assert out.returncode == 0, out.stderr[-2000:]
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "a.model"))
+    hf = Tokenizer.from_file(str(tmp_path / "run" / "tokenizer" / "tokenizer.json"))
+    text = RECORDS[0]["text"]
+    assert hf.encode(text).ids == sp.encode(text)
+
+
+def test_non_string_ids_are_spelt_as_json(tmp_path):
+    from stage2.sources import ComponentSpec, read_records
+
+    rows = [{"id": True, "text": "a"}, {"id": {"b": 1, "a": [1, 2]}, "text": "b"}, {"id": 7, "text": "c"}, {"id": 1.5, "text": "d"}]
+    write_jsonl(tmp_path / "ids.jsonl", rows)
+    spec = ComponentSpec(name="x", files=[str(tmp_path / "ids.jsonl")], format="json")
+    assert [d.id for d in read_records(spec, str(tmp_path / "ids.jsonl"))] == ["true", '{"a": [1, 2], "b": 1}', "7", "1.5"]
+
+
+def test_more_components_than_a_position_can_name_are_refused_at_start_up(tmp_path):
+    paths = []
+    for i in range(257):
+        write_jsonl(tmp_path / f"c{i}.jsonl", RECORDS[:1])
+        paths.append(f"c{i}.jsonl")
+    out = cli(tmp_path, "stage=filter", "dataset=files", f"dataset.paths=[{','.join(paths)}]", "hydra.run.dir=run",
+              f"runs_index={tmp_path}/runs.jsonl", "executor.workers=1")
+    one_line_error(out, "257 components; at most 256")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_json_file_keeps_its_values_as_written(tmp_path):
+    from stage2.sources import ComponentSpec, read_records
+
+    def read(path: Path):
+        spec = ComponentSpec(name="x", files=[str(path)], format="json")
+        return [(d.id, d.text, d.metadata, d.problem) for d in read_records(spec, str(path))]
+
+    rows = [{"id": "2021-01-01", "text": "2021-01-01T00:00:25", "date": "2021-01-01"}, {"id": "b", "text": "plain", "date": "x"}]
+    (tmp_path / "dates.json").write_text(json.dumps(rows))
+    assert read(tmp_path / "dates.json") == [(r["id"], r["text"], {"date": r["date"]}, None) for r in rows]
+    write_jsonl(tmp_path / "lines.json", rows)  # JSON lines named .json read alike
+    assert read(tmp_path / "lines.json") == read(tmp_path / "dates.json")
+    (tmp_path / "strings.json").write_text('["one", "two"]')
+    assert [t for _, t, _, _ in read(tmp_path / "strings.json")] == ["one", "two"]
+    (tmp_path / "mixed.json").write_text('[{"text": "a"}, 3]')
+    assert read(tmp_path / "mixed.json")[1][3] == "is a JSON int, not an object"

@@ -81,7 +81,7 @@ def make_run(folder: Path, overrides: List[str], stages: Dict[str, Any], launch_
         "stages": stages,
     }
     (folder / "stats.json").write_text(json.dumps(stats, indent=2))
-    (folder / "provenance.json").write_text(json.dumps({"config_digest": stats["config_digest"]}))
+    (folder / "provenance.json").write_text(json.dumps({"stage2_version": "0.1.0", "config_digest": stats["config_digest"]}))
     if config:
         cfg = composed_config(overrides, launch_dir)
         (folder / "config.resolved.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -91,7 +91,7 @@ def make_run(folder: Path, overrides: List[str], stages: Dict[str, Any], launch_
 def make_sweep(root: Path, jobs: List[List[str]], stages_of) -> Path:
     sweep = root / "multirun" / "2026-11-25" / "20-00-00.000000"
     sweep.mkdir(parents=True)
-    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"mode": "MULTIRUN"}}))
+    (sweep / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"mode": "MULTIRUN", "job": {"name": "stage2"}}}))
     for num, overrides in enumerate(jobs):
         make_run(sweep / str(num), overrides, stages_of(overrides), root)
     return sweep
