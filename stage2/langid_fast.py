@@ -84,9 +84,9 @@ _ARRAYS = ("prob", "char_map", "upper", "one_rows", "table_keys", "table_rows")
 
 @functools.lru_cache(maxsize=None)
 def profiles() -> Profiles:
-    """langdetect's profiles as arrays. Building them costs ~0.5 CPU s (JSON, a Python pass over every
-    code point), so they are built once per machine into the cache folder (`cache_folder`) and then
-    memory-mapped: a worker starts in ~0.01 s and all workers share one copy of the 40 MB matrix.
+    """langdetect's profiles as arrays. Building them is slow (JSON, a Python pass over every code
+    point), so they are built once per machine into the cache folder (`cache_folder`) and then
+    memory-mapped: a worker starts at once and all workers share one copy of the matrix.
     Without a writable cache folder they are built in every process."""
     folder = cache_folder()
     if folder is not None:
@@ -101,7 +101,7 @@ def profiles() -> Profiles:
 
 
 def _profiles_directory() -> str:
-    """langdetect's `profiles/` folder (its PROFILES_DIRECTORY), found without importing langdetect (~0.15 s)."""
+    """langdetect's `profiles/` folder (its PROFILES_DIRECTORY), found without importing langdetect."""
     import importlib.util
 
     spec = importlib.util.find_spec("langdetect")
@@ -424,7 +424,7 @@ def extract(text: str) -> np.ndarray:
 
 
 def _nonzero_2d(mask: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """np.nonzero of a 2-D mask, ~10x faster: np.nonzero builds multi-indices element by element."""
+    """np.nonzero of a 2-D mask, faster: np.nonzero builds multi-indices element by element."""
     flat = np.flatnonzero(mask)
     return flat // mask.shape[1], flat % mask.shape[1]
 
@@ -753,12 +753,12 @@ def detect_batch(texts: Sequence[str]) -> List[List[Tuple[str, float]]]:
 
 def detect(text: str) -> List[Tuple[str, float]]:
     """[(language, probability)] > 0.1, best first, as langdetect's `get_probabilities` (seed 0).
-    (`detect_batch` of many texts is ~5x cheaper per text: it shares its numpy calls between them.)"""
+    (`detect_batch` of many texts is cheaper per text: it shares its numpy calls between them.)"""
     rows = extract(text)
     return _ranked(_posterior_alone(rows)) if len(rows) else []  # langdetect: "No features in text."
 
 
 def profile_names() -> Tuple[str, ...]:
     """The languages langdetect has profiles for, from its profile files' names: the driver checks
-    `filter.languages` without loading the profiles (~0.5 CPU s; only workers need them)."""
+    `filter.languages` without loading the profiles (only workers need them)."""
     return tuple(sorted(os.listdir(_profiles_directory())))

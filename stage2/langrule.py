@@ -7,9 +7,9 @@ Cheapest first, each on the documents the one before kept (all read `langid.lang
      the wanted language that detector found (a document found to be a language without a list is
      not checked). With thresholds above 0 the verdicts are the same either way: a document must be
      one of the wanted languages.
-  2. `filter.lang_check` (fastText by default, ~0.1 ms a document): a wanted language's probability
+  2. `filter.lang_check` (fastText by default): a wanted language's probability
      >= `filter.lang_check_threshold`;
-  3. `filter.lang_backend` (langdetect_fast by default, ~0.2 ms batched): >= `filter.lang_threshold`.
+  3. `filter.lang_backend` (langdetect_fast by default): >= `filter.lang_threshold`.
 Without a check detector the main detector runs as step 2 and there is no step 3.
 With `filter.languages=[en]` step 1 drops a quarter of the speed benchmark's documents (other
 scripts, German, Manx) before any detector: 11,191 fastText calls instead of 15,147.

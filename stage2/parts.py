@@ -46,7 +46,7 @@ SCHEMA = pa.schema(
 
 
 def arrow_without_pandas() -> None:
-    """Let pyarrow build tables in this process without importing pandas (~0.25 CPU s per process).
+    """Let pyarrow build tables in this process without importing pandas (a cost in every worker).
 
     pyarrow imports pandas on its first array or table only to ask whether the input is a pandas
     object, which stage2's never are; told once that pandas is missing, it does not ask again. pandas
@@ -109,7 +109,7 @@ def write_table(path: Path, table: pa.Table) -> None:
 
 
 def read_documents(path: Path) -> Iterator[Document]:
-    # ParquetFile, not read_table: read_table imports pyarrow.dataset and pandas (~0.25 s per process).
+    # ParquetFile, not read_table: read_table imports pyarrow.dataset and pandas in every process.
     yield from table_documents(pq.ParquetFile(path).read(columns=list(SCHEMA.names)))
 
 

@@ -49,9 +49,8 @@ WORK_DIR = ".work"
 PART = "part-{:05d}.bin"
 DONE = "part-{:05d}.done.json"  # a partition's done-marker: written after its token file
 CHECKPOINT = "pack.json"  # the packer's state after its last full shard
-# One worker, in-process: partitions encoded ahead of the packer. Enough slack that the encoder keeps
-# going while the packer writes and hashes a full shard (longer than encoding one part; measured: the
-# encoder is busy 93 % of the stage's wall time with 1 ahead, 96-97 % with 2-3).
+# One worker, in-process: partitions encoded ahead of the packer, enough that the encoder keeps going
+# while the packer writes and hashes a full shard (benchmarks/results/code_notes.md).
 IN_PROCESS_AHEAD = 3
 
 
@@ -157,7 +156,7 @@ def read_texts(task: Dict[str, Any]) -> List[str]:
         return task["texts"]
     import pyarrow.parquet as pq
 
-    # ParquetFile, not read_table: read_table imports pyarrow.dataset and pandas (~3 s per process here).
+    # ParquetFile, not read_table: read_table imports pyarrow.dataset and pandas in every process.
     return pq.ParquetFile(task["part"]).read(columns=["text"]).column("text").to_pylist()
 
 

@@ -604,7 +604,7 @@ def _json_file_rows(path: str) -> Iterator[Any]:
 def _rows(spec: ComponentSpec, path: Optional[str]) -> Iterator[Dict[str, Any]]:
     """The rows `datasets` streams, in order, as it yields them one at a time, read ROW_BATCH at a time.
 
-    One at a time, `datasets` formats every row as a table of its own: 2-3x the CPU of a batch. When
+    One at a time, `datasets` formats every row as a table of its own: far more CPU than a batch. When
     a batch fails, a fresh stream yields the rows before the failure again one at a time, so exactly
     the rows a row-by-row read would have yielded come out before the same error is raised.
     """

@@ -15,7 +15,7 @@ import numpy as np
 import xxhash
 
 # Words for window hashing: runs of ASCII letters/digits/underscore and non-ASCII bytes, found with
-# a C-level bytes.translate + split (3x faster than re.findall(r"\w+")). Punctuation and markup
+# a C-level bytes.translate + split (cheaper than re.findall(r"\w+")). Punctuation and markup
 # changes (a revised Markdown page, a re-rendered post) then do not hide an otherwise identical text.
 _WORD_BYTES = bytes(c if (c >= 0x80 or chr(c).isalnum() or c == 0x5F) else 0x20 for c in range(256))
 # The same, also lower-casing A-Z (ASCII texts need no other case folding).
@@ -23,14 +23,13 @@ _WORD_BYTES_LOWER = bytes(c + 0x20 if 0x41 <= c <= 0x5A else _WORD_BYTES[c] for 
 
 # Odd multiplier of the polynomial window hash (odd: invertible mod 2^64, so no bits are lost).
 _P = 0x9E3779B97F4A7C15
-_MASK64 = (1 << 64) - 1
 _P_U64 = np.uint64(_P)
 
 
 def normalise(text: str) -> str:
     # split/join: the same as collapsing r"\s+" runs and stripping (the same whitespace set, checked
-    # over every code point in tests/test_dedup.py), 3x cheaper than the regex.
-    if text.isascii():  # NFKC leaves ASCII as it is, and folds its case as lower() does (a third cheaper)
+    # over every code point in tests/test_dedup.py), cheaper than the regex.
+    if text.isascii():  # NFKC leaves ASCII as it is, and folds its case as lower() does
         return " ".join(text.lower().split())
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
@@ -68,10 +67,9 @@ def _powers(k: int) -> np.ndarray:
 def _sort_order(h: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """(order, h[order]) with h[order] sorted; equal values in any order.
 
-    numpy's stable sort of 16-bit keys is a radix sort, several times faster here than argsort of uint64
-    (20k hashes: ~0.3 ms vs 0.8 ms). Two stable passes order by the top 32 bits. That is the full order
-    unless distinct hashes share their top 32 bits (20k random hashes: one batch in 20); then only the
-    runs of equal top halves, a handful of hashes, are sorted in full.
+    numpy's stable sort of 16-bit keys is a radix sort, faster than argsort of uint64. Two stable passes
+    order by the top 32 bits. That is the full order unless distinct hashes share their top 32 bits
+    (rare); then only the runs of equal top halves, a handful of hashes, are sorted in full.
     """
     order = np.argsort((h >> np.uint64(32)).astype(np.uint16), kind="stable")
     order = order[np.argsort((h[order] >> np.uint64(48)).astype(np.uint16), kind="stable")]
@@ -140,9 +138,8 @@ def batch_window_hashes(texts: Sequence[str], k: int) -> Tuple[np.ndarray, np.nd
 def _drop_repeats(h: np.ndarray, doc: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Every (hash, text) pair's first window only, in window order.
 
-    Only hashes that occur twice or more can repeat (about 1% of windows): a sort finds them, and a
-    lexsort of those alone keeps each pair's first (a stable argsort of all was 1.3x slower than a plain
-    argsort, itself 3x slower than `_sort_order`).
+    Only hashes that occur twice or more can repeat (few windows): a sort finds them, and a lexsort of
+    those alone keeps each pair's first (cheaper than a stable argsort of all).
     """
     order, h_sorted = _sort_order(h)
     equal = h_sorted[1:] == h_sorted[:-1]

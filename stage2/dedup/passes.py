@@ -33,7 +33,7 @@ def save_array(path: Path, array: np.ndarray) -> None:
 def spill(path: Path, hashes: np.ndarray, positions: np.ndarray) -> int:
     """Write (hash, position) pairs sorted by hash; returns the number of pairs. (Equal hashes may come
     in any order: resolving sorts the pairs it reads by position anyway, and a quicksort of one key is
-    3x cheaper than a lexsort of two.)"""
+    cheaper than a lexsort of two.)"""
     order = np.argsort(hashes)
     pairs = np.empty((len(hashes), 2), dtype=np.uint64)
     pairs[:, 0] = hashes[order]
@@ -79,9 +79,9 @@ def later_occurrences(files: Sequence[str], lo: int, hi: int, per_component: boo
     del parts
     if len(pairs) == 0:
         return np.empty(0, dtype=np.uint64)
-    # A hash held once is its own first occurrence: only the runs of equal hashes (a few percent of
-    # the pairs) need ordering by position, so one quicksort of one key does the bulk (3x cheaper
-    # than a lexsort of all pairs by hash and position).
+    # A hash held once is its own first occurrence: only the runs of equal hashes (a few of the pairs)
+    # need ordering by position, so one quicksort of one key does the bulk (cheaper than a lexsort of
+    # all pairs by hash and position).
     order = np.argsort(pairs[:, 0])
     hashes, positions = pairs[order, 0], pairs[order, 1]
     del pairs, order

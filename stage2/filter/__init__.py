@@ -80,7 +80,7 @@ def warm_worker(backends: Tuple[str, ...]) -> None:
     from stage2.parts import arrow_without_pandas
 
     for backend in backends:
-        get_backend(backend)  # loading a model or profiles: 0.05-0.5 s
+        get_backend(backend)  # loading a model or profiles
     arrow_without_pandas()
 
 

@@ -45,7 +45,7 @@ def _encode_flat(sp: Any, batch: List[str], num_threads: int, add_bos: bool, add
 
     numpy output (sentencepiece >= 0.2.1) skips building a Python int per token. Its wrapper still makes
     one array per document (np.frombuffer on each C++ buffer, holding the GIL while the encode threads
-    wait for the next call: about 5 % of the encode time on the benchmark's text), so call the C++ method behind it and
+    wait for the next call), so call the C++ method behind it and
     join the buffers in one go. That method is private: on a version whose signature differs (a
     TypeError from pybind), the public call; tests/test_shard.py compares both with the Python path.
     """

@@ -549,11 +549,6 @@ def chunk_info(chunk: str) -> Chunk:
     return rec if rec is not None else _analyse(chunk)
 
 
-def chunk_tokens(chunk: str) -> Tuple[str, ...]:
-    """The tokens of one whitespace-free chunk (memoised)."""
-    return chunk_info(chunk)[TOKENS]
-
-
 def records(text: str) -> List[Chunk]:
     """One `Chunk` per whitespace-separated chunk of `text`, in order (C loops on a warm memo)."""
     _trim()
