@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import os
 import shutil
@@ -38,7 +37,8 @@ from stage2.config import Remainder, ShardConfig
 from stage2.errors import Stage2Error
 from stage2.executor import LocalExecutor
 from stage2.progress import Progress
-from stage2.files import atomic_write, file_fingerprint, is_temporary, unchanged, write_array
+from stage2.files import atomic_write, is_temporary, write_array
+from stage2.runtime.tasks import read_marker, read_state, write_marker
 from stage2.run import Run, atomic_path, file_sha256, write_json
 from stage2.shards.format import INDEX, SHARDS_DIR, component_index, is_shard_name, manifest_entry, token_dtype, write_index, write_manifest
 from stage2.shards.pack import PackResult, Packer
@@ -184,8 +184,8 @@ def save_partition(task: Dict[str, Any], tokens: np.ndarray, docs: int, seconds:
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as f:
             write_array(f, tokens)
-    marker = {"docs": docs, "tokens": len(tokens), "dtype": tokens.dtype.str, "tokenizer_sha256": task["tokenizer_sha256"], "file": file_fingerprint(out)}
-    write_json(out.parent / DONE.format(task["index"]), marker)  # last: the partition is done from here on
+    # Last: the partition is done from here on (its key: the tokenizer's bytes and the dtype).
+    write_marker(out.parent / DONE.format(task["index"]), partition_key(task["tokenizer_sha256"], tokens.dtype), {"docs": docs, "tokens": len(tokens)}, [out])
     return {"component": task["component"], "index": task["index"], "out": str(out), "docs": docs, "tokens": len(tokens), "seconds": seconds + time.time() - started}
 
 
@@ -211,11 +211,9 @@ class ComponentResume:
         return int(self.checkpoint["partition"]) if self.checkpoint else 0
 
 
-def _read_json(path: Path) -> Optional[Dict[str, Any]]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None  # missing (never a half-written file: every JSON here is written atomically)
+def partition_key(tokenizer_sha256: str, dtype: np.dtype) -> str:
+    """What a partition's token file depends on besides its texts (fixed by the recipe and inputs)."""
+    return f"{tokenizer_sha256}:{np.dtype(dtype).str}"
 
 
 def _shards_intact(out_dir: Path, shards: List[Dict[str, Any]]) -> bool:
@@ -227,25 +225,19 @@ def find_resume(out_dir: Path, tok_sha: str, dtype: np.dtype) -> ComponentResume
     """Outputs a killed run left in `shards/<component>/` that this run may keep: same tokenizer bytes, and
     every file still with the bytes its marker, checkpoint or index recorded (else it is made again)."""
     found = ComponentResume()
-    index = _read_json(out_dir / INDEX)
+    index = read_state(out_dir / INDEX)
     if index and index["tokenizer"]["sha256"] == tok_sha and _shards_intact(out_dir, index["shards"]):
         found.index = index
         return found
     work = out_dir / WORK_DIR
-    checkpoint = _read_json(work / CHECKPOINT)
+    checkpoint = read_state(work / CHECKPOINT)
     if checkpoint and checkpoint["tokenizer_sha256"] == tok_sha and _shards_intact(out_dir, checkpoint["packer"]["shards"]):
         found.checkpoint = checkpoint
     for marker_path in sorted(work.glob("part-*.done.json")):
         i = int(marker_path.name.split(".")[0].split("-")[1])
-        marker = _read_json(marker_path)
-        if (
-            marker
-            and marker["tokenizer_sha256"] == tok_sha
-            and marker["dtype"] == dtype.str
-            and "file" in marker
-            and unchanged(work / PART.format(i), marker["file"])
-        ):
-            found.done[i] = marker
+        done = read_marker(marker_path, partition_key(tok_sha, dtype))
+        if done is not None:
+            found.done[i] = done
     if found.checkpoint and found.first not in found.done:
         found.checkpoint = None  # its partition's tokens are gone or changed: pack from the start
     return found

@@ -15,11 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
-import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -28,9 +26,10 @@ import pyarrow.parquet as pq
 from stage2.dedup.hashing import batch_window_hashes, exact_key
 from stage2.dedup.passes import lookup, resolve_bucket, spill
 from stage2.documents import Document
-from stage2.files import file_fingerprint, read_json, share_file, unchanged, write_json
+from stage2.files import share_file
 from stage2.parts import docs_to_table, part_path, table_documents, write_table
 from stage2.plan import Unit, read_unit
+from stage2.runtime.tasks import once
 from stage2.steps import STEPS, Chain, Drop, Step
 
 # Part of every task key: bump it when a task's outputs change, so a resume with newer code redoes them.
@@ -50,30 +49,6 @@ def _plain(value: Any) -> Any:
     if is_dataclass(value):
         return asdict(value)
     return str(value)
-
-
-def once(marker: Path, key: str, compute: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
-    """`compute()` unless a finished run of the same task left its marker and every file the marker
-    vouches for still has the bytes it recorded; the result gains "resumed".
-
-    `compute()` names the files it wrote in its result's "outputs"; the marker keeps their fingerprints,
-    so a scratch file changed between a kill and the resume is noticed and its task redone.
-    """
-    if marker.is_file():
-        try:
-            done = read_json(marker)
-        except Exception:  # a damaged marker: the task is redone
-            done = {}
-        outputs = done.get("outputs")
-        if done.get("key") == key and isinstance(outputs, dict) and all(unchanged(marker.parent / rel, fp) for rel, fp in outputs.items()):
-            return {**done["result"], "resumed": True}
-    started = time.process_time()
-    result = compute()
-    written = {os.path.relpath(path, marker.parent): file_fingerprint(Path(path)) for path in result.pop("outputs")}
-    result["cpu_s"] = round(time.process_time() - started, 3)
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    write_json(marker, {"key": key, "result": result, "outputs": written}, durable=False)  # (a scratch file, as the task's outputs)
-    return {**result, "resumed": False}
 
 
 def build_chain(steps: Iterable[Tuple[str, Dict[str, Any]]]) -> Chain:

@@ -38,6 +38,10 @@ from stage2.tokenizer import encoding, export
 log = logging.getLogger(__name__)
 
 TOKENIZER_DIR = "tokenizer"
+# In the run folder, written last by a finished training: which model it wrote, and that file's
+# fingerprint (a resume keeps the model only while its bytes are those). Not in tokenizer/, which
+# holds only what a user loads or uploads.
+TRAIN_MARKER = ".tokenizer.done.json"
 # A fixed seed for the held-out split: independent of `tokenizer.seed` (see the module docstring).
 HELDOUT_HASH_SEED = 0x5EED_4E1D
 METRICS = ("bytes_per_token", "chars_per_token", "tokens_per_word", "unk_rate", "byte_fallback_rate", "vocab_used_share", "roundtrip_share")
@@ -484,10 +488,13 @@ def write_hf_files(model: bytes, out_dir: Path) -> None:
         log.warning("tokenizer: no tokenizer.json written: %s", str(exc).split(": ", 1)[1])
 
 
-def finished_model(out_dir: Path, model_type: str) -> Optional[Path]:
-    """The model a previous attempt of this run finished (its .vocab, written after it, exists), if exactly one."""
-    found = [p for p in sorted(out_dir.glob(f"spm_*_{model_type}.model")) if p.with_suffix(".vocab").exists()]
-    return found[0] if len(found) == 1 else None
+def finished_model(run_dir: Path, key: str) -> Optional[Path]:
+    """The model a previous attempt of this run finished (`TRAIN_MARKER`), if its bytes are still the
+    ones it wrote; None: train again (a damaged or missing model, a run from before the marker)."""
+    from stage2.runtime.tasks import read_marker
+
+    done = read_marker(run_dir / TRAIN_MARKER, key)
+    return run_dir / TOKENIZER_DIR / done["model"] if done is not None else None
 
 
 def _sample_task(task: Tuple[Any, ComponentSpec, Optional[Path], int, int, int, int]) -> ComponentSample:
@@ -516,6 +523,7 @@ def collect_samples(run: Any, t: TokenizerConfig) -> List[ComponentSample]:
 
 def run(run: Any) -> Dict[str, Any]:
     from stage2.files import atomic_write
+    from stage2.runtime.tasks import write_marker
 
     t: TokenizerConfig = run.cfg.tokenizer
     stats = run.stage_stats("tokenizer")
@@ -531,13 +539,15 @@ def run(run: Any) -> Dict[str, Any]:
     sentences = sentence_stream(texts, t.max_sentence_length, counter, t.keep_newlines)
     out_dir = run.dir / TOKENIZER_DIR
     requested = t.vocab_size
-    previous = finished_model(out_dir, str(t.model_type)) if run.cfg.resume else None
+    previous = finished_model(run.dir, run.digest) if run.cfg.resume else None
     resumed = previous is not None
     if previous is not None:
         # Written atomically, so complete; same recipe (checked by start_run), so the same bytes.
         log.info("tokenizer: resume: keeping %s", previous)
         model_path = previous
         model = model_path.read_bytes()
+        write_hf_files(model, out_dir)  # made from the model again: a changed tokenizer.json or .vocab cannot stay
+        atomic_write(model_path.with_suffix(".vocab"), vocab_text(model))
         for _ in sentences:  # only to count the sample
             pass
     else:
@@ -557,7 +567,8 @@ def run(run: Any) -> Dict[str, Any]:
         model_path = out_dir / f"{model_name(piece_count(model), str(t.model_type))}.model"
         atomic_write(model_path, model)
         write_hf_files(model, out_dir)
-        atomic_write(model_path.with_suffix(".vocab"), vocab_text(model))  # last: marks the model finished
+        atomic_write(model_path.with_suffix(".vocab"), vocab_text(model))
+        write_marker(run.dir / TRAIN_MARKER, run.digest, {"model": model_path.name}, [model_path])  # last: the model is finished
     vocab_path = model_path.with_suffix(".vocab")
     trained = time.time()
     actual = piece_count(model)
