@@ -177,7 +177,7 @@ def build_profiles() -> Profiles:
         norm = NGram.normalize(ch)
         if norm != ch:
             char_map[cp] = ord(norm)
-    # No code point above the SMP is upper case (the highest is U+1F189; tests/test_langid.py
+    # No code point above the SMP is upper case (the highest is U+1F189; tests/unit/test_langid.py
     # checks it for the running Python): a tenth of the work.
     upper = np.zeros(0x110000, dtype=bool)
     upper[:UPPER_LIMIT] = [chr(cp).isupper() for cp in range(UPPER_LIMIT)]

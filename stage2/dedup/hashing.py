@@ -28,7 +28,7 @@ _P_U64 = np.uint64(_P)
 
 def normalise(text: str) -> str:
     # split/join: the same as collapsing r"\s+" runs and stripping (the same whitespace set, checked
-    # over every code point in tests/test_dedup.py), cheaper than the regex.
+    # over every code point in tests/unit/test_dedup.py), cheaper than the regex.
     if text.isascii():  # NFKC leaves ASCII as it is, and folds its case as lower() does
         return " ".join(text.lower().split())
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
@@ -45,7 +45,7 @@ def words(text: str) -> List[bytes]:
 def _fast_words(text: str) -> List[bytes]:
     """`words(text)`, skipping casefold for ASCII text (2/3 of the benchmark's documents): there case
     folding is exactly A-Z -> a-z, which _WORD_BYTES_LOWER does in the same translate. Case-folded text
-    holds no A-Z (checked over every code point in tests/test_dedup.py), so the table fits both paths."""
+    holds no A-Z (checked over every code point in tests/unit/test_dedup.py), so the table fits both paths."""
     folded = text.encode("ascii") if text.isascii() else text.casefold().encode("utf-8")
     return folded.translate(_WORD_BYTES_LOWER).split()
 

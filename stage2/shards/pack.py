@@ -47,7 +47,7 @@ def _encode_flat(sp: Any, batch: List[str], num_threads: int, add_bos: bool, add
     one array per document (np.frombuffer on each C++ buffer, holding the GIL while the encode threads
     wait for the next call), so call the C++ method behind it and
     join the buffers in one go. That method is private: on a version whose signature differs (a
-    TypeError from pybind), the public call; tests/test_shard.py compares both with the Python path.
+    TypeError from pybind), the public call; tests/unit/test_shard.py compares both with the Python path.
     """
     raw = getattr(getattr(sp, "_processor", None), "_EncodeAsBufferBatch", None)
     if raw is not None:

@@ -1,5 +1,5 @@
 """Plain, slow transcriptions of the four quality steps' rules: one loop per rule, words from the
-uncached tokenizer, nothing precomputed. The steps must give the same answers; tests/test_quality_steps.py
+uncached tokenizer, nothing precomputed. The steps must give the same answers; tests/unit/test_quality_steps.py
 checks that on real documents. Each function returns None (keep) or (failed_rule, value).
 """
 

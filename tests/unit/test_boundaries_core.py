@@ -1,0 +1,72 @@
+"""Issue #22, the run's own boundaries, on the stage functions alone: shard clean-up deletes only the files
+the stage writes, a changed shard is not kept by a resume, ids and JSON values are read as written (the
+cases through the real CLI: tests/cli/test_boundaries_core_cli.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from helpers import write_jsonl
+
+
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_shard_cleanup_deletes_only_files_the_stage_writes(tmp_path):
+    from stage2.shard import _clean_component
+
+    folder = tmp_path / "shards" / "web"
+    (folder / ".work").mkdir(parents=True)
+    for name in ("shard-00000.npy", "shard-00001.npy", ".shard-00002.npy.tmp-123", "my_embeddings.npy", ".env", "notes.txt"):
+        (folder / name).write_bytes(b"x")
+    _clean_component(folder, [{"file": "shard-00000.npy"}])
+    assert sorted(p.name for p in folder.iterdir()) == [".env", "my_embeddings.npy", "notes.txt", "shard-00000.npy"]
+
+
+def test_a_changed_shard_is_not_kept_by_a_resume(tmp_path):
+    from stage2.shard import find_resume
+
+    folder = tmp_path / "web"
+    rows = np.arange(64, dtype=np.uint16).reshape(2, 32)
+    from stage2.shards.format import write_shard
+
+    (folder / ".work").mkdir(parents=True)
+    entry = write_shard(folder / "shard-00000.npy", rows)
+    index = {"tokenizer": {"sha256": "t"}, "shards": [entry]}
+    (folder / "index.json").write_text(json.dumps(index))
+    assert find_resume(folder, "t", np.dtype(np.uint16)).index == index
+    flip_a_byte(folder / "shard-00000.npy")
+    assert find_resume(folder, "t", np.dtype(np.uint16)).index is None
+
+
+def test_non_string_ids_are_spelt_as_json(tmp_path):
+    from stage2.sources import ComponentSpec, read_records
+
+    rows = [{"id": True, "text": "a"}, {"id": {"b": 1, "a": [1, 2]}, "text": "b"}, {"id": 7, "text": "c"}, {"id": 1.5, "text": "d"}]
+    write_jsonl(tmp_path / "ids.jsonl", rows)
+    spec = ComponentSpec(name="x", files=[str(tmp_path / "ids.jsonl")], format="json")
+    assert [d.id for d in read_records(spec, str(tmp_path / "ids.jsonl"))] == ["true", '{"a": [1, 2], "b": 1}', "7", "1.5"]
+
+
+def test_a_json_file_keeps_its_values_as_written(tmp_path):
+    from stage2.sources import ComponentSpec, read_records
+
+    def read(path: Path):
+        spec = ComponentSpec(name="x", files=[str(path)], format="json")
+        return [(d.id, d.text, d.metadata, d.problem) for d in read_records(spec, str(path))]
+
+    rows = [{"id": "2021-01-01", "text": "2021-01-01T00:00:25", "date": "2021-01-01"}, {"id": "b", "text": "plain", "date": "x"}]
+    (tmp_path / "dates.json").write_text(json.dumps(rows))
+    assert read(tmp_path / "dates.json") == [(r["id"], r["text"], {"date": r["date"]}, None) for r in rows]
+    write_jsonl(tmp_path / "lines.json", rows)  # JSON lines named .json read alike
+    assert read(tmp_path / "lines.json") == read(tmp_path / "dates.json")
+    (tmp_path / "strings.json").write_text('["one", "two"]')
+    assert [t for _, t, _, _ in read(tmp_path / "strings.json")] == ["one", "two"]
+    (tmp_path / "mixed.json").write_text('[{"text": "a"}, 3]')
+    assert read(tmp_path / "mixed.json")[1][3] == "is a JSON int, not an object"
