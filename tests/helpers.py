@@ -6,6 +6,7 @@ tests/conftest.py.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -15,7 +16,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, Iterator, List
+
+import pytest
 
 from stage2.dedup.hashing import exact_key, window_hashes
 
@@ -269,3 +272,17 @@ def assert_resumed_like(resumed: Path, fresh: Path) -> Dict[str, str]:
     leftovers = [p for p in resumed.rglob("*") if ".tmp-" in p.name or p.name == ".work"]
     assert leftovers == []
     return got
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of `size` (tmpfs) at `folder`, so that writing really runs out of space; skips
+    the test where mounting is not allowed (it needs root)."""
+    folder.mkdir()
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {out.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=False)

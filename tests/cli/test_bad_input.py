@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BIN, sample_records, write_jsonl
+from helpers import BIN, sample_records, tmpfs, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -126,13 +126,8 @@ def test_verbose_shows_the_traceback(tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 256 KiB filesystem (tmpfs), so that writing really runs out of space."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True, text=True)
-    if out.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {out.stderr.strip()}")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=False)
+    with tmpfs(tmp_path / "disk", "256k") as disk:
+        yield disk
 
 
 def test_disk_full_while_writing(tmp_path, small_disk):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BIN, SMALL_SAMPLE, artifact_hashes, cli, filter_run, one_line_error, sample_records, tree, write_jsonl
+from helpers import BIN, SMALL_SAMPLE, artifact_hashes, cli, filter_run, one_line_error, sample_records, tmpfs, tree, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -144,13 +144,8 @@ def test_a_wrong_input_run_or_runs_index_is_refused_at_start_up(tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True, text=True)
-    if out.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {out.stderr.strip()}")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=False)
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        yield disk
 
 
 def test_a_run_the_disk_stopped_is_kept_and_resumes(tmp_path, small_disk):
