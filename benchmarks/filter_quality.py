@@ -6,7 +6,7 @@ benchmarks/results/filter_quality.md.
 
 Language: every document of multiling_*_dev with >= filter.min_chars characters, label "en" or not
 (the sources' own labels; precision also with three English fortunes under a `pl` label counted
-as English, RELABELLED below), through the shipped recipes (stage2/langrule.py) and each backend
+as English, RELABELLED below), through the shipped recipes (stage2/lid/rule.py) and each backend
 alone. Near dedup runs the stage's own passes (stage2/dedup/passes.py: spill, resolve_bucket,
 lookup, in a temp folder): each pair of neardup_dev_pairs alone, the earlier document (file order)
 first, "removed" meaning the later one is an exact or near duplicate; all of neardup_dev_docs as one
@@ -31,7 +31,7 @@ from stage2.config import FilterConfig
 from benchmarks.common import RESULTS, machine, md_table, read_jsonl, shared_data_dir
 from stage2.dedup.hashing import batch_window_hashes, exact_key
 from stage2.dedup.passes import COMPONENT_SHIFT, buckets_for, lookup, resolve_bucket, spill
-from stage2.langrule import LanguageRule, judge
+from stage2.lid.rule import LanguageRule, judge
 
 LANG_FILES = ("multiling_fortunes_dev.jsonl.gz", "multiling_tldr_dev.jsonl.gz", "multiling_udhr_dev.jsonl.gz")
 THRESHOLDS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
@@ -57,7 +57,7 @@ MIXED = {
 }
 
 # The language rules measured: each backend alone (the issue's rule: probability >= threshold) and
-# the two shipped recipes (stage2/langrule.py: checks before the main detector).
+# the two shipped recipes (stage2/lid/rule.py: checks before the main detector).
 ALONE = {
     "langdetect": ["filter.lang_backend=langdetect_fast", "filter.lang_check=null", "filter.function_words=0"],
     "fasttext": ["filter=fasttext", "filter.function_words=0"],
@@ -82,7 +82,7 @@ NOTES = """Notes on the language errors (from reading the misjudged documents):
   255/258 = 0.988 for a rule that keeps all 255 English documents and nothing else: the goal (0.99)
   can be met only with them counted as English. The other `pl` documents the recipes keep are Polish
   IRC chats around pasted English (a man page, `make` errors): mixed, and counted as errors.
-- Before language ID, code spans, URLs, paths and {{placeholders}} are removed (stage2/langid.py):
+- Before language ID, code spans, URLs, paths and {{placeholders}} are removed (stage2/lid/backends.py):
   tldr pages in Chinese/Korean are mostly English command lines, which langdetect otherwise reads
   as English (English precision 0.71 -> 0.86 for langdetect at 0.85 on this set).
 """
@@ -193,7 +193,7 @@ def language_section(data, limit: int) -> Tuple[str, Dict[str, Any]]:
 
 
 def dedup_passes(components: List[List[str]], k: int, folder: Path, memory_mb: int, chunk: int = 250) -> List[Dict[str, np.ndarray]]:
-    """The stage's dedup passes (stage2/filter/tasks.py, stage2/dedup/passes.py) over texts that passed the steps.
+    """The stage's dedup passes (stage2/stages/filter_tasks.py, stage2/dedup/passes.py) over texts that passed the steps.
 
     Component c's document i is at position (c << COMPONENT_SHIFT) | i, and only earlier positions of
     the same component count (dedup.scope=component, the default). As the stage does: spill the exact and
@@ -236,7 +236,7 @@ def dedup_passes(components: List[List[str]], k: int, folder: Path, memory_mb: i
 
 
 def near_drop(result: Dict[str, np.ndarray], threshold: float) -> np.ndarray:
-    """The stage's near-duplicate verdict (stage2/filter/tasks.py::_decide)."""
+    """The stage's near-duplicate verdict (stage2/stages/filter_tasks.py::_decide)."""
     return ~result["exact"] & (result["windows"] > 0) & (result["seen"] >= threshold * result["windows"])
 
 

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 from benchmarks.common import machine, md_table, read_jsonl, shared_data_dir, write_results
 
-# Hydra, stage2.main and stage2.run are imported inside the functions: spawned workers re-import
+# Hydra, stage2.main and stage2.runtime.run are imported inside the functions: spawned workers re-import
 # this module (as __mp_main__) and should pay for what `stage2` workers import, not for the benchmark.
 
 FILES = (
@@ -75,7 +75,7 @@ def write_docs(path: Path, docs: List[Dict[str, Any]]) -> Path:
 
 # What each stage row runs. "langdetect": the library alone, no checks before it (the issue's rule), so
 # the row measures the parallel stage against the same detector in a loop; the other two are the
-# shipped recipes (stage2/langrule.py): the default (fastText check, function words, langdetect_fast)
+# shipped recipes (stage2/lid/rule.py): the default (fastText check, function words, langdetect_fast)
 # and filter=fasttext (fastText, function words).
 RECIPES = {
     "langdetect": ["filter.lang_backend=langdetect", "filter.lang_check=null", "filter.function_words=0"],
@@ -105,8 +105,8 @@ def time_stage(path: Path, workdir: Path, workers: int, backend: str, partition_
     hash and record offsets) to the end of the filter stage; `stage_seconds` leaves `start_run` out."""
     import datasets  # noqa: F401  (the CLI imports it before any stage: quiet_datasets_logging)
 
-    from stage2 import filter as filter_stage
-    from stage2.run import start_run
+    from stage2.stages import filter as filter_stage
+    from stage2.runtime.run import start_run
 
     cfg = plain_cfg(path, workdir, workers, backend, partition_size)
     # The passes' own results (each task's CPU seconds), kept on the way through: where the time goes.
@@ -173,7 +173,7 @@ def time_loop(texts: List[str], max_chars: int) -> Tuple[float, float]:
 
 
 def time_near(texts: List[str], k: int, threshold: float, partition_size: int, memory_mb: int) -> Dict[str, float]:
-    """Near dedup as the stage does it (stage2/filter/tasks.py, stage2/dedup/passes.py), in one process:
+    """Near dedup as the stage does it (stage2/stages/filter_tasks.py, stage2/dedup/passes.py), in one process:
     screen: window hashes of a partition at a time, spilled sorted by hash; resolve: every hash bucket
     (`buckets_for(pairs, memory_mb)`); decide: each partition's near counts looked up by position range
     and the verdicts. Exact dedup's share of the same passes is timed apart (hash, spill, resolve, lookup).
@@ -225,7 +225,7 @@ def time_near(texts: List[str], k: int, threshold: float, partition_size: int, m
             timed("exact_s", resolve_bucket, task)
             exact_out.append(task["exact_out"])
 
-        def decide(positions, windows):  # stage2/filter/tasks.py::_decide, the near verdicts
+        def decide(positions, windows):  # stage2/stages/filter_tasks.py::_decide, the near verdicts
             _, near = lookup([], near_out, int(positions.min()), int(positions.max()) + 1)
             seen = np.array([near.get(int(p), 0) for p in positions], dtype=np.int64)
             return int(((windows > 0) & (seen >= threshold * windows)).sum())

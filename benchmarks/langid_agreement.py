@@ -6,11 +6,11 @@ Writes benchmarks/results/langid_agreement.md and .json.
 
 Documents: every document of multiling_*_dev and en_*_dev with >= filter.min_chars characters.
 Verdicts use the shipped recipe's langdetect step (filter.languages, filter.lang_threshold,
-filter.lang_max_chars and the text cleaning of stage2.langid.language_text).
+filter.lang_max_chars and the text cleaning of stage2.lid.backends.language_text).
 Speed, in CPU seconds (time.process_time: the machine is shared, so wall time says more about the
 other jobs than about this code) in this one process: every block of BLOCK documents (a partition)
 is identified in turn by langdetect one text at a time, by `langid_fast.detect_batch` (the whole
-block: what `stage2.langid.rank_all` hands it) and by `langid_fast.detect` one text at a time, so a
+block: what `stage2.lid.backends.rank_all` hands it) and by `langid_fast.detect` one text at a time, so a
 change of load hits all three alike. Then `detect_batch` in 2 spawned worker processes (wall seconds,
 profiles loaded before timing) against the one-process langdetect CPU time. The 1-minute load
 average is recorded with every figure. Goals: >= 99 % same verdicts; >= 10x on 2 cores.
@@ -29,9 +29,9 @@ from typing import Callable, Dict, List, Sequence, Tuple
 from benchmarks.common import RESULTS, machine, md_table, read_jsonl, shared_data_dir
 from benchmarks.filter_quality import filter_cfg
 from stage2.config import FilterConfig
-from stage2 import langid_fast
-from stage2.langrule import judge
-from stage2.langid import UNKNOWN, LangVerdict, get_backend, identify, language_text, target_score
+from stage2.lid import langdetect_fast as langid_fast
+from stage2.lid.rule import judge
+from stage2.lid.backends import UNKNOWN, LangVerdict, get_backend, identify, language_text, target_score
 
 FILES = (
     "multiling_fortunes_dev.jsonl.gz",
@@ -50,7 +50,7 @@ def _load() -> float:
 
 
 def _verdict(ranked: List[Tuple[str, float]], languages: Sequence[str]) -> LangVerdict:
-    """stage2.langid.identify's verdict from a ranked list."""
+    """stage2.lid.backends.identify's verdict from a ranked list."""
     if not ranked:
         return LangVerdict(UNKNOWN, 0.0, 0.0)
     return LangVerdict(ranked[0][0], float(ranked[0][1]), target_score(ranked, languages))
@@ -143,7 +143,7 @@ def main() -> None:
             agree = sum(keep_ref[i] == keep_nb[i] for i in idx)
             per_file.append([name, len(idx), sum(keep_ref[i] for i in idx), agree / len(idx)])
     n = len(texts)
-    # The shipped recipe (checks before langdetect_fast, stage2/langrule.py) against plain langdetect:
+    # The shipped recipe (checks before langdetect_fast, stage2/lid/rule.py) against plain langdetect:
     # the checks may only drop what langdetect keeps (they run first and never add a document).
     recipe = judge(texts, f.language_rule())["passed"]
     recipe_same = sum(a == b for a, b in zip(keep_ref, recipe))
@@ -178,7 +178,7 @@ def main() -> None:
         f"block by block in turn), except the 2-worker run (wall). 1-minute load average {load_range} during "
         f"the one-process blocks, {load2:.2f} after the 2-worker run.",
         f"Documents: {n} with >= {f.min_chars} chars from {', '.join(FILES)}; verdict = keep if the probability "
-        f"of {f.languages} >= {threshold} (first {f.lang_max_chars} chars, stage2.langid.language_text).\n",
+        f"of {f.languages} >= {threshold} (first {f.lang_max_chars} chars, stage2.lid.backends.language_text).\n",
         md_table(
             ["measure", "value"],
             [

@@ -88,7 +88,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import xxhash
 
 from benchmarks.common import REPO, child_env, machine, md_table, read_jsonl, shared_data_dir, write_results
-from stage2.files import file_sha256
+from stage2.io.files import file_sha256
 
 SOURCES = ("en_web_stackexchange_dev.jsonl.gz", "en_web_cc_samples_dev.jsonl.gz", "en_foldoc_dev.jsonl.gz")
 BIN = Path(sys.executable).parent / "stage2"

@@ -11,7 +11,7 @@ repeated ten times. A SentencePiece unigram model (8000 pieces) is trained once 
   is the headline's denominator. An extra row, not in the denominator, encodes the same batches with
   `return_type="numpy"` (the output the stage uses, cheaper than Python lists): the stage's ratio to
   it shows what reading, packing and writing still cost on top of encoding.
-* end to end: the shard stage (`stage2.shard.run`) from the parquet parts to shards on disk, with
+* end to end: the shard stage (`stage2.stages.shard.run`) from the parquet parts to shards on disk, with
   1 worker x N threads and N workers x 1 thread.
 Every figure, 1x and 10x, is the best of --repeats interleaved runs, each in its own subprocess, which
 reports its wall time and peak RSS (its own plus its worker processes'), so the figures of one
@@ -69,8 +69,8 @@ def prepare(work: Path, n_docs: int) -> dict:
     sys.path.insert(0, str(REPO))
     import sentencepiece as spm
 
-    from stage2 import parts
-    from stage2.sources import Document
+    from stage2.io import parts
+    from stage2.io.sources import Document
 
     texts = load_texts(n_docs)
     model = work / "spm.model"
@@ -121,8 +121,8 @@ def child_encode(args) -> dict:
 def child_shard(args) -> dict:
     sys.path.insert(0, str(REPO))
     import stage2.main as stage2_main
-    from stage2 import shard
-    from stage2.run import start_run
+    from stage2.stages import shard
+    from stage2.runtime.run import start_run
     # Imported before the clock starts, as child_encode does: module import is process start-up, not throughput.
     import pyarrow.parquet  # noqa: F401
     import sentencepiece  # noqa: F401

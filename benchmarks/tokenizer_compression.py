@@ -23,8 +23,9 @@ import sentencepiece as spm
 
 import stage2.main
 from benchmarks.common import machine, md_table, write_results
-from stage2 import tokenizer
-from stage2.run import start_run
+from stage2.tokenizer import train as tok_train
+from stage2.stages import tokenizer as tokenizer_stage
+from stage2.runtime.run import start_run
 
 RECIPES = {"default (bpe)": [], "tokenizer=unigram": ["tokenizer=unigram"], "tokenizer=lossy (old)": ["tokenizer=lossy"]}
 
@@ -67,12 +68,12 @@ def main() -> None:
                  f"runs_index={root}/runs.jsonl", "executor.workers=1", *overrides], str(root))
             run = start_run(root / name.split()[0].replace("=", "_"), recipe)
             t = run.cfg.tokenizer
-            samples = tokenizer.collect_samples(run, t)
+            samples = tokenizer_stage.collect_samples(run, t)
             run.executor.close()
             texts = (t for s in samples for t in s.train_texts)
             started = time.perf_counter()
-            sentences = tokenizer.sentence_stream(texts, t.max_sentence_length, tokenizer.SentenceCounter(), t.keep_newlines)
-            model = tokenizer.train_model(sentences, t.trainer_options(), t.seed)
+            sentences = tok_train.sentence_stream(texts, t.max_sentence_length, tok_train.SentenceCounter(), t.keep_newlines)
+            model = tok_train.train_model(sentences, t.trainer_options(), t.seed)
             seconds[name] = time.perf_counter() - started
             sp = spm.SentencePieceProcessor(model_proto=model)
             results[name] = {s.component: measure(sp.encode, sp.decode, s.eval_texts) for s in samples}

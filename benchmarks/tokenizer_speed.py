@@ -27,8 +27,9 @@ import sentencepiece as spm  # noqa: E402
 
 import stage2.main  # noqa: E402
 from benchmarks.common import machine, md_table, shared_data_dir, write_results  # noqa: E402
-from stage2 import tokenizer  # noqa: E402
-from stage2.run import start_run  # noqa: E402
+from stage2.tokenizer import train as tok_train
+from stage2.stages import tokenizer as tokenizer_stage  # noqa: E402
+from stage2.runtime.run import start_run  # noqa: E402
 
 DEFAULT_FILES = ["en_web_stackexchange_dev.jsonl.gz", "en_foldoc_dev.jsonl.gz", "multiling_tldr_dev.jsonl.gz"]
 
@@ -41,7 +42,7 @@ def cpu_seconds() -> float:
 
 def time_stage(run) -> tuple:
     t0, c0 = time.perf_counter(), cpu_seconds()
-    tokenizer.run(run)
+    tokenizer_stage.run(run)
     run.executor.close()  # reaps the workers, so their CPU time is counted
     return time.perf_counter() - t0, cpu_seconds() - c0
 
@@ -58,18 +59,18 @@ def time_direct(sentences: list, prefix: Path, t) -> tuple:
 def sample_sentences(run) -> list:
     """The stage's training sample as the pieces of text it hands to SentencePiece."""
     settings = run.cfg.tokenizer
-    samples = tokenizer.collect_samples(run, settings)
+    samples = tokenizer_stage.collect_samples(run, settings)
     texts = (t for s in samples for t in s.train_texts)
-    return list(tokenizer.sentence_stream(texts, settings.max_sentence_length, tokenizer.SentenceCounter(), settings.keep_newlines))
+    return list(tok_train.sentence_stream(texts, settings.max_sentence_length, tok_train.SentenceCounter(), settings.keep_newlines))
 
 
 def write_parts(folder: Path, paths) -> Path:
     """The input files as a filter run's parquet parts (what the pipeline's tokenizer step reads)."""
     import json
 
-    from stage2 import parts
+    from stage2.io import parts
     from stage2.config import DatasetConfig
-    from stage2.sources import component_name, iter_documents, resolve_components
+    from stage2.io.sources import component_name, iter_documents, resolve_components
 
     manifest = {"components": {}}
     for spec in resolve_components(DatasetConfig(paths=[str(p) for p in paths]), str(folder)):
@@ -161,7 +162,7 @@ def main() -> None:
             f"Command: `uv run python benchmarks/tokenizer_speed.py --vocab {args.vocab} --repeats {args.repeats} --workers {args.workers} --threads {args.threads}`",
             f"Inputs: {', '.join(args.files)} (shared dev corpora), the default recipe (lossless SentencePiece BPE), vocab {args.vocab}, num_threads {args.threads}, executor.workers {args.workers}, other options at their defaults.",
             "",
-            "Stage = `stage2.tokenizer.run` (stream + sample every component, train from an iterator, write .model/.vocab, "
+            "Stage = `stage2.stages.tokenizer.run` (stream + sample every component, train from an iterator, write .model/.vocab, "
             "evaluate the held-out slice). Direct = `SentencePieceTrainer.train(sentence_iterator=<the same sample, in a list>, ...)` "
             "with the same options; building that list is not timed.",
             "",

@@ -31,7 +31,7 @@ from stage2.steps import optional_steps
 from stage2.steps.base import Rule
 
 if TYPE_CHECKING:
-    from stage2.langrule import LanguageRule
+    from stage2.lid.rule import LanguageRule
 
 
 class Choice(str, Enum):
@@ -55,7 +55,7 @@ class Stage(Choice):
 
 class LangBackend(Choice):
     langdetect = "langdetect"
-    langdetect_fast = "langdetect_fast"  # langdetect's answers, vectorised (stage2/langid_fast.py)
+    langdetect_fast = "langdetect_fast"  # langdetect's answers, vectorised (stage2/lid/langdetect_fast.py)
     fasttext = "fasttext"
 
 
@@ -224,7 +224,7 @@ class FilterKeys:
     lang_backend: LangBackend = LangBackend.langdetect_fast
     lang_threshold: float = 0.85  # conf: the backend's calibrated threshold (0.85 langdetect, 0.4 fasttext)
     lang_max_chars: int = 2000  # characters of a document the detector reads
-    # Checked before the main detector (stage2/langrule.py): a second detector that must also find a
+    # Checked before the main detector (stage2/lid/rule.py): a second detector that must also find a
     # wanted language (null: none), and the least share of function words (0: no check; lists: en).
     lang_check: Optional[LangBackend] = LangBackend.fasttext
     lang_check_threshold: float = 0.3
@@ -239,7 +239,7 @@ class FilterKeys:
 
     def language_rule(self, languages: Optional[Tuple[str, ...]] = None) -> "LanguageRule":
         """The language rule these settings describe; `languages`: a component's own (None: filter.languages)."""
-        from stage2.langrule import LanguageRule
+        from stage2.lid.rule import LanguageRule
 
         check = self.lang_check
         return LanguageRule(
@@ -469,8 +469,8 @@ class ExecutorConfig:
     max_in_flight: int = 0  # partitions queued at once; 0: 2 x workers (bounds memory)
 
     def make(self) -> Any:
-        """The executor these settings describe (stage2/executor.py)."""
-        from stage2.executor import LocalExecutor, RayExecutor
+        """The executor these settings describe (stage2/runtime/executor.py)."""
+        from stage2.runtime.executor import LocalExecutor, RayExecutor
 
         if self.kind == ExecutorKind.ray:
             return RayExecutor(self.workers, self.max_in_flight, self.address)

@@ -1,7 +1,7 @@
 """The single Hydra entry point: `stage2 stage=filter|tokenizer|shard|pipeline|report|verify`.
 
 This module only composes and checks the config, sets up the run folder and dispatches; each stage's
-work lives in its own module (stage2/filter.py, tokenizer.py, shard.py, ...).
+work lives in its own module (stage2/stages/filter.py, tokenizer.py, shard.py, ...).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def complete_saved_config(hydra_cfg: Any) -> None:
     if any(line.startswith("hydra:") for line in text.splitlines()):
         return
     ours = yaml.safe_load((Path(CONF_DIR) / "config.yaml").read_text(encoding="utf-8"))["hydra"]
-    from stage2.files import atomic_write
+    from stage2.io.files import atomic_write
 
     atomic_write(saved, text + yaml.safe_dump({"hydra": ours}, sort_keys=False, allow_unicode=True))
 
@@ -122,7 +122,7 @@ def saved_run_folder(hydra_cfg: Any) -> Optional[str]:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def app(cfg: DictConfig) -> None:
-    from stage2 import folder
+    from stage2.runtime import folder
 
     # A log file that cannot be written (full disk) must not print tracebacks over the real error.
     logging.raiseExceptions = False
@@ -141,7 +141,7 @@ def app(cfg: DictConfig) -> None:
         if rerun_of:  # relative input paths mean what they meant for the original run
             launch_dir = yaml.safe_load((Path(rerun_of) / "config.resolved.yaml").read_text()).get("launch_dir") or launch_dir
         config = resolve_config(cfg, launch_dir, rerun_of)
-        from stage2.pipeline import run_stage  # here: `--help` and config errors need none of the stages
+        from stage2.stages.pipeline import run_stage  # here: `--help` and config errors need none of the stages
 
         # A read-only stage run alone writes no folder (in a sweep its job folder holds its report).
         run_stage(config, run_dir, record=not (single and config.stage in ("report", "verify")))
@@ -160,8 +160,8 @@ def app(cfg: DictConfig) -> None:
 
 
 def _failed(run_dir: Path, hydra_cfg: Any, verbose: bool, exc: Exception) -> None:
-    from stage2 import folder
-    from stage2.executor import interrupted_by
+    from stage2.runtime import folder
+    from stage2.runtime.executor import interrupted_by
 
     if interrupted_by() is not None and not verbose:  # e.g. SentencePiece turned the interrupt into its own error
         interrupted(run_dir, interrupted_by())
@@ -175,11 +175,11 @@ def _failed(run_dir: Path, hydra_cfg: Any, verbose: bool, exc: Exception) -> Non
 
 def interrupted(run_dir: Path, signum: int) -> None:
     """Ctrl-C or SIGTERM: one line saying how to go on, `status: interrupted`, exit 128 + the signal."""
-    from stage2 import folder
+    from stage2.runtime import folder
 
     what = f"interrupted ({'Ctrl-C' if signum == signal.SIGINT else signal.Signals(signum).name})"
     if folder.owns(run_dir):
-        from stage2.run import remove_stale_temporaries
+        from stage2.runtime.run import remove_stale_temporaries
 
         mark_failed(run_dir / "stats.json", what, status="interrupted", only_existing=True)
         remove_stale_temporaries(run_dir)  # what the killed workers were writing
@@ -206,7 +206,7 @@ def _hold_log_until_claimed(run_dir: Path) -> None:
     """
     from logging.handlers import MemoryHandler
 
-    from stage2 import folder
+    from stage2.runtime import folder
 
     root = logging.getLogger()
     target = run_dir.resolve()
@@ -247,7 +247,7 @@ def fail(run_dir: Path, hydra_cfg: Any, verbose: bool, message: str, keep: bool 
     A single run that started its folder and failed in a way no resume gets past (`keep=False`) takes
     the folder away again: it holds nothing to continue, and the error line says what went wrong.
     """
-    from stage2 import folder
+    from stage2.runtime import folder
 
     if verbose:
         raise
@@ -281,7 +281,7 @@ def _log_to_files(message: str, exc_info: bool = False) -> None:
 
 
 def mark_failed(stats_file: Path, message: str, status: str = "failed", only_existing: bool = False) -> None:
-    from stage2.files import write_json
+    from stage2.io.files import write_json
 
     if only_existing and not stats_file.exists():
         return
@@ -302,7 +302,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _on_stop_signal(signum: int, frame: Any) -> None:
-    from stage2.executor import note_interrupt
+    from stage2.runtime.executor import note_interrupt
 
     note_interrupt(signum)  # executors now kill their workers rather than wait for their tasks
     for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not break the cleanup
@@ -349,7 +349,7 @@ def hydra_error(exc: BaseException) -> str:
 
 
 def main() -> None:
-    from stage2 import folder
+    from stage2.runtime import folder
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_stop_signal)

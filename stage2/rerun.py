@@ -44,14 +44,14 @@ def rerun_argv(folder: str, overrides: list[str]) -> list[str]:
         target = [f"hydra.run.dir={run_dir}"]
     else:
         target = []  # the saved config carries stage2's folder pattern: a new timestamped folder
-    extras = []
+    # Today's callbacks, whatever module path the saved config names (runs saved before a move).
+    extras = [
+        "++hydra.callbacks.run_folder_guard._target_=stage2.runtime.callbacks.RunFolderGuard",
+        "++hydra.callbacks.sweep_summary._target_=stage2.stages.report.SweepSummaryCallback",
+    ]
     if not any(line.startswith("hydra:") for line in saved.read_text(encoding="utf-8").splitlines()):
         # A run saved before stage2 recorded its hydra settings: add them back here.
-        extras = [
-            "hydra.job.name=stage2",
-            "+hydra.callbacks.run_folder_guard._target_=stage2.callbacks.RunFolderGuard",
-            "+hydra.callbacks.sweep_summary._target_=stage2.report.SweepSummaryCallback",
-        ]
+        extras.append("hydra.job.name=stage2")
         if not target and not any(o.startswith("hydra.run.dir=") for o in overrides):
             target = ["hydra.run.dir=outputs/${now:%Y-%m-%d}/${now:%H-%M-%S.%f}"]
     return ["--config-path", str(run_dir / ".hydra"), "--config-name", "config", *extras, *target, *overrides]

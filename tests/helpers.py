@@ -20,7 +20,8 @@ from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
-from stage2.dedup.hashing import exact_key, window_hashes
+from oracles import window_hashes
+from stage2.dedup.hashing import exact_key
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
@@ -118,8 +119,8 @@ def dedup_reference(texts, k, threshold):
 
 def run_filter(plain_config, run_dir: Path, *overrides: str):
     """The filter stage of a run of `plain_config(overrides)`: the run and its headline."""
-    from stage2 import filter as filter_stage
-    from stage2.run import start_run
+    from stage2.stages import filter as filter_stage
+    from stage2.runtime.run import start_run
 
     cfg = plain_config("stage=filter", "progress=false", *overrides)
     run = start_run(run_dir, cfg)
@@ -135,16 +136,16 @@ _MODELS: Dict[str, Path] = {}
 
 def train_model(base: Path, name: str, vocab: int, pad_id: int) -> Path:
     """A tiny real SentencePiece model from the sample's text (cached for the session)."""
-    from stage2 import tokenizer
+    from stage2.tokenizer import train as tok_train
 
     if name not in _MODELS:
         texts = [r["text"] for r in sample_records("foldoc.jsonl.gz", 600)]
         texts += [r["text"] for r in sample_records("web_stackexchange.jsonl.gz", 150)]
         # The stage's own default recipe (lossless), made small.
         t = compose_plain([f"tokenizer.vocab_size={vocab}", "tokenizer.num_threads=2", f"tokenizer.pad_id={pad_id}"], base).tokenizer
-        sentences = tokenizer.sentence_stream(texts, t.max_sentence_length, tokenizer.SentenceCounter())
+        sentences = tok_train.sentence_stream(texts, t.max_sentence_length, tok_train.SentenceCounter())
         path = base / f"{name}.model"
-        path.write_bytes(tokenizer.train_model(sentences, t.trainer_options(), seed=0))
+        path.write_bytes(tok_train.train_model(sentences, t.trainer_options(), seed=0))
         _MODELS[name] = path
     return _MODELS[name]
 
@@ -158,7 +159,7 @@ def corpus(tmp_path: Path) -> List[Path]:
 
 def make_run(tmp_path: Path, name: str, paths: List[Path], *overrides: str):
     """A started shard run over `paths` (one worker unless the overrides say otherwise)."""
-    from stage2.run import start_run
+    from stage2.runtime.run import start_run
 
     plain = compose_plain(
         [
@@ -176,7 +177,7 @@ def make_run(tmp_path: Path, name: str, paths: List[Path], *overrides: str):
 
 def shard_run(tmp_path: Path, name: str, paths: List[Path], *overrides: str, before=None):
     """A shard run over `paths`, run to its end in this process (`before(run)` first, if given)."""
-    from stage2 import shard
+    from stage2.stages import shard
 
     run = make_run(tmp_path, name, paths, *overrides)
     try:

@@ -155,6 +155,3 @@ def _drop_repeats(h: np.ndarray, doc: np.ndarray) -> Tuple[np.ndarray, np.ndarra
     return h[first], doc[first]
 
 
-def window_hashes(text: str, k: int) -> np.ndarray:
-    """Sorted distinct uint64 hashes of every window of k consecutive words of one text."""
-    return np.sort(batch_window_hashes([text], k)[0])

@@ -14,17 +14,17 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from stage2.files import atomic_path, write_array
+from stage2.io.files import atomic_path, write_array
 
 # Resolve-task memory per (hash, position) pair, with a margin: the pairs (16 bytes), the sort order
 # (8), the sorted copies (16) and masks; resolve_bucket alone peaked at 40 bytes a pair above its
 # start (4M and 8M random pairs, some repeated).
 BYTES_PER_PAIR = 64
-COMPONENT_SHIFT = 56  # stage2.plan: the component's index is the position's top 8 bits
+COMPONENT_SHIFT = 56  # stage2.io.plan: the component's index is the position's top 8 bits
 
 
 def save_array(path: Path, array: np.ndarray) -> None:
-    """A work file of the passes (atomic, not fsync'd: see stage2.files.atomic_write)."""
+    """A work file of the passes (atomic, not fsync'd: see stage2.io.files.atomic_write)."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             write_array(f, array, npy_header=True)

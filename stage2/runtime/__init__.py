@@ -1,2 +1,2 @@
-"""How work runs and is kept: task markers (tasks.py). Executors, the run folder, provenance, the lock and
-progress are to move here too (issue #23)."""
+"""How work runs and is kept: executors (local pool, Ray) behind one interface, task markers, the run
+folder and its lock, provenance and the run record, progress, and Hydra's callbacks."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Optional
 
 from stage2.errors import Stage2Error
-from stage2.files import file_fingerprint, read_json, unchanged, write_json
+from stage2.io.files import file_fingerprint, read_json, unchanged, write_json
 
 
 def write_marker(marker: Path, key: str, result: Dict[str, Any], outputs: Iterable[Path]) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 import numpy as np
 
 from stage2.errors import Stage2Error
-from stage2.files import atomic_path, file_sha256, write_array, write_json
+from stage2.io.files import atomic_path, file_sha256, write_array, write_json
 
 if TYPE_CHECKING:
     from stage2.config import ShardConfig

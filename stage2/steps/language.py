@@ -1,4 +1,4 @@
-"""The language step: the rule of stage2/langrule.py (function words, a check detector, the main one)."""
+"""The language step: the rule of stage2/lid/rule.py (function words, a check detector, the main one)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import asdict
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from stage2.documents import Document
-from stage2.langrule import LanguageRule, judge
+from stage2.lid.rule import LanguageRule, judge
 from stage2.steps.base import Drop, Step, Verdict, register
 
 

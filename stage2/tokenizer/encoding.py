@@ -13,7 +13,7 @@ substring test per document decides.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Iterable, Iterator, List, Optional
+from typing import Any, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -55,11 +55,9 @@ def encode_stream(
 ) -> Iterator[np.ndarray]:
     """Texts -> token stream chunks, one per batch of SentencePiece's multi-threaded batch encode.
 
-    A batch without "▁" takes packing's fastest path; one with it is encoded through `encode`
+    A batch without "▁" takes the fastest path (`encode_batch`); one with it is encoded through `encode`
     and gets its separators in numpy (the same stream the fast path would give, bar the "▁").
     """
-    from stage2.shards import pack as packing
-
     spell: Any = False  # not looked up yet
     it = iter(texts)
     while True:
@@ -70,6 +68,62 @@ def encode_stream(
             if spell is False:
                 spell = marker_ids(sp)
             if spell is not None:
-                yield packing.with_separators(encode(sp, batch, num_threads), bos, eos, dtype)
+                yield with_separators(encode(sp, batch, num_threads), bos, eos, dtype)
                 continue
-        yield packing.encode_batch(sp, batch, num_threads, bos, eos, dtype)
+        yield encode_batch(sp, batch, num_threads, bos, eos, dtype)
+
+
+def with_separators(ids: Sequence[Sequence[int]], bos: Optional[int], eos: Optional[int], dtype: np.dtype) -> np.ndarray:
+    """Encoded documents -> one flat stream: [BOS] doc [EOS] for every document, vectorised."""
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    n_sep = int(bos is not None) + int(eos is not None)
+    spans = lengths + n_sep
+    ends = np.cumsum(spans)
+    out = np.empty(int(ends[-1]) if len(ends) else 0, dtype=dtype)
+    if n_sep == 0:
+        out[:] = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=len(out))
+        return out
+    is_token = np.ones(len(out), dtype=bool)
+    if eos is not None:
+        is_token[ends - 1] = False
+        out[ends - 1] = eos
+    if bos is not None:
+        is_token[ends - spans] = False
+        out[ends - spans] = bos
+    out[is_token] = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=int(lengths.sum()))
+    return out
+
+
+def _encode_flat(sp: Any, batch: List[str], num_threads: int, add_bos: bool, add_eos: bool) -> Optional[np.ndarray]:
+    """One batch encode -> every document's ids in one int32 array (None: this sentencepiece has no numpy output).
+
+    numpy output (sentencepiece >= 0.2.1) skips building a Python int per token. Its wrapper still makes
+    one array per document (np.frombuffer on each C++ buffer, holding the GIL while the encode threads
+    wait for the next call), so call the C++ method behind it and
+    join the buffers in one go. That method is private: on a version whose signature differs (a
+    TypeError from pybind), the public call; tests/unit/test_shard.py compares both with the Python path.
+    """
+    raw = getattr(getattr(sp, "_processor", None), "_EncodeAsBufferBatch", None)
+    if raw is not None:
+        try:
+            # The arguments the wrapper passes: input, num_threads, thread_pool, enable_sampling,
+            # nbest_size, alpha, add_bos, add_eos, reverse.
+            buffers = raw(batch, num_threads, None, False, -1, 0.0, add_bos, add_eos, False)
+        except TypeError:
+            pass
+        else:
+            return np.frombuffer(b"".join(buffers), dtype=np.int32)
+    try:
+        arrays = sp.encode(batch, num_threads=num_threads, return_type="numpy", add_bos=add_bos, add_eos=add_eos)
+    except ValueError:  # older sentencepiece: no numpy return type
+        return None
+    return np.concatenate(arrays) if arrays else np.empty(0, np.int32)
+
+
+def encode_batch(sp: Any, batch: List[str], num_threads: int, bos: Optional[int], eos: Optional[int], dtype: np.dtype) -> np.ndarray:
+    """One multi-threaded batch encode -> a flat stream chunk with separators."""
+    if bos in (None, sp.bos_id()) and eos in (None, sp.eos_id()):
+        flat = _encode_flat(sp, batch, num_threads, bos is not None, eos is not None)  # separators added in C++
+        if flat is not None:
+            return flat.astype(dtype, copy=False)
+    return with_separators(sp.encode(batch, num_threads=num_threads), bos, eos, dtype)

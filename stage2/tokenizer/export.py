@@ -133,7 +133,7 @@ def files(model: bytes) -> Dict[str, str]:
 
 
 def write(model: bytes, folder: Path) -> List[Path]:
-    from stage2.files import atomic_write
+    from stage2.io.files import atomic_write
 
     written = []
     for name, text in files(model).items():

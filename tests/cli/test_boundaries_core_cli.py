@@ -168,7 +168,7 @@ def test_a_read_only_stage_leaves_a_run_another_process_began_in_its_folder(tmp_
     import subprocess
     import sys
 
-    from stage2 import folder
+    from stage2.runtime import folder
 
     # A finished run appears in the folder a `stage=verify ... hydra.run.dir=X` (no lock) was watching.
     done = tmp_path / "finished"

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from stage2.config import ExecutorConfig
-from stage2.executor import LocalExecutor
+from stage2.runtime.executor import LocalExecutor
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,7 @@ def test_ray_executor_on_a_local_instance_keeps_task_order():
     pytest.importorskip("ray")
     import ray
 
-    from stage2.sources import file_stem
+    from stage2.io.sources import file_stem
 
     ex = ExecutorConfig(kind="ray", workers=2).make()
     paths = [f"/data/part{i}.jsonl.gz" for i in range(12)]

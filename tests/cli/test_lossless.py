@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from stage2 import parts
+from stage2.io import parts
 from stage2.tokenizer import encoding
 
 BIN = Path(sys.executable).parent

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from helpers import SMALL_SAMPLE, cli, one_line_error, tree
-from stage2 import parts, reader
+from stage2.io import parts
+from stage2 import reader
 from stage2.errors import Stage2Error
 
 pytestmark = pytest.mark.slow
@@ -346,7 +347,7 @@ def test_verify_checks_shards_without_the_shard_stage():
     import subprocess
     import sys
 
-    code = "import sys\nimport stage2.verify\nprint(sorted(m for m in sys.modules if m in ('stage2.shard', 'sentencepiece')))\n"
+    code = "import sys\nimport stage2.stages.verify\nprint(sorted(m for m in sys.modules if m in ('stage2.stages.shard', 'sentencepiece')))\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

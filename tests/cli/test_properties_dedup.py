@@ -12,13 +12,13 @@ from hypothesis import HealthCheck, given, settings as hyp_settings, strategies 
 
 import stage2.dedup.passes as passes
 from helpers import dedup_reference, sample_records, write_jsonl
-from stage2.executor import LocalExecutor
+from stage2.runtime.executor import LocalExecutor
 from stage2.config import DedupConfig, FilterConfig
-from stage2.filter import execute
-from stage2.filter.tasks import merge_rejected
-from stage2.parts import read_documents
-from stage2.plan import plan_component
-from stage2.sources import ComponentSpec, scan_file
+from stage2.stages.filter import execute
+from stage2.stages.filter_tasks import merge_rejected
+from stage2.io.parts import read_documents
+from stage2.io.plan import plan_component
+from stage2.io.sources import ComponentSpec, scan_file
 
 pytestmark = pytest.mark.slow  # a process pool
 

@@ -117,7 +117,7 @@ def test_a_refused_resume_leaves_the_finished_run_as_it_was(tmp_path):
         last = one_line_error(out, "inputs differ", "docs.jsonl (content changed)", "a resume cannot mix", f"stage2-rerun {run} allow_changed_inputs=true")
         assert "runs it anyway" not in last
         assert tree(run) == before  # stats.json still finished, no log line, no lock file
-    from stage2.verify import verify_folder
+    from stage2.stages.verify import verify_folder
 
     verify_folder(run)  # still a good run
 
@@ -137,7 +137,7 @@ def test_a_refused_resume_leaves_the_finished_run_as_it_was(tmp_path):
 
 
 def test_a_second_process_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path):
-    from stage2 import folder
+    from stage2.runtime import folder
 
     # Two folders of one glob holding files of the same stem, records without ids (6: unique ids).
     write_jsonl(tmp_path / "in" / "a" / "noid.jsonl", [{"text": r["text"]} for r in RECORDS[:3]])

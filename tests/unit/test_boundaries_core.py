@@ -19,7 +19,7 @@ def flip_a_byte(path: Path) -> None:
 
 
 def test_shard_cleanup_deletes_only_files_the_stage_writes(tmp_path):
-    from stage2.shard import _clean_component
+    from stage2.stages.shard import _clean_component
 
     folder = tmp_path / "shards" / "web"
     (folder / ".work").mkdir(parents=True)
@@ -30,7 +30,7 @@ def test_shard_cleanup_deletes_only_files_the_stage_writes(tmp_path):
 
 
 def test_a_changed_shard_is_not_kept_by_a_resume(tmp_path):
-    from stage2.shard import find_resume
+    from stage2.stages.shard import find_resume
 
     folder = tmp_path / "web"
     rows = np.arange(64, dtype=np.uint16).reshape(2, 32)
@@ -46,7 +46,7 @@ def test_a_changed_shard_is_not_kept_by_a_resume(tmp_path):
 
 
 def test_non_string_ids_are_spelt_as_json(tmp_path):
-    from stage2.sources import ComponentSpec, read_records
+    from stage2.io.sources import ComponentSpec, read_records
 
     rows = [{"id": True, "text": "a"}, {"id": {"b": 1, "a": [1, 2]}, "text": "b"}, {"id": 7, "text": "c"}, {"id": 1.5, "text": "d"}]
     write_jsonl(tmp_path / "ids.jsonl", rows)
@@ -55,7 +55,7 @@ def test_non_string_ids_are_spelt_as_json(tmp_path):
 
 
 def test_a_json_file_keeps_its_values_as_written(tmp_path):
-    from stage2.sources import ComponentSpec, read_records
+    from stage2.io.sources import ComponentSpec, read_records
 
     def read(path: Path):
         spec = ComponentSpec(name="x", files=[str(path)], format="json")

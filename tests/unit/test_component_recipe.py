@@ -14,7 +14,7 @@ import pytest
 
 from stage2.config import DatasetConfig
 from stage2.errors import Stage2Error
-from stage2.sources import ComponentSpec, resolve_components
+from stage2.io.sources import ComponentSpec, resolve_components
 
 from helpers import compose_plain
 
@@ -115,7 +115,7 @@ def test_filter_settings_fill_what_a_component_leaves_to_the_filter(tmp_path):
 
 @pytest.mark.slow  # over half a second
 def test_the_recipe_records_the_component_settings(tmp_path):
-    from stage2.run import config_digest
+    from stage2.runtime.run import config_digest
 
     base = compose_plain([], tmp_path)
     assert config_digest(base.to_plain()) != config_digest(compose_plain(["dataset.components.code.max_chars=8000"], tmp_path).to_plain())

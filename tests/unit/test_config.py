@@ -13,9 +13,9 @@ from omegaconf.errors import ConfigKeyError, ValidationError
 
 import stage2.main as stage2_main
 from stage2.config import Config, validate
-from stage2.run import config_digest
+from stage2.runtime.run import config_digest
 from stage2.errors import Stage2Error
-from stage2.sources import resolve_components
+from stage2.io.sources import resolve_components
 
 from helpers import REPO, compose_plain
 

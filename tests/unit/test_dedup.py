@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from helpers import dedup_reference as reference, sample_records
-from stage2.dedup.hashing import batch_window_hashes, exact_key, normalise, window_hashes
+from oracles import window_hashes
+from stage2.dedup.hashing import batch_window_hashes, exact_key, normalise
 from stage2.dedup.passes import bucket_bounds, later_occurrences, lookup, resolve_bucket, spill
 
 
@@ -190,7 +191,7 @@ def test_bucket_passes_follow_the_rule_for_any_chunking_and_bucket_count(tmp_pat
 
 
 def test_later_occurrences_per_component_or_across_the_mixture(tmp_path):
-    comp = lambda c, r: (c << 56) | r  # noqa: E731  (stage2.plan's position layout)
+    comp = lambda c, r: (c << 56) | r  # noqa: E731  (stage2.io.plan's position layout)
     hashes = np.array([5, 5, 5, 9], dtype=np.uint64)
     positions = np.array([comp(1, 0), comp(0, 7), comp(1, 3), comp(0, 2)], dtype=np.uint64)
     spill(tmp_path / "s.npy", hashes, positions)

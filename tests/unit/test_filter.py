@@ -13,11 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers import SAMPLE, run_filter, sample_records, write_jsonl
-from stage2 import filter as filter_stage
+from stage2.stages import filter as filter_stage
 from stage2.errors import Stage2Error
-from stage2.langid import get_backend, identify, language_text
-from stage2.parts import read_manifest
-from stage2.run import start_run
+from oracles import identify
+from stage2.lid.backends import get_backend, language_text
+from stage2.io.parts import read_manifest
+from stage2.runtime.run import start_run
 
 # The default chain's drop reasons, in the order rejected.parquet lists them: steps first, then dedup.
 REASONS = ("invalid", "too_short", "too_long", "language", "duplicate", "near_duplicate")
@@ -196,7 +197,7 @@ def test_language_text_is_the_whole_pattern_applied():
     """language_text leaves out the alternatives a text cannot match: always the same string as the full regex."""
     import random
 
-    from stage2.langid import _NOT_LANGUAGE
+    from stage2.lid.backends import _NOT_LANGUAGE
 
     pieces = list("ab .-_/\\@`{}<>:htps\n\x1b[;09mé\u2028\t") + ["http://", "https://x.y/z", "```", "{{", "}}", "\x1b[31m", "a@b.c", "/usr/bin", "C:\\x"]
     rng = random.Random(0)
@@ -212,7 +213,7 @@ def test_fasttext_reads_line_breaks_as_the_regex_did():
     """Each break becomes a space (not each run): fastText reads the same words, so the same probabilities."""
     import fasttext
 
-    from stage2.langid import _NEWLINES, fasttext_model_path
+    from stage2.lid.backends import _NEWLINES, fasttext_model_path
 
     detect = get_backend("fasttext")
     model = fasttext.load_model(fasttext_model_path())
@@ -225,7 +226,7 @@ def test_fasttext_reads_line_breaks_as_the_regex_did():
 def test_executor_start_warms_workers_and_a_failing_warm_up_breaks_nothing():
     import functools
 
-    from stage2.executor import LocalExecutor
+    from stage2.runtime.executor import LocalExecutor
 
     for warm in (functools.partial(filter_stage.warm_worker, ("fasttext",)), functools.partial(filter_stage.warm_worker, ("no-such-backend",))):
         executor = LocalExecutor(workers=2)
@@ -312,7 +313,7 @@ def test_a_hub_dataset_is_planned_over_its_data_files(tmp_path, plain_config):
 def test_a_part_has_the_bytes_of_its_documents_written_plainly(tmp_path, plain_config):
     """Partitions without duplicates become their parts by a hard link of the candidates file, the others
     are rewritten without the dropped rows: either way a part is what write_table makes of its documents."""
-    from stage2.parts import docs_to_table, read_documents, write_table
+    from stage2.io.parts import docs_to_table, read_documents, write_table
 
     build_corpus(tmp_path / "in")  # partitions of 3: some lose a duplicate, some keep everything
     path = tmp_path / "in" / "mix.jsonl"
@@ -331,7 +332,7 @@ def test_a_part_has_the_bytes_of_its_documents_written_plainly(tmp_path, plain_c
 def test_share_file_copies_where_links_fail(tmp_path, monkeypatch):
     import os
 
-    from stage2.files import share_file
+    from stage2.io.files import share_file
 
     (tmp_path / "a").write_bytes(b"candidates")
     share_file(tmp_path / "a", tmp_path / "linked")
@@ -354,14 +355,14 @@ def test_tables_written_without_pandas_are_the_same_bytes(tmp_path):
 
     import pandas  # noqa: F401  (this process: pyarrow with pandas)
     from stage2.documents import Document
-    from stage2.parts import docs_to_table, write_table
+    from stage2.io.parts import docs_to_table, write_table
 
     docs = [Document(id=f"d{i}", text=t, component="c", source="s", record=i + 1, metadata={"n": i, "é": "ü"})
             for i, t in enumerate(["plain", "ünïcödé", "", "x" * 5000])]
     write_table(tmp_path / "with.parquet", docs_to_table(docs))
     script = f"""
 import sys
-from stage2.parts import arrow_without_pandas, docs_to_table, write_table
+from stage2.io.parts import arrow_without_pandas, docs_to_table, write_table
 from stage2.documents import Document
 arrow_without_pandas()
 docs = {[(d.id, d.text, d.record, d.metadata) for d in docs]!r}

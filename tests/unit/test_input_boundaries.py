@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-import stage2.filter as filter_stage
+import stage2.stages.filter as filter_stage
 from stage2.config import ComponentConfig, DatasetConfig
 from stage2.errors import Stage2Error
-from stage2.plan import plan_component, read_unit
-from stage2.run import start_run
-from stage2.sources import ComponentSpec, expand_paths, hub_data_files, input_fingerprints, iter_documents, resolve_components
+from stage2.io.plan import plan_component, read_unit
+from stage2.runtime.run import start_run
+from stage2.io.sources import ComponentSpec, expand_paths, hub_data_files, input_fingerprints, iter_documents, resolve_components
 
 from helpers import sample_records, write_jsonl
 
@@ -139,7 +139,7 @@ def test_the_filter_stage_fails_when_an_input_changes_after_start_up(tmp_path, p
 
 def test_a_touched_input_does_not_block_a_rerun(tmp_path):
     """Reruns compare inputs by content: the scan's modification time is only for reads within one run."""
-    from stage2.run import check_inputs_unchanged
+    from stage2.runtime.run import check_inputs_unchanged
 
     path = tmp_path / "docs.jsonl"
     path.write_bytes(jsonl_bytes(RECORDS))

@@ -1,4 +1,4 @@
-"""`langdetect_fast` (stage2/langid_fast.py) against plain langdetect (seed 0) on real multilingual text."""
+"""`langdetect_fast` (stage2/lid/langdetect_fast.py) against plain langdetect (seed 0) on real multilingual text."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from typing import List, Tuple
 import numpy as np
 import pytest
 
-from stage2 import langid_fast
+from stage2.lid import langdetect_fast as langid_fast
 from stage2.errors import Stage2Error
-from stage2.langid import check_languages, UNKNOWN, get_backend, identify, language_text, rank_all
+from oracles import identify
+from stage2.lid.backends import check_languages, UNKNOWN, get_backend, language_text, rank_all
 from stage2.config import validate
 from helpers import sample_records
 

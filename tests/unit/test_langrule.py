@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers import SAMPLE, run_filter, sample_records
-from stage2 import function_words
-from stage2.langid import language_text, rank_all, target_score
-from stage2.langrule import FUNCTION_WORDS, LanguageRule, first_detection, judge
+from stage2.lid import function_words
+from stage2.lid.backends import language_text, rank_all, target_score
+from stage2.lid.rule import FUNCTION_WORDS, LanguageRule, first_detection, judge
 from stage2.main import compose_recipe
 
 
@@ -138,7 +138,7 @@ def test_stage_counts_language_drops_by_check(tmp_path, plain_config, udhr):
 
 def test_check_languages_validates_fasttext_codes(tmp_path):
     from stage2.errors import Stage2Error
-    from stage2.langid import check_languages
+    from stage2.lid.backends import check_languages
 
     # As the check before langdetect, langdetect's region codes map to fastText's zh.
     check_languages("fasttext", ["en", "zh-cn"], main=False)

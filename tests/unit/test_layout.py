@@ -63,3 +63,31 @@ def test_no_import_cycles():
         if node not in state:
             visit(node, [node])
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+# Which packages a package may import: cores never reach up into the stages, and the reader stays
+# importable in a training environment with numpy alone.
+ALLOWED = {
+    "stage2.io": {"stage2.errors", "stage2.documents", "stage2.config", "stage2.steps", "stage2.io"},
+    "stage2.lid": {"stage2.errors", "stage2.lid"},
+    "stage2.dedup": {"stage2.io", "stage2.dedup"},
+    "stage2.steps": {"stage2.errors", "stage2.documents", "stage2.steps", "stage2.lid"},
+    "stage2.tokenizer": {"stage2.errors", "stage2.documents", "stage2.io", "stage2.tokenizer"},
+    "stage2.shards": {"stage2.errors", "stage2.shards", "stage2.io"},
+    "stage2.reader": {"stage2.errors", "stage2.shards.format"},
+}
+
+
+def test_cores_do_not_import_the_stages():
+    files = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(p) for p in files}
+    wrong = []
+    for path in files:
+        name = module_name(path)
+        rule = next((allowed for prefix, allowed in ALLOWED.items() if name == prefix or name.startswith(prefix + ".")), None)
+        if rule is None:
+            continue
+        for target in imports(path, modules):
+            if not any(target == a or target.startswith(a + ".") for a in rule):
+                wrong.append(f"{name} imports {target}")
+    assert not wrong, wrong

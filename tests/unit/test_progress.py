@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 
-import stage2.progress as progress
-from stage2.progress import Progress, track
+import stage2.runtime.progress as progress
+from stage2.runtime.progress import Progress, track
 
 
 def test_off_a_terminal_progress_is_logged_with_rate_and_eta(monkeypatch, caplog):
     monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)  # log at every update
-    caplog.set_level(logging.INFO, logger="stage2.progress")
+    caplog.set_level(logging.INFO, logger="stage2.runtime.progress")
     with Progress("filter web", total=4, unit="doc") as bar:  # pytest's stderr is not a terminal
         assert bar._bar is None
         bar.update(1)
@@ -22,7 +22,7 @@ def test_off_a_terminal_progress_is_logged_with_rate_and_eta(monkeypatch, caplog
 
 def test_track_counts_items_and_passes_them_through(monkeypatch, caplog):
     monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
-    caplog.set_level(logging.INFO, logger="stage2.progress")
+    caplog.set_level(logging.INFO, logger="stage2.runtime.progress")
     assert list(track(iter("abc"), "sampling", unit="component")) == ["a", "b", "c"]
     assert caplog.records[-1].getMessage().startswith("sampling: 3 components")
 

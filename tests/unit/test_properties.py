@@ -16,8 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stage2.run import file_sha256
+import oracles
+from stage2.runtime.run import file_sha256
 from stage2.shards import format as shard_format, pack
+from stage2.tokenizer import encoding
 
 PAD, BOS, EOS = 3, 1, 2
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -65,11 +67,11 @@ def test_packing_loses_and_duplicates_no_token(docs, seq_len, per_shard, remaind
     vocab = 1 + max((t for d in docs for t in d), default=999)
     dtype = shard_format.token_dtype(vocab)
     want = expected_stream(docs, bos, eos)
-    stream = pack.with_separators(docs, bos, eos, dtype)
+    stream = encoding.with_separators(docs, bos, eos, dtype)
     assert stream.dtype == dtype and stream.tolist() == want
 
     with tempfile.TemporaryDirectory() as tmp:
-        result = pack.pack_stream(chunked(stream, cuts), Path(tmp), seq_len, per_shard, dtype, remainder, PAD)
+        result = oracles.pack_stream(chunked(stream, cuts), Path(tmp), seq_len, per_shard, dtype, remainder, PAD)
         flat = shard_rows(Path(tmp), result, seq_len)
 
     n = len(want)
@@ -104,10 +106,10 @@ def test_packing_loses_and_duplicates_no_token(docs, seq_len, per_shard, remaind
 def test_packer_checkpoint_resumes_to_identical_shards(docs, seq_len, per_shard, remainder, cuts, which):
     """Stop after any full shard, restore a fresh packer from its checkpoint, feed the rest: same bytes."""
     dtype = np.dtype(np.uint16)
-    stream = pack.with_separators(docs, None, EOS, dtype)
+    stream = encoding.with_separators(docs, None, EOS, dtype)
     with tempfile.TemporaryDirectory() as tmp:
         whole_dir, resumed_dir = Path(tmp) / "whole", Path(tmp) / "resumed"
-        whole = pack.pack_stream(chunked(stream, cuts), whole_dir, seq_len, per_shard, dtype, remainder, PAD)
+        whole = oracles.pack_stream(chunked(stream, cuts), whole_dir, seq_len, per_shard, dtype, remainder, PAD)
 
         checkpoints = []  # (state, stream position) after every full shard, as the shard stage saves it
         first = pack.Packer(resumed_dir, seq_len, per_shard, dtype)
@@ -143,7 +145,7 @@ line_kinds = st.one_of(st.just('{"text": "x"}'), st.just('{"text": "a b c d e f"
 @settings(max_examples=300, deadline=None)
 def test_record_counter_offsets_are_every_strideth_record(lines, final_newline, stride, cuts):
     """The start-up scan's offsets (where each stride-th record begins) and count, against a plain line split."""
-    from stage2.sources import _RecordCounter
+    from stage2.io.sources import _RecordCounter
 
     data = "\n".join(lines).encode() + (b"\n" if final_newline and lines else b"")
     starts, at = [], 0

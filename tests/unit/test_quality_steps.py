@@ -1,7 +1,7 @@
 """The quality steps (stage2/steps/quality): every rule on hand-made documents just below, at and just
 above its threshold; each step's verdicts, details and tallies; the word splitter against spaCy's
 answers (recorded from spaCy 3.8 through datatrove 0.10, which the tests do not need); the fast
-versions against the plain transcriptions in plain.py on real text; the config wiring."""
+versions against the plain transcriptions in tests/quality_plain.py on real text; the config wiring."""
 
 from __future__ import annotations
 
@@ -25,10 +25,11 @@ from stage2.steps.quality import (
     GopherQualitySettings,
     GopherRepetition,
     GopherRepetitionSettings,
-    plain,
     text,
 )
 from stage2.steps.quality.gopher import covered_chars, repeated_chars
+import oracles
+import quality_plain as plain
 from helpers import REPO, SAMPLE, compose_plain
 
 # The quality steps and their settings, in the order FineWeb runs them (and filter.quality's message lists them).
@@ -592,12 +593,12 @@ SPACY_SENTENCES = {
 @pytest.mark.parametrize("sample", list(SPACY))
 def test_words_as_spacy_splits_them(sample: str) -> None:
     assert text.words(sample) == SPACY[sample]
-    assert text.words_plain(sample) == SPACY[sample]
+    assert oracles.words_plain(sample) == SPACY[sample]
 
 
 @pytest.mark.parametrize("sample", list(SPACY_SENTENCES))
 def test_sentences_as_spacy_counts_them(sample: str) -> None:
-    assert text.sentence_count(sample) == SPACY_SENTENCES[sample] == text.sentence_count_plain(sample)
+    assert text.sentence_count(sample) == SPACY_SENTENCES[sample] == oracles.sentence_count_plain(sample)
     assert "".join(text.sentences(sample)) == sample and len(text.sentences(sample)) == SPACY_SENTENCES[sample]
 
 
@@ -621,10 +622,10 @@ def texts() -> List[str]:
 def test_memoised_splitting_equals_the_plain_procedure(texts: List[str]) -> None:
     text.clear_cache()
     for t in texts:
-        assert text.words(t) == text.words_plain(t)
-        assert text.words(t) == text.words_plain(t)  # again, from the memo
+        assert text.words(t) == oracles.words_plain(t)
+        assert text.words(t) == oracles.words_plain(t)  # again, from the memo
         for line in t.splitlines()[:5]:
-            assert text.sentence_count(line) == text.sentence_count_plain(line)
+            assert text.sentence_count(line) == oracles.sentence_count_plain(line)
 
 
 @pytest.mark.slow  # over half a second

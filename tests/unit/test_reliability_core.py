@@ -21,7 +21,7 @@ def jsonl_bytes(records) -> bytes:
 
 def test_good_compressed_streams_pass_the_check(tmp_path):
     """Concatenated gzip members and zstd frames (pigz, pzstd, cat) are complete files, and are counted."""
-    from stage2.sources import scan_file
+    from stage2.io.sources import scan_file
 
     first, second = jsonl_bytes(RECORDS[:20]), jsonl_bytes(RECORDS[20:])
     (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(first) + gzip.compress(second) + b"\0" * 8)
@@ -36,7 +36,7 @@ def test_good_compressed_streams_pass_the_check(tmp_path):
 
 
 def test_the_interpreter_is_pinned_and_a_different_one_is_reported():
-    from stage2.run import python_pin
+    from stage2.runtime.run import python_pin
 
     pinned = (REPO / ".python-version").read_text().strip()
     assert "{}.{}".format(*sys.version_info[:2]) == pinned  # `uv run` chose it
@@ -47,7 +47,7 @@ def test_the_interpreter_is_pinned_and_a_different_one_is_reported():
 
 def test_fallback_ids_stay_as_they_were_unless_names_collide(tmp_path):
     from stage2.config import ComponentConfig, DatasetConfig
-    from stage2.sources import iter_documents, resolve_components
+    from stage2.io.sources import iter_documents, resolve_components
 
     write_jsonl(tmp_path / "d" / "part.jsonl", [{"text": "a"}])
     write_jsonl(tmp_path / "d" / "part.jsonl.gz", [{"text": "b"}])

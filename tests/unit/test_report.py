@@ -18,7 +18,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from stage2 import report
+from stage2.stages import report
 from stage2.config import Config, ReportConfig
 from stage2.errors import Stage2Error
 from helpers import REPO
@@ -311,7 +311,7 @@ def test_callback_survives_broken_job_folders(tmp_path, caplog):
     assert "not valid JSON" in rows[1]["status"] and "not found" in rows[2]["status"]
 
     # A sweep folder that cannot be summarised at all only logs a warning.
-    with caplog.at_level(logging.WARNING, logger="stage2.report"):
+    with caplog.at_level(logging.WARNING, logger="stage2.stages.report"):
         report.SweepSummaryCallback().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "nope")}}}))
         report.SweepSummaryCallback().on_multirun_end(OmegaConf.create({}))
     assert sum("could not write the sweep summary" in r.message for r in caplog.records) == 2

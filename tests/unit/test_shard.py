@@ -11,12 +11,15 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
+import oracles
 from helpers import corpus, load_index, make_run, sample_records, shard_run
-from stage2 import parts, shard
+from stage2.io import parts
+from stage2.stages import shard
 from stage2.errors import Stage2Error
-from stage2.run import file_sha256, Run
+from stage2.runtime.run import file_sha256, Run
 from stage2.shards import format as shard_format, pack
-from stage2.sources import Document
+from stage2.tokenizer import encoding
+from stage2.io.sources import Document
 
 def check_invariant(index: Dict[str, Any]) -> None:
     assert index["tokens"] + index["separators"] == index["rows"] * index["seq_len"] - index["padding"] + index["tail_dropped"]
@@ -32,18 +35,18 @@ def test_token_dtype_switches_at_uint16_limit():
 
 
 def test_with_separators_places_bos_and_eos():
-    out = pack.with_separators([[5, 6], [], [7]], bos=1, eos=2, dtype=np.dtype(np.uint16))
+    out = encoding.with_separators([[5, 6], [], [7]], bos=1, eos=2, dtype=np.dtype(np.uint16))
     assert out.tolist() == [1, 5, 6, 2, 1, 2, 1, 7, 2]
-    assert pack.with_separators([[5, 6], [7]], None, 2, np.dtype(np.uint16)).tolist() == [5, 6, 2, 7, 2]
-    assert pack.with_separators([[5], [7]], None, None, np.dtype(np.uint16)).tolist() == [5, 7]
+    assert encoding.with_separators([[5, 6], [7]], None, 2, np.dtype(np.uint16)).tolist() == [5, 6, 2, 7, 2]
+    assert encoding.with_separators([[5], [7]], None, None, np.dtype(np.uint16)).tolist() == [5, 7]
 
 
 @pytest.mark.parametrize("bos,eos", [(None, 2), (1, 2), (None, None)])
 def test_encode_batch_matches_python_separators(tiny_model, bos, eos):
     sp = spm.SentencePieceProcessor(model_file=str(tiny_model))
     texts = [r["text"] for r in sample_records("web_stackexchange.jsonl.gz", 40)] + ["", "x"]
-    got = pack.encode_batch(sp, texts, 2, bos, eos, np.dtype(np.uint16))
-    want = pack.with_separators(sp.encode(texts), bos, eos, np.dtype(np.uint16))
+    got = encoding.encode_batch(sp, texts, 2, bos, eos, np.dtype(np.uint16))
+    want = encoding.with_separators(sp.encode(texts), bos, eos, np.dtype(np.uint16))
     assert got.dtype == np.uint16 and np.array_equal(got, want)
 
 
@@ -52,7 +55,7 @@ def test_packer_rows_shards_and_tail(tmp_path, remainder):
     rng = np.random.default_rng(0)
     stream = rng.integers(4, 1000, size=1000).astype(np.uint16)
     chunks = np.split(stream, [3, 150, 151, 700])  # uneven chunks cross row and shard boundaries
-    res = pack.pack_stream(chunks, tmp_path, seq_len=16, rows_per_shard=10, dtype=np.dtype(np.uint16), remainder=remainder, pad_id=3)
+    res = oracles.pack_stream(chunks, tmp_path, seq_len=16, rows_per_shard=10, dtype=np.dtype(np.uint16), remainder=remainder, pad_id=3)
     files = sorted(tmp_path.glob("shard-*.npy"))
     arrays = [np.load(f) for f in files]
     assert [a.shape for a in arrays] == [(10, 16)] * 6 + [(2 if remainder == "drop" else 3, 16)]
@@ -71,7 +74,7 @@ def test_packer_rows_shards_and_tail(tmp_path, remainder):
 def test_packer_uint32_for_large_vocab(tmp_path):
     ids = np.array([0, 65535, 65536, 99999, 70000, 1, 2, 3], dtype=np.uint32)
     dtype = shard_format.token_dtype(100000)
-    res = pack.pack_stream([ids], tmp_path, seq_len=4, rows_per_shard=8, dtype=dtype)
+    res = oracles.pack_stream([ids], tmp_path, seq_len=4, rows_per_shard=8, dtype=dtype)
     back = np.load(tmp_path / "shard-00000.npy")
     assert back.dtype == np.uint32 and res.rows == 2
     assert back.reshape(-1).tolist() == ids.tolist()
@@ -260,9 +263,9 @@ class _ChangedSignature:
 def test_encode_batch_falls_back_to_the_public_call(tiny_model, processor):
     sp = spm.SentencePieceProcessor(model_file=str(tiny_model))
     texts = [r["text"] for r in sample_records("web_stackexchange.jsonl.gz", 20)] + [""]
-    got = pack.encode_batch(_PublicOnly(sp, processor), texts, 2, None, 2, np.dtype(np.uint16))
-    assert np.array_equal(got, pack.encode_batch(sp, texts, 2, None, 2, np.dtype(np.uint16)))
-    assert np.array_equal(got, pack.with_separators(sp.encode(texts), None, 2, np.dtype(np.uint16)))
+    got = encoding.encode_batch(_PublicOnly(sp, processor), texts, 2, None, 2, np.dtype(np.uint16))
+    assert np.array_equal(got, encoding.encode_batch(sp, texts, 2, None, 2, np.dtype(np.uint16)))
+    assert np.array_equal(got, encoding.with_separators(sp.encode(texts), None, 2, np.dtype(np.uint16)))
 
 
 @pytest.mark.slow  # a process pool

@@ -14,7 +14,7 @@ import zstandard
 
 from stage2.config import ComponentConfig, DatasetConfig
 from stage2.errors import Stage2Error
-from stage2.sources import ComponentSpec, iter_documents, resolve_components
+from stage2.io.sources import ComponentSpec, iter_documents, resolve_components
 
 from helpers import sample_records, write_jsonl
 
@@ -144,7 +144,7 @@ class _FailingStream:
 
 def test_rows_read_in_batches_come_out_as_one_at_a_time_also_before_an_error(monkeypatch):
     """A failing batch: the rows before the bad one come out (read again row by row), then the same error."""
-    import stage2.sources as sources
+    import stage2.io.sources as sources
 
     rows = [{"id": f"r{i}", "text": f"text {i}", "n": i} for i in range(1, 13)]
     monkeypatch.setattr(sources, "ROW_BATCH", 5)

@@ -20,11 +20,12 @@ from hypothesis import strategies as st
 import sentencepiece as spm
 
 import stage2.main
-from stage2 import tokenizer
+from stage2.tokenizer import sample as tok_sample, train as tok_train, evaluate as tok_eval
+from stage2.stages import tokenizer as tokenizer_stage
 from stage2.tokenizer import encoding, export
 from stage2.errors import Stage2Error
-from stage2.run import Run, start_run
-from stage2.sources import iter_documents
+from stage2.runtime.run import Run, start_run
+from stage2.io.sources import iter_documents
 
 SAMPLE = Path(stage2.main.DATA_DIR) / "sample"
 PATHS = [SAMPLE / "web_stackexchange.jsonl.gz", SAMPLE / "foldoc.jsonl.gz"]
@@ -56,7 +57,7 @@ def make_run(folder: Path, *overrides: str, workers: int = 1, paths=PATHS) -> Ru
 def train_run(folder: Path, *overrides: str, workers: int = 1, paths=PATHS) -> Run:
     run = make_run(folder, *overrides, workers=workers, paths=paths)
     try:
-        tokenizer.run(run)
+        tokenizer_stage.run(run)
     finally:
         run.executor.close()
     return run
@@ -82,10 +83,10 @@ def test_a_larger_vocabulary_packs_more_bytes_into_each_token(runs):
     for v, run in runs.items():
         stats = run.stage_stats("tokenizer")
         assert stats["vocab_size"] == v
-        assert set(tokenizer.METRICS) <= set(stats["overall"])
+        assert set(tok_eval.METRICS) <= set(stats["overall"])
         for comp in ("web_stackexchange", "foldoc"):
             entry = stats["components"][comp]
-            assert set(tokenizer.METRICS) <= set(entry)
+            assert set(tok_eval.METRICS) <= set(entry)
             assert 0 < entry["eval_docs"] <= 40
             assert entry["train_docs"] == 500
         assert stats["sample"]["docs"] == 1000 and stats["sample"]["sentences"] > 1000
@@ -115,8 +116,8 @@ def test_training_on_filtered_parts_of_a_past_run_matches_training_on_the_raw_so
     """`tokenizer.input_run` reads filtered parts (parts.py layout); the same documents give the same model."""
     import json
 
-    from stage2 import parts
-    from stage2.files import file_sha256
+    from stage2.io import parts
+    from stage2.io.files import file_sha256
 
     past = tmp_path / "past"
     manifest = {"components": {}}
@@ -167,7 +168,7 @@ def test_model_loads_in_plain_sentencepiece_and_round_trips_the_eval_texts(runs)
     run = runs[1000]
     sp = spm.SentencePieceProcessor(model_file=str(model_file(run)))
     assert (sp.unk_id(), sp.bos_id(), sp.eos_id(), sp.pad_id()) == (0, 1, 2, 3)
-    samples = tokenizer.collect_samples(run, run.cfg.tokenizer)
+    samples = tokenizer_stage.collect_samples(run, run.cfg.tokenizer)
     texts = [t for s in samples for t in s.eval_texts]
     assert len(texts) == run.stage_stats("tokenizer")["overall"]["eval_docs"]
     assert sum("\n" in t for t in texts) > len(texts) / 2  # there are newlines to lose
@@ -195,7 +196,7 @@ def test_tokenizer_json_gives_sentencepiece_ids_and_text(runs):
     model = model_file(run)
     sp = spm.SentencePieceProcessor(model_file=str(model))
     hf = Tokenizer.from_file(str(model.parent / export.TOKENIZER_JSON))
-    samples = tokenizer.collect_samples(run, run.cfg.tokenizer)
+    samples = tokenizer_stage.collect_samples(run, run.cfg.tokenizer)
     texts = [t for s in samples for t in s.eval_texts + s.train_texts[:100]] + AWKWARD
     for text in texts:
         ids = sp.encode(text)
@@ -218,7 +219,7 @@ def test_unigram_export_decodes_the_same_text(tmp_path):
     sp = spm.SentencePieceProcessor(model_file=str(model))
     hf = Tokenizer.from_file(str(model.parent / export.TOKENIZER_JSON))
     stats = run.stage_stats("tokenizer")["components"]
-    samples = tokenizer.collect_samples(run, run.cfg.tokenizer)
+    samples = tokenizer_stage.collect_samples(run, run.cfg.tokenizer)
     for s in samples:
         same = sum(hf.encode(t, add_special_tokens=False).ids == sp.encode(t) for t in s.eval_texts)
         assert stats[s.component]["hf_exact_share"] == round(same / len(s.eval_texts), 6)
@@ -241,7 +242,7 @@ def test_training_logs_its_phase_and_elapsed_time(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     texts = [r["text"] for r in iter_documents_texts(PATHS[1], 3000)]
     options = dataclasses.replace(make_run(tmp_path / "p").cfg.tokenizer, vocab_size=4000, num_threads=1).trainer_options()
-    tokenizer.train_model(tokenizer.sentence_stream(texts, 4192, tokenizer.SentenceCounter()), options, seed=0, progress_seconds=0.05)
+    tok_train.train_model(tok_train.sentence_stream(texts, 4192, tok_train.SentenceCounter()), options, seed=0, progress_seconds=0.05)
     lines = [r.getMessage() for r in caplog.records if "SentencePiece bpe 4000" in r.getMessage()]
     assert any("training on" in l and "s elapsed" in l for l in lines), lines
     assert lines[-1].endswith(" s") and "done in" in lines[-1]
@@ -250,7 +251,7 @@ def test_training_logs_its_phase_and_elapsed_time(tmp_path, caplog):
 def failure(run: Run) -> str:
     try:
         with pytest.raises(Stage2Error) as err:
-            tokenizer.run(run)
+            tokenizer_stage.run(run)
     finally:
         run.executor.close()
     message = str(err.value)
@@ -285,7 +286,7 @@ def test_too_large_vocabulary_is_one_line_naming_the_maximum(tmp_path, caplog):
     assert spm.SentencePieceProcessor(model_file=str(model_file(soft))).get_piece_size() == actual
     assert any(r.levelno == logging.WARNING and str(actual) in r.getMessage() and "200000" in r.getMessage() for r in caplog.records)
     # The shard stage finds it, in this run and from another run pointing at this folder.
-    from stage2.shard import resolve_tokenizer
+    from stage2.stages.shard import resolve_tokenizer
 
     assert resolve_tokenizer(soft, None) == model_file(soft)
     copied = resolve_tokenizer(at_max, str(soft.dir))  # copied in, so at_max's shards need no other folder
@@ -314,7 +315,7 @@ def test_too_few_pieces_for_the_characters_is_one_line_in_stage2_terms(tmp_path)
 
 def test_component_without_heldout_documents_reports_null_metrics(tmp_path, caplog):
     # A tiny component whose ids all fall outside the held-out split: nothing to evaluate it on.
-    ids = [f"tiny-{i}" for i in range(200) if not tokenizer.is_heldout(f"tiny-{i}", 5)][:8]
+    ids = [f"tiny-{i}" for i in range(200) if not tok_sample.is_heldout(f"tiny-{i}", 5)][:8]
     tiny = tmp_path / "tiny.jsonl.gz"
     with gzip.open(tiny, "wt", encoding="utf-8") as f:
         for i, doc_id in enumerate(ids):
@@ -324,7 +325,7 @@ def test_component_without_heldout_documents_reports_null_metrics(tmp_path, capl
     stats = run.stage_stats("tokenizer")
     empty = stats["components"]["tiny"]
     assert empty["eval_docs"] == 0 and empty["train_docs"] == len(ids)
-    assert all(empty[m] is None for m in tokenizer.METRICS)
+    assert all(empty[m] is None for m in tok_eval.METRICS)
     assert any("tiny" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     # The pooled figures are those of the components that had held-out documents.
     others = [stats["components"][c] for c in ("web_stackexchange", "foldoc")]
@@ -341,8 +342,8 @@ def test_component_without_heldout_documents_reports_null_metrics(tmp_path, capl
 def test_heldout_documents_are_never_in_the_training_sample():
     spec = make_spec()
     docs = list(iter_documents(spec))
-    sample = tokenizer.sample_documents("web", docs, quota=10_000, heldout_percent=20, eval_docs=50, seed=3)
-    heldout = {d.id for d in docs if tokenizer.is_heldout(d.id, 20)}
+    sample = tok_sample.sample_documents("web", docs, quota=10_000, heldout_percent=20, eval_docs=50, seed=3)
+    heldout = {d.id for d in docs if tok_sample.is_heldout(d.id, 20)}
     assert 0.1 < len(heldout) / len(docs) < 0.3
     assert not heldout & set(sample.train_ids)
     # Quota above the available documents: every other document is trained on.
@@ -352,21 +353,21 @@ def test_heldout_documents_are_never_in_the_training_sample():
 
 def test_sample_is_bounded_seeded_and_independent_of_document_order():
     docs = list(iter_documents(make_spec()))
-    a = tokenizer.sample_documents("web", docs, quota=100, heldout_percent=5, eval_docs=10, seed=0)
+    a = tok_sample.sample_documents("web", docs, quota=100, heldout_percent=5, eval_docs=10, seed=0)
     shuffled = docs[:]
     random.Random(1).shuffle(shuffled)
-    b = tokenizer.sample_documents("web", shuffled, quota=100, heldout_percent=5, eval_docs=10, seed=0)
-    c = tokenizer.sample_documents("web", docs, quota=100, heldout_percent=5, eval_docs=10, seed=1)
+    b = tok_sample.sample_documents("web", shuffled, quota=100, heldout_percent=5, eval_docs=10, seed=0)
+    c = tok_sample.sample_documents("web", docs, quota=100, heldout_percent=5, eval_docs=10, seed=1)
     assert len(a.train_ids) == 100 and len(a.eval_ids) == 10
     assert a.train_ids == b.train_ids and a.train_texts == b.train_texts and a.eval_ids == b.eval_ids
     assert a.train_ids != c.train_ids  # another seed, another sample
     # The held-out set does not depend on the seed (sweeps compare on the same documents).
-    heldout = {d.id for d in docs if tokenizer.is_heldout(d.id, 5)}
+    heldout = {d.id for d in docs if tok_sample.is_heldout(d.id, 5)}
     assert set(a.eval_ids) <= heldout and set(c.eval_ids) <= heldout
 
 
 def make_spec():
-    from stage2.sources import ComponentSpec
+    from stage2.io.sources import ComponentSpec
 
     return ComponentSpec(name="web", files=[str(PATHS[0])], format="json", max_records=600)
 
@@ -380,14 +381,14 @@ def iter_documents_texts(path: Path, n: int):
 @settings(max_examples=300, deadline=None)
 @given(st.text(st.sampled_from(list("ab \t\n\r数🙂\u2028")), max_size=300), st.integers(1, 40))
 def test_document_pieces_join_back_to_the_document(text, max_bytes):
-    pieces = list(tokenizer.document_pieces(text, max_bytes))
+    pieces = list(tok_train.document_pieces(text, max_bytes))
     assert "".join(pieces) == text
     assert all(p and len(p.encode("utf-8")) <= max(max_bytes, 4) for p in pieces)
 
 
 def test_document_pieces_keep_lines_whole_where_they_fit():
     text = "first line\n  second, indented\n\n" + "word " * 30 + "\nlast"
-    pieces = list(tokenizer.document_pieces(text, 40))
+    pieces = list(tok_train.document_pieces(text, 40))
     assert pieces[0] == "first line\n  second, indented\n\n"
     assert all(p.startswith(" word") or p.startswith("word") for p in pieces[1:-1])  # cut before a space
     assert pieces[-2].endswith("word \n") and pieces[-1] == "last"
@@ -396,26 +397,26 @@ def test_document_pieces_keep_lines_whole_where_they_fit():
 def test_long_lines_are_cut_at_whitespace_and_nothing_is_dropped():
     words = ["naïve", "tokenizer", "ümlaut", "x" * 7, "数据"] * 200
     line = " ".join(words)
-    pieces = list(tokenizer.split_sentences(f"short line\n\n{line}\n", 64))
+    pieces = list(tok_train.split_sentences(f"short line\n\n{line}\n", 64))
     assert pieces[0] == "short line"
     assert all(len(p.encode("utf-8")) <= 64 for p in pieces)
     assert " ".join(pieces[1:]) == line  # cut only at spaces: every word kept whole
     # No whitespace at all: cut between characters, never inside a UTF-8 sequence.
     solid = "数" * 100
-    parts = list(tokenizer.cut_line(solid, 64))
+    parts = list(tok_train.cut_line(solid, 64))
     assert "".join(parts) == solid and all(len(p.encode("utf-8")) <= 64 for p in parts)
     # A limit below one character's size keeps the character whole (and terminates).
-    assert list(tokenizer.cut_line("数数 ab", 2)) == ["数", "数", "ab"]
+    assert list(tok_train.cut_line("数数 ab", 2)) == ["数", "数", "ab"]
 
 
 def test_quotas_share_the_total_by_weight():
-    from stage2.sources import ComponentSpec
+    from stage2.io.sources import ComponentSpec
 
     specs = [ComponentSpec(name=n, weight=w) for n, w in (("a", 0.35), ("b", 0.35), ("c", 0.15), ("d", 0.15))]
-    shares = tokenizer.quotas(specs, 1001, by_weight=True)
+    shares = tok_sample.quotas(specs, 1001, by_weight=True)
     assert sum(shares.values()) == 4004
     assert shares["a"] == shares["b"] and shares["c"] == shares["d"] and shares["a"] > 2 * shares["c"]
-    assert tokenizer.quotas(specs, 7, by_weight=False) == {"a": 7, "b": 7, "c": 7, "d": 7}
+    assert tok_sample.quotas(specs, 7, by_weight=False) == {"a": 7, "b": 7, "c": 7, "d": 7}
 
 
 # ---------------------------------------------------------------- U+2581, SentencePiece's space marker
@@ -465,22 +466,21 @@ def test_literal_u2581_is_spelled_in_byte_pieces_and_decodes_exactly(runs):
 def test_shard_encode_spells_u2581_and_leaves_other_batches_to_the_fast_path(runs, bos, eos):
     import numpy as np
 
-    from stage2 import shard
-    from stage2.shards import pack
+    from stage2.stages import shard
 
     model = model_file(runs[1000])
     sp = spm.SentencePieceProcessor(model_file=str(model))
-    plain = [t for s in tokenizer.collect_samples(runs[1000], runs[1000].cfg.tokenizer) for t in s.eval_texts[:12]] + AWKWARD
+    plain = [t for s in tokenizer_stage.collect_samples(runs[1000], runs[1000].cfg.tokenizer) for t in s.eval_texts[:12]] + AWKWARD
     texts = plain[:5] + U2581[:3] + plain[5:20] + U2581[3:] + plain[20:]
     dtype = np.dtype(np.uint16)
     task = {"model": str(model), "dtype": dtype.str, "batch_size": 4, "num_threads": 2, "bos": bos, "eos": eos}
     got = shard.encode_partition(task, texts)
-    assert np.array_equal(got, pack.with_separators(encoding.encode(sp, texts), bos, eos, dtype))
+    assert np.array_equal(got, encoding.with_separators(encoding.encode(sp, texts), bos, eos, dtype))
     if eos == sp.eos_id() and bos is None:
         ends = np.flatnonzero(got == eos)
         assert [sp.decode(seg.tolist()) for seg in np.split(got, ends + 1)[:-1]] == texts
     # Batches without it: the stream packing's fast path gives.
-    fast = np.concatenate([pack.encode_batch(sp, plain[i : i + 4], 2, bos, eos, dtype) for i in range(0, len(plain), 4)])
+    fast = np.concatenate([encoding.encode_batch(sp, plain[i : i + 4], 2, bos, eos, dtype) for i in range(0, len(plain), 4)])
     assert np.array_equal(shard.encode_partition(task, plain), fast)
 
 
@@ -502,8 +502,8 @@ def test_user_defined_symbols_match_as_in_sentencepiece_and_a_spaced_one_is_refu
 
     texts = [r["text"] for r in iter_documents_texts(PATHS[1], 400)]
     options = dataclasses.replace(make_run(tmp_path / "u").cfg.tokenizer, vocab_size=700, num_threads=1).trainer_options()
-    model = tokenizer.train_model(
-        tokenizer.sentence_stream(texts, 4192, tokenizer.SentenceCounter()),
+    model = tok_train.train_model(
+        tok_train.sentence_stream(texts, 4192, tok_train.SentenceCounter()),
         {**options, "user_defined_symbols": ["<|im|>", "x\u2581y", "\u2581\u2581"]}, seed=0,
     )
     sp = spm.SentencePieceProcessor(model_proto=model)
@@ -517,8 +517,8 @@ def test_user_defined_symbols_match_as_in_sentencepiece_and_a_spaced_one_is_refu
     assert sp.encode("a<|im|>b", out_type=str) == ["a", "<|im|>", "b"]  # one piece, as asked
     assert sp.piece_to_id("x\u2581y") in sp.encode("zx yz")  # "\u2581" in a symbol stands for a space
 
-    spaced = tokenizer.train_model(
-        tokenizer.sentence_stream(texts, 4192, tokenizer.SentenceCounter()),
+    spaced = tok_train.train_model(
+        tok_train.sentence_stream(texts, 4192, tok_train.SentenceCounter()),
         {**options, "user_defined_symbols": ["p q"]}, seed=0,
     )
     with pytest.raises(Stage2Error, match=r"user_defined_symbols \['p q'\] hold a space, which SentencePiece never matches"):

@@ -12,8 +12,8 @@ import pytest
 
 from helpers import REPO, SMALL_SAMPLE, artifact_hashes, compose_plain, corpus, shard_run
 from stage2.errors import Stage2Error
-from stage2.pipeline import run_stage
-from stage2.verify import verify_folder
+from stage2.stages.pipeline import run_stage
+from stage2.stages.verify import verify_folder
 
 SMALL = [*SMALL_SAMPLE, "executor.workers=1", "progress=false"]
 
@@ -92,7 +92,7 @@ def test_verify_checks_filter_stats(sharded):
 @pytest.mark.slow  # the real command, in a subprocess
 def test_verify_stage_dispatch_and_command_exit_code(sharded, tmp_path):
     from helpers import compose_plain
-    from stage2.pipeline import run_stage
+    from stage2.stages.pipeline import run_stage
 
     plain = compose_plain([f"runs_index={tmp_path}/runs.jsonl", "stage=verify", f"verify.dir={sharded.dir}"], tmp_path)
     run_stage(plain, tmp_path / "verify_ok")  # passes: no exception
@@ -188,7 +188,7 @@ def test_flipped_byte_in_the_tokenizer_model_is_named(pipeline_run):
 
 
 def test_tokenizer_only_run_verifies_then_fails_after_its_model_changes(tokenizer_run, capsys):
-    from stage2 import verify
+    from stage2.stages import verify
     from stage2.config import Config, VerifyConfig
 
     report = verify_folder(tokenizer_run)

@@ -2,7 +2,7 @@
 
 Same rules, order and default thresholds as datatrove's GopherRepetitionFilter and
 GopherQualityFilter (`datatrove` 0.10), with words from `text.words` (what datatrove's spaCy English
-tokenizer gives). `plain.py` holds a direct, slow transcription of each rule; a test checks that
+tokenizer gives). `tests/quality_plain.py` holds a direct, slow transcription of each rule; a test checks that
 these fast versions give the same verdicts and values.
 """
 

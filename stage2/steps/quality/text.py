@@ -568,11 +568,6 @@ def words(text: str) -> List[str]:
     return list(chain.from_iterable(map(_TOKENS, records(text))))
 
 
-def words_plain(text: str) -> List[str]:
-    """`words` without the memo and the shortcut for chunks of letters (for tests)."""
-    return [t for chunk in text.split() for t in tokenize_chunk(chunk)]
-
-
 def clear_cache() -> None:
     _CACHE.clear()
     _TOKEN_INFO.clear()
@@ -630,35 +625,6 @@ def sentence_count(line: str) -> int:
     _trim()
     sig = _signature(line)
     return 1 + len(_BOUNDARY.findall(sig)) if sig else 0
-
-
-def tokens_with_spaces(text: str) -> List[str]:
-    """spaCy's tokens of `text`, the whitespace tokens it makes included (plain, for tests)."""
-    out: List[str] = []
-    for m in _RUNS.finditer(text):
-        run = m.group()
-        if not run[0].isspace():
-            out.extend(tokenize_chunk(run))
-        elif m.start() == 0 or run[0] != " ":
-            out.append(run)
-        elif len(run) > 1:
-            out.append(run[1:])
-    return out
-
-
-def sentence_count_plain(line: str) -> int:
-    """The sentencizer's loop itself, on `tokens_with_spaces` (for tests)."""
-    tokens = tokens_with_spaces(line)
-    if not tokens:
-        return 0
-    count, seen_terminal = 1, False
-    for t in tokens:
-        if seen_terminal and not is_punct(t) and t not in TERMINAL_PUNCTUATION:
-            count += 1
-            seen_terminal = False
-        elif t in TERMINAL_PUNCTUATION:
-            seen_terminal = True
-    return count
 
 
 def sentences(text: str) -> List[str]:

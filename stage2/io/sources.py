@@ -35,7 +35,7 @@ ROW_BATCH = 1000  # rows per `datasets` batch (_rows)
 # A byte-order mark opening a file (Windows editors write one) is dropped, as `utf-8-sig` and `datasets`'
 # JSON reader do: in every format, so a .txt and a .jsonl with one read alike.
 UTF8_BOM = b"\xef\xbb\xbf"
-MAX_COMPONENTS = 256  # a canonical position has 8 bits for its component (stage2.plan.COMPONENT_SHIFT)
+MAX_COMPONENTS = 256  # a canonical position has 8 bits for its component (stage2.io.plan.COMPONENT_SHIFT)
 
 
 @dataclass(kw_only=True)
@@ -287,7 +287,7 @@ def iter_documents(spec: ComponentSpec) -> Iterator[Document]:
 
     Unusable records come out as Documents with `problem` set (the consumer fails or counts them, by
     its `on_bad_record` policy). The filter reads the same records in partitions (`read_records` with
-    a range, stage2/plan.py); this sequential read is their reference.
+    a range, stage2/io/plan.py); this sequential read is their reference.
     """
     remaining = spec.max_records
     for path in spec.files or [None]:
@@ -393,7 +393,7 @@ def check_unchanged(spec: ComponentSpec, path: str, content: bool = False) -> No
 
 
 def _xxh3(path: str) -> str:
-    from stage2.files import file_fingerprint
+    from stage2.io.files import file_fingerprint
 
     try:
         return file_fingerprint(Path(path))[1]
@@ -886,7 +886,7 @@ def scan_file(path: str, fmt: Optional[str], sample_by: str = "line", stride: Op
     scan = {"xxh3_128": digest.hexdigest(), "bytes": size, "records": records, "text_bytes": text_bytes if decoder else size,
             "mtime_ns": before.st_mtime_ns, "inode": before.st_ino}  # (what a read checks cheaply: check_unchanged)
     if counter is not None and counter.stride:
-        scan["offsets"] = counter.offsets  # not part of provenance (stage2.run keeps it out)
+        scan["offsets"] = counter.offsets  # not part of provenance (stage2.runtime.run keeps it out)
     return scan
 
 

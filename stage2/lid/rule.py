@@ -2,7 +2,7 @@
 
 Cheapest first, each on the documents the one before kept (all read `langid.language_text`):
   1. `filter.function_words` (~5 us a document): at least that share of the words are function
-     words of the wanted language (`stage2.function_words`; English only). It runs first only when
+     words of the wanted language (`stage2.lid.function_words`; English only). It runs first only when
      every wanted language has a list; otherwise it runs after the first detector, on the list of
      the wanted language that detector found (a document found to be a language without a list is
      not checked). With thresholds above 0 the verdicts are the same either way: a document must be
@@ -31,8 +31,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from stage2 import function_words
-from stage2.langid import UNKNOWN, language_text, rank_all, target_score
+from stage2.lid import function_words
+from stage2.lid.backends import UNKNOWN, language_text, rank_all, target_score
 
 FUNCTION_WORDS = "function_words"
 

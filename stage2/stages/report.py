@@ -21,8 +21,8 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from stage2.errors import Stage2Error
-from stage2.files import atomic_path, atomic_write
-from stage2.folder import failed_jobs
+from stage2.io.files import atomic_path, atomic_write
+from stage2.runtime.folder import failed_jobs
 
 if TYPE_CHECKING:
     from stage2.config import Config

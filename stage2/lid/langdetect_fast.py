@@ -48,7 +48,7 @@ PROB_THRESHOLD = 0.1
 BASE_FREQ = 10000
 ALPHA, ALPHA_WIDTH = 0.5, 0.05
 MAX_TEXT_LENGTH = 10000
-SEED = 0  # what stage2.langid gives langdetect (`DetectorFactory.seed = 0`)
+SEED = 0  # what stage2.lid.backends gives langdetect (`DetectorFactory.seed = 0`)
 SPACE = 0x20
 BATCH = 2048  # documents run together (a partition): each numpy call of a step is shared by all
 EXTRACT_BATCH = 256  # documents whose n-grams are extracted together: their arrays stay in cache

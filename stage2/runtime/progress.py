@@ -10,7 +10,7 @@ from typing import Iterable, Iterator, Optional, TypeVar
 from tqdm import tqdm
 
 T = TypeVar("T")
-log = logging.getLogger("stage2.progress")
+log = logging.getLogger("stage2.runtime.progress")
 
 LOG_EVERY_S = 10.0
 

@@ -26,9 +26,9 @@ import yaml
 
 import stage2
 from stage2.errors import Stage2Error
-from stage2.files import atomic_path, atomic_write, file_sha256, read_json, write_json  # noqa: F401  (part of this module's API)
+from stage2.io.files import atomic_path, atomic_write, file_sha256, read_json, write_json  # noqa: F401  (part of this module's API)
 from stage2.config import Config, config_digest  # noqa: F401  (config_digest: part of this module's API)
-from stage2.sources import ComponentSpec, hub_revisions, input_fingerprints, resolve_components
+from stage2.io.sources import ComponentSpec, hub_revisions, input_fingerprints, resolve_components
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def start_run(run_dir: Path, cfg: Config, warmup: Optional[Callable[[Config, Lis
     its provenance is kept and the resume is noted in it. Every check comes before the run claims the
     folder (`folder.claim`): a refused start writes nothing.
     """
-    from stage2 import folder
+    from stage2.runtime import folder
     folder.lock(run_dir)  # (the CLI's guard took it already, before Hydra wrote into the folder)
     check_resumable(run_dir, cfg)
     check_input_runs(cfg)
@@ -142,7 +142,7 @@ def start_run(run_dir: Path, cfg: Config, warmup: Optional[Callable[[Config, Lis
 
 
 def _start(run_dir: Path, cfg: Config, components: List[ComponentSpec], executor: Any, resuming: bool, warmup: Any) -> Run:
-    from stage2 import folder
+    from stage2.runtime import folder
 
     if executor is not None and warmup is not None:
         executor.start(warmup(cfg, components))  # the workers load their models while they scan
@@ -159,7 +159,7 @@ def _start(run_dir: Path, cfg: Config, components: List[ComponentSpec], executor
     if not pin["matches"]:
         log.warning("%s", pin["note"])
 
-    from stage2.parts import check_input_parts
+    from stage2.io.parts import check_input_parts
 
     check_input_parts(cfg, [c.name for c in components])  # an input run's parts that changed since it wrote them
     folder.claim(run_dir)  # from here on the folder is this run's
@@ -206,7 +206,7 @@ def check_input_runs(cfg: Config) -> None:
 
     Checked before the run claims its folder, so that a wrong path leaves no run folder behind.
     """
-    from stage2.parts import FILTER_FINISHED, FILTERED_DIR, MANIFEST
+    from stage2.io.parts import FILTER_FINISHED, FILTERED_DIR, MANIFEST
 
     for section, given in (("tokenizer", cfg.tokenizer.input_run), ("shard", cfg.shard.input_run)):
         if not given or cfg.stage not in (section, "pipeline"):

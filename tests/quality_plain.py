@@ -11,7 +11,8 @@ from collections import Counter
 from typing import List, Optional, Sequence, Tuple
 
 from stage2.steps.quality.c4 import CITATION, END_PUNCTUATION, POLICY_SUBSTRINGS
-from stage2.steps.quality.text import SYMBOL_CHARS, TERMINAL_PUNCTUATION, sentence_count_plain, sentences, words_plain
+from oracles import sentence_count_plain, words_plain
+from stage2.steps.quality.text import SYMBOL_CHARS, TERMINAL_PUNCTUATION, sentences
 
 Result = Optional[Tuple[str, float]]
 

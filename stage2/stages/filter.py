@@ -1,8 +1,8 @@
 """The filter stage: per-document steps, then exact and near dedup -> filtered parquet parts.
 
-Three passes of worker tasks (stage2/filter/tasks.py); the driver plans from metadata, dispatches
+Three passes of worker tasks (stage2/stages/filter_tasks.py); the driver plans from metadata, dispatches
 and adds up counts, and never reads a document:
-  plan     every component's units of work (stage2/plan.py): file byte/row ranges or whole files
+  plan     every component's units of work (stage2/io/plan.py): file byte/row ranges or whole files
   screen   per unit: read it, run the component's step chain (invalid, length, language, quality
            steps), spill the survivors and their dedup hashes to `filtered/.work/`
   resolve  per hash bucket: first occurrences of every hash (stage2/dedup/passes.py); the number of
@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from stage2.dedup.passes import buckets_for
-from stage2.files import file_sha256
-from stage2.filter.tasks import DEDUP_REASONS, build_chain, decide, merge_rejected, resolve, screen
-from stage2.langid import check_languages
+from stage2.io.files import file_sha256
+from stage2.stages.filter_tasks import DEDUP_REASONS, build_chain, decide, merge_rejected, resolve, screen
+from stage2.lid.backends import check_languages
 from stage2.config import Config, DedupScope, FilterConfig
-from stage2.langrule import LanguageRule
-from stage2.plan import Unit, component_files, count_file_records, plan_component
-from stage2.sources import ComponentSpec
+from stage2.lid.rule import LanguageRule
+from stage2.io.plan import Unit, component_files, count_file_records, plan_component
+from stage2.io.sources import ComponentSpec
 from stage2.steps import chain_settings
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,8 @@ def worker_warmup(cfg: Config, components: List[ComponentSpec]) -> Callable[[], 
 
 def warm_worker(backends: Tuple[str, ...]) -> None:
     """A worker's start-up, done before the driver sends it a task (LocalExecutor.start)."""
-    from stage2.langid import get_backend
-    from stage2.parts import arrow_without_pandas
+    from stage2.lid.backends import get_backend
+    from stage2.io.parts import arrow_without_pandas
 
     for backend in backends:
         get_backend(backend)  # loading a model or profiles
@@ -143,7 +143,7 @@ def execute(
     `mapper` is an executor's map (builtin `map` in-process); results come back in task order, and no
     verdict depends on the mapper, the number of buckets or the order tasks finish in.
     """
-    from stage2.progress import Progress
+    from stage2.runtime.progress import Progress
 
     d = f.dedup
     # ---- screen -------------------------------------------------------------------------------
@@ -200,8 +200,8 @@ def execute(
 
 
 def run(run) -> Dict[str, Any]:
-    from stage2.parts import FILTERED_DIR, MANIFEST, write_table
-    from stage2.run import write_json
+    from stage2.io.parts import FILTERED_DIR, MANIFEST, write_table
+    from stage2.runtime.run import write_json
 
     f: FilterConfig = run.cfg.filter
     P = run.cfg.dataset.partition_size

@@ -10,9 +10,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from stage2 import folder
+from stage2.runtime import folder
 from stage2.errors import Stage2Error
-from stage2.run import check_resumable
+from stage2.runtime.run import check_resumable
 
 READ_ONLY_STAGES = ("report", "verify")
 

@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Optional, Set
 import yaml
 
 from stage2.errors import Stage2Error
-from stage2.files import is_temporary
+from stage2.io.files import is_temporary
 
 log = logging.getLogger(__name__)
 

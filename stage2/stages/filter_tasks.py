@@ -26,9 +26,9 @@ import pyarrow.parquet as pq
 from stage2.dedup.hashing import batch_window_hashes, exact_key
 from stage2.dedup.passes import lookup, resolve_bucket, spill
 from stage2.documents import Document
-from stage2.files import share_file
-from stage2.parts import docs_to_table, part_path, table_documents, write_table
-from stage2.plan import Unit, read_unit
+from stage2.io.files import share_file
+from stage2.io.parts import docs_to_table, part_path, table_documents, write_table
+from stage2.io.plan import Unit, read_unit
 from stage2.runtime.tasks import once
 from stage2.steps import STEPS, Chain, Drop, Step
 
@@ -174,7 +174,7 @@ def _describe_undetected(samples: Samples, steps: List[Tuple[str, Dict[str, Any]
     them for (a few documents). No threshold was compared with its answer, so target_score stays empty."""
     from dataclasses import replace
 
-    from stage2.langrule import first_detection
+    from stage2.lid.rule import first_detection
 
     todo = [i for i, (_, drop) in enumerate(samples.rows) if drop.reason == "language" and not drop.values.get("language")]
     if not todo:

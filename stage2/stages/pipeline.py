@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, Optional
 
 from stage2.config import Config
 from stage2.errors import Stage2Error
-from stage2.run import Run, append_index, start_run
+from stage2.runtime.run import Run, append_index, start_run
 
 log = logging.getLogger("stage2")
 
@@ -19,11 +19,11 @@ PIPELINE = ("filter", "tokenizer", "shard")
 def _stage_runner(name: str) -> Callable[[Run], Dict[str, Any]]:
     # Imported on demand: a report run should not pay for sentencepiece, langdetect and datasets.
     if name == "filter":
-        from stage2.filter import run as runner
+        from stage2.stages.filter import run as runner
     elif name == "tokenizer":
-        from stage2.tokenizer import run as runner
+        from stage2.stages.tokenizer import run as runner
     elif name == "shard":
-        from stage2.shard import run as runner
+        from stage2.stages.shard import run as runner
     else:
         raise ValueError(name)
     return runner
@@ -52,16 +52,16 @@ def _check_no_empty_component(run: Run) -> None:
 
 def run_stage(cfg: Config, run_dir: Path, record: bool = True) -> Path:
     """Run `cfg.stage` in `run_dir`. `record=False` (a read-only stage run alone): no report.md in it."""
-    from stage2 import folder
+    from stage2.runtime import folder
 
     stage = str(cfg.stage)
     if stage == "report":
-        from stage2.report import run as report
+        from stage2.stages.report import run as report
 
         report(cfg, run_dir if record else None)
         return run_dir
     if stage == "verify":
-        from stage2.verify import run as verify
+        from stage2.stages.verify import run as verify
 
         verify(cfg, run_dir)
         return run_dir
@@ -69,7 +69,7 @@ def run_stage(cfg: Config, run_dir: Path, record: bool = True) -> Path:
     finished_before = _status(run_dir) == "finished"  # resuming a finished run: it is indexed already
     warmup = None
     if stage in ("filter", "pipeline"):  # the workers load the filter's language models while they scan the inputs
-        from stage2.filter import worker_warmup as warmup
+        from stage2.stages.filter import worker_warmup as warmup
     run = start_run(run_dir, cfg, warmup)
     steps = PIPELINE if stage == "pipeline" else (stage,)
     headline: Dict[str, Any] = {}

@@ -32,14 +32,14 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from stage2 import parts
+from stage2.io import parts
 from stage2.config import Remainder, ShardConfig
 from stage2.errors import Stage2Error
-from stage2.executor import LocalExecutor
-from stage2.progress import Progress
-from stage2.files import atomic_write, is_temporary, write_array
+from stage2.runtime.executor import LocalExecutor
+from stage2.runtime.progress import Progress
+from stage2.io.files import atomic_write, is_temporary, write_array
 from stage2.runtime.tasks import read_marker, read_state, write_marker
-from stage2.run import Run, atomic_path, file_sha256, write_json
+from stage2.runtime.run import Run, atomic_path, file_sha256, write_json
 from stage2.shards.format import INDEX, SHARDS_DIR, component_index, is_shard_name, manifest_entry, token_dtype, write_index, write_manifest
 from stage2.shards.pack import PackResult, Packer
 

@@ -21,17 +21,17 @@ import pyarrow.parquet as pq
 from stage2.config import BadRecordPolicy, Config
 from stage2.documents import Document
 from stage2.errors import Stage2Error
-from stage2.files import atomic_path, file_sha256
-from stage2.sources import ComponentSpec, iter_documents
+from stage2.io.files import atomic_path, file_sha256
+from stage2.io.sources import ComponentSpec, iter_documents
 
 if TYPE_CHECKING:  # (workers write parts: they need not import the run folder's module)
-    from stage2.run import Run
+    from stage2.runtime.run import Run
 
 log = logging.getLogger(__name__)
 
 FILTERED_DIR = "filtered"
 MANIFEST = "manifest.json"
-FILTER_FINISHED = ".finished.json"  # the filter stage's record of its artifacts' sha256 (stage2.filter.FINISHED)
+FILTER_FINISHED = ".finished.json"  # the filter stage's record of its artifacts' sha256 (stage2.stages.filter.FINISHED)
 PART_GLOB = "part-*.parquet"  # the names `part_path` gives
 SCHEMA = pa.schema(
     [
@@ -188,7 +188,7 @@ def part_records(folder: Path) -> List[Tuple[Path, Dict[str, str]]]:
     """The sha256 of the filtered artifacts as the run that wrote them recorded them: stats.json's
     `artifact_sha256` (when the run finished) and `filtered/.finished.json` (when its filter stage
     finished), each as (record file, relative path -> sha256 of the `filtered/` entries)."""
-    from stage2.files import read_json
+    from stage2.io.files import read_json
 
     out = []
     stats_path = folder / "stats.json"

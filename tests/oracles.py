@@ -1,0 +1,69 @@
+"""Plain versions of fast code, kept here as the tests' oracles (and one convenience): the package
+uses the fast versions, these say what they must compute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence
+
+import numpy as np
+
+from stage2.dedup.hashing import batch_window_hashes
+from stage2.lid.backends import UNKNOWN, Detector, LangVerdict, language_text, target_score
+from stage2.shards.pack import Packer, PackResult
+from stage2.steps.quality.text import _RUNS, TERMINAL_PUNCTUATION, is_punct, tokenize_chunk
+
+
+def words_plain(text: str) -> List[str]:
+    """`text.words` without the memo and the shortcut for chunks of letters."""
+    return [t for chunk in text.split() for t in tokenize_chunk(chunk)]
+
+
+def tokens_with_spaces(text: str) -> List[str]:
+    """spaCy's tokens of `text`, the whitespace tokens it makes included."""
+    out: List[str] = []
+    for m in _RUNS.finditer(text):
+        run = m.group()
+        if not run[0].isspace():
+            out.extend(tokenize_chunk(run))
+        elif m.start() == 0 or run[0] != " ":
+            out.append(run)
+        elif len(run) > 1:
+            out.append(run[1:])
+    return out
+
+
+def sentence_count_plain(line: str) -> int:
+    """The sentencizer's loop itself, on `tokens_with_spaces` (for tests)."""
+    tokens = tokens_with_spaces(line)
+    if not tokens:
+        return 0
+    count, seen_terminal = 1, False
+    for t in tokens:
+        if seen_terminal and not is_punct(t) and t not in TERMINAL_PUNCTUATION:
+            count += 1
+            seen_terminal = False
+        elif t in TERMINAL_PUNCTUATION:
+            seen_terminal = True
+    return count
+
+
+def window_hashes(text: str, k: int) -> np.ndarray:
+    """Sorted distinct uint64 hashes of every window of k consecutive words of one text."""
+    return np.sort(batch_window_hashes([text], k)[0])
+
+
+def pack_stream(chunks: Iterable[np.ndarray], out_dir: Path, seq_len: int, rows_per_shard: int, dtype: np.dtype, remainder: str = "drop", pad_id: Optional[int] = None) -> PackResult:
+    """Convenience: a whole token stream -> shards."""
+    packer = Packer(out_dir, seq_len, rows_per_shard, dtype)
+    for chunk in chunks:
+        packer.add(chunk)
+    return packer.finish(remainder, pad_id)
+
+
+def identify(text: str, detector: Detector, languages: Sequence[str], max_chars: int) -> LangVerdict:
+    """One text's verdict (the stage judges partitions in batches: stage2.lid.rule)."""
+    ranked = detector(language_text(text, max_chars))
+    if not ranked:
+        return LangVerdict(UNKNOWN, 0.0, 0.0)
+    return LangVerdict(ranked[0][0], float(ranked[0][1]), target_score(ranked, languages))
