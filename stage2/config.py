@@ -340,6 +340,8 @@ class TokenizerConfig:
     shuffle_input_sentence: bool = True
     input_run: Optional[str] = None  # train on a past filter/pipeline run's filtered parts
     progress_seconds: float = 15.0  # a log line this often while SentencePiece trains (0: none)
+    # tokenizer_config.json's model_max_length (what transformers truncates and warns at); null: shard.seq_len
+    model_max_length: Optional[int] = None
 
     def trainer_options(self, verbose: bool = False) -> Dict[str, Any]:
         """SentencePiece trainer options from these settings (`input`/`model_prefix` are added by the caller)."""
@@ -397,6 +399,7 @@ class TokenizerConfig:
         symbols = list(self.user_defined_symbols or [])
         clash = sorted({f"tokenizer.{k}={v}" for k, v in ids.items() if v >= 0 and used.count(v) > 1})
         return [
+            (self.model_max_length is None or self.model_max_length >= 1, f"tokenizer.model_max_length={self.model_max_length} must be at least 1 (or null: shard.seq_len)"),
             (0.98 <= self.character_coverage <= 1.0, f"tokenizer.character_coverage={self.character_coverage} must be between 0.98 and 1 (SentencePiece's bounds)"),
             (self.input_sentence_size >= 0, f"tokenizer.input_sentence_size={self.input_sentence_size} must be 0 (every sentence) or more"),
             (10 <= self.max_sentence_length <= 1 << 30, f"tokenizer.max_sentence_length={self.max_sentence_length} must be 10 to {1 << 30} bytes (SentencePiece's bounds)"),
@@ -518,6 +521,10 @@ class Config:
     launch_dir: Optional[str] = None  # filled in at start: where relative paths are resolved
     rerun_of: Optional[str] = None  # filled in when the config comes from a past run's .hydra folder
 
+    def model_max_length(self) -> int:
+        """The context length HF tokenizers are told: the rows the shards hold, unless set."""
+        return self.tokenizer.model_max_length or self.shard.seq_len
+
     def check(self) -> None:
         """Values the types alone cannot check, checked at start-up (before any work) with one-line errors."""
         self.shard.check()
@@ -565,6 +572,13 @@ def register() -> None:
     ConfigStore.instance().store(name="stage2_schema", node=Config)
 
 
+# Keys added after recipes were first digested, with the value that keeps the recipe's meaning from
+# before them: left out of the digest at that value, so past runs keep their digest (resume, rerun,
+# the runs index). `tokenizer.model_max_length=null` follows shard.seq_len, itself in the digest.
+LATER_KEYS: Dict[str, Any] = {
+    "tokenizer.model_max_length": None,
+}
+
 # Keys that never change an artifact: left out of the config digest.
 NON_RECIPE_KEYS = (
     "executor",
@@ -585,12 +599,12 @@ def config_digest(plain: Mapping[str, Any]) -> str:
     """A stable hash of what decides the artifacts: the resolved recipe (`Config.to_plain()`, or a past
     run's config.resolved.yaml) without folders, workers, logging."""
     recipe = json.loads(json.dumps(plain))  # a deep copy of plain data
-    for key in NON_RECIPE_KEYS:
+    for key in (*NON_RECIPE_KEYS, *LATER_KEYS):
         *parents, last = key.split(".")
         node = recipe
         for parent in parents:
             node = node.get(parent) if isinstance(node, dict) else None
-        if isinstance(node, dict):
+        if isinstance(node, dict) and (key in NON_RECIPE_KEYS or node.get(last, LATER_KEYS[key]) == LATER_KEYS[key]):
             node.pop(last, None)
     canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]

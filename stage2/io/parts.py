@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # (workers write parts: they need not import the run folder's
 log = logging.getLogger(__name__)
 
 FILTERED_DIR = "filtered"
+# Rejected samples live outside filtered/, so reading a component's folder gives exactly its kept documents.
+REJECTED_DIR = "rejected"
 MANIFEST = "manifest.json"
 FILTER_FINISHED = ".finished.json"  # the filter stage's record of its artifacts' sha256 (stage2.stages.filter.FINISHED)
 PART_GLOB = "part-*.parquet"  # the names `part_path` gives

@@ -200,7 +200,7 @@ def execute(
 
 
 def run(run) -> Dict[str, Any]:
-    from stage2.io.parts import FILTERED_DIR, MANIFEST, write_table
+    from stage2.io.parts import FILTERED_DIR, MANIFEST, REJECTED_DIR, write_table
     from stage2.runtime.run import write_json
 
     f: FilterConfig = run.cfg.filter
@@ -284,7 +284,7 @@ def run(run) -> Dict[str, Any]:
         assert entry["records_in"] == entry["kept"] + sum(entry["dropped"].values()), (spec.name, entry)
         samples = merge_rejected([Path(t["dir"]) / name for t in tasks for name in ("rejected-screen.parquet", "rejected-decide.parquet")], reasons, keep_rejected)
         if samples is not None:
-            path = filtered / spec.name / "rejected.parquet"
+            path = run.dir / REJECTED_DIR / f"{spec.name}.parquet"
             write_table(path, samples)
             run.add_artifact(path)
             entry["rejected_file"] = str(path.relative_to(run.dir))

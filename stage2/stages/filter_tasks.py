@@ -79,7 +79,7 @@ def _chunks(docs: Iterable[Document], unit: Unit) -> Iterable[Tuple[int, List[Do
 
 
 class Samples:
-    """The first `limit` rejected documents per reason, with why (for rejected.parquet)."""
+    """The first `limit` rejected documents per reason, with why (for rejected/<component>.parquet)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

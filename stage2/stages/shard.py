@@ -122,7 +122,7 @@ def copy_tokenizer(run: Run, model: Path) -> Path:
     copied = {target.name: file_sha256(target)}
     made = {}
     try:
-        for written in export.write(data, out_dir):
+        for written in export.write(data, out_dir, run.cfg.model_max_length()):
             made[written.name] = file_sha256(written)
     except Stage2Error as exc:
         log.warning("shard: no tokenizer.json for %s: %s", model, str(exc).split(": ", 1)[1])

@@ -35,10 +35,10 @@ def model_name(vocab_size: int, model_type: str) -> str:
     return f"spm_{int(vocab_size)}_{model_type}"
 
 
-def write_hf_files(model: bytes, out_dir: Path) -> None:
+def write_hf_files(model: bytes, out_dir: Path, model_max_length: int) -> None:
     """tokenizer.json and its config files next to the model, when the recipe allows an exact export."""
     try:
-        export.write(model, out_dir)
+        export.write(model, out_dir, model_max_length)
     except Stage2Error as exc:
         log.warning("tokenizer: no tokenizer.json written: %s", str(exc).split(": ", 1)[1])
 
@@ -101,7 +101,7 @@ def run(run: Any) -> Dict[str, Any]:
         log.info("tokenizer: resume: keeping %s", previous)
         model_path = previous
         model = model_path.read_bytes()
-        write_hf_files(model, out_dir)  # made from the model again: a changed tokenizer.json or .vocab cannot stay
+        write_hf_files(model, out_dir, run.cfg.model_max_length())  # made from the model again: a changed tokenizer.json or .vocab cannot stay
         atomic_write(model_path.with_suffix(".vocab"), vocab_text(model))
         for _ in sentences:  # only to count the sample
             pass
@@ -121,7 +121,7 @@ def run(run: Any) -> Dict[str, Any]:
         )
         model_path = out_dir / f"{model_name(piece_count(model), str(t.model_type))}.model"
         atomic_write(model_path, model)
-        write_hf_files(model, out_dir)
+        write_hf_files(model, out_dir, run.cfg.model_max_length())
         atomic_write(model_path.with_suffix(".vocab"), vocab_text(model))
         write_marker(run.dir / TRAIN_MARKER, run.digest, {"model": model_path.name}, [model_path])  # last: the model is finished
     vocab_path = model_path.with_suffix(".vocab")

@@ -24,7 +24,7 @@ from stage2.documents import Document
 @dataclass(frozen=True)
 class Drop:
     """Why a step dropped a document: the reason (a stats key), a readable detail with the value that
-    failed (`dup_line_frac=0.410 > 0.300`), and values saved as columns of rejected.parquet."""
+    failed (`dup_line_frac=0.410 > 0.300`), and values saved as columns of rejected/<component>.parquet."""
 
     reason: str
     detail: str = ""

@@ -112,8 +112,8 @@ def special_tokens(model: bytes) -> Dict[str, str]:
     return {name: sp.id_to_piece(i) for name, i in names.items() if i >= 0}
 
 
-def files(model: bytes) -> Dict[str, str]:
-    """{file name: text} of the three files, deterministic for a given model."""
+def files(model: bytes, model_max_length: int) -> Dict[str, str]:
+    """{file name: text} of the three files, deterministic for a given model and context length."""
     tok = build(model)
     specials = special_tokens(model)
     config = {
@@ -124,6 +124,7 @@ def files(model: bytes) -> Dict[str, str]:
         # transformers: keep SentencePiece's ids for a literal "</s>", and decode byte for byte.
         "split_special_tokens": True,
         "clean_up_tokenization_spaces": False,
+        "model_max_length": int(model_max_length),
     }
     return {
         TOKENIZER_JSON: tok.to_str(pretty=True) + "\n",
@@ -132,11 +133,11 @@ def files(model: bytes) -> Dict[str, str]:
     }
 
 
-def write(model: bytes, folder: Path) -> List[Path]:
+def write(model: bytes, folder: Path, model_max_length: int) -> List[Path]:
     from stage2.io.files import atomic_write
 
     written = []
-    for name, text in files(model).items():
+    for name, text in files(model, model_max_length).items():
         atomic_write(folder / name, text)
         written.append(folder / name)
     return written

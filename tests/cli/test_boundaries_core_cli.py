@@ -292,7 +292,7 @@ def test_a_copied_tokenizer_gets_a_tokenizer_json_made_from_its_own_model(tmp_pa
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     (mixed / "a.model").write_bytes((tmp_path / "a.model").read_bytes())
-    export.write((tmp_path / "b.model").read_bytes(), mixed)  # another model's tokenizer.json beside it
+    export.write((tmp_path / "b.model").read_bytes(), mixed, 512)  # another model's tokenizer.json beside it
     write_jsonl(tmp_path / "docs.jsonl", RECORDS)
     out = cli(tmp_path, "stage=shard", "dataset=files", "dataset.paths=[docs.jsonl]", f"shard.tokenizer={mixed / 'a.model'}",
               "shard.seq_len=64", "hydra.run.dir=run", f"runs_index={tmp_path}/runs.jsonl", "executor.workers=1")

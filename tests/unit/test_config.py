@@ -123,6 +123,12 @@ SHIPPED_DIGESTS = {
 }
 
 
+def test_a_later_key_leaves_the_digest_at_its_neutral_value_only(tmp_path):
+    base = compose_plain([], tmp_path)
+    assert compose_plain(["tokenizer.model_max_length=null"], tmp_path).digest() == base.digest()
+    assert compose_plain(["tokenizer.model_max_length=4096"], tmp_path).digest() != base.digest()
+
+
 def test_every_shipped_option_is_pinned():
     assert set(SHIPPED_DIGESTS) == set(group_options())
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 import datasets
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -81,7 +82,7 @@ def test_every_verdict_and_count(tmp_path, plain_config):
     expected_kept = [i for i, fate in fates.items() if fate == "kept"]
     assert kept_ids(run.dir, "mix") == expected_kept  # canonical order kept
 
-    rejected = pq.read_table(run.dir / "filtered" / "mix" / "rejected.parquet").to_pylist()
+    rejected = pq.read_table(run.dir / "rejected" / "mix.parquet").to_pylist()
     assert {r["id"]: r["reason"] for r in rejected} == {i: f for i, f in fates.items() if f != "kept"}
     for r in rejected:  # a sample carries the values of the step that dropped it
         assert bool(r["language"]) == (r["reason"] == "language")
@@ -113,8 +114,14 @@ def test_every_verdict_and_count(tmp_path, plain_config):
     assert ds["text"] == [texts[i] for i in expected_kept]
     assert set(ds["component"]) == {"mix"} and set(ds["source"]) == {"mix.jsonl"}  # below the component's root
     assert ds["record"] == [list(fates).index(i) + 1 for i in expected_kept]
-    for rel in manifest["components"]["mix"]["parts"] + ["filtered/manifest.json", "filtered/mix/rejected.parquet"]:
+    for rel in manifest["components"]["mix"]["parts"] + ["filtered/manifest.json", "rejected/mix.parquet"]:
         assert rel in run.artifacts
+
+    # The component's folder, read the obvious ways, holds exactly the kept documents (no rejected samples).
+    folder = run.dir / "filtered" / "mix"
+    assert pq.read_table(folder)["id"].to_pylist() == expected_kept
+    assert pd.read_parquet(folder)["id"].tolist() == expected_kept
+    assert datasets.load_dataset("parquet", data_dir=str(folder), split="train")["id"] == expected_kept
 
 
 @pytest.mark.slow  # a process pool
@@ -172,7 +179,7 @@ def test_fasttext_backend(tmp_path, plain_config):
         "filter.keep_rejected=1",
     )
     assert kept_ids(run.dir, "mix") == [i for i, f in fates.items() if f == "kept"]
-    rejected = pq.read_table(run.dir / "filtered" / "mix" / "rejected.parquet").to_pylist()
+    rejected = pq.read_table(run.dir / "rejected" / "mix.parquet").to_pylist()
     assert [r["reason"] for r in rejected] == [r for r in REASONS if r in fates.values()]  # at most 1 per reason
     assert [r["id"] for r in rejected if r["reason"] == "language"] == ["de"]  # the first one
     stats = run.stats["stages"]["filter"]

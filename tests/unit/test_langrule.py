@@ -118,7 +118,7 @@ def test_stage_counts_language_drops_by_check(tmp_path, plain_config, udhr):
     stats = run.stats["stages"]["filter"]["components"]["mix"]
     assert stats["kept"] == 4 and stats["dropped"]["language"] == len(texts) - 4
     assert sum(stats["language_dropped_by"].values()) == stats["dropped"]["language"]
-    rejected = pq.read_table(run.dir / "filtered" / "mix" / "rejected.parquet").to_pylist()
+    rejected = pq.read_table(run.dir / "rejected" / "mix.parquet").to_pylist()
     by_check: Dict[str, int] = {}
     for r in rejected:
         by_check[r["failed_check"]] = by_check.get(r["failed_check"], 0) + 1

@@ -205,8 +205,12 @@ def test_tokenizer_json_gives_sentencepiece_ids_and_text(runs):
     assert any(sp.is_byte(i) for i in sp.encode(AWKWARD[2]))  # the byte-fallback case is exercised
     config = json.loads((model.parent / export.TOKENIZER_CONFIG).read_text())
     assert config["eos_token"] == "</s>" and config["split_special_tokens"] is True
+    assert config["model_max_length"] == run.cfg.shard.seq_len  # what transformers truncates at: the rows' length
     # Deterministic: exporting the same model again gives the same bytes.
-    assert export.files(model.read_bytes())[export.TOKENIZER_JSON] == (model.parent / export.TOKENIZER_JSON).read_text()
+    again = export.files(model.read_bytes(), run.cfg.shard.seq_len)
+    assert again[export.TOKENIZER_JSON] == (model.parent / export.TOKENIZER_JSON).read_text()
+    assert again[export.TOKENIZER_CONFIG] == (model.parent / export.TOKENIZER_CONFIG).read_text()
+    assert json.loads(export.files(model.read_bytes(), 2048)[export.TOKENIZER_CONFIG])["model_max_length"] == 2048
 
 
 @pytest.mark.slow  # over half a second
@@ -507,7 +511,7 @@ def test_user_defined_symbols_match_as_in_sentencepiece_and_a_spaced_one_is_refu
         {**options, "user_defined_symbols": ["<|im|>", "x\u2581y", "\u2581\u2581"]}, seed=0,
     )
     sp = spm.SentencePieceProcessor(model_proto=model)
-    (tmp_path / "tok.json").write_text(export.files(model)[export.TOKENIZER_JSON])
+    (tmp_path / "tok.json").write_text(export.files(model, 512)[export.TOKENIZER_JSON])
     hf = Tokenizer.from_file(str(tmp_path / "tok.json"))
     probes = ["a<|im|>b <|im|><|im|>", "zx yz", "x\u2581y", "a  b   c", "\u2581\u2581 and  ", "<|im"] + texts[:50]
     for text in probes:
@@ -522,7 +526,7 @@ def test_user_defined_symbols_match_as_in_sentencepiece_and_a_spaced_one_is_refu
         {**options, "user_defined_symbols": ["p q"]}, seed=0,
     )
     with pytest.raises(Stage2Error, match=r"user_defined_symbols \['p q'\] hold a space, which SentencePiece never matches"):
-        export.files(spaced)
+        export.files(spaced, 512)
 
 
 def test_without_byte_fallback_u2581_reads_as_a_space_and_the_stage_says_so(tmp_path, caplog):
