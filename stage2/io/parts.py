@@ -13,19 +13,17 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stage2.config import BadRecordPolicy, Config
+from stage2.config import Config
 from stage2.documents import Document
 from stage2.errors import Stage2Error
 from stage2.io.files import atomic_path, file_sha256
 from stage2.io.sources import ComponentSpec, iter_documents
 
-if TYPE_CHECKING:  # (workers write parts: they need not import the run folder's module)
-    from stage2.runtime.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -144,29 +142,6 @@ def iter_filtered(run_dir: Path, component: str) -> Iterator[Document]:
         yield from read_documents(path)
 
 
-def filtered_source(run: Run, input_run: Optional[str], consumer: str) -> Optional[Path]:
-    """Where a tokenizer/shard stage reads filtered text: a past run, this run's own parts, or None (raw).
-
-    Parts are handed out only after `check_parts` found them as the run that wrote them recorded them.
-    The choice is recorded in the run's lineage under `<consumer>.documents`, with the digest of the
-    checked parts' hashes.
-    """
-    names = [spec.name for spec in run.components]
-    if input_run:
-        folder = run.resolve_path(input_run).resolve()
-        note = None
-    elif (run.dir / FILTERED_DIR / MANIFEST).exists():
-        folder, note = run.dir, f"this run's {FILTERED_DIR}/"
-    else:
-        run.record_lineage(f"{consumer}.documents", None, note="raw sources of the manifest")
-        return None
-    digest = check_parts(folder, names, "this run" if note else f"the input run {folder}")
-    run.record_lineage(f"{consumer}.documents", folder, note=note)
-    run.provenance["lineage"][f"{consumer}.documents"]["parts_sha256"] = digest
-    run.save_provenance()
-    return folder
-
-
 def check_input_parts(cfg: Config, names: List[str]) -> None:
     """At start-up, before the run claims its folder: the past runs whose parts this recipe reads
     (`tokenizer.input_run`, `shard.input_run`) still hold the parts they recorded."""
@@ -275,15 +250,14 @@ def check_parts(folder: Path, names: List[str], who: str) -> str:
     return digest
 
 
-def component_documents(run: Run, spec: ComponentSpec, filtered_dir: Optional[Path]) -> Iterator[Document]:
+def component_documents(spec: ComponentSpec, filtered_dir: Optional[Path], skip_bad: bool) -> Iterator[Document]:
     """A component's documents: filtered parts when there are any, else the raw source.
 
-    Unusable raw records fail the run, or are passed over with filter.on_bad_record=skip.
+    Unusable raw records fail the run, or are passed over when `skip_bad` (filter.on_bad_record=skip).
     """
     if filtered_dir is not None:
         yield from iter_filtered(filtered_dir, spec.name)
         return
-    skip_bad = run.cfg.filter.on_bad_record == BadRecordPolicy.skip
     for doc in iter_documents(spec):
         if doc.problem is None:
             yield doc

@@ -29,6 +29,7 @@ from stage2.errors import Stage2Error
 from stage2.io.files import atomic_path, atomic_write, file_sha256, read_json, write_json  # noqa: F401  (part of this module's API)
 from stage2.config import Config, config_digest  # noqa: F401  (config_digest: part of this module's API)
 from stage2.io.sources import ComponentSpec, hub_revisions, input_fingerprints, resolve_components
+from stage2.io import parts
 
 log = logging.getLogger(__name__)
 
@@ -381,3 +382,26 @@ def append_index(run: Run, headline: Dict[str, Any]) -> None:
                 f.write(b"\n")
         f.write((json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
         fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def filtered_source(run: Run, input_run: Optional[str], consumer: str) -> Optional[Path]:
+    """Where a tokenizer/shard stage reads filtered text: a past run, this run's own parts, or None (raw).
+
+    Parts are handed out only after `check_parts` found them as the run that wrote them recorded them.
+    The choice is recorded in the run's lineage under `<consumer>.documents`, with the digest of the
+    checked parts' hashes.
+    """
+    names = [spec.name for spec in run.components]
+    if input_run:
+        folder = run.resolve_path(input_run).resolve()
+        note = None
+    elif (run.dir / parts.FILTERED_DIR / parts.MANIFEST).exists():
+        folder, note = run.dir, f"this run's {parts.FILTERED_DIR}/"
+    else:
+        run.record_lineage(f"{consumer}.documents", None, note="raw sources of the manifest")
+        return None
+    digest = parts.check_parts(folder, names, "this run" if note else f"the input run {folder}")
+    run.record_lineage(f"{consumer}.documents", folder, note=note)
+    run.provenance["lineage"][f"{consumer}.documents"]["parts_sha256"] = digest
+    run.save_provenance()
+    return folder

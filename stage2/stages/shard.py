@@ -33,13 +33,13 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from stage2.io import parts
-from stage2.config import Remainder, ShardConfig
+from stage2.config import BadRecordPolicy, Remainder, ShardConfig
 from stage2.errors import Stage2Error
 from stage2.runtime.executor import LocalExecutor
 from stage2.runtime.progress import Progress
 from stage2.io.files import atomic_write, is_temporary, write_array
 from stage2.runtime.tasks import read_marker, read_state, write_marker
-from stage2.runtime.run import Run, atomic_path, file_sha256, write_json
+from stage2.runtime.run import Run, atomic_path, file_sha256, filtered_source, write_json
 from stage2.shards.format import INDEX, SHARDS_DIR, component_index, is_shard_name, manifest_entry, token_dtype, write_index, write_manifest
 from stage2.shards.pack import PackResult, Packer
 
@@ -259,7 +259,7 @@ def _tasks(run: Run, filtered: Optional[Path], base: Dict[str, Any], resume: Dic
         if filtered is not None:
             sources = ({"part": str(p)} for p in parts.filtered_part_files(filtered, spec.name))
         else:
-            docs = (d.text for d in parts.component_documents(run, spec, None))
+            docs = (d.text for d in parts.component_documents(spec, None, skip_bad=run.cfg.filter.on_bad_record == BadRecordPolicy.skip))
             sources = ({"texts": list(chunk)} for chunk in iter(lambda: list(itertools.islice(docs, size)), []))
         for i, source in enumerate(sources):
             out = str(work / PART.format(i))
@@ -431,7 +431,7 @@ def run(run: Run) -> Dict[str, Any]:
         if flag and tid < 0:
             raise Stage2Error(f"{model}: shard.{what}=true but this tokenizer has no {what[4:]} id (-1)")
     dtype = token_dtype(tok["vocab_size"])
-    filtered = parts.filtered_source(run, s.input_run, "shard")
+    filtered = filtered_source(run, s.input_run, "shard")
     workers = getattr(run.executor, "workers", 1)
     base = {
         "model": str(model.resolve()),

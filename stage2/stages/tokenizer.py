@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from stage2.config import TokenizerConfig
+from stage2.config import BadRecordPolicy, TokenizerConfig
 from stage2.errors import Stage2Error
 from stage2.io.sources import ComponentSpec
 from stage2.runtime.progress import track
+from stage2.runtime.run import filtered_source
 from stage2.tokenizer import export
 from stage2.tokenizer.evaluate import evaluate_samples
 from stage2.tokenizer.sample import ComponentSample, quotas, sample_documents
@@ -57,15 +58,13 @@ def _sample_task(task: Tuple[Any, ComponentSpec, Optional[Path], int, int, int, 
     from stage2.io import parts
 
     run, spec, filtered_dir, quota, heldout_percent, eval_docs, seed = task
-    docs = parts.component_documents(run, spec, filtered_dir)
+    docs = parts.component_documents(spec, filtered_dir, skip_bad=run.cfg.filter.on_bad_record == BadRecordPolicy.skip)
     return sample_documents(spec.name, docs, quota, heldout_percent, eval_docs, seed)
 
 
 def collect_samples(run: Any, t: TokenizerConfig) -> List[ComponentSample]:
     """Every component's training sample and eval slice, in manifest order (parallel over components)."""
-    from stage2.io import parts
-
-    filtered_dir = parts.filtered_source(run, t.input_run, "tokenizer")
+    filtered_dir = filtered_source(run, t.input_run, "tokenizer")
     shares = quotas(run.components, t.samples_per_component, t.sample_by_weight)
     light = dataclasses.replace(run, executor=None)  # workers need no pool, and a pool does not pickle
     tasks = [
