@@ -175,7 +175,10 @@ def part_records(folder: Path) -> List[Tuple[Path, Dict[str, str]]]:
             out.append((stats_path, {rel: sha for rel, sha in recorded.items() if rel.startswith(f"{FILTERED_DIR}/")}))
     finished_path = folder / FILTERED_DIR / FILTER_FINISHED
     if finished_path.exists():
-        out.append((finished_path, dict(read_json(finished_path).get("artifacts") or {})))
+        finished = read_json(finished_path)
+        # A task marker (stage2.runtime.tasks); runs from before it kept the map at the top level.
+        result = finished.get("result") if isinstance(finished.get("result"), dict) else finished
+        out.append((finished_path, dict(result.get("artifacts") or {})))
     return out
 
 

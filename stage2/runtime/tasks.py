@@ -20,10 +20,11 @@ from stage2.errors import Stage2Error
 from stage2.io.files import file_fingerprint, read_json, unchanged, write_json
 
 
-def write_marker(marker: Path, key: str, result: Dict[str, Any], outputs: Iterable[Path]) -> None:
-    """Mark a task done: written after its outputs, which it vouches for (paths relative to the marker's folder)."""
+def write_marker(marker: Path, key: str, result: Dict[str, Any], outputs: Iterable[Path], durable: bool = False) -> None:
+    """Mark a task done: written after its outputs, which it vouches for (paths relative to the marker's folder).
+    `durable`: fsync'd, for a stage's own record of being finished (a task's scratch marker need not be)."""
     written = {os.path.relpath(path, marker.parent): file_fingerprint(Path(path)) for path in outputs}
-    write_json(marker, {"key": key, "result": result, "outputs": written}, durable=False)
+    write_json(marker, {"key": key, "result": result, "outputs": written}, durable=durable)
 
 
 def read_state(path: Path) -> Optional[Dict[str, Any]]:

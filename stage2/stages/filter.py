@@ -18,7 +18,6 @@ skips the tasks whose marker matches, then deletes `filtered/.work/` once the st
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import resource
 import shutil
@@ -32,6 +31,7 @@ from stage2.dedup.passes import buckets_for
 from stage2.io.files import file_sha256
 from stage2.stages.filter_tasks import DEDUP_REASONS, build_chain, decide, merge_rejected, resolve, screen
 from stage2.lid.backends import check_languages
+from stage2.runtime.tasks import read_marker, write_marker
 from stage2.config import Config, DedupScope, FilterConfig
 from stage2.lid.rule import LanguageRule
 from stage2.io.plan import Unit, component_files, count_file_records, plan_component
@@ -103,18 +103,13 @@ def _without_timings(stats: Dict[str, Any]) -> Dict[str, Any]:
 def _restore_finished(run, path: Path) -> Optional[Dict[str, Any]]:
     """The headline of a filter stage this run folder finished before (a later stage was interrupted), or None.
 
-    Its outputs are kept when every artifact it listed still has the recorded sha256.
+    The stage's marker vouches for its outputs: they are kept while every one still has its bytes.
     """
-    try:
-        finished = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None  # none (written atomically, so never half a file)
-    if finished.get("config_digest") != run.digest:
+    finished = read_marker(path, run.digest)
+    if finished is None:
+        if path.exists():
+            log.warning("filter: resume: the finished stage's outputs are missing or changed; filtering again")
         return None
-    for rel, digest in finished["artifacts"].items():
-        if not (run.dir / rel).is_file() or file_sha256(run.dir / rel) != digest:
-            log.warning("filter: resume: %s is missing or changed since the stage finished; filtering again", rel)
-            return None
     for rel in finished["artifacts"]:
         run.add_artifact(run.dir / rel)
     stats = run.stage_stats("filter")
@@ -332,13 +327,10 @@ def run(run) -> Dict[str, Any]:
         stats.update({"resumed": True, "tasks_resumed": sum(bool(r.get("resumed")) for r in all_tasks)})
         log.info("filter: resume: %d of %d tasks were done already", stats["tasks_resumed"], len(all_tasks))
     headline = {"filter_records_in": total["records_in"], "filter_kept": total["kept"], "filter_kept_bytes": total["bytes_out"]}
-    own = [rel for rel in run.artifacts if rel.startswith(f"{FILTERED_DIR}/")]
-    write_json(finished_path, {
-        "config_digest": run.digest,
-        "headline": headline,
-        "stats": _without_timings(stats),
-        "artifacts": {rel: file_sha256(run.dir / rel) for rel in sorted(own)},
-    })
+    own = [rel for rel in run.artifacts if rel.startswith((f"{FILTERED_DIR}/", f"{REJECTED_DIR}/"))]
+    # The sha256 of the parts are what a later run that reads them checks (io/parts.check_parts).
+    result = {"headline": headline, "stats": _without_timings(stats), "artifacts": {rel: file_sha256(run.dir / rel) for rel in sorted(own)}}
+    write_marker(finished_path, run.digest, result, [run.dir / rel for rel in sorted(own)], durable=True)
     # The work files are not needed any more: .finished.json keeps the stage done for a resume.
     shutil.rmtree(work, ignore_errors=True)
     for leftover in filtered.glob(".*.tmp-*"):  # of a killed manifest write

@@ -157,7 +157,7 @@ def test_the_filter_stages_own_record_is_checked_too(runs, tmp_path):
     past = copy(runs["filter"], tmp_path / "past")
     names = list(json.loads((past / "filtered/manifest.json").read_text())["components"])
     parts.check_parts(past, names, "this run")
-    edit_json(past / "filtered" / parts.FILTER_FINISHED, lambda f: f["artifacts"].update({str(WEB): "0" * 64}))
+    edit_json(past / "filtered" / parts.FILTER_FINISHED, lambda f: f["result"]["artifacts"].update({str(WEB): "0" * 64}))
     with pytest.raises(Stage2Error, match=f"{past / WEB}: sha256 .* does not match .*\\.finished\\.json .* of this run"):
         parts.check_parts(past, names, "this run")
 
