@@ -61,11 +61,25 @@ class RunFolderGuard(Callback):
         """
         sweep_dir = Path(str(config.hydra.sweep.dir))
         try:
+            check_job_subdir(OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir"))
             check_sweep_folder(sweep_dir, resume=bool(config.get("resume")))
         except Stage2Error as exc:
             print(f"stage2: error: {exc}", file=sys.stderr)
             sys.exit(1)
         folder.watch(sweep_dir)
+
+
+# What makes a sweep's job folders differ: without one of these, every job writes one folder, and
+# Hydra rewrites its .hydra/ record and log before stage2 could refuse the second job.
+JOB_UNIQUE = ("hydra.job.num", "hydra.job.id", "hydra.job.override_dirname")
+
+
+def check_job_subdir(subdir: Any) -> None:
+    if not any(key in str(subdir) for key in JOB_UNIQUE):
+        raise Stage2Error(
+            f"hydra.sweep.subdir={subdir} gives every job of the sweep the same folder; include ${{hydra.job.num}}"
+            " (the default) or ${hydra.job.override_dirname}"
+        )
 
 
 def check_sweep_folder(sweep_dir: Path, resume: bool = False) -> None:

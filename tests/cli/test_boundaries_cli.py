@@ -57,6 +57,18 @@ def test_a_sweep_that_cannot_make_its_folder_says_so_in_one_line(tmp_path):
         subprocess.run(["umount", str(ro)], check=False)
 
 
+def test_a_sweep_whose_jobs_would_share_a_folder_is_refused(tmp_path):
+    write_jsonl(tmp_path / "docs.jsonl", RECORDS[:3])
+    out = cli(tmp_path, "--multirun", "stage=filter", "dataset=files", "dataset.paths=[docs.jsonl]", "filter.min_chars=5,6", "hydra.sweep.subdir=same")
+    only_line(out, "hydra.sweep.subdir=same", "the same folder")
+    assert not (tmp_path / "multirun").exists()
+    ok = cli(tmp_path, "--multirun", "stage=filter", "dataset=files", "dataset.paths=[docs.jsonl]", "filter.min_chars=5,6",
+             "hydra.sweep.subdir=${hydra.job.override_dirname}", "hydra.sweep.dir=named")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    jobs = sorted(p.name for p in (tmp_path / "named").iterdir() if p.is_dir())
+    assert len(jobs) == 2 and jobs[0].endswith("filter.min_chars=5,stage=filter") and jobs[1].endswith("filter.min_chars=6,stage=filter")
+
+
 def test_a_sweep_whose_jobs_do_not_compose_leaves_no_folder(tmp_path):
     write_jsonl(tmp_path / "docs.jsonl", RECORDS[:3])
     out = cli(tmp_path, "--multirun", "stage=filter", "dataset=files", "dataset.paths=[docs.jsonl]", "filter.min_chars=abc,5")
