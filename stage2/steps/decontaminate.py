@@ -10,12 +10,14 @@ document holding its normalised words in a row matches; shorter items are skippe
 
 The driver builds the index once per run (`prepare`): every n-gram's 64-bit hash (a polynomial over
 per-word xxh3 hashes) and the item it came from, sorted, as .npy files in the run's work folder that
-every worker memory-maps; documents are hashed a batch at a time with numpy.
+every worker memory-maps (the whole short items in a small index of their own); documents are hashed
+a batch at a time with numpy, each window length once.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import hashlib
 import json
 import os
@@ -130,7 +132,7 @@ class WordBatch:
         self.lens = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
         self.ends = np.cumsum(self.lens)
         total = int(self.ends[-1]) if len(words) else 0
-        w = np.fromiter((xxhash.xxh3_64_intdigest(t) for ws in words for t in ws), dtype=np.uint64, count=total)
+        w = np.fromiter(map(xxhash.xxh3_64_intdigest, itertools.chain.from_iterable(words)), dtype=np.uint64, count=total)
         self.prefix = np.zeros(total + 1, dtype=np.uint64)
         with np.errstate(over="ignore"):
             np.cumsum(w * _powers(_P, total), out=self.prefix[1:])
@@ -182,8 +184,8 @@ def build_index(settings: DecontaminateSettings, folder: Path, inputs: StepInput
     sets: List[Dict[str, Any]] = []
     names: List[str] = []
     set_of: List[int] = []
-    hashes: List[np.ndarray] = []
-    owners: List[np.ndarray] = []
+    hashes: Dict[bool, List[np.ndarray]] = {False: [], True: []}  # short (whole items)? -> hashes
+    owners: Dict[bool, List[np.ndarray]] = {False: [], True: []}
     short_lengths: set = set()
     for index, pattern in enumerate(settings.paths):
         files = inputs.files(pattern)
@@ -200,8 +202,8 @@ def build_index(settings: DecontaminateSettings, folder: Path, inputs: StepInput
             for length in sorted({n, *(int(x) for x in lens[(lens < n) & (lens >= floor)])}):
                 h, text, start = hashed.windows(length)
                 keep = (lens[text] >= n) if length == n else (lens[text] == length) & (start == 0)
-                hashes.append(h[keep])
-                owners.append((first + text[keep]).astype(np.uint32))
+                hashes[length < n].append(h[keep])
+                owners[length < n].append((first + text[keep]).astype(np.uint32))
                 if length < n:
                     short_lengths.add(length)
             entry["short_items"] += int(((lens < n) & (lens >= floor)).sum())
@@ -219,23 +221,30 @@ def build_index(settings: DecontaminateSettings, folder: Path, inputs: StepInput
         if batch:
             flush()
         sets.append(entry)
+    set_index = np.asarray(set_of, dtype=np.uint32)
+    folder.mkdir(parents=True, exist_ok=True)
+    for short, prefix in ((False, ""), (True, "short_")):
+        h, o = _sorted_pairs(hashes[short], owners[short])
+        for i, entry in enumerate(sets):
+            entry["whole_items" if short else "ngrams"] = int(np.unique(h[set_index[o] == i]).size) if len(h) else 0
+        for name, array in ((f"{prefix}hashes.npy", h), (f"{prefix}owners.npy", o)):
+            _write(folder / name, lambda f, a=array: np.save(f, a))
+    _write(folder / "item_sets.npy", lambda f: np.save(f, set_index))
+    _write(folder / "items.json", lambda f: f.write(json.dumps(names, ensure_ascii=False).encode("utf-8")))
+    meta = {"ngram": n, "min_item_words": floor, "short_lengths": sorted(short_lengths), "sets": sets}
+    _write(folder / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode("utf-8")))  # last: a folder with it holds a whole index
+    return meta
+
+
+def _sorted_pairs(hashes: List[np.ndarray], owners: List[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """Distinct (hash, item) pairs, by hash then item."""
     h = np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64)
     o = np.concatenate(owners) if owners else np.empty(0, dtype=np.uint32)
     order = np.lexsort((o, h))
     h, o = h[order], o[order]
     distinct = np.ones(len(h), dtype=bool)
     distinct[1:] = (h[1:] != h[:-1]) | (o[1:] != o[:-1])
-    h, o = h[distinct], o[distinct]
-    set_index = np.asarray(set_of, dtype=np.uint32)
-    for i, entry in enumerate(sets):
-        entry["ngrams"] = int(np.unique(h[set_index[o] == i]).size) if len(h) else 0
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, array in (("hashes.npy", h), ("owners.npy", o), ("item_sets.npy", set_index)):
-        _write(folder / name, lambda f, a=array: np.save(f, a))
-    _write(folder / "items.json", lambda f: f.write(json.dumps(names, ensure_ascii=False).encode("utf-8")))
-    meta = {"ngram": n, "min_item_words": floor, "short_lengths": sorted(short_lengths), "sets": sets}
-    _write(folder / "meta.json", lambda f: f.write(json.dumps(meta, indent=2).encode("utf-8")))  # last: a folder with it holds a whole index
-    return meta
+    return h[distinct], o[distinct]
 
 
 def _write(path: Path, fill: Any) -> None:
@@ -252,13 +261,13 @@ def _write(path: Path, fill: Any) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def load_index(folder: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Dict[str, Any]]:
-    """(hashes, owners, item_sets, meta) of an index, memory-mapped: the workers' pages are shared."""
+def load_index(folder: str) -> Tuple[Dict[bool, Tuple[np.ndarray, np.ndarray]], np.ndarray, Dict[str, Any]]:
+    """({short?: (hashes, owners)}, item_sets, meta) of an index, memory-mapped: the workers share the pages."""
     path = Path(folder)
     meta = json.loads((path / "meta.json").read_text())
-    arrays = [np.load(path / name, mmap_mode="r") if (path / name).stat().st_size > 128 else np.load(path / name)
-              for name in ("hashes.npy", "owners.npy", "item_sets.npy")]
-    return arrays[0], arrays[1], arrays[2], meta
+    load = lambda name: np.load(path / name, mmap_mode="r") if (path / name).stat().st_size > 128 else np.load(path / name)  # noqa: E731
+    pairs = {short: (load(f"{prefix}hashes.npy"), load(f"{prefix}owners.npy")) for short, prefix in ((False, ""), (True, "short_"))}
+    return pairs, load("item_sets.npy"), meta
 
 
 @functools.lru_cache(maxsize=4)
@@ -299,7 +308,7 @@ class Decontaminate(Step):
     @classmethod
     def describe(cls, settings: Mapping[str, Any]) -> Dict[str, Any]:
         """For stats.json: the eval sets as the index holds them."""
-        return load_index(settings["index"])[3]
+        return load_index(settings["index"])[2]
 
     @classmethod
     def from_plain(cls, settings: Mapping[str, Any]) -> "Decontaminate":
@@ -309,16 +318,22 @@ class Decontaminate(Step):
     def judge(self, docs: Sequence[Document]) -> List[Verdict]:
         if self.index is None:
             raise RuntimeError("decontaminate: no index (the driver's prepare builds it)")
-        hashes, owners, item_sets, meta = load_index(self.index)
+        pairs, item_sets, meta = load_index(self.index)
         words = [ngram_words(d.text) for d in docs]
         batch = WordBatch(words)
         first: Dict[int, Tuple[int, int, int]] = {}  # text -> (first word, length, item) of its earliest match
         matched_sets: Dict[int, set] = {}
         for length in [self.settings.ngram, *meta["short_lengths"]]:
+            hashes, owners = pairs[length < self.settings.ngram]  # (whole short items: a small index of their own)
             h, text, start = batch.windows(length)
             if not len(h) or not len(hashes):
                 continue
-            at = np.searchsorted(hashes, h)
+            if length == self.settings.ngram:  # sorted queries walk the large index in order: far fewer cache and page misses
+                order = np.argsort(h)
+                at = np.empty(len(h), dtype=np.int64)
+                at[order] = np.searchsorted(hashes, h[order])
+            else:
+                at = np.searchsorted(hashes, h)
             found = np.flatnonzero((at < len(hashes)) & (hashes[np.minimum(at, len(hashes) - 1)] == h))
             for k in found.tolist():
                 lo, hi = int(at[k]), int(np.searchsorted(hashes, h[k], side="right"))

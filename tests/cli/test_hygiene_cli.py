@@ -7,13 +7,17 @@ import csv
 import gzip
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any, Dict, List
 
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import REPO, artifact_hashes, cli, filter_run, one_line_error, stats, write_jsonl
+from helpers import (
+    REPO, artifact_hashes, assert_killed_mid_stage, assert_resumed_like, cli, done_tasks, filter_run, kill_when, one_line_error, resume,
+    stage2, stats, write_jsonl,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -130,3 +134,35 @@ def test_a_sweep_over_the_ngram_size_summarises_drops_per_component(tmp_path):
         assert int(row["dropped_decontaminate.foldoc"]) == comps["foldoc"]["dropped"]["decontaminate"] >= 3
         assert int(row["dropped_url.web"]) == comps["web"]["dropped"]["url"]
     assert int(rows[0]["dropped_decontaminate.foldoc"]) >= int(rows[1]["dropped_decontaminate.foldoc"])
+
+
+def test_the_commands_of_docs_hygiene_run_and_do_what_it_says(tmp_path):
+    """Every bash block of docs/hygiene.md, run as written (plus a runs index and one worker) in a folder
+    holding the files it names."""
+    corpus(tmp_path)
+    text = (REPO / "docs" / "hygiene.md").read_text(encoding="utf-8")
+    commands = [shlex.split(block.replace("\\\n", " ")) for block in re.findall(r"```bash\n(.*?)```", text, re.S)]
+    assert len(commands) == 2 and all(c[0] == "stage2" for c in commands)
+    for args in commands:
+        out = cli(tmp_path, *args[1:], f"runs_index={tmp_path}/runs.jsonl", "executor.workers=1", "progress=false")
+        assert out.returncode == 0, out.stderr[-2000:]
+    (run,) = [p.parent for p in (tmp_path / "outputs").glob("*/*/stats.json")]
+    s = stats(run)["stages"]["filter"]
+    assert s["components"]["foldoc"]["dropped"]["decontaminate"] == 3 and s["redacted"]["email"] >= 100
+    assert s["components"]["web"]["dropped"]["url"] >= 1
+    summary = next((tmp_path / "multirun").glob("*/*/summary.md")).read_text()
+    assert "dropped_decontaminate.foldoc" in summary and "dropped_url.web" in summary
+
+
+def test_killed_mid_stage_with_every_step_on_resumes_to_the_same_bytes(tmp_path):
+    overrides = [*corpus(tmp_path), "stage=filter", "dataset=files", f"runs_index={tmp_path}/runs.jsonl", "progress=false",
+                 "dataset.partition_size=25", "filter.lang_backend=langdetect"]  # (slow enough for the kill to land mid-way)
+    stage2([*overrides, "executor.workers=2", "hydra.run.dir=fresh"], tmp_path)
+    run_dir = tmp_path / "killed"
+    kill_when([*overrides, "executor.workers=2"], tmp_path, run_dir, lambda d: len(done_tasks(d, "foldoc")) >= 3)
+    assert_killed_mid_stage(run_dir, run_dir / "filtered" / "manifest.json")
+    assert list((run_dir / "filtered" / ".work" / "decontaminate").glob("*/meta.json"))  # the index, built before the tasks
+    resume(run_dir, tmp_path, "executor.workers=1")
+    assert_resumed_like(run_dir, tmp_path / "fresh")
+    for key in ("decontamination", "redacted", "dropped"):
+        assert stats(run_dir)["stages"]["filter"][key] == stats(tmp_path / "fresh")["stages"]["filter"][key]

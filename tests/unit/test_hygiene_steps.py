@@ -111,7 +111,7 @@ def test_index_describes_the_sets_and_skips_items_below_min_words(tmp_path):
     (tmp_path / "short.txt").write_text("Lambda calculus is a formal system\ntoo short item\n" + "word " * 20 + "\n")
     step = decontaminator(tmp_path, [str(tmp_path / "short.txt")])
     meta = Decontaminate.describe({"index": step.index})
-    assert meta["sets"] == [{"name": "short", "files": ["short.txt"], "items": 3, "short_items": 1, "skipped_items": 1, "ngrams": 2}]
+    assert meta["sets"] == [{"name": "short", "files": ["short.txt"], "items": 3, "short_items": 1, "skipped_items": 1, "ngrams": 1, "whole_items": 1}]
     assert meta["short_lengths"] == [6]
 
 
