@@ -157,6 +157,9 @@ def test_the_commands_of_docs_hygiene_run_and_do_what_it_says(tmp_path):
 def test_killed_mid_stage_with_every_step_on_resumes_to_the_same_bytes(tmp_path):
     overrides = [*corpus(tmp_path), "stage=filter", "dataset=files", f"runs_index={tmp_path}/runs.jsonl", "progress=false",
                  "dataset.partition_size=25", "filter.lang_backend=langdetect"]  # (slow enough for the kill to land mid-way)
+    # uncompressed: a compressed file is one unit of work, and the kill must come between units
+    (tmp_path / "foldoc.jsonl").write_bytes(gzip.decompress((tmp_path / "foldoc.jsonl.gz").read_bytes()))
+    overrides = [o.replace("foldoc.jsonl.gz", "foldoc.jsonl") for o in overrides]
     stage2([*overrides, "executor.workers=2", "hydra.run.dir=fresh"], tmp_path)
     run_dir = tmp_path / "killed"
     kill_when([*overrides, "executor.workers=2"], tmp_path, run_dir, lambda d: len(done_tasks(d, "foldoc")) >= 3)
