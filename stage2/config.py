@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 # Standard library only: workers import the config without Hydra or heavy dependencies.
-from stage2.steps import optional_steps
+from stage2.steps import optional_steps, quality_steps
 from stage2.steps.base import Rule
 
 if TYPE_CHECKING:
@@ -105,6 +105,8 @@ class ComponentConfig:
     revision: Optional[str] = None  # pin a hub commit / tag
     text_column: str = "text"
     id_column: Optional[str] = "id"  # when missing in a record, the id is <component>/<record number>
+    url_column: Optional[str] = None  # where a record's URL is (filter.url's rules read it); null: none
+    url_filter: bool = True  # false: filter.url's rules skip this component (no URL column needed)
     sample_by: str = "line"  # for text files: line | paragraph | document
     max_records: Optional[int] = None  # dataset.max_records caps it too: the smaller of the two applies
     weight: float = 1.0
@@ -128,6 +130,8 @@ class ComponentConfig:
             "exact_dedup": own and bool(f.dedup.exact),
             "near_dedup": own and bool(f.dedup.near),
             "quality": tuple(f.quality or ()) if self.quality is None else tuple(self.quality),
+            "url_column": self.url_column,
+            "url_filter": self.url_filter,
         }
 
     def rules(self, key: str, f: "FilterKeys") -> List[Rule]:
@@ -147,7 +151,10 @@ class ComponentConfig:
              f"(or {key}.max_chars=0: no upper bound)"),
             (languages is None or len(languages) >= 1, f"{key}.languages is empty: name at least one language to keep (e.g. [en]), or null for filter.languages"),
             (languages is None or all(str(lang).strip() for lang in languages), f"{key}.languages={_override(languages)} holds an empty language name"),
-            (all(n in OPTIONAL_STEPS for n in self.quality or []), f"{key}.quality={_override(self.quality)}: the quality steps are {', '.join(OPTIONAL_STEPS)}"),
+            (all(n in QUALITY_STEPS for n in self.quality or []), f"{key}.quality={_override(self.quality)}: the quality steps are {', '.join(QUALITY_STEPS)}"),
+            (not (f.url_rules() and self.url_filter and not self.url_column),
+             f"{key} has no url_column, and filter.url's rules are set: name the column holding each record's URL"
+             f" ({key}.url_column=url), or let this component skip them ({key}.url_filter=false)"),
         ]
 
 
@@ -165,6 +172,7 @@ class DatasetConfig:
     lang_filter: bool = True  # language ID for every path's component (false: none, e.g. code)
     text_column: str = "text"
     id_column: Optional[str] = "id"
+    url_column: Optional[str] = None  # where a record's URL is (filter.url's rules need it); null: none
     max_records: Optional[int] = None  # per component; caps the components' own max_records too
     # Documents per partition. Partitions are the unit of parallel work and of output files; they
     # are fixed here (never by the machine) so artifacts do not depend on the worker count.
@@ -184,6 +192,9 @@ class DatasetConfig:
             # (without paths or components, resolve_components says the dataset has none)
             (self.lang_filter or bool(paths) or not self.components,
              "dataset.lang_filter=false applies to dataset.paths (dataset=files) only; for a manifest's component set dataset.components.<name>.lang_filter=false"),
+            (not (paths and f.url_rules() and not self.url_column),
+             "dataset.paths' components have no URL column (dataset.url_column is null), and filter.url's rules are set:"
+             " name the column holding each record's URL (dataset.url_column=url)"),
         ]
         for name, component in (self.components or {}).items():
             check_name(name, f"dataset.components.{name}")
@@ -256,6 +267,21 @@ class FilterKeys:
         """The settings `filter.<name>` of an optional step."""
         return getattr(self, name)
 
+    def url_rules(self) -> bool:
+        """Whether filter.url has rules (a blocklist or banned words): components then need a URL column."""
+        settings = getattr(self, "url", None)
+        return bool(settings is not None and settings.active())
+
+    def input_patterns(self) -> List[Tuple[str, str]]:
+        """(key, path or glob) of the files the switched-on steps read besides the dataset (eval sets,
+        blocklists): fingerprinted at start-up as inputs, so a rerun or resume on changed ones is refused."""
+        out: List[Tuple[str, str]] = []
+        for name in OPTIONAL_STEPS:
+            settings = self.step_settings(name)
+            if getattr(settings, "active", lambda: False)():
+                out += [(f"filter.{name}.{key}", p) for key in getattr(settings, "FILE_KEYS", ()) for p in getattr(settings, key) or []]
+        return out
+
     def rules(self) -> List[Rule]:
         return [
             (0 <= self.min_chars <= self.max_chars, f"filter.min_chars={self.min_chars} and filter.max_chars={self.max_chars}: need 0 <= min_chars <= max_chars"),
@@ -275,9 +301,11 @@ class FilterKeys:
     def _quality_rules(self) -> List[Rule]:
         """filter.quality names known steps, once each; every optional step's settings meet its own checks."""
         names = list(self.quality or [])
-        unknown = [n for n in names if n not in OPTIONAL_STEPS]
+        unknown = [n for n in names if n not in QUALITY_STEPS]
+        keyed = [n for n in unknown if n in OPTIONAL_STEPS]
         rules = [
-            (not unknown, f"filter.quality={_override(names)}: no quality step is named {', '.join(map(repr, unknown))}; the steps are {', '.join(OPTIONAL_STEPS)}"),
+            (not keyed, f"filter.quality={_override(names)}: {', '.join(map(repr, keyed))} is no quality step: its own keys switch it on (filter.{(keyed or [''])[0]}.*)"),
+            (not unknown, f"filter.quality={_override(names)}: no quality step is named {', '.join(map(repr, unknown))}; the steps are {', '.join(QUALITY_STEPS)}"),
             (len(set(names)) == len(names), f"filter.quality={_override(names)} names a step twice"),
         ]
         for name in OPTIONAL_STEPS:
@@ -301,7 +329,8 @@ def _filter_config(steps: Dict[str, Any]) -> type:
     return made
 
 
-OPTIONAL_STEPS = optional_steps()  # the steps filter.quality can name: FilterConfig has their settings
+OPTIONAL_STEPS = optional_steps()  # FilterConfig has their settings
+QUALITY_STEPS = quality_steps()  # the steps filter.quality can name
 FilterConfig = _filter_config(OPTIONAL_STEPS)
 
 
@@ -547,6 +576,10 @@ class Config:
         self.verify.dir = absolute(self.verify.dir)
         self.report.compare = [absolute(p) for p in self.report.compare or []]
         self.runs_index = absolute(self.runs_index)
+        for name in OPTIONAL_STEPS:  # the files steps read (eval sets, blocklists)
+            settings = self.filter.step_settings(name)
+            for key in getattr(settings, "FILE_KEYS", ()):
+                setattr(settings, key, [absolute(p) for p in getattr(settings, key) or []])
 
     def absolute(self, path: Optional[str]) -> Optional[str]:
         """A user-given path, relative to the launch directory, as an absolute one."""
@@ -572,13 +605,6 @@ def register() -> None:
     ConfigStore.instance().store(name="stage2_schema", node=Config)
 
 
-# Keys added after recipes were first digested, with the value that keeps the recipe's meaning from
-# before them: left out of the digest at that value, so past runs keep their digest (resume, rerun,
-# the runs index). `tokenizer.model_max_length=null` follows shard.seq_len, itself in the digest.
-LATER_KEYS: Dict[str, Any] = {
-    "tokenizer.model_max_length": None,
-}
-
 # Keys that never change an artifact: left out of the config digest.
 NON_RECIPE_KEYS = (
     "executor",
@@ -595,17 +621,48 @@ NON_RECIPE_KEYS = (
 )
 
 
+# Keys added after the shipped recipes' digests were pinned, with the value that keeps a recipe's
+# meaning from before them: left out of the digest at that value, so a recipe that does not use them
+# keeps its digest (and its past runs: resume, rerun, the runs index). `*`: any name.
+ADDED_KEYS: Dict[str, Any] = {
+    "tokenizer.model_max_length": None,  # null follows shard.seq_len, itself in the digest
+    "dataset.url_column": None,
+    "dataset.components.*.url_column": None,
+    "dataset.components.*.url_filter": True,
+}
+
+
+def added_keys() -> Dict[str, Any]:
+    """ADDED_KEYS and the settings of every step its own keys switch on, at their defaults (plain data)."""
+    steps = {f"filter.{name}": json.loads(json.dumps(dataclasses.asdict(cls.Settings()))) for name, cls in OPTIONAL_STEPS.items() if cls.keyed}
+    return {**ADDED_KEYS, **steps}
+
+
+def _drop_default(node: Any, parts: List[str], default: Any) -> None:
+    if not isinstance(node, dict):
+        return
+    head, *rest = parts
+    for key in (list(node) if head == "*" else [head]):
+        if not rest:
+            if key in node and node[key] == default:
+                del node[key]
+        else:
+            _drop_default(node.get(key), rest, default)
+
+
 def config_digest(plain: Mapping[str, Any]) -> str:
     """A stable hash of what decides the artifacts: the resolved recipe (`Config.to_plain()`, or a past
     run's config.resolved.yaml) without folders, workers, logging."""
     recipe = json.loads(json.dumps(plain))  # a deep copy of plain data
-    for key in (*NON_RECIPE_KEYS, *LATER_KEYS):
+    for key in NON_RECIPE_KEYS:
         *parents, last = key.split(".")
         node = recipe
         for parent in parents:
             node = node.get(parent) if isinstance(node, dict) else None
-        if isinstance(node, dict) and (key in NON_RECIPE_KEYS or node.get(last, LATER_KEYS[key]) == LATER_KEYS[key]):
+        if isinstance(node, dict):
             node.pop(last, None)
+    for key, default in added_keys().items():
+        _drop_default(recipe, key.split("."), default)
     canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 

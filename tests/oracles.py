@@ -67,3 +67,43 @@ def identify(text: str, detector: Detector, languages: Sequence[str], max_chars:
     if not ranked:
         return LangVerdict(UNKNOWN, 0.0, 0.0)
     return LangVerdict(ranked[0][0], float(ranked[0][1]), target_score(ranked, languages))
+
+
+# --- decontamination (stage2/steps/decontaminate.py), one character and one window at a time ------------
+
+
+def decont_words_plain(text: str) -> List[str]:
+    """Lower-cased; punctuation, symbols, control and format characters removed; split at whitespace."""
+    import unicodedata
+
+    kept = "".join(c for c in text.lower() if c.isspace() or unicodedata.category(c)[0] not in "PS" and unicodedata.category(c) not in ("Cc", "Cf"))
+    return kept.split()
+
+
+def contamination_plain(text: str, items: Sequence[str], n: int, min_item_words: int) -> Optional[int]:
+    """The first item (index) `text` shares an n-gram with, or holds whole (a shorter item), or None."""
+    words = decont_words_plain(text)
+    for index, item in enumerate(items):
+        item_words = decont_words_plain(item)
+        length = n if len(item_words) >= n else len(item_words)
+        if length < min_item_words:
+            continue
+        grams = {tuple(item_words[i : i + length]) for i in range(len(item_words) - length + 1)} if length == n else {tuple(item_words)}
+        if any(tuple(words[i : i + length]) in grams for i in range(len(words) - length + 1)):
+            return index
+    return None
+
+
+def ngram_hash_plain(words: Sequence[bytes]) -> int:
+    """mix(sum_j xxh3(word_j) * P^j mod 2^64), in Python integers."""
+    import xxhash
+
+    P, M = 0x9E3779B97F4A7C15, (1 << 64) - 1
+    h = 0
+    for j, w in enumerate(words):
+        h = (h + xxhash.xxh3_64_intdigest(w) * pow(P, j, 1 << 64)) & M
+    h ^= h >> 30
+    h = (h * 0xBF58476D1CE4E5B9) & M
+    h ^= h >> 27
+    h = (h * 0x94D049BB133111EB) & M
+    return h ^ (h >> 31)

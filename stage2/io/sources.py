@@ -186,6 +186,7 @@ def resolve_components(dataset: DatasetConfig, launch_dir: str) -> List[Componen
                 format=_single_format(files, f"dataset.paths {pattern!r}"),
                 text_column=dataset.text_column,
                 id_column=dataset.id_column,
+                url_column=dataset.url_column,
                 max_records=cap,
                 weight=float(weights[index]) if weights else 1.0,
                 lang_filter=bool(dataset.lang_filter),
@@ -658,7 +659,8 @@ def _to_document(spec: ComponentSpec, src: "_Source", record: int, row: Dict[str
             text = None
     raw_id = row.get(spec.id_column) if spec.id_column else None
     doc_id = _id_text(raw_id) if raw_id is not None else spec.fallback_id(src.path, record)
-    other = {k: v for k, v in row.items() if k not in (spec.text_column, spec.id_column)}
+    # (a URL that is also the id stays in the metadata too: filter.url reads it there)
+    other = {k: v for k, v in row.items() if k != spec.text_column and (k != spec.id_column or k == spec.url_column)}
     # Only a non-ASCII string can hold a surrogate: the other columns are spelt out when one may.
     plain = all(isinstance(v, (int, float, bool, type(None))) or isinstance(v, str) and v.isascii() for v in other.values())
     meta = "" if plain else json.dumps(other, sort_keys=True, ensure_ascii=False, default=str)
@@ -694,16 +696,25 @@ def _lone_surrogate(value: Optional[str]) -> Optional[int]:
     return found.start() if found else None
 
 
-def input_fingerprints(specs: List[ComponentSpec], stride: Optional[int] = None, mapper: Any = map) -> Dict[str, Dict[str, Any]]:
+def input_fingerprints(
+    specs: List[ComponentSpec], stride: Optional[int] = None, mapper: Any = map, other_files: List[str] = (),
+) -> Dict[str, Dict[str, Any]]:
     """A content hash of every local input file (xxh3-128: fast enough for large corpora), its size and,
     where the file can tell, its record count and the byte offset of every `stride`-th record (an
     uncompressed line file's partitions); in the same read every compressed file is checked to its end
     (`scan_file`), so a damaged one fails at start-up, before any work. `mapper`: an executor's map
-    (the files are read in parallel by workers), or the builtin one."""
+    (the files are read in parallel by workers), or the builtin one. `other_files`: files the filter's
+    steps read (`step_input_files`), hashed and checked the same way."""
     jobs = [(path, spec.format, spec.sample_by, stride) for spec in specs for path in spec.files]
+    jobs += [(path, None, "line", None) for path in other_files if path not in {job[0] for job in jobs}]
     # A `hub_path` that names a local folder: its data files are inputs like any (a rerun checks them).
     jobs += [(path, None, spec.sample_by, None) for spec in specs if spec.is_hub and os.path.isdir(spec.hub_path) for path in hub_data_files(spec)]
     return {job[0]: scan for job, scan in zip(jobs, mapper(scan_job, jobs))}
+
+
+def step_input_files(patterns: List[tuple], launch_dir: str) -> List[str]:
+    """The files of the filter steps' (key, path or glob) pairs (FilterKeys.input_patterns), each once, in order."""
+    return list(dict.fromkeys(path for key, pattern in patterns for path in expand_paths([pattern], launch_dir, key)))
 
 
 def scan_job(job: tuple) -> Dict[str, Any]:

@@ -28,7 +28,7 @@ import stage2
 from stage2.errors import Stage2Error
 from stage2.io.files import atomic_path, atomic_write, file_sha256, read_json, write_json  # noqa: F401  (part of this module's API)
 from stage2.config import Config, config_digest  # noqa: F401  (config_digest: part of this module's API)
-from stage2.io.sources import ComponentSpec, hub_revisions, input_fingerprints, resolve_components
+from stage2.io.sources import ComponentSpec, hub_revisions, input_fingerprints, resolve_components, step_input_files
 from stage2.io import parts
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,9 @@ def _start(run_dir: Path, cfg: Config, components: List[ComponentSpec], executor
     if executor is not None and warmup is not None:
         executor.start(warmup(cfg, components))  # the workers load their models while they scan
     # Workers scan the inputs (hash, count, check compressed files to their end, partition offsets).
-    scans = input_fingerprints(components, cfg.dataset.partition_size, executor.map if executor else map)
+    # The files the filter's steps read (eval sets, blocklists) are inputs too: a changed one is refused like any.
+    step_files = step_input_files(cfg.filter.input_patterns(), cfg.launch_dir) if cfg.stage in ("filter", "pipeline") else []
+    scans = input_fingerprints(components, cfg.dataset.partition_size, executor.map if executor else map, step_files)
     fingerprints = {path: {k: v for k, v in scan.items() if k != "offsets"} for path, scan in scans.items()}
     # Every later read of an input checks that the file is still the one scanned here.
     components = [spec.with_scans(scans) for spec in components]

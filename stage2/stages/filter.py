@@ -36,7 +36,7 @@ from stage2.config import Config, DedupScope, FilterConfig
 from stage2.lid.rule import LanguageRule
 from stage2.io.plan import Unit, component_files, count_file_records, plan_component
 from stage2.io.sources import ComponentSpec
-from stage2.steps import chain_settings
+from stage2.steps import STEPS, StepInputs, chain_settings
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,55 @@ FINISHED = ".finished.json"  # in filtered/, next to the manifest
 def component_steps(spec: ComponentSpec, f: FilterConfig) -> List[Tuple[str, Dict[str, Any]]]:
     """The component's step chain as plain data (name, settings), its own overrides applied."""
     return chain_settings(spec.filter_settings(f), f)
+
+
+class RunInputs(StepInputs):
+    """The files steps read besides the dataset (eval sets), read as the dataset is: by its readers,
+    each checked against its start-up scan (`scans`: the run's inputs; empty: not checked)."""
+
+    def __init__(self, launch_dir: str, scans: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
+        self.launch_dir = launch_dir
+        self.scans = scans or {}
+
+    def files(self, pattern: str) -> List[str]:
+        from stage2.io.sources import expand_paths
+
+        return expand_paths([pattern], self.launch_dir, "filter")
+
+    def read(self, path: str, text_column: str, id_column: Optional[str]):
+        import dataclasses
+        import os
+
+        from stage2.io.sources import infer_format, read_records
+
+        spec = ComponentSpec(name="eval", files=[path], format=infer_format(path), text_column=text_column, id_column=id_column,
+                             root=os.path.dirname(path)).with_scans(self.scans)
+        for doc in read_records(spec, path):
+            if doc.id == spec.fallback_id(path, doc.record):  # (no id column in the record)
+                doc = dataclasses.replace(doc, id=f"{os.path.basename(path)}:{doc.record}")
+            yield doc
+
+    def fingerprint(self, path: str) -> str:
+        from stage2.io.files import file_fingerprint
+
+        scan = self.scans.get(path)
+        return scan["xxh3_128"] if scan else file_fingerprint(Path(path))[1]
+
+
+def prepared_steps(plans: List[Tuple[ComponentSpec, List[Unit]]], f: FilterConfig, work: Path, inputs: StepInputs) -> List[List[Tuple[str, Dict[str, Any]]]]:
+    """Each component's chain as its tasks get it: every step's `prepare` run once per distinct settings
+    (a decontamination index is built once for the run, whatever the number of components)."""
+    done: Dict[str, Dict[str, Any]] = {}
+    out = []
+    for spec, _ in plans:
+        chain = []
+        for name, settings in component_steps(spec, f):
+            key = json.dumps([name, settings], sort_keys=True, default=str)
+            if key not in done:
+                done[key] = STEPS[name].prepare(settings, work, inputs)
+            chain.append((name, done[key]))
+        out.append(chain)
+    return out
 
 
 def language_rule(spec: ComponentSpec, f: FilterConfig) -> LanguageRule:
@@ -127,24 +176,29 @@ class Passes:
     decided: List[Dict[str, Any]]
     pairs: int
     buckets: int
+    chains: List[List[Tuple[str, Dict[str, Any]]]]  # per component: its steps as the tasks ran them
 
 
 def execute(
     plans: List[Tuple[ComponentSpec, List[Unit]]], f: FilterConfig, keep_rejected: int, work: Path, out_dir: Path,
-    mapper: Callable = map, progress: bool = False, workers: int = 1,
+    mapper: Callable = map, progress: bool = False, workers: int = 1, inputs: Optional[StepInputs] = None,
 ) -> Passes:
     """The three passes over planned units: screen, resolve, decide (parts written under out_dir).
 
     `mapper` is an executor's map (builtin `map` in-process); results come back in task order, and no
-    verdict depends on the mapper, the number of buckets or the order tasks finish in.
+    verdict depends on the mapper, the number of buckets or the order tasks finish in. `inputs`: how
+    steps read their own files (RunInputs of the run; default: unchecked, from the current folder).
     """
+    import os
+
     from stage2.runtime.progress import Progress
 
     d = f.dedup
+    chains = prepared_steps(plans, f, work, inputs or RunInputs(os.getcwd()))
     # ---- screen -------------------------------------------------------------------------------
     screen_tasks = []
-    for spec, units in plans:
-        steps, dedup = component_steps(spec, f), component_dedup(spec, f)
+    for (spec, units), steps in zip(plans, chains):
+        dedup = component_dedup(spec, f)
         for unit in units:
             screen_tasks.append({
                 "spec": _spec_of(spec, unit), "unit": unit, "steps": steps, "dedup": dedup, "keep_rejected": keep_rejected,
@@ -191,7 +245,7 @@ def execute(
             "dir": task["dir"], "parts_dir": str(out_dir),
         })
     decided = list(mapper(decide, decide_tasks))
-    return Passes(screen_tasks, screened, resolved, decided, pairs, buckets)
+    return Passes(screen_tasks, screened, resolved, decided, pairs, buckets, chains)
 
 
 def run(run) -> Dict[str, Any]:
@@ -230,7 +284,8 @@ def run(run) -> Dict[str, Any]:
         spec, files = component_files(spec)
         plans.append((spec, plan_component(spec, index, files, run.inputs, P, counter)))
 
-    passes = execute(plans, f, keep_rejected, work, run.dir, run.executor.map, enabled, run.executor.workers)
+    inputs = RunInputs(run.cfg.launch_dir, run.inputs)
+    passes = execute(plans, f, keep_rejected, work, run.dir, run.executor.map, enabled, run.executor.workers, inputs)
     screen_tasks, screened, resolved, decided = passes.screen_tasks, passes.screened, passes.resolved, passes.decided
     pairs, buckets = passes.pairs, passes.buckets
     seconds = time.monotonic() - started
@@ -245,12 +300,17 @@ def run(run) -> Dict[str, Any]:
     total: Counter = Counter()
     dropped_total: Counter = Counter()
     empty: List[str] = []
+    redacted_total: Counter = Counter()
+    described: Dict[str, Dict[str, Any]] = {}
     at = 0
-    for spec, units in plans:
+    for (spec, units), steps in zip(plans, passes.chains):
         n = len(units)
         screens, decides, tasks = screened[at : at + n], decided[at : at + n], screen_tasks[at : at + n]
         at += n
-        reasons = list(build_chain(component_steps(spec, f)).reasons) + list(DEDUP_REASONS)
+        chain = build_chain(steps)
+        reasons = list(chain.reasons) + list(DEDUP_REASONS)
+        for name, settings in steps:
+            described.setdefault(name, STEPS[name].describe(settings))
         dropped = Counter({r: 0 for r in reasons})
         tally: Counter = Counter()
         for s, r in zip(screens, decides):
@@ -272,12 +332,17 @@ def run(run) -> Dict[str, Any]:
         other = {k: v for k, v in tally.items() if not k.startswith("language.")}
         if other:
             entry["step_tally"] = dict(sorted(other.items()))
+        if any(name == "pii" for name, _ in steps):  # replacements per kind, as `dropped` counts drops
+            kinds = next(settings["kinds"] for name, settings in steps if name == "pii")
+            entry["redacted"] = {kind: tally[f"pii.{kind}"] for kind in ["documents", *kinds]}
+            redacted_total.update(entry["redacted"])
         if not spec.lang_filter:
             entry["lang_filter"] = False
         if component_dedup(spec, f) is None:
             entry["dedup"] = False
         assert entry["records_in"] == entry["kept"] + sum(entry["dropped"].values()), (spec.name, entry)
-        samples = merge_rejected([Path(t["dir"]) / name for t in tasks for name in ("rejected-screen.parquet", "rejected-decide.parquet")], reasons, keep_rejected)
+        samples = merge_rejected([Path(t["dir"]) / name for t in tasks for name in ("rejected-screen.parquet", "rejected-decide.parquet")],
+                                 reasons + list(chain.edit_reasons), keep_rejected)
         if samples is not None:
             path = run.dir / REJECTED_DIR / f"{spec.name}.parquet"
             write_table(path, samples)
@@ -313,6 +378,8 @@ def run(run) -> Dict[str, Any]:
         "records_in": total["records_in"], "kept": total["kept"], "dropped": dict(dropped_total),
         "bytes_in": total["bytes_in"], "bytes_out": total["bytes_out"], "empty_components": empty,
         "dedup": {"pairs": pairs, "buckets": buckets, "memory_mb": f.dedup.memory_mb, "spill_bytes": _size(work)},
+        **({"redacted": dict(redacted_total)} if redacted_total else {}),
+        **_decontamination(described.get("decontaminate"), stats["components"]),
         "resources": {
             "driver_cpu_s": round(driver.ru_utime + driver.ru_stime, 3),
             "driver_peak_rss_mb": round(driver.ru_maxrss / 1024, 1),
@@ -350,4 +417,16 @@ def _size(folder: Path) -> int:
     the buckets' results under dedup/ (their number follows the workers)."""
     if not folder.exists():
         return 0
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.suffix in (".npy", ".parquet") and "dedup" not in p.relative_to(folder).parts[:1])
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.suffix in (".npy", ".parquet")
+               and not {"dedup", "decontaminate"} & set(p.relative_to(folder).parts[:1]))
+
+
+def _decontamination(index: Optional[Dict[str, Any]], components: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """The contamination report: per eval set, what the index holds and the documents that matched it, per component."""
+    if not index:
+        return {}
+    sets = {}
+    for entry in index["sets"]:
+        matched = {name: (comp.get("step_tally") or {}).get(f"decontaminate.matched:{entry['name']}", 0) for name, comp in components.items()}
+        sets[entry["name"]] = {**{k: v for k, v in entry.items() if k != "name"}, "matched_documents": matched}
+    return {"decontamination": {"ngram": index["ngram"], "min_item_words": index["min_item_words"], "eval_sets": sets}}

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -30,7 +31,7 @@ from stage2.io.files import share_file
 from stage2.io.parts import docs_to_table, part_path, table_documents, write_table
 from stage2.io.plan import Unit, read_unit
 from stage2.runtime.tasks import once
-from stage2.steps import STEPS, Chain, Drop, Step
+from stage2.steps import STEPS, Chain, Drop, Edit, Step
 
 # Part of every task key: bump it when a task's outputs change, so a resume with newer code redoes them.
 TASK_VERSION = 3
@@ -53,11 +54,7 @@ def _plain(value: Any) -> Any:
 
 def build_chain(steps: Iterable[Tuple[str, Dict[str, Any]]]) -> Chain:
     """The chain that (name, settings) pairs describe (`component_steps`), each step from the registry."""
-    built: List[Step] = []
-    for name, settings in steps:
-        cls = STEPS[name]
-        built.append(cls(cls.Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})))
-    return Chain(built)
+    return Chain([STEPS[name].from_plain(settings) for name, settings in steps])
 
 
 def utf8_len(text: str) -> int:
@@ -79,14 +76,14 @@ def _chunks(docs: Iterable[Document], unit: Unit) -> Iterable[Tuple[int, List[Do
 
 
 class Samples:
-    """The first `limit` rejected documents per reason, with why (for rejected/<component>.parquet)."""
+    """The first `limit` rejected (or edited) documents per reason, with why (for rejected/<component>.parquet)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.rows: List[Tuple[Document, Drop]] = []
+        self.rows: List[Tuple[Document, Any]] = []
         self.taken: Counter = Counter()
 
-    def offer(self, doc: Document, drop: Drop) -> None:
+    def offer(self, doc: Document, drop: Any) -> None:  # a Drop, or an Edit (the document as it was read)
         if self.taken[drop.reason] < self.limit:
             self.taken[drop.reason] += 1
             self.rows.append((doc, drop))
@@ -131,6 +128,11 @@ def _screen(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
         kept = []
         kept_bytes = 0
         for doc, size, verdict in zip(docs, sizes, verdicts):
+            if isinstance(verdict, Edit):  # kept, with the text the chain's edits made
+                samples.offer(doc, verdict)
+                doc = replace(doc, text=verdict.text)
+                size = utf8_len(doc.text)
+                verdict = None
             if verdict is None:
                 kept.append(doc)
                 kept_bytes += size

@@ -124,6 +124,9 @@ def swept_keys(maps: Sequence[Dict[str, str]]) -> List[str]:
     return [k for k in keys if len({m.get(k) for m in maps}) > 1]
 
 
+HYGIENE_REASONS = ("decontaminate", "url")  # drop reasons of steps that are off unless their keys are set
+
+
 def metrics(stats: Dict[str, Any]) -> Dict[str, Any]:
     """The headline figures of one run, as ordered `metric.component` columns."""
     stages = stats.get("stages") or {}
@@ -133,6 +136,12 @@ def metrics(stats: Dict[str, Any]) -> Dict[str, Any]:
     for name, comp in filter_comps.items():
         if comp.get("records_in"):
             out[f"kept_share.{name}"] = comp.get("kept", 0) / comp["records_in"]
+    # The hygiene steps' drops per component (0 where a step ran and dropped nothing): what a sweep of
+    # their settings (filter.decontaminate.ngram=8,13) moves.
+    for reason in HYGIENE_REASONS:
+        for name, comp in filter_comps.items():
+            if reason in (comp.get("dropped") or {}):
+                out[f"dropped_{reason}.{name}"] = comp["dropped"][reason]
     # Language drops per check, over the mixture (a threshold sweep moves documents between checks):
     # 0, not a blank, for a check of the run's rule that dropped nothing.
     checks = [c for c in ("function_words" if filt.get("function_words") else None, filt.get("lang_check"), filt.get("lang_backend")) if c]

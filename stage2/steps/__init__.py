@@ -7,7 +7,7 @@ nothing else lists the steps.
 import importlib
 import pkgutil
 
-from stage2.steps.base import STEPS, Chain, Drop, Step, Verdict, chain_settings, optional_steps, register  # noqa: F401
+from stage2.steps.base import STEPS, Chain, Drop, Edit, Step, StepInputs, Verdict, chain_settings, optional_steps, quality_steps, register  # noqa: F401
 
 for _module in pkgutil.walk_packages(__path__, f"{__name__}."):
     importlib.import_module(_module.name)

@@ -2,9 +2,10 @@
 
 A step has a name (its config key and usual drop reason), typed settings (a dataclass), an `order`
 (its place in the chain: cheapest first), and `judge(docs)`, which returns one verdict per document:
-None to keep it, or a `Drop` saying why. Steps never change a document's text. The filter runs a
-component's steps as a `Chain`, each on the documents the ones before kept; counts per reason and
-rejected samples come from the chain, never from code written per step.
+None to keep it as it is, a `Drop` saying why, or an `Edit`: keep it with a new text (a transform, such
+as PII redaction), which the later steps, dedup and the parts then see. The filter runs a component's
+steps as a `Chain`, each on the documents the ones before kept; counts per reason and rejected samples
+come from the chain, never from code written per step.
 
 Adding a check (README, "Adding a step") is one new module in stage2/steps/: stage2.steps imports
 every module of the package, `@register` adds the step to `STEPS`, and stage2/config.py gives
@@ -16,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Type
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 from stage2.documents import Document
 
@@ -31,7 +33,35 @@ class Drop:
     values: Mapping[str, Any] = field(default_factory=dict)
 
 
-Verdict = Optional[Drop]
+@dataclass(frozen=True)
+class Edit:
+    """A kept document's new text (changed only where the step means to), why (`reason`: the step's
+    name, rejected.parquet's `reason` for a sample of it), a readable detail and sample columns."""
+
+    text: str
+    reason: str
+    detail: str = ""
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+
+Verdict = Optional[Union[Drop, Edit]]
+
+
+class StepInputs:
+    """What the driver offers a step's `prepare`: the run's files as its inputs are read (stage2/stages/filter.py)."""
+
+    def files(self, pattern: str) -> List[str]:
+        """A path or glob (absolute) -> its files, sorted; none is an error."""
+        raise NotImplementedError
+
+    def read(self, path: str, text_column: str, id_column: Optional[str]) -> Iterator[Document]:
+        """The records of a file (jsonl/json/parquet/txt, compressed too) by the dataset readers; a
+        record without the id column gets the id `<file name>:<record>`."""
+        raise NotImplementedError
+
+    def fingerprint(self, path: str) -> str:
+        """The file's content hash (as provenance records it)."""
+        raise NotImplementedError
 
 
 Rule = Tuple[bool, str]  # (holds, the one-line message saying what is wrong when it does not)
@@ -52,8 +82,13 @@ class Step:
     # documents. Steps of equal order run in the order `filter.quality` names them.
     order: ClassVar[float]
     optional: ClassVar[bool] = True
+    # An optional step its own keys switch on (filter.<name>.*: a list of files, of kinds ...), not
+    # named in filter.quality; `settings_for` says which components run it.
+    keyed: ClassVar[bool] = False
     # Every reason the step can give, so stats list each one even when it dropped nothing.
     reasons: ClassVar[Tuple[str, ...]] = ()
+    # A step that edits kept documents (returns `Edit`s) and drops none sets this: its samples' reason.
+    edits: ClassVar[Tuple[str, ...]] = ()
 
     def __init__(self, settings: Any) -> None:
         self.settings = settings
@@ -61,7 +96,24 @@ class Step:
 
     @classmethod
     def all_reasons(cls) -> Tuple[str, ...]:
-        return cls.reasons or (cls.name,)
+        return cls.reasons or (() if cls.edits else (cls.name,))
+
+    @classmethod
+    def prepare(cls, settings: Dict[str, Any], scratch: Path, inputs: StepInputs) -> Dict[str, Any]:
+        """Once per run, in the driver, before any task: what the step builds for every worker to share
+        (files under `scratch`, the run's work folder), and the settings the workers then get (plain
+        data, passed to `from_plain`). Default: nothing to build."""
+        return settings
+
+    @classmethod
+    def describe(cls, settings: Mapping[str, Any]) -> Dict[str, Any]:
+        """What `prepare` built, for the filter's stats (the settings it returned); {}: nothing to say."""
+        return {}
+
+    @classmethod
+    def from_plain(cls, settings: Mapping[str, Any]) -> "Step":
+        """The step from its plain settings (`settings_for`, then `prepare`): lists become tuples."""
+        return cls(cls.Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}))
 
     @classmethod
     def settings_for(cls, own: Mapping[str, Any], f: Any) -> Optional[Dict[str, Any]]:
@@ -106,8 +158,13 @@ def register(cls: Type[Step]) -> Type[Step]:
 
 
 def optional_steps() -> Dict[str, Type[Step]]:
-    """The steps `filter.quality` can name, cheapest first (then in the order registered)."""
+    """The steps with settings `filter.<name>`, cheapest first (then in the order registered)."""
     return {cls.name: cls for cls in sorted(STEPS.values(), key=lambda c: c.order) if cls.optional}
+
+
+def quality_steps() -> Dict[str, Type[Step]]:
+    """The steps `filter.quality` can name: the optional ones not switched on by their own keys."""
+    return {name: cls for name, cls in optional_steps().items() if not cls.keyed}
 
 
 def chain_settings(own: Mapping[str, Any], f: Any) -> List[Tuple[str, Dict[str, Any]]]:
@@ -130,7 +187,10 @@ def at_least(key: str, value: Any, low: float, off: str) -> Rule:
 
 
 class Chain:
-    """Steps in order; each judges only what the ones before kept."""
+    """Steps in order; each judges only what the ones before kept, as the ones before edited it.
+
+    A document's verdict is its `Drop`, or the last `Edit` of a kept one (its text: every edit made),
+    or None: kept as it was read."""
 
     def __init__(self, steps: Sequence[Step]) -> None:
         self.steps = list(steps)
@@ -139,18 +199,27 @@ class Chain:
     def reasons(self) -> Tuple[str, ...]:
         return tuple(dict.fromkeys(r for step in self.steps for r in step.all_reasons()))
 
+    @property
+    def edit_reasons(self) -> Tuple[str, ...]:
+        return tuple(dict.fromkeys(r for step in self.steps for r in step.edits))
+
     def judge(self, docs: Sequence[Document]) -> List[Verdict]:
         verdicts: List[Verdict] = [None] * len(docs)
+        current = list(docs)
         alive = list(range(len(docs)))
         for step in self.steps:
             if not alive:
                 break
-            judged = step.judge([docs[i] for i in alive])
+            judged = step.judge([current[i] for i in alive])
             if len(judged) != len(alive):
                 raise RuntimeError(f"filter step {step.name} judged {len(judged)} of {len(alive)} documents")
             survivors = []
             for i, verdict in zip(alive, judged):
-                if verdict is None:
+                if isinstance(verdict, Edit):
+                    current[i] = dataclasses.replace(current[i], text=verdict.text)
+                    verdicts[i] = verdict
+                    survivors.append(i)
+                elif verdict is None:
                     survivors.append(i)
                 else:
                     verdicts[i] = verdict

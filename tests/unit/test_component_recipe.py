@@ -103,7 +103,7 @@ def test_filter_settings_fill_what_a_component_leaves_to_the_filter(tmp_path):
     f = plain.filter
     assert specs["web"].filter_settings(f) == {
         "min_chars": 10, "max_chars": 8000, "languages": ("en", "de"), "lang_filter": True,
-        "exact_dedup": True, "near_dedup": False, "quality": (),
+        "exact_dedup": True, "near_dedup": False, "quality": (), "url_column": None, "url_filter": True,
     }
     code = specs["code"].filter_settings(f)
     assert code["max_chars"] is None and code["min_chars"] == 200 and code["languages"] == ("en",) and not code["lang_filter"]

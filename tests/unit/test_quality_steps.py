@@ -15,7 +15,7 @@ from typing import List, Optional
 import pytest
 
 from stage2.documents import Document
-from stage2.steps import STEPS, Chain, optional_steps
+from stage2.steps import STEPS, Chain, optional_steps, quality_steps
 from stage2.steps.quality import (
     C4Quality,
     C4QualitySettings,
@@ -519,8 +519,10 @@ def test_fineweb_defaults_and_empty() -> None:
 
 def test_registered_with_datatrove_defaults() -> None:
     assert {n: STEPS[n].Settings for n in QUALITY_STEPS} == QUALITY_STEPS
-    assert {n: cls.Settings for n, cls in optional_steps().items()} == QUALITY_STEPS
-    assert list(optional_steps()) == list(QUALITY_STEPS)
+    assert {n: cls.Settings for n, cls in quality_steps().items()} == QUALITY_STEPS
+    assert list(quality_steps()) == list(QUALITY_STEPS)
+    # the hygiene steps have settings filter.<name> too, but their own keys switch them on
+    assert set(optional_steps()) - set(quality_steps()) == {"decontaminate", "pii", "url"}
     assert asdict(GopherRepetitionSettings()) == {
         "dup_para_frac": 0.3, "dup_para_char_frac": 0.2, "dup_line_frac": 0.3, "dup_line_char_frac": 0.2,
         "top_2_gram": 0.2, "top_3_gram": 0.18, "top_4_gram": 0.16, "dup_5_gram": 0.15, "dup_6_gram": 0.14,
