@@ -18,6 +18,7 @@ skips the tasks whose marker matches, then deletes `filtered/.work/` once the st
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import resource
 import shutil

@@ -31,7 +31,7 @@ from stage2.io.files import share_file
 from stage2.io.parts import docs_to_table, part_path, table_documents, write_table
 from stage2.io.plan import Unit, read_unit
 from stage2.runtime.tasks import once
-from stage2.steps import STEPS, Chain, Drop, Edit, Step
+from stage2.steps import STEPS, Chain, Drop, Edit
 
 # Part of every task key: bump it when a task's outputs change, so a resume with newer code redoes them.
 TASK_VERSION = 3
