@@ -13,6 +13,9 @@ repeated ten times. A SentencePiece unigram model (8000 pieces) is trained once 
   it shows what reading, packing and writing still cost on top of encoding.
 * end to end: the shard stage (`stage2.stages.shard.run`) from the parquet parts to shards on disk, with
   1 worker x N threads and N workers x 1 thread.
+* formats: the 10x stage again with `shard.formats=[npy,megatron,datatrove,nanogpt]` (its extra wall
+  time over npy alone), and with `--base-repo <checkout>` the 10x stage of another checkout (e.g. the
+  commit before a change: `git worktree add /tmp/base <commit>`), for npy alone against it.
 Every figure, 1x and 10x, is the best of --repeats interleaved runs, each in its own subprocess, which
 reports its wall time and peak RSS (its own plus its worker processes'), so the figures of one
 invocation are comparable with each other.
@@ -40,6 +43,8 @@ from benchmarks.common import RESULTS  # noqa: E402  ($STAGE2_BENCH_RESULTS move
 SHARED = Path(os.environ.get("STAGE2_SHARED_DATA") or REPO.parent / "shared" / "data")
 FILES = ("en_foldoc_dev.jsonl.gz", "en_web_stackexchange_dev.jsonl.gz", "en_web_cc_samples_dev.jsonl.gz")
 PART_DOCS = 1000
+ALL_LABEL = "shard stage 10x, 1 worker x %d threads, shard.formats=[npy,megatron,datatrove,nanogpt]"
+BASE_LABEL = "shard stage 10x, 1 worker x %d threads, --base-repo checkout"
 
 
 def reset_peak() -> None:
@@ -119,7 +124,7 @@ def child_encode(args) -> dict:
 
 
 def child_shard(args) -> dict:
-    sys.path.insert(0, str(REPO))
+    sys.path.insert(0, args.repo or str(REPO))  # --repo: another checkout's stage2 (the one before a change)
     import stage2.main as stage2_main
     from stage2.stages import shard
     from stage2.runtime.run import start_run
@@ -132,7 +137,7 @@ def child_shard(args) -> dict:
         "stage=shard", "dataset=files", f"dataset.paths=[{work / 'en.jsonl'}]", f"runs_index={work}/runs.jsonl",
         f"shard.tokenizer={args.model}", f"shard.input_run={work / f'x{args.scale}'}",
         f"executor.workers={args.workers}", f"shard.num_threads={args.threads}",
-    ]
+    ] + ([f"shard.formats=[{args.formats}]"] if args.formats else [])
     plain = stage2_main.compose_recipe(overrides, str(work))
     run = start_run(Path(tempfile.mkdtemp(dir=work, prefix=f"run-x{args.scale}-w{args.workers}-")), plain)
     reset_peak()
@@ -171,6 +176,10 @@ def main() -> None:
     ap.add_argument("--numpy", type=int, default=0, help="encode child: numpy output (needs --batch)")
     ap.add_argument("--scale", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--formats", default="", help="shard child: shard.formats, comma-separated (default: the recipe's)")
+    ap.add_argument("--repo", default="", help="shard child: import stage2 from this checkout")
+    ap.add_argument("--base-repo-name", default="", help="how the results name the --base-repo checkout (e.g. its commit)")
+    ap.add_argument("--base-repo", default="", help="also measure the 10x stage with this checkout's stage2 (e.g. `git worktree add /tmp/base HEAD`)")
     args = ap.parse_args()
     if args.child:
         print(json.dumps({"encode": child_encode, "shard": child_shard}[args.child](args)))
@@ -193,7 +202,10 @@ def main() -> None:
             ("shard stage 1x, %d workers x 1 thread" % n, "shard", dict(threads=1, workers=n, scale=1)),
             ("shard stage 10x, 1 worker x %d threads" % n, "shard", dict(threads=n, workers=1, scale=10)),
             ("shard stage 10x, %d workers x 1 thread" % n, "shard", dict(threads=1, workers=n, scale=10)),
+            (ALL_LABEL % n, "shard", dict(threads=n, workers=1, scale=10, formats="npy,megatron,datatrove,nanogpt")),
         ]
+        if args.base_repo:
+            plan.append((BASE_LABEL % n, "shard", dict(threads=n, workers=1, scale=10, repo=args.base_repo)))
         results = {label: [] for label, _, _ in plan}
         load_start = os.getloadavg()[0]
         for _ in range(args.repeats):
@@ -239,6 +251,11 @@ def main() -> None:
         " tokens. The shard buffer is seq_len x sequences_per_shard tokens (512 x 8192 x 2 bytes = 8 MiB, touched"
         " in full only once a shard fills, which 1x input does not do); besides it, memory holds the partitions in flight.",
     ]
+    npy_10x, all_10x = one_10x, by_label[ALL_LABEL % n]
+    lines.append(f"- All four formats vs npy alone (10x, 1 worker): {all_10x[2] / npy_10x[2]:.3f}x the wall time ({npy_10x[2]:.2f} -> {all_10x[2]:.2f} s; goal <= 1.15x).")
+    if BASE_LABEL % n in by_label:
+        base_10x = by_label[BASE_LABEL % n]
+        lines.append(f"- npy alone vs the --base-repo checkout ({args.base_repo_name or args.base_repo}; 10x, 1 worker): {npy_10x[2] / base_10x[2]:.3f}x the wall time ({base_10x[2]:.2f} -> {npy_10x[2]:.2f} s; goal <= 1.0x, noise aside).")
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
@@ -252,7 +269,10 @@ def main() -> None:
         "stage_vs_numpy_encode_1x": round(one_1x[4] / by_label[numpy_label][4], 4),
         "stage_vs_numpy_encode_10x": round(one_10x[4] / by_label[numpy_label][4], 4),
         "peak_rss_mb_1x": one_1x[5], "peak_rss_mb_10x": one_10x[5], "load_start": load_start, "load_end": os.getloadavg()[0],
+        "all_formats_vs_npy_wall_10x": round(all_10x[2] / npy_10x[2], 4),
     }
+    if BASE_LABEL % n in by_label:
+        headline["npy_vs_base_wall_10x"] = round(npy_10x[2] / by_label[BASE_LABEL % n][2], 4)
     Path(args.out).with_suffix(".json").write_text(json.dumps(headline, indent=2) + "\n")
     print(text)
 

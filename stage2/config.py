@@ -510,6 +510,7 @@ class ReportConfig:
     compare: List[str] = field(default_factory=list)  # two run folders to diff
     stage: Optional[str] = None  # filter the runs index
     dataset: Optional[str] = None
+    tokens: Optional[float] = None  # with report.dir=<shard run>: the mixture plan for this token budget
 
 
 @dataclass

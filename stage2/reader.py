@@ -13,7 +13,10 @@ batch_size + i, and draw g is mapped, with no state, to
    (seed, component number, e). No row repeats within a pass; `replacement=True` draws each pass's
    rows uniformly instead (seeded the same way).
 
-So a batch depends only on (shard run, seed, step, rank, world size, batch size): ranks get
+`split="validation"` reads the validation split the same way. `row_documents` names the documents (and
+their token spans) of any row, from the split's document table.
+
+So a batch depends only on (shard run, split, seed, step, rank, world size, batch size): ranks get
 disjoint draws, and the batches are the same in any process, for any number of DataLoader workers,
 and after a resume at any step (with the same numpy: its Generator streams are not promised to stay
 the same across numpy releases, and uv.lock pins it).

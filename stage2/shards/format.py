@@ -136,10 +136,14 @@ def write_index(comp_dir: Path, index: Dict[str, Any]) -> Path:
     return path
 
 
-def manifest_entry(name: str, weight: float, rows: int, validation_rows: int) -> Dict[str, Any]:
-    """A component's line in manifest.json."""
-    return {"name": name, "weight": weight, "index": f"{name}/{INDEX}", "rows": rows,
-            "validation": {"index": f"{name}/{VALIDATION_DIR}/{INDEX}", "rows": validation_rows}}
+def manifest_entry(name: str, weight: float, train: Dict[str, Any], validation: Dict[str, Any]) -> Dict[str, Any]:
+    """A component's line in manifest.json, from its splits' index.json (`tokens`: the split's stream,
+    separators included, all of which the trainer formats hold)."""
+    def split(index: Dict[str, Any]) -> Dict[str, Any]:
+        return {"rows": index["rows"], "tokens": index["tokens"] + index["separators"], "documents": index["documents"]}
+
+    return {"name": name, "weight": weight, "index": f"{name}/{INDEX}", **split(train),
+            "validation": {"index": f"{name}/{VALIDATION_DIR}/{INDEX}", **split(validation)}}
 
 
 def write_manifest(folder: Path, seq_len: int, dtype: np.dtype, tok: Dict[str, Any], components: List[Dict[str, Any]], formats: Sequence[str] = ("npy",)) -> Path:

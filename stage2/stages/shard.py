@@ -1,19 +1,24 @@
-"""The shard stage: tokenize every component and pack it into fixed-length `.npy` shards.
+"""The shard stage: tokenize every component and pack it into fixed-length `.npy` shards (and trainer formats).
 
 Partitions (a filtered part, or `dataset.partition_size` raw documents) are tokenized in parallel by
 `run.executor`; each task writes its token stream to `shards/<component>/.work/`. The driver packs
 those streams in partition order as they arrive, so the shards are byte-identical whatever the
-worker count, and only one shard's worth of tokens (plus the partitions in flight) is in memory.
+worker count, and only one shard's worth of tokens per split (plus the partitions in flight) is in memory.
 With one local worker there is no process pool: threads of this process read, encode and pack at
 once (`_tokenize_in_process`), writing the same token files and markers, in the same order.
 
-Resume (`resume=true`): a partition is done once its token file and then its done-marker (its stats)
-are on disk; the packer writes a checkpoint (`.work/pack.json`) after every full shard, and a token
-file is deleted only once a checkpoint lies past its last token. A component is done once its
-index.json is written (after its last shard). A resumed run keeps done components, restores the
-packer from the checkpoint, reuses done partitions and tokenizes the rest: the same shards as an
-uninterrupted run, whatever moment the kill came. Temporary files (`.name.tmp-<pid>`) and token
-files without a marker are never taken for outputs.
+Each partition's documents go to the train or the validation split by a hash of their id
+(`shard.validation_percent`, the tokenizer's held-out rule); each split has its own packer, shards,
+document table and trainer formats (`stage2.shards.format`), written when the component ends.
+
+Resume (`resume=true`): a partition is done for a split once its token file and document rows, then its
+done-marker, are on disk; each split's packer writes a checkpoint after every full shard (a task marker,
+`stage2.runtime.tasks`, vouching for that shard and the document rows put behind it), and a split's
+partition files are deleted only once its checkpoint lies past them. A component is done once its
+train index.json is written (after everything else). A resumed run keeps done components, restores
+each split's packer from its last trusted checkpoint, reuses done partitions and tokenizes the rest: the
+same files as an uninterrupted run, whatever moment the kill came. Temporary files (`.name.tmp-<pid>`)
+and files without a marker are never taken for outputs.
 """
 
 from __future__ import annotations
@@ -684,7 +689,7 @@ def run(run: Run) -> Dict[str, Any]:
                 indexes = _keep_finished(run, comp_dir)
                 stats["components_resumed"] += 1
                 stats["components"][name] = {**_component_stats(*indexes, None), "resumed": True}
-                manifest.append(manifest_entry(name, weights[name], indexes[0]["rows"], indexes[1]["rows"]))
+                manifest.append(manifest_entry(name, weights[name], *indexes))
                 log.info("shard %s: resume: finished by the interrupted run, kept", name)
                 continue
             if current is None:
@@ -719,7 +724,7 @@ def run(run: Run) -> Dict[str, Any]:
             shutil.rmtree(comp_dir / WORK_DIR, ignore_errors=True)
             current = None
             stats["components"][name] = _component_stats(train_index, val_index, busy + time.time() - packing_started)
-            manifest.append(manifest_entry(name, weights[name], train_index["rows"], val_index["rows"]))
+            manifest.append(manifest_entry(name, weights[name], train_index, val_index))
             log.info(
                 "shard %s: %d docs (%d validation), %d tokens, %d rows in %d shards", name, train_index["documents"] + val_index["documents"],
                 val_index["documents"], train_index["tokens"] + train_index["separators"], train_index["rows"], len(train_index["shards"]),
@@ -746,7 +751,8 @@ def run(run: Run) -> Dict[str, Any]:
 
 
 def mixture_plan(manifest: List[Dict[str, Any]], seq_len: int, budget: Optional[float], max_epochs: float) -> Dict[str, Any]:
-    """Per component: weight, train and validation tokens, share of the mixture's train tokens, and the
+    """Per component: weight, train tokens (in rows: what a sampler draws), validation tokens (its whole
+    stream), share of the mixture's train tokens and of its draws (the weight as realised), and the
     passes a training run of `budget` tokens makes over it (`stage2.reader.plan_epochs`, the numbers
     `MixtureSampler.epochs` gives); budget None: one pass over the component with the most tokens."""
     from stage2.reader import plan_epochs
@@ -768,7 +774,7 @@ def mixture_plan(manifest: List[Dict[str, Any]], seq_len: int, budget: Optional[
         out[c["name"]] = {
             "weight": c["weight"],
             "train_tokens": int(rows[i]) * seq_len,
-            "validation_tokens": int(c["validation"]["rows"]) * seq_len,
+            "validation_tokens": int(c["validation"]["tokens"]),
             "token_share": round(int(rows[i]) * seq_len / total, 6) if total else 0.0,
             "mixture_share": round(float(shares[i]), 6),
             "epochs": round(float(epochs[i]), 4),
@@ -801,3 +807,27 @@ def _keep_finished(run: Run, comp_dir: Path) -> Tuple[Dict[str, Any], Dict[str, 
         run.add_artifact(folder / INDEX)
         indexes.append(index)
     return indexes[0], indexes[1]
+
+
+def plan_table(shard_stats: Dict[str, Any], run_dir: Optional[Path] = None) -> str:
+    """The mixture plan for the end-of-run table (and `stage=report report.tokens=N`), and Megatron's arguments."""
+    plan = shard_stats.get("plan") or {}
+    comps = plan.get("components") or {}
+    if not comps:
+        return ""
+    rows = [["component", "weight", "train tokens", "validation tokens", "token share", "epochs"]]
+    for name, c in comps.items():
+        flag = " (> max_epochs)" if c["epochs"] > plan["max_epochs"] else ""
+        rows.append([name, f"{c['weight']:g}", f"{c['train_tokens']:,}", f"{c['validation_tokens']:,}", f"{c['token_share']:.1%}", f"{c['epochs']:.2f}{flag}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"mixture plan for {plan['tokens']:,} training tokens:"]
+    lines += ["  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+    data_path = shard_stats.get("megatron_data_path")
+    if data_path:
+        prefix = f"{run_dir}/" if run_dir is not None else ""
+        def absolute(arg: str) -> str:
+            parts = arg.split()
+            return " ".join(p if i % 2 == 0 else prefix + p for i, p in enumerate(parts))
+        lines.append(f"megatron: --train-data-path {absolute(data_path['train'])}")
+        lines.append(f"          --valid-data-path {absolute(data_path['validation'])}")
+    return "\n".join(lines)
