@@ -31,7 +31,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from stage2.errors import Stage2Error
-from stage2.shards.format import INDEX, MANIFEST, SPLITS, open_shard, read_documents, read_index, read_manifest, shards_dir, split_dir
+from stage2.shards.format import DOCUMENTS, INDEX, MANIFEST, SPLITS, open_shard, read_documents, read_index, read_manifest, shards_dir, split_dir
 
 # Draws per repeat of the interleave; weights are realised to 1/PERIOD (quota / PERIOD is the share).
 PERIOD = 1 << 16
@@ -330,7 +330,7 @@ def plan_epochs(weights: Sequence[float], rows: Sequence[int], draws: int) -> Tu
     return _epochs(schedule, quota, np.asarray(rows), draws), quota / PERIOD
 
 
-_TABLES: Dict[Tuple[str, str, str], Tuple[np.ndarray, int, int]] = {}
+_TABLES: Dict[Tuple[str, int, int], Tuple[np.ndarray, int, int]] = {}
 
 
 def row_documents(run_dir: Path, component: str, row: int, split: str = "train") -> List[Tuple[str, int, int]]:
@@ -338,9 +338,13 @@ def row_documents(run_dir: Path, component: str, row: int, split: str = "train")
     that the row is the concatenation over them of the document's tokens (`encode(text) + [eos]`, with
     BOS first under shard.add_bos) sliced `[first:last]` (then padding, in the last row of a padded split).
 
-    Reads the split's document table (`documents.npy`), memory-mapped, once per process."""
+    Reads the split's document table (`documents.npy`), memory-mapped, once per process (again if it changed)."""
     folder = split_dir(shards_dir(run_dir) / component, split)
-    key = (str(folder), component, split)
+    try:
+        st = (folder / DOCUMENTS).stat()
+    except OSError:
+        st = None  # read_documents names what is missing
+    key = (str(folder), st.st_mtime_ns if st else 0, st.st_size if st else 0)  # a table rewritten since is read again
     cached = _TABLES.get(key)
     if cached is None:
         index = read_index(folder)

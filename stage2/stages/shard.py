@@ -658,6 +658,11 @@ def run(run: Run) -> Dict[str, Any]:
         "dtype": dtype.str,
         "validation_percent": s.validation_percent,
     }
+    if run.cfg.stage == "pipeline" and s.validation_percent > run.cfg.tokenizer.heldout_percent:
+        log.warning(
+            "shard: shard.validation_percent=%s is above tokenizer.heldout_percent=%s: the tokenizer trained on some validation documents",
+            s.validation_percent, run.cfg.tokenizer.heldout_percent,
+        )
     stats = run.stage_stats("shard")
     stats.update({"tokenizer": tok["path"], "seq_len": seq_len, "dtype": dtype.name, "formats": list(s.formats), "validation_percent": s.validation_percent, "components": {}})
     resume: Dict[str, ComponentResume] = {}

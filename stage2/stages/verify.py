@@ -10,10 +10,14 @@ never a check skipped. A run folder must have
 - the outputs of each step it ran: filter -> `filtered/manifest.json` (every part it lists exists and
   is among the hashed artifacts) and per-component counts with `records_in == kept + sum(dropped)`;
   tokenizer -> a `tokenizer/*.model`; shard -> `shards/manifest.json` and each component's index.json.
-Shards: every file re-hashed against index.json, its .npy header and length checked against the index
-(`stage2.shards.format.open_shard`, as the training reader opens it), ids < vocab size, the tokenizer
-the index names present with its recorded sha256, and the token count invariant
-`tokens + separators == rows * seq_len - padding + tail_dropped`.
+Shards, per component and split (train, validation): every file re-hashed against index.json, its .npy
+header and length checked against the index (`stage2.shards.format.open_shard`, as the training reader
+opens it), ids < vocab size, the tokenizer the index names present with its recorded sha256, and the token
+count invariant `tokens + separators == rows * seq_len - padding + tail_dropped`. The document table: its
+hash, one row per document, offsets that are the running token counts, and every separator (EOS, or BOS)
+of the shards exactly where the table puts a document's end. Each trainer format file: its hash, token
+files equal to the npy shards' stream token for token (the dropped tail checked by its separators),
+Megatron's sequence lengths and datatrove's document ends equal to the table's.
 The first problem raises Stage2Error naming the file, so the command exits non-zero.
 """
 
@@ -365,7 +369,13 @@ def run(cfg: Config, run_dir: Path) -> Dict[str, Any]:
     if report["parts"]:
         checked.append(f"{report['parts']} filtered parts")
     if report["components"]:  # (a filter or tokenizer run has no shards: say nothing of them)
-        checked.append(f"shards of {len(report['components'])} components: {n_shards} shards, {n_rows} rows")
+        n_val = sum(c["validation_rows"] for c in report["components"].values())
+        n_docs = sum(c["documents"] for c in report["components"].values())
+        n_files = sum(c["format_files"] for c in report["components"].values())
+        checked.append(
+            f"shards of {len(report['components'])} components: {n_shards} shards, {n_rows} rows (+ {n_val} validation rows),"
+            f" document tables of {n_docs} documents" + (f", {n_files} trainer format files" if n_files else "")
+        )
     if report["filter_components"]:
         checked.append(f"filter stats of {report['filter_components']} components")
     print(f"stage2: verify OK: {folder}: {'; '.join(checked)}")

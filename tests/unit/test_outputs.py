@@ -260,3 +260,24 @@ def test_verify_checks_tables_and_formats(formats_run, tmp_path):
     (folder / "index.json").write_text(json.dumps(index))
     with pytest.raises(Stage2Error, match="separators do not lie where the document table says"):
         verify.check_component(folder)
+
+
+@pytest.mark.parametrize("bos,eos,remainder", [("true", "true", "pad"), ("false", "false", "drop"), ("true", "false", "drop")])
+def test_document_tables_for_every_separator_choice(tmp_path, tiny_model, bos, eos, remainder):
+    """Without EOS the document ends come from BOS, or from the documents' own token counts."""
+    run = shard_run(tmp_path, "seps", corpus(tmp_path), f"shard.tokenizer={tiny_model}", ALL_FORMATS, "shard.validation_percent=10",
+                    f"shard.add_bos={bos}", f"shard.add_eos={eos}", f"shard.remainder={remainder}", "dataset.partition_size=50", "shard.seq_len=64")
+    sp = spm.SentencePieceProcessor(model_file=str(tiny_model))
+    for (name, split), docs in expected_documents(run, sp).items():
+        by_id = {doc_id: ([sp.bos_id()] if bos == "true" else []) + ids[:-1] + ([sp.eos_id()] if eos == "true" else []) for doc_id, ids in docs}
+        folder = fmt.split_dir(run.dir / "shards" / name, split)
+        table = fmt.read_documents(folder)
+        assert table["tokens"].tolist() == [len(by_id[d]) for d, _ in docs]
+        index = json.loads((folder / "index.json").read_text())
+        rows = np.concatenate([np.load(folder / s["file"]) for s in index["shards"]]) if index["shards"] else np.empty((0, 64))
+        for r in range(len(rows)):
+            spans = row_documents(run.dir, name, r, split)
+            rebuilt = [t for doc_id, a, b in spans for t in by_id[doc_id][a:b]]
+            pad = index["padding"] if r == len(rows) - 1 else 0
+            assert rebuilt + [3] * pad == rows[r].tolist(), (name, split, r)
+        verify.check_component(run.dir / "shards" / name)
