@@ -94,6 +94,11 @@ def prepare(work: Path, n_docs: int) -> dict:
                 parts.write_table(path, parts.docs_to_table(docs))
                 rels.append(str(path.relative_to(folder)))
         (folder / parts.FILTERED_DIR / parts.MANIFEST).write_text(json.dumps({"components": {"en": {"parts": rels}}}))
+        # The record a finished filter run leaves, which a shard run checks its input parts against.
+        from stage2.io.files import file_sha256
+
+        recorded = {rel: file_sha256(folder / rel) for rel in [*rels, f"{parts.FILTERED_DIR}/{parts.MANIFEST}"]}
+        (folder / "stats.json").write_text(json.dumps({"status": "finished", "artifact_sha256": recorded, "artifacts": sorted(recorded)}))
     (work / "en.jsonl").write_text(json.dumps({"id": "x", "text": "placeholder"}) + "\n")  # names the component
     return {"model": str(model), "docs": len(texts), "chars": sum(map(len, texts)), "bytes": sum(len(t.encode()) for t in texts)}
 

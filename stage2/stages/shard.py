@@ -311,7 +311,8 @@ def find_resume(comp_dir: Path, part_key: str, seq_len: int, per_shard: int) -> 
     markers' keys), and every file still with the bytes its marker or index recorded (else it is made again)."""
     found = ComponentResume()
     indexes = [read_state(split_dir(comp_dir, s) / INDEX) for s in SPLITS]
-    if all(i and "documents_table" in i and i.get("tokenizer", {}).get("sha256") == part_key.split(":")[0] for i in indexes):
+    same = lambda i: i.get("tokenizer", {}).get("sha256") == part_key.split(":")[0] and f"validation={i.get('validation_percent')!r}" == part_key.split(":")[-1]  # noqa: E731
+    if all(i and "documents_table" in i and same(i) for i in indexes):
         if all(_listed_intact(comp_dir, i) for i in indexes):  # type: ignore[arg-type]
             found.index = indexes[0]
             return found
@@ -584,7 +585,7 @@ def finish_split(run: Run, packer: SplitPacker, s: ShardConfig, tok: Dict[str, A
     for entry in formats:
         run.add_artifact(comp_dir / entry["file"])
     index = component_index(comp_dir.name, weight, s, tok, packer.packer.dtype, packer.docs, packed)
-    index.update({"split": packer.split, "documents_table": table, "formats": formats})
+    index.update({"split": packer.split, "validation_percent": s.validation_percent, "documents_table": table, "formats": formats})
     run.add_artifact(write_index(folder, index))
     _clean_split(folder, packed.shards)
     return index

@@ -41,7 +41,7 @@ def test_a_changed_shard_is_not_kept_by_a_resume(tmp_path):
     indexes = []
     for split, sub, shards in (("train", folder, [write_shard(folder / "shard-00000.npy", rows)]), ("validation", folder / "validation", [])):
         table = write_documents(sub / DOCUMENTS, [document_rows(["a"], ["s"], [1], np.array([64]))], 1, 1, 1)
-        index = {"split": split, "tokenizer": {"sha256": "t"}, "shards": shards, "documents_table": table, "formats": []}
+        index = {"split": split, "validation_percent": 0.5, "tokenizer": {"sha256": "t"}, "shards": shards, "documents_table": table, "formats": []}
         (sub / "index.json").write_text(json.dumps(index))
         indexes.append(index)
     assert find_resume(folder, key, 32, 8).index == indexes[0]
