@@ -13,6 +13,9 @@ repeated ten times. A SentencePiece unigram model (8000 pieces) is trained once 
   it shows what reading, packing and writing still cost on top of encoding.
 * end to end: the shard stage (`stage2.stages.shard.run`) from the parquet parts to shards on disk, with
   1 worker x N threads and N workers x 1 thread.
+* formats: the 10x stage again with `shard.formats=[npy,megatron,datatrove,nanogpt]` (its extra wall
+  time over npy alone), and with `--base-repo <checkout>` the 10x stage of another checkout (e.g. the
+  commit before a change: `git worktree add /tmp/base <commit>`), for npy alone against it.
 Every figure, 1x and 10x, is the best of --repeats interleaved runs, each in its own subprocess, which
 reports its wall time and peak RSS (its own plus its worker processes'), so the figures of one
 invocation are comparable with each other.
@@ -40,6 +43,8 @@ from benchmarks.common import RESULTS  # noqa: E402  ($STAGE2_BENCH_RESULTS move
 SHARED = Path(os.environ.get("STAGE2_SHARED_DATA") or REPO.parent / "shared" / "data")
 FILES = ("en_foldoc_dev.jsonl.gz", "en_web_stackexchange_dev.jsonl.gz", "en_web_cc_samples_dev.jsonl.gz")
 PART_DOCS = 1000
+ALL_LABEL = "shard stage 10x, 1 worker x %d threads, shard.formats=[npy,megatron,datatrove,nanogpt]"
+BASE_LABEL = "shard stage 10x, 1 worker x %d threads, --base-repo checkout"
 
 
 def reset_peak() -> None:
@@ -53,6 +58,13 @@ def peak_rss_mb() -> dict:
         hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest finished worker process
     return {"peak_rss_mb": round(hwm / 1024, 1), "worker_peak_rss_mb": round(kids / 1024, 1)}  # both in KiB on Linux
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished workers (user + system): less swayed than wall time by
+    other jobs on a shared machine."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def load_texts(n: int) -> list:
@@ -89,6 +101,11 @@ def prepare(work: Path, n_docs: int) -> dict:
                 parts.write_table(path, parts.docs_to_table(docs))
                 rels.append(str(path.relative_to(folder)))
         (folder / parts.FILTERED_DIR / parts.MANIFEST).write_text(json.dumps({"components": {"en": {"parts": rels}}}))
+        # The record a finished filter run leaves, which a shard run checks its input parts against.
+        from stage2.io.files import file_sha256
+
+        recorded = {rel: file_sha256(folder / rel) for rel in [*rels, f"{parts.FILTERED_DIR}/{parts.MANIFEST}"]}
+        (folder / "stats.json").write_text(json.dumps({"status": "finished", "artifact_sha256": recorded, "artifacts": sorted(recorded)}))
     (work / "en.jsonl").write_text(json.dumps({"id": "x", "text": "placeholder"}) + "\n")  # names the component
     return {"model": str(model), "docs": len(texts), "chars": sum(map(len, texts)), "bytes": sum(len(t.encode()) for t in texts)}
 
@@ -119,7 +136,7 @@ def child_encode(args) -> dict:
 
 
 def child_shard(args) -> dict:
-    sys.path.insert(0, str(REPO))
+    sys.path.insert(0, args.repo or str(REPO))  # --repo: another checkout's stage2 (the one before a change)
     import stage2.main as stage2_main
     from stage2.stages import shard
     from stage2.runtime.run import start_run
@@ -132,17 +149,18 @@ def child_shard(args) -> dict:
         "stage=shard", "dataset=files", f"dataset.paths=[{work / 'en.jsonl'}]", f"runs_index={work}/runs.jsonl",
         f"shard.tokenizer={args.model}", f"shard.input_run={work / f'x{args.scale}'}",
         f"executor.workers={args.workers}", f"shard.num_threads={args.threads}",
-    ]
+    ] + ([f"shard.formats=[{args.formats}]"] if args.formats else [])
     plain = stage2_main.compose_recipe(overrides, str(work))
     run = start_run(Path(tempfile.mkdtemp(dir=work, prefix=f"run-x{args.scale}-w{args.workers}-")), plain)
     reset_peak()
+    cpu0 = cpu_seconds()
     t0 = time.perf_counter()
     try:
         headline = shard.run(run)
     finally:
         run.executor.close()
     seconds = time.perf_counter() - t0
-    result = {"tokens": headline["tokens"], "sequences": headline["sequences"], "seconds": seconds, **peak_rss_mb(), "run": str(run.dir)}
+    result = {"tokens": headline["tokens"], "sequences": headline["sequences"], "seconds": seconds, "cpu_s": cpu_seconds() - cpu0, **peak_rss_mb(), "run": str(run.dir)}
     if args.workers == 1:
         result["worker_peak_rss_mb"] = None  # in-process: no worker (RUSAGE_CHILDREN would show `git`)
     return result
@@ -171,6 +189,10 @@ def main() -> None:
     ap.add_argument("--numpy", type=int, default=0, help="encode child: numpy output (needs --batch)")
     ap.add_argument("--scale", type=int, default=1)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--formats", default="", help="shard child: shard.formats, comma-separated (default: the recipe's)")
+    ap.add_argument("--repo", default="", help="shard child: import stage2 from this checkout")
+    ap.add_argument("--base-repo-name", default="", help="how the results name the --base-repo checkout (e.g. its commit)")
+    ap.add_argument("--base-repo", default="", help="also measure the 10x stage with this checkout's stage2 (e.g. `git worktree add /tmp/base HEAD`)")
     args = ap.parse_args()
     if args.child:
         print(json.dumps({"encode": child_encode, "shard": child_shard}[args.child](args)))
@@ -193,7 +215,10 @@ def main() -> None:
             ("shard stage 1x, %d workers x 1 thread" % n, "shard", dict(threads=1, workers=n, scale=1)),
             ("shard stage 10x, 1 worker x %d threads" % n, "shard", dict(threads=n, workers=1, scale=10)),
             ("shard stage 10x, %d workers x 1 thread" % n, "shard", dict(threads=1, workers=n, scale=10)),
+            (ALL_LABEL % n, "shard", dict(threads=n, workers=1, scale=10, formats="npy,megatron,datatrove,nanogpt")),
         ]
+        if args.base_repo:
+            plan.append((BASE_LABEL % n, "shard", dict(threads=n, workers=1, scale=10, repo=args.base_repo)))
         results = {label: [] for label, _, _ in plan}
         load_start = os.getloadavg()[0]
         for _ in range(args.repeats):
@@ -239,6 +264,18 @@ def main() -> None:
         " tokens. The shard buffer is seq_len x sequences_per_shard tokens (512 x 8192 x 2 bytes = 8 MiB, touched"
         " in full only once a shard fills, which 1x input does not do); besides it, memory holds the partitions in flight.",
     ]
+    npy_10x, all_10x = one_10x, by_label[ALL_LABEL % n]
+    cpu = {label: min(r["cpu_s"] for r in results[label]) for label in results if "cpu_s" in results[label][0]}
+    lines.append(
+        f"- All four formats vs npy alone (10x, 1 worker): {all_10x[2] / npy_10x[2]:.3f}x the wall time ({npy_10x[2]:.2f} -> {all_10x[2]:.2f} s),"
+        f" {cpu[ALL_LABEL % n] / cpu[npy_10x[0]]:.3f}x the CPU time ({cpu[npy_10x[0]]:.2f} -> {cpu[ALL_LABEL % n]:.2f} s; best of {args.repeats}, user + system); goal <= 1.15x."
+    )
+    if BASE_LABEL % n in by_label:
+        base_10x = by_label[BASE_LABEL % n]
+        lines.append(
+            f"- npy alone vs the --base-repo checkout ({args.base_repo_name or args.base_repo}; 10x, 1 worker): {npy_10x[2] / base_10x[2]:.3f}x the wall time"
+            f" ({base_10x[2]:.2f} -> {npy_10x[2]:.2f} s), {cpu[npy_10x[0]] / cpu[BASE_LABEL % n]:.3f}x the CPU time ({cpu[BASE_LABEL % n]:.2f} -> {cpu[npy_10x[0]]:.2f} s); goal <= 1.0x."
+        )
     text = "\n".join(lines) + "\n"
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
@@ -252,7 +289,12 @@ def main() -> None:
         "stage_vs_numpy_encode_1x": round(one_1x[4] / by_label[numpy_label][4], 4),
         "stage_vs_numpy_encode_10x": round(one_10x[4] / by_label[numpy_label][4], 4),
         "peak_rss_mb_1x": one_1x[5], "peak_rss_mb_10x": one_10x[5], "load_start": load_start, "load_end": os.getloadavg()[0],
+        "all_formats_vs_npy_wall_10x": round(all_10x[2] / npy_10x[2], 4),
+        "all_formats_vs_npy_cpu_10x": round(cpu[ALL_LABEL % n] / cpu[npy_10x[0]], 4),
     }
+    if BASE_LABEL % n in by_label:
+        headline["npy_vs_base_wall_10x"] = round(npy_10x[2] / by_label[BASE_LABEL % n][2], 4)
+        headline["npy_vs_base_cpu_10x"] = round(cpu[npy_10x[0]] / cpu[BASE_LABEL % n], 4)
     Path(args.out).with_suffix(".json").write_text(json.dumps(headline, indent=2) + "\n")
     print(text)
 

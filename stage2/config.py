@@ -476,10 +476,27 @@ class ShardConfig:
     # SentencePiece encode threads per worker; 0: this machine's cores / executor workers.
     # Not part of the result: encoding gives the same ids with any thread count.
     num_threads: int = 0
+    # Output formats, all from the same token stream: npy (always), megatron, datatrove, nanogpt.
+    formats: List[str] = field(default_factory=lambda: ["npy"])
+    # Share of each component's documents (by id hash, the tokenizer's held-out rule) in the validation split.
+    validation_percent: float = 0.5
+    # Token budget of the mixture plan; null: one pass over the component with the most tokens.
+    plan_tokens: Optional[float] = None
+    # The plan warns when a component would be repeated more often than this (Muennighoff et al. 2023).
+    max_epochs: float = 4.0
 
     def rules(self) -> List[Rule]:
         s = self
+        known = ("npy", "megatron", "datatrove", "nanogpt")
+        unknown = [f for f in s.formats if f not in known]
         return [
+            (not unknown, f"shard.formats: unknown format {unknown[0] if unknown else ''!r}; choose from {', '.join(known)}"),
+            ("npy" in s.formats, f"shard.formats={list(s.formats)}: npy is always written (the reader and verify use it); list it"),
+            (len(set(s.formats)) == len(s.formats), f"shard.formats={list(s.formats)}: a format is listed twice"),
+            (0 <= s.validation_percent < 100 and abs(s.validation_percent * 100 - round(s.validation_percent * 100)) < 1e-6,
+             f"shard.validation_percent={s.validation_percent} must be in [0, 100), in steps of 0.01"),
+            (s.plan_tokens is None or s.plan_tokens > 0, f"shard.plan_tokens={s.plan_tokens} must be positive (or null: one pass over the largest component)"),
+            (s.max_epochs > 0, f"shard.max_epochs={s.max_epochs} must be positive"),
             (s.seq_len >= 2, f"shard.seq_len={s.seq_len}: a row needs at least 2 tokens (an input and its next-token target)"),
             (s.sequences_per_shard >= 1, f"shard.sequences_per_shard={s.sequences_per_shard} must be at least 1"),
             (s.batch_size >= 1, f"shard.batch_size={s.batch_size} must be at least 1"),
@@ -525,6 +542,7 @@ class ReportConfig:
     compare: List[str] = field(default_factory=list)  # two run folders to diff
     stage: Optional[str] = None  # filter the runs index
     dataset: Optional[str] = None
+    tokens: Optional[float] = None  # with report.dir=<shard run>: the mixture plan for this token budget
 
 
 @dataclass
@@ -626,6 +644,10 @@ NON_RECIPE_KEYS = (
 # keeps its digest (and its past runs: resume, rerun, the runs index). `*`: any name.
 ADDED_KEYS: Dict[str, Any] = {
     "tokenizer.model_max_length": None,  # null follows shard.seq_len, itself in the digest
+    "shard.formats": ["npy"],
+    "shard.validation_percent": 0.0,  # the default, 0.5, changes the shards: their digest changes with them
+    "shard.plan_tokens": None,
+    "shard.max_epochs": 4.0,
     "dataset.url_column": None,
     "dataset.components.*.url_column": None,
     "dataset.components.*.url_filter": True,

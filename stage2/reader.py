@@ -13,7 +13,10 @@ batch_size + i, and draw g is mapped, with no state, to
    (seed, component number, e). No row repeats within a pass; `replacement=True` draws each pass's
    rows uniformly instead (seeded the same way).
 
-So a batch depends only on (shard run, seed, step, rank, world size, batch size): ranks get
+`split="validation"` reads the validation split the same way. `row_documents` names the documents (and
+their token spans) of any row, from the split's document table.
+
+So a batch depends only on (shard run, split, seed, step, rank, world size, batch size): ranks get
 disjoint draws, and the batches are the same in any process, for any number of DataLoader workers,
 and after a resume at any step (with the same numpy: its Generator streams are not promised to stay
 the same across numpy releases, and uv.lock pins it).
@@ -28,7 +31,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from stage2.errors import Stage2Error
-from stage2.shards.format import INDEX, MANIFEST, open_shard, read_index, read_manifest, shards_dir
+from stage2.shards.format import DOCUMENTS, INDEX, MANIFEST, SPLITS, open_shard, read_documents, read_index, read_manifest, shards_dir, split_dir
 
 # Draws per repeat of the interleave; weights are realised to 1/PERIOD (quota / PERIOD is the share).
 PERIOD = 1 << 16
@@ -47,8 +50,8 @@ class ComponentShards:
     Each shard's header and length are checked against index.json when it is opened (`open_shard`).
     """
 
-    def __init__(self, comp_dir: Path):
-        comp_dir = Path(comp_dir)
+    def __init__(self, comp_dir: Path, split: str = "train"):
+        comp_dir = split_dir(Path(comp_dir), split)
         index_path = comp_dir / INDEX
         self.index = read_index(comp_dir)
         self.name = self.index["component"]
@@ -142,7 +145,10 @@ class MixtureSampler:
         world_size: int = 1,
         weights: Optional[Dict[str, float]] = None,
         replacement: bool = False,
+        split: str = "train",
     ):
+        if split not in SPLITS:
+            raise Stage2Error(f"split={split!r}: use one of {', '.join(SPLITS)}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise Stage2Error(f"rank={rank}, world_size={world_size}: need 0 <= rank < world_size")
         if seed < 0:
@@ -152,7 +158,8 @@ class MixtureSampler:
         if not manifest_path.exists():
             raise Stage2Error(f"{manifest_path}: missing; point at a shard or pipeline run folder")
         manifest = read_manifest(folder)
-        self.components: List[ComponentShards] = [ComponentShards(folder / c["name"]) for c in manifest["components"]]
+        self.folder, self.split = folder, split
+        self.components: List[ComponentShards] = [ComponentShards(folder / c["name"], split) for c in manifest["components"]]
         self.names = [c.name for c in self.components]
         for entry, comp in zip(manifest["components"], self.components):
             if comp.name != entry["name"]:
@@ -296,10 +303,66 @@ class MixtureSampler:
             step += every
 
     def epochs(self, step: int, batch_size: int) -> Dict[str, float]:
-        """Passes over each component made by the whole stream (all ranks) before a step, for logs."""
-        periods, pos = divmod(int(step) * self.world_size * int(batch_size), PERIOD)
-        drawn = periods * self.quota + np.bincount(self.schedule[:pos], minlength=len(self.components))
-        return {c.name: float(d / len(c)) if len(c) else 0.0 for c, d in zip(self.components, drawn)}
+        """Passes over each component made by the whole stream (all ranks) before a step, for logs (the
+        numbers of the shard stage's mixture plan for a budget of step * world_size * batch_size rows)."""
+        epochs = _epochs(self.schedule, self.quota, self.sizes, int(step) * self.world_size * int(batch_size))
+        return {c.name: float(e) for c, e in zip(self.components, epochs)}
+
+    def documents(self, step: int, batch_size: int) -> List[List[Tuple[str, int, int]]]:
+        """For each row of this rank's batch at a step: the documents it holds, as `row_documents` gives them."""
+        comp, rows = self.locate(step, batch_size)
+        return [row_documents(self.folder, self.names[c], int(r), self.split) for c, r in zip(comp.tolist(), rows.tolist())]
+
+
+def _epochs(schedule: np.ndarray, quota: np.ndarray, rows: np.ndarray, draws: int) -> np.ndarray:
+    periods, pos = divmod(int(draws), PERIOD)
+    drawn = periods * quota + np.bincount(schedule[:pos], minlength=len(quota))
+    rows = np.asarray(rows, dtype=np.int64)
+    return np.where(rows > 0, drawn / np.maximum(rows, 1), 0.0)
+
+
+def plan_epochs(weights: Sequence[float], rows: Sequence[int], draws: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(passes over each component after `draws` rows of the mixture stream, each component's share of the
+    draws): what `MixtureSampler.epochs` gives, from the weights (components without rows weigh 0)."""
+    w = np.asarray(weights, dtype=np.float64)
+    w = np.where(np.asarray(rows) > 0, w, 0.0)
+    schedule, _, quota = interleave(w / w.sum())
+    return _epochs(schedule, quota, np.asarray(rows), draws), quota / PERIOD
+
+
+_TABLES: Dict[Tuple[str, int, int], Tuple[np.ndarray, int, int]] = {}
+
+
+def row_documents(run_dir: Path, component: str, row: int, split: str = "train") -> List[Tuple[str, int, int]]:
+    """The documents row `row` of a component's split holds: (doc_id, first, last) for each, in order, so
+    that the row is the concatenation over them of the document's tokens (`encode(text) + [eos]`, with
+    BOS first under shard.add_bos) sliced `[first:last]` (then padding, in the last row of a padded split).
+
+    Reads the split's document table (`documents.npy`), memory-mapped, once per process (again if it changed)."""
+    folder = split_dir(shards_dir(run_dir) / component, split)
+    try:
+        st = (folder / DOCUMENTS).stat()
+    except OSError:
+        st = None  # read_documents names what is missing
+    key = (str(folder), st.st_mtime_ns if st else 0, st.st_size if st else 0)  # a table rewritten since is read again
+    cached = _TABLES.get(key)
+    if cached is None:
+        index = read_index(folder)
+        cached = _TABLES[key] = (read_documents(folder), int(index["seq_len"]), int(index["rows"]))
+    table, seq_len, rows = cached
+    if not 0 <= int(row) < rows:
+        raise IndexError(f"{component} ({split}): row {row} of {rows}")
+    start, end = int(row) * seq_len, (int(row) + 1) * seq_len
+    firsts = table["first"]
+    lo = max(0, int(np.searchsorted(firsts, start, side="right")) - 1)
+    hi = int(np.searchsorted(firsts, end, side="left"))
+    out = []
+    for i in range(lo, hi):
+        first, n = int(firsts[i]), int(table["tokens"][i])
+        a, b = max(start, first) - first, min(end, first + n) - first
+        if b > a:
+            out.append((bytes(table["id"][i]).decode("utf-8", "surrogatepass"), a, b))
+    return out
 
 
 try:  # torch is optional: the wrapper exists only where it is installed
@@ -328,16 +391,17 @@ try:  # torch is optional: the wrapper exists only where it is installed
             next_token: bool = False,
             weights: Optional[Dict[str, float]] = None,
             replacement: bool = False,
+            split: str = "train",
         ):
             if batch_size < 1:
                 raise ValueError(f"batch_size={batch_size}: must be >= 1")
             self.path, self.batch_size, self.seed, self.rank, self.world_size = path, batch_size, seed, rank, world_size
             self.start_step, self.steps, self.next_token = start_step, steps, next_token
-            self.weights, self.replacement = weights, replacement
+            self.weights, self.replacement, self.split = weights, replacement, split
 
         def __iter__(self):
             # Opened here, in each worker: memory maps are per process.
-            sampler = MixtureSampler(self.path, self.seed, self.rank, self.world_size, self.weights, self.replacement)
+            sampler = MixtureSampler(self.path, self.seed, self.rank, self.world_size, self.weights, self.replacement, self.split)
             info = get_worker_info()
             wid, nw = (info.id, info.num_workers) if info else (0, 1)
             stop = None if self.steps is None else self.start_step + self.steps

@@ -1,26 +1,43 @@
 """The shard format: the one module that knows how a shard run lies on disk and how it is read back.
 
-A run's `shards/` folder holds `manifest.json` (seq_len, dtype, tokenizer, and each component's name,
-weight, index and rows) and a folder per component: its `index.json` (what a reader and
-`stage=verify` need, and each shard's file, rows and sha256) and its shards `shard-NNNNN.npy`, each a
-`[rows, seq_len]` C-order array in .npy format 1.0, of the smallest unsigned dtype that holds every
-id of the vocabulary (`token_dtype`).
+A run's `shards/` folder holds `manifest.json` (seq_len, dtype, tokenizer, formats, and each
+component's name, weight, index and rows per split) and a folder per component:
+
+    shards/<component>/index.json, shard-NNNNN.npy, documents.npy        the train split
+    shards/<component>/validation/index.json, shard-NNNNN.npy, documents.npy
+    shards/<component>/megatron/{train,validation}.{bin,idx}           shard.formats: megatron
+    shards/<component>/datatrove/{train,validation}/00000.ds{,.index,.metadata}   datatrove
+    shards/<component>/nanogpt/{train,val}.bin                         nanogpt
+
+The train split stays where shards have always been, so readers of earlier runs read new ones.
+
+* npy shards: `[rows, seq_len]` C-order arrays in .npy format 1.0, of the smallest unsigned dtype that
+  holds every id of the vocabulary (`token_dtype`); a split's index.json lists them with their sha256.
+* documents.npy: the split's document table, a structured array (`DOC_FIELDS`: id and source as UTF-8
+  bytes, record, first token in the split's stream, tokens including separators), in stream order.
+* megatron, datatrove, nanogpt: the split's whole stream (every document, no tail dropped, no padding)
+  in each trainer's own layout, written byte for byte as their writers do (docs/outputs.md cites the
+  source); a split's index.json lists them under `formats` with their sha256.
 
 numpy is the only heavy import: the training reader (`stage2.reader`) is built on this module.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import math
 import os
 import re
+import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from stage2.errors import Stage2Error
-from stage2.io.files import atomic_path, file_sha256, write_array, write_json
+from stage2.io.files import atomic_path, atomic_write, file_sha256, write_array, write_json
 
 if TYPE_CHECKING:
     from stage2.config import ShardConfig
@@ -34,6 +51,10 @@ _SHARD_NAME = "shard-{:05d}.npy"
 INDEX_KEYS = ("component", "seq_len", "dtype", "rows", "shards")
 MANIFEST_KEYS = ("seq_len", "dtype", "components")
 UINT16_VOCAB = 1 << 16
+SPLITS = ("train", "validation")
+VALIDATION_DIR = "validation"
+DOCUMENTS = "documents.npy"
+FORMATS = ("npy", "megatron", "datatrove", "nanogpt")
 
 
 def shard_name(number: int) -> str:
@@ -50,6 +71,13 @@ def token_dtype(vocab_size: int) -> np.dtype:
     if vocab_size <= 0:
         raise Stage2Error(f"vocabulary size {vocab_size} is not positive")
     return np.dtype(np.uint16) if vocab_size <= UINT16_VOCAB else np.dtype(np.uint32)
+
+
+def split_dir(comp_dir: Path, split: str) -> Path:
+    """Where a component's split lies: train in the component's folder, validation in `validation/`."""
+    if split not in SPLITS:
+        raise Stage2Error(f"split={split!r}: use one of {', '.join(SPLITS)}")
+    return Path(comp_dir) if split == "train" else Path(comp_dir) / VALIDATION_DIR
 
 
 def shards_dir(path: Path) -> Path:
@@ -108,15 +136,20 @@ def write_index(comp_dir: Path, index: Dict[str, Any]) -> Path:
     return path
 
 
-def manifest_entry(name: str, weight: float, rows: int) -> Dict[str, Any]:
-    """A component's line in manifest.json."""
-    return {"name": name, "weight": weight, "index": f"{name}/{INDEX}", "rows": rows}
+def manifest_entry(name: str, weight: float, train: Dict[str, Any], validation: Dict[str, Any]) -> Dict[str, Any]:
+    """A component's line in manifest.json, from its splits' index.json (`tokens`: the split's stream,
+    separators included, all of which the trainer formats hold)."""
+    def split(index: Dict[str, Any]) -> Dict[str, Any]:
+        return {"rows": index["rows"], "tokens": index["tokens"] + index["separators"], "documents": index["documents"]}
+
+    return {"name": name, "weight": weight, "index": f"{name}/{INDEX}", **split(train),
+            "validation": {"index": f"{name}/{VALIDATION_DIR}/{INDEX}", **split(validation)}}
 
 
-def write_manifest(folder: Path, seq_len: int, dtype: np.dtype, tok: Dict[str, Any], components: List[Dict[str, Any]]) -> Path:
+def write_manifest(folder: Path, seq_len: int, dtype: np.dtype, tok: Dict[str, Any], components: List[Dict[str, Any]], formats: Sequence[str] = ("npy",)) -> Path:
     """The `shards/` folder's manifest.json: `components` are `manifest_entry`s, in the run's order."""
     path = Path(folder) / MANIFEST
-    write_json(path, {"seq_len": seq_len, "dtype": dtype.name, "tokenizer": tok, "components": components})
+    write_json(path, {"seq_len": seq_len, "dtype": dtype.name, "tokenizer": tok, "formats": list(formats), "components": components})
     return path
 
 
@@ -183,3 +216,230 @@ def read_index(comp_dir: Path) -> Dict[str, Any]:
 def read_manifest(folder: Path) -> Dict[str, Any]:
     """A `shards/` folder's manifest.json, with the records a reader needs."""
     return read_record(Path(folder) / MANIFEST, MANIFEST_KEYS)
+
+
+# --- document tables --------------------------------------------------------------------------------
+
+# A document table's columns: id and source as UTF-8 bytes (fixed width: the longest in the table),
+# the record number in its source, the offset of its first token in the split's stream, and its
+# tokens (separators included: EOS, and BOS with shard.add_bos).
+DOC_FIELDS = (("id", "S"), ("source", "S"), ("record", "<i8"), ("first", "<i8"), ("tokens", "<i8"))
+
+
+def documents_dtype(id_width: int, source_width: int) -> np.dtype:
+    return np.dtype([("id", f"S{max(1, id_width)}"), ("source", f"S{max(1, source_width)}"), ("record", "<i8"), ("first", "<i8"), ("tokens", "<i8")])
+
+
+def document_rows(ids: Sequence[str], sources: Sequence[str], records: Sequence[int], tokens: np.ndarray, first: int = 0) -> np.ndarray:
+    """Documents -> table rows; `first` is the stream offset of the first document's first token."""
+    bid = [i.encode("utf-8", "surrogatepass") for i in ids]
+    bsrc = [x.encode("utf-8", "surrogatepass") for x in sources]
+    rows = np.empty(len(bid), dtype=documents_dtype(max(map(len, bid), default=1), max(map(len, bsrc), default=1)))
+    rows["id"], rows["source"] = bid, bsrc
+    rows["record"] = np.asarray(records, dtype=np.int64)
+    tokens = np.asarray(tokens, dtype=np.int64)
+    rows["tokens"] = tokens
+    rows["first"] = first + np.concatenate([[0], np.cumsum(tokens)[:-1]]) if len(tokens) else 0
+    return rows
+
+
+def write_documents(path: Path, parts: Iterable[np.ndarray], count: int, id_width: int, source_width: int) -> Dict[str, Any]:
+    """A split's document table from its rows in stream order (widened to the table's widths), atomically;
+    returns its entry in index.json."""
+    dtype = documents_dtype(id_width, source_width)
+    digest = hashlib.sha256()
+    written = 0
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            header = _npy_header(dtype, (count,))
+            f.write(header)
+            digest.update(header)
+            for part in parts:
+                data = np.ascontiguousarray(part.astype(dtype, copy=False)).tobytes()
+                f.write(data)
+                digest.update(data)
+                written += len(part)
+    if written != count:
+        raise Stage2Error(f"{path}: {written} document rows written, {count} expected")
+    return {"file": path.name, "documents": count, "sha256": digest.hexdigest()}
+
+
+def _npy_header(dtype: np.dtype, shape: Tuple[int, ...]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def read_documents(folder: Path) -> np.ndarray:
+    """A split's document table (read-only memory map), after checking its header: a damaged file fails here."""
+    path = Path(folder) / DOCUMENTS
+    try:
+        table = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise Stage2Error(f"{path}: missing: the split's document table (a run made before stage2 wrote them has none)") from None
+    except (OSError, ValueError) as exc:
+        raise Stage2Error(f"{path}: not a readable document table ({str(exc).strip().splitlines()[0]}): the file is damaged") from None
+    if table.ndim != 1 or table.dtype.names != tuple(n for n, _ in DOC_FIELDS):
+        raise Stage2Error(f"{path}: columns {table.dtype.names}, a document table has {tuple(n for n, _ in DOC_FIELDS)}: the file is damaged")
+    return table
+
+
+# --- trainer formats --------------------------------------------------------------------------------
+# Megatron-LM: megatron/core/datasets/indexed_dataset.py (_INDEX_HEADER, DType, _IndexWriter).
+MEGATRON_MAGIC = b"MMIDIDX\x00\x00"
+MEGATRON_VERSION = 1
+MEGATRON_DTYPE_CODES = {np.dtype(np.uint8): 1, np.dtype(np.int8): 2, np.dtype(np.int16): 3, np.dtype(np.int32): 4,
+                        np.dtype(np.int64): 5, np.dtype(np.float64): 6, np.dtype(np.float32): 7, np.dtype(np.uint16): 8}
+
+
+def megatron_dtype(vocab_size: int) -> np.dtype:
+    """`DType.optimal_dtype(vocab_size)`, as Megatron's preprocess_data.py calls it: uint16 below 65500, else int32."""
+    return np.dtype("<u2") if vocab_size < 65500 else np.dtype("<i4")
+
+
+def megatron_idx_bytes(lengths: np.ndarray, dtype: np.dtype) -> bytes:
+    """A whole .idx for one document per sequence: header, int32 lengths, int64 byte pointers, int64
+    document indices [0, 1, ..., N] (N + 1 of them: the count field includes the leading 0)."""
+    dtype = np.dtype(dtype)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if len(lengths) and int(lengths.max()) > np.iinfo(np.int32).max:
+        raise Stage2Error(f"a document of {int(lengths.max())} tokens does not fit Megatron's int32 sequence lengths")
+    n = len(lengths)
+    pointers = np.zeros(n, dtype="<i8")
+    if n:
+        np.cumsum(lengths[:-1] * dtype.itemsize, out=pointers[1:])
+    return b"".join([
+        MEGATRON_MAGIC, struct.pack("<Q", MEGATRON_VERSION), struct.pack("<B", MEGATRON_DTYPE_CODES[np.dtype(dtype.newbyteorder("="))]),
+        struct.pack("<Q", n), struct.pack("<Q", n + 1),
+        lengths.astype("<i4").tobytes(), pointers.tobytes(), np.arange(n + 1, dtype="<i8").tobytes(),
+    ])
+
+
+def read_megatron_idx(path: Path) -> Tuple[np.dtype, np.ndarray]:
+    """(dtype, sequence lengths) of a Megatron .idx, with every field checked (numpy only)."""
+    data = Path(path).read_bytes()
+    codes = {v: k for k, v in MEGATRON_DTYPE_CODES.items()}
+    if len(data) < 34 or data[:9] != MEGATRON_MAGIC or struct.unpack("<Q", data[9:17])[0] != MEGATRON_VERSION or data[17] not in codes:
+        raise Stage2Error(f"{path}: not a Megatron index (magic, version 1, dtype code): the file is damaged")
+    n, docs = struct.unpack("<QQ", data[18:34])
+    if docs != n + 1 or len(data) != 34 + 20 * n + 8:
+        raise Stage2Error(f"{path}: {n} sequences, {docs} document indices and {len(data)} bytes do not agree: the file is damaged")
+    dtype = codes[data[17]]
+    lengths = np.frombuffer(data, "<i4", n, 34).astype(np.int64)
+    pointers = np.frombuffer(data, "<i8", n, 34 + 4 * n)
+    indices = np.frombuffer(data, "<i8", n + 1, 34 + 12 * n)
+    want = np.concatenate([[0], np.cumsum(lengths * dtype.itemsize)[:-1]]) if n else np.empty(0, np.int64)
+    if not np.array_equal(pointers, want) or not np.array_equal(indices, np.arange(n + 1)):
+        raise Stage2Error(f"{path}: sequence pointers or document indices are not those of one document per sequence: the file is damaged")
+    return dtype, lengths
+
+
+# datatrove: src/datatrove/pipeline/tokens/tokenizer.py (TokenizedFile), utils/tokenization.py (token_size).
+def datatrove_dtype(vocab_size: int) -> np.dtype:
+    """2-byte tokens up to a vocabulary of 65536, 4-byte above (datatrove's `token_size`)."""
+    return np.dtype("<u2") if vocab_size <= UINT16_VOCAB else np.dtype("<u4")
+
+
+def humanize_metric(value: int, unit: str = "T", precision: int = 3) -> str:
+    """`humanize.metric(value, unit)` (humanize 4.17), the third line of .ds.metadata (no reader parses it)."""
+    exponent = math.floor(math.log10(abs(value))) if value else 0
+    old_bucket = exponent // 3 * 3
+    v = value / 10**old_bucket
+    digits = int(max(0, precision - exponent % 3 - 1))
+    if exponent < 30 and round(abs(v), digits) >= 10 ** (exponent % 3 + 1):
+        exponent += 1
+        v /= 10 ** (exponent // 3 * 3 - old_bucket)
+        digits = int(max(0, precision - exponent % 3 - 1))
+    ordinal = "kMGTPEZYRQ"[exponent // 3 - 1] if exponent >= 3 else ""
+    return f"{format(v, f'.{digits}f')} {ordinal}{unit}"
+
+
+def datatrove_metadata(tokenizer_name: str, token_size: int, tokens: int) -> bytes:
+    """`TokenizedFile.write_final_metadata`: three lines, no newline at the end; only the first is read
+    (by datatrove's merger: the tokenizer name and the token size)."""
+    return "\n".join([f"{tokenizer_name}|{token_size}", str(tokens), humanize_metric(tokens)]).encode("utf-8")
+
+
+# nanoGPT: data/openwebtext/prepare.py writes, train.py get_batch reads np.memmap(..., dtype=np.uint16).
+def nanogpt_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype("<u2") if vocab_size <= UINT16_VOCAB else np.dtype("<u4")
+
+
+def format_files(fmt: str, split: str) -> List[str]:
+    """A format's files for a split, relative to the component's folder; the first holds the tokens."""
+    if fmt == "megatron":
+        return [f"megatron/{split}.bin", f"megatron/{split}.idx"]
+    if fmt == "datatrove":
+        return [f"datatrove/{split}/00000.ds", f"datatrove/{split}/00000.ds.index", f"datatrove/{split}/00000.ds.metadata"]
+    if fmt == "nanogpt":
+        return [f"nanogpt/{'train' if split == 'train' else 'val'}.bin"]  # the names nanoGPT's train.py opens
+    raise Stage2Error(f"format {fmt!r}: no files (the formats are {', '.join(FORMATS)})")
+
+
+def format_dtype(fmt: str, vocab_size: int) -> np.dtype:
+    return {"megatron": megatron_dtype, "datatrove": datatrove_dtype, "nanogpt": nanogpt_dtype}[fmt](vocab_size)
+
+
+class _HashingFile:
+    """A file written once, front to back, with its sha256 taken on the way (no second read)."""
+
+    def __init__(self, f: BinaryIO):
+        self.f, self.sha, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> None:
+        self.f.write(data)
+        self.sha.update(data)
+        self.size += len(data)
+
+
+def write_formats(comp_dir: Path, split: str, formats: Sequence[str], chunks: Iterable[np.ndarray], lengths: np.ndarray, vocab_size: int, tokenizer_name: str) -> List[Dict[str, Any]]:
+    """Every trainer format of a split, from its stream (`chunks` in order) and its documents' token
+    counts, in one pass over the stream; returns their entries for index.json (`file` relative to the
+    component's folder, `format`, `bytes`, `sha256`)."""
+    formats = [f for f in formats if f != "npy"]
+    if not formats:
+        return []
+    comp_dir = Path(comp_dir)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    with contextlib.ExitStack() as stack:
+        token_files: List[Tuple[str, np.dtype, _HashingFile, Path]] = []
+        for fmt in formats:
+            target = comp_dir / format_files(fmt, split)[0]
+            tmp = stack.enter_context(atomic_path(target))
+            token_files.append((fmt, format_dtype(fmt, vocab_size), _HashingFile(stack.enter_context(open(tmp, "wb"))), target))
+        seen = 0
+        for chunk in chunks:
+            seen += len(chunk)
+            converted: Dict[str, bytes] = {}
+            for _, dtype, out, _ in token_files:
+                data = converted.get(dtype.str)
+                if data is None:
+                    data = converted[dtype.str] = np.ascontiguousarray(chunk, dtype=dtype).tobytes()
+                out.write(data)
+        if seen != total:
+            raise Stage2Error(f"{comp_dir}: the {split} stream has {seen} tokens, its documents {total}")
+        # (the token files are renamed into place as the stack closes, every one complete)
+    entries: List[Dict[str, Any]] = []
+    for fmt, dtype, out, target in token_files:
+        entries.append({"format": fmt, "file": format_files(fmt, split)[0], "dtype": dtype.name, "bytes": out.size, "sha256": out.sha.hexdigest()})
+        extra: List[bytes] = []
+        if fmt == "megatron":
+            extra = [megatron_idx_bytes(lengths, dtype)]
+        elif fmt == "datatrove":
+            extra = [np.cumsum(lengths).astype("<u8").tobytes(), datatrove_metadata(tokenizer_name, dtype.itemsize, total)]
+        for rel, data in zip(format_files(fmt, split)[1:], extra):
+            atomic_write(comp_dir / rel, data)
+            entries.append({"format": fmt, "file": rel, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+    return entries
+
+
+def read_format_tokens(comp_dir: Path, entry: Dict[str, Any]) -> np.ndarray:
+    """A format's token file as a read-only flat memory map (its dtype from the index entry)."""
+    path = Path(comp_dir) / entry["file"]
+    dtype = np.dtype(entry["dtype"]).newbyteorder("<")
+    if path.stat().st_size == 0:
+        return np.empty(0, dtype)
+    return np.memmap(path, dtype=dtype, mode="r")

@@ -25,6 +25,7 @@ class PackResult:
     padding: int = 0
     tail_dropped: int = 0
     shards: List[Dict[str, Any]] = field(default_factory=list)
+    tail: Optional[np.ndarray] = None  # the dropped tail's tokens (the trainer formats keep them)
 
 
 class Packer:
@@ -77,6 +78,11 @@ class Packer:
         self.result.shards = [dict(s) for s in state["shards"]]
         self.result.stream_tokens = self.result.rows * self.seq_len
 
+    def rows_at_finish(self, remainder: str) -> int:
+        """The rows `finish(remainder)` would leave."""
+        full, tail = divmod(self._fill, self.seq_len)
+        return self.result.rows + full + int(bool(tail) and remainder == "pad")
+
     def finish(self, remainder: str, pad_id: Optional[int]) -> PackResult:
         """Write the last, partial shard; the tail that does not fill a row is dropped or padded."""
         full = self._fill // self.seq_len
@@ -91,6 +97,7 @@ class Packer:
                 rows += 1
             elif remainder == "drop":
                 self.result.tail_dropped = tail
+                self.result.tail = self._buf[full * self.seq_len : self._fill].copy()
             else:
                 raise Stage2Error(f"shard.remainder={remainder!r}: use drop or pad")
         if rows:

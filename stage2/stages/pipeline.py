@@ -96,7 +96,10 @@ def run_stage(cfg: Config, run_dir: Path, record: bool = True) -> Path:
     log.info("run folder: %s", run_dir)
     folder.release(run_dir)  # after the index line: a process that takes the folder next sees a finished run
     table = summary_table(run.stats)
-    print((table + "\n" if table else "") + f"stage2: {stage} finished; run folder: {run_dir}")
+    from stage2.stages.shard import plan_table
+
+    plan = plan_table((run.stats.get("stages") or {}).get("shard") or {}, run_dir)
+    print("".join(t + "\n" for t in (table, plan) if t) + f"stage2: {stage} finished; run folder: {run_dir}")
     return run_dir
 
 

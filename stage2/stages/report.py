@@ -495,6 +495,22 @@ def compare_report(a: Path, b: Path) -> str:
     )
 
 
+def plan_report(folder: Path, tokens: float, max_epochs: float) -> str:
+    """The mixture plan of a shard run's manifest for a token budget (the shard stage's own plan, another budget)."""
+    from stage2.shards.format import SHARDS_DIR, read_manifest
+    from stage2.stages.shard import mixture_plan, plan_table
+
+    if tokens <= 0:
+        raise Stage2Error(f"report.tokens={tokens:g} must be positive")
+    if not (folder / SHARDS_DIR / "manifest.json").is_file():
+        raise Stage2Error(f"{folder / SHARDS_DIR / 'manifest.json'}: missing: report.tokens plans a shard run's mixture")
+    manifest = read_manifest(folder / SHARDS_DIR)
+    if any("validation" not in c for c in manifest["components"]):
+        raise Stage2Error(f"{folder / SHARDS_DIR / 'manifest.json'}: made before stage2 wrote a validation split; shard it again to plan it")
+    plan = mixture_plan(manifest["components"], int(manifest["seq_len"]), tokens, max_epochs)
+    return plan_table({"plan": plan}) + "\n"
+
+
 def run(cfg: Config, run_dir: Optional[Path]) -> str:
     """`stage2 stage=report`: print the report, and keep it as `run_dir/report.md` when given one (a sweep's
     job; a report run alone writes no folder). A sweep's summary goes into the sweep folder itself."""
@@ -515,6 +531,8 @@ def run(cfg: Config, run_dir: Optional[Path]) -> str:
             raise Stage2Error(f"{folder}: report.dir does not exist")
         if is_run(folder):
             text = run_report(folder)
+            if asked.tokens is not None:
+                text += plan_report(folder, asked.tokens, cfg.shard.max_epochs)
         elif is_sweep(folder):
             text = write_summary(folder) + "\n" + "\n".join(
                 f"wrote {folder / f}" for f in SUMMARY_FILES if (folder / f).exists()
@@ -523,6 +541,8 @@ def run(cfg: Config, run_dir: Optional[Path]) -> str:
             raise Stage2Error(f"{folder}: neither a run folder (stats.json) nor a stage2 sweep folder (a stage2 multirun.yaml, or 0/, 1/, ... holding stage2 runs)")
     else:
         text = index_report(resolve(cfg.runs_index), launch_dir, asked.stage, asked.dataset)
+    if asked.tokens is not None and not (asked.dir and is_run(resolve(asked.dir))):
+        raise Stage2Error(f"report.tokens={asked.tokens:g}: give the shard run to plan with report.dir=<run folder>")
     print(text, end="")
     if run_dir is not None:
         atomic_write(Path(run_dir) / "report.md", text)

@@ -1,19 +1,24 @@
-"""The shard stage: tokenize every component and pack it into fixed-length `.npy` shards.
+"""The shard stage: tokenize every component and pack it into fixed-length `.npy` shards (and trainer formats).
 
 Partitions (a filtered part, or `dataset.partition_size` raw documents) are tokenized in parallel by
 `run.executor`; each task writes its token stream to `shards/<component>/.work/`. The driver packs
 those streams in partition order as they arrive, so the shards are byte-identical whatever the
-worker count, and only one shard's worth of tokens (plus the partitions in flight) is in memory.
+worker count, and only one shard's worth of tokens per split (plus the partitions in flight) is in memory.
 With one local worker there is no process pool: threads of this process read, encode and pack at
 once (`_tokenize_in_process`), writing the same token files and markers, in the same order.
 
-Resume (`resume=true`): a partition is done once its token file and then its done-marker (its stats)
-are on disk; the packer writes a checkpoint (`.work/pack.json`) after every full shard, and a token
-file is deleted only once a checkpoint lies past its last token. A component is done once its
-index.json is written (after its last shard). A resumed run keeps done components, restores the
-packer from the checkpoint, reuses done partitions and tokenizes the rest: the same shards as an
-uninterrupted run, whatever moment the kill came. Temporary files (`.name.tmp-<pid>`) and token
-files without a marker are never taken for outputs.
+Each partition's documents go to the train or the validation split by a hash of their id
+(`shard.validation_percent`, the tokenizer's held-out rule); each split has its own packer, shards,
+document table and trainer formats (`stage2.shards.format`), written when the component ends.
+
+Resume (`resume=true`): a partition is done for a split once its token file and document rows, then its
+done-marker, are on disk; each split's packer writes a checkpoint after every full shard (a task marker,
+`stage2.runtime.tasks`, vouching for that shard and the document rows put behind it), and a split's
+partition files are deleted only once its checkpoint lies past them. A component is done once its
+train index.json is written (after everything else). A resumed run keeps done components, restores
+each split's packer from its last trusted checkpoint, reuses done partitions and tokenizes the rest: the
+same files as an uninterrupted run, whatever moment the kill came. Temporary files (`.name.tmp-<pid>`)
+and files without a marker are never taken for outputs.
 """
 
 from __future__ import annotations
@@ -39,16 +44,21 @@ from stage2.runtime.executor import LocalExecutor
 from stage2.runtime.progress import Progress
 from stage2.io.files import atomic_write, is_temporary, write_array
 from stage2.runtime.tasks import read_marker, read_state, write_marker
-from stage2.runtime.run import Run, atomic_path, file_sha256, filtered_source, write_json
-from stage2.shards.format import INDEX, SHARDS_DIR, component_index, is_shard_name, manifest_entry, token_dtype, write_index, write_manifest
+from stage2.runtime.run import Run, atomic_path, file_sha256, filtered_source
+from stage2.shards.format import (
+    DOCUMENTS, INDEX, SHARDS_DIR, SPLITS, component_index, document_rows, format_files, is_shard_name, manifest_entry,
+    open_shard, read_documents, split_dir, token_dtype, write_documents, write_formats, write_index, write_manifest,
+)
 from stage2.shards.pack import PackResult, Packer
 
 log = logging.getLogger(__name__)
 
 WORK_DIR = ".work"
-PART = "part-{:05d}.bin"
-DONE = "part-{:05d}.done.json"  # a partition's done-marker: written after its token file
-CHECKPOINT = "pack.json"  # the packer's state after its last full shard
+PART = "part-{:05d}.{}.bin"  # a partition's token stream of a split
+PART_DOCS = "part-{:05d}.{}.docs.npy"  # its document rows
+DONE = "part-{:05d}.{}.done.json"  # a partition's done-marker for a split: written after its files
+CHECKPOINT = "pack.{}.{:05d}.json"  # a split's packer state after its full shard N (a task marker vouching for it)
+DOC_SEGMENT = "docs.{}.{:05d}.npy"  # the document rows that checkpoint N put behind it
 # One worker, in-process: partitions encoded ahead of the packer, enough that the encoder keeps going
 # while the packer writes and hashes a full shard (benchmarks/results/code_notes.md).
 IN_PROCESS_AHEAD = 3
@@ -150,14 +160,16 @@ def _processor(model: str):
     return sp
 
 
-def read_texts(task: Dict[str, Any]) -> List[str]:
-    """A partition's documents: its filtered parquet part, or the raw texts the task carries."""
+def read_partition(task: Dict[str, Any]) -> Tuple[List[str], List[str], List[str], List[int]]:
+    """A partition's documents (texts, ids, sources, records): its filtered parquet part, or the raw
+    documents the task carries."""
     if not task.get("part"):
-        return task["texts"]
+        return task["texts"], task["ids"], task["sources"], task["records"]
     import pyarrow.parquet as pq
 
     # ParquetFile, not read_table: read_table imports pyarrow.dataset and pandas in every process.
-    return pq.ParquetFile(task["part"]).read(columns=["text"]).column("text").to_pylist()
+    table = pq.ParquetFile(task["part"]).read(columns=["text", "id", "source", "record"])
+    return tuple(table.column(c).to_pylist() for c in ("text", "id", "source", "record"))  # type: ignore[return-value]
 
 
 def encode_partition(task: Dict[str, Any], texts: List[str]) -> np.ndarray:
@@ -174,36 +186,82 @@ def encode_partition(task: Dict[str, Any], texts: List[str]) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.empty(0, dtype)
 
 
-def save_partition(task: Dict[str, Any], tokens: np.ndarray, docs: int, seconds: float) -> Dict[str, Any]:
-    """Write a partition's token file (raw, no header), then its done-marker; the result for the driver.
+def document_lengths(task: Dict[str, Any], texts: List[str], tokens: np.ndarray) -> np.ndarray:
+    """Each document's tokens in the stream, separators included. No text encodes to EOS or BOS
+    (SentencePiece never emits control pieces), so the separators mark the documents' ends."""
+    if task["eos"] is not None:
+        ends = np.flatnonzero(tokens == task["eos"]) + 1
+    elif task["bos"] is not None:
+        ends = np.append(np.flatnonzero(tokens == task["bos"])[1:], len(tokens)) if len(tokens) else np.empty(0, np.int64)
+    else:  # no separators: count each document's ids
+        from stage2.tokenizer import encoding
+
+        ends = np.cumsum([len(ids) for ids in encoding.encode(_processor(task["model"]), texts, task["num_threads"])]).astype(np.int64)
+    if len(ends) != len(texts) or (len(ends) and ends[-1] != len(tokens)):
+        raise Stage2Error(f"{task.get('part') or task['component']}: {len(texts)} documents but {len(ends)} document ends in their token stream")
+    return np.diff(ends, prepend=0).astype(np.int64)
+
+
+def split_partition(task: Dict[str, Any], texts: List[str], ids: List[str], sources: List[str], records: List[int], tokens: np.ndarray) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """A partition's stream and documents -> per split (its stream, its document rows), in document order."""
+    from stage2.tokenizer.sample import is_heldout
+
+    lengths = document_lengths(task, texts, tokens)
+    percent = task["validation_percent"]
+    held = np.fromiter((is_heldout(i, percent) for i in ids), dtype=bool, count=len(ids))
+    out = {}
+    for split, mask in (("train", ~held), ("validation", held)):
+        keep = np.flatnonzero(mask)
+        stream = tokens if keep.size == len(ids) else tokens[np.repeat(mask, lengths)]
+        out[split] = (stream, document_rows([ids[i] for i in keep], [sources[i] for i in keep], [records[i] for i in keep], lengths[keep]))
+    return out
+
+
+def save_partition(task: Dict[str, Any], splits: Dict[str, Tuple[np.ndarray, np.ndarray]], seconds: float) -> Dict[str, Any]:
+    """Write a partition's token file and document rows per split (raw tokens, no header), then a
+    done-marker per split; the result for the driver.
 
     `seconds`: the time the partition took before (reading, encoding); the result adds this write's.
     """
     started = time.time()
     out = Path(task["out"])
-    with atomic_path(out) as tmp:
-        with open(tmp, "wb") as f:
-            write_array(f, tokens)
-    # Last: the partition is done from here on (its key: the tokenizer's bytes and the dtype).
-    write_marker(out.parent / DONE.format(task["index"]), partition_key(task["tokenizer_sha256"], tokens.dtype), {"docs": docs, "tokens": len(tokens)}, [out])
-    return {"component": task["component"], "index": task["index"], "out": str(out), "docs": docs, "tokens": len(tokens), "seconds": seconds + time.time() - started}
+    result: Dict[str, Any] = {"component": task["component"], "index": task["index"], "splits": {}}
+    for split, (tokens, rows) in splits.items():
+        tok_path, doc_path = partition_files(out.parent, task["index"], split)
+        with atomic_path(tok_path) as tmp:
+            with open(tmp, "wb") as f:
+                write_array(f, tokens)
+        with atomic_path(doc_path) as tmp:
+            with open(tmp, "wb") as f:
+                write_array(f, rows, npy_header=True)
+        # Last: the split of the partition is done from here on.
+        done = {"docs": len(rows), "tokens": len(tokens)}
+        write_marker(out.parent / DONE.format(task["index"], split), task["partition_key"], done, [tok_path, doc_path])
+        result["splits"][split] = {**done, "out": str(tok_path), "rows_file": str(doc_path)}
+    result["docs"] = sum(v["docs"] for v in result["splits"].values())
+    result["tokens"] = sum(v["tokens"] for v in result["splits"].values())
+    result["seconds"] = seconds + time.time() - started
+    return result
 
 
 def tokenize_partition(task: Dict[str, Any]) -> Dict[str, Any]:
-    """One partition: texts -> token file + done-marker. Runs in a worker."""
+    """One partition: documents -> token files, document rows and done-markers per split. Runs in a worker."""
     started = time.time()
-    texts = read_texts(task)
+    texts, ids, sources, records = read_partition(task)
     tokens = encode_partition(task, texts)
-    return save_partition(task, tokens, len(texts), time.time() - started)
+    return save_partition(task, split_partition(task, texts, ids, sources, records, tokens), time.time() - started)
+
+
+def partition_files(work: Path, index: int, split: str) -> Tuple[Path, Path]:
+    """A partition's token file and document rows for a split."""
+    return work / PART.format(index, split), work / PART_DOCS.format(index, split)
 
 
 @dataclass
-class ComponentResume:
-    """What a killed run left of one component: its index (finished), packer checkpoint, done partitions."""
+class SplitResume:
+    """What a killed run left of one split of a component: its last trusted packer checkpoint."""
 
-    index: Optional[Dict[str, Any]] = None
-    checkpoint: Optional[Dict[str, Any]] = None
-    done: Dict[int, Dict[str, Any]] = field(default_factory=dict)  # partition -> marker
+    checkpoint: Optional[Dict[str, Any]] = None  # the result of the last checkpoint marker
 
     @property
     def first(self) -> int:
@@ -211,43 +269,78 @@ class ComponentResume:
         return int(self.checkpoint["partition"]) if self.checkpoint else 0
 
 
-def partition_key(tokenizer_sha256: str, dtype: np.dtype) -> str:
-    """What a partition's token file depends on besides its texts (fixed by the recipe and inputs)."""
-    return f"{tokenizer_sha256}:{np.dtype(dtype).str}"
+@dataclass
+class ComponentResume:
+    """What a killed run left of one component: its indexes (finished), per split a packer checkpoint,
+    and the done partitions per split."""
+
+    index: Optional[Dict[str, Any]] = None
+    splits: Dict[str, SplitResume] = field(default_factory=lambda: {s: SplitResume() for s in SPLITS})
+    done: Dict[str, Dict[int, Dict[str, Any]]] = field(default_factory=lambda: {s: {} for s in SPLITS})  # split -> partition -> marker
+
+    @property
+    def first(self) -> int:
+        """The first partition any split still needs."""
+        return min(r.first for r in self.splits.values())
+
+    def needs(self, index: int) -> List[str]:
+        """The splits that still pack partition `index`."""
+        return [s for s, r in self.splits.items() if index >= r.first]
 
 
-def _shards_intact(out_dir: Path, shards: List[Dict[str, Any]]) -> bool:
-    """Whether every shard a checkpoint or index lists still has the sha256 recorded when it was written."""
-    return all((out_dir / s["file"]).is_file() and file_sha256(out_dir / s["file"]) == s["sha256"] for s in shards)
+def partition_key(tokenizer_sha256: str, dtype: np.dtype, validation_percent: float) -> str:
+    """What a partition's files depend on besides its documents (fixed by the recipe and inputs)."""
+    return f"{tokenizer_sha256}:{np.dtype(dtype).str}:validation={validation_percent!r}"
 
 
-def find_resume(out_dir: Path, tok_sha: str, dtype: np.dtype) -> ComponentResume:
-    """Outputs a killed run left in `shards/<component>/` that this run may keep: same tokenizer bytes, and
-    every file still with the bytes its marker, checkpoint or index recorded (else it is made again)."""
+def checkpoint_key(part_key: str, split: str, seq_len: int, per_shard: int) -> str:
+    return f"{part_key}:{split}:{seq_len}x{per_shard}"
+
+
+def _listed_intact(comp_dir: Path, index: Dict[str, Any]) -> bool:
+    """Whether every file a finished split's index lists still has the sha256 recorded when it was written."""
+    folder = split_dir(comp_dir, index.get("split", "train"))
+    files = [folder / s["file"] for s in index["shards"]] + [folder / index["documents_table"]["file"]]
+    files += [comp_dir / e["file"] for e in index.get("formats", [])]
+    shas = [s["sha256"] for s in index["shards"]] + [index["documents_table"]["sha256"]] + [e["sha256"] for e in index.get("formats", [])]
+    return all(p.is_file() and file_sha256(p) == sha for p, sha in zip(files, shas))
+
+
+def find_resume(comp_dir: Path, part_key: str, seq_len: int, per_shard: int) -> ComponentResume:
+    """Outputs a killed run left in `shards/<component>/` that this run may keep: the same recipe (the
+    markers' keys), and every file still with the bytes its marker or index recorded (else it is made again)."""
     found = ComponentResume()
-    index = read_state(out_dir / INDEX)
-    if index and index["tokenizer"]["sha256"] == tok_sha and _shards_intact(out_dir, index["shards"]):
-        found.index = index
-        return found
-    work = out_dir / WORK_DIR
-    checkpoint = read_state(work / CHECKPOINT)
-    if checkpoint and checkpoint["tokenizer_sha256"] == tok_sha and _shards_intact(out_dir, checkpoint["packer"]["shards"]):
-        found.checkpoint = checkpoint
-    for marker_path in sorted(work.glob("part-*.done.json")):
-        i = int(marker_path.name.split(".")[0].split("-")[1])
-        done = read_marker(marker_path, partition_key(tok_sha, dtype))
-        if done is not None:
-            found.done[i] = done
-    if found.checkpoint and found.first not in found.done:
-        found.checkpoint = None  # its partition's tokens are gone or changed: pack from the start
+    indexes = [read_state(split_dir(comp_dir, s) / INDEX) for s in SPLITS]
+    same = lambda i: i.get("tokenizer", {}).get("sha256") == part_key.split(":")[0] and f"validation={i.get('validation_percent')!r}" == part_key.split(":")[-1]  # noqa: E731
+    if all(i and "documents_table" in i and same(i) for i in indexes):
+        if all(_listed_intact(comp_dir, i) for i in indexes):  # type: ignore[arg-type]
+            found.index = indexes[0]
+            return found
+    work = comp_dir / WORK_DIR
+    for split in SPLITS:
+        key = checkpoint_key(part_key, split, seq_len, per_shard)
+        n = 0
+        while True:  # the checkpoints of a split's shards in order; the last of an unbroken run is trusted
+            done = read_marker(work / CHECKPOINT.format(split, n), key)
+            if done is None:
+                break
+            found.splits[split].checkpoint = done
+            n += 1
+        for marker_path in sorted(work.glob(f"part-*.{split}.done.json")):
+            i = int(marker_path.name.split(".")[0].split("-")[1])
+            done = read_marker(marker_path, part_key)
+            if done is not None:
+                found.done[split][i] = done
+        if found.splits[split].checkpoint and found.splits[split].first not in found.done[split]:
+            found.splits[split].checkpoint = None  # its partition's tokens are gone or changed: pack from the start
     return found
 
 
 def _tasks(run: Run, filtered: Optional[Path], base: Dict[str, Any], resume: Dict[str, ComponentResume]) -> Iterator[Dict[str, Any]]:
     """One task per filtered part, or per `partition_size` raw documents, components in manifest order.
 
-    On resume, finished components and partitions inside the checkpoint's shards get no task, and done
-    partitions a task that only hands back their marker.
+    On resume, finished components and partitions inside every split's checkpoint get no task, and
+    partitions done for every split that still needs them a task that only hands back their markers.
     """
     size = run.cfg.dataset.partition_size
     for spec in run.components:
@@ -259,14 +352,16 @@ def _tasks(run: Run, filtered: Optional[Path], base: Dict[str, Any], resume: Dic
         if filtered is not None:
             sources = ({"part": str(p)} for p in parts.filtered_part_files(filtered, spec.name))
         else:
-            docs = (d.text for d in parts.component_documents(spec, None, skip_bad=run.cfg.filter.on_bad_record == BadRecordPolicy.skip))
-            sources = ({"texts": list(chunk)} for chunk in iter(lambda: list(itertools.islice(docs, size)), []))
+            docs = parts.component_documents(spec, None, skip_bad=run.cfg.filter.on_bad_record == BadRecordPolicy.skip)
+            chunks = iter(lambda: list(itertools.islice(docs, size)), [])
+            sources = ({"texts": [d.text for d in c], "ids": [d.id for d in c], "sources": [d.source for d in c], "records": [d.record for d in c]} for c in chunks)
         for i, source in enumerate(sources):
-            out = str(work / PART.format(i))
+            out = str(work / f"part-{i:05d}")
             if i < state.first:
-                continue  # packed into the checkpoint's shards (raw text is still read to find later partitions)
-            if i in state.done:
-                yield {"component": spec.name, "index": i, "out": out, "marker": state.done[i]}
+                continue  # packed into every split's checkpoint (raw text is still read to find later partitions)
+            needed = state.needs(i)
+            if all(i in state.done[s] for s in needed):
+                yield {"component": spec.name, "index": i, "out": out, "markers": {s: state.done[s][i] for s in needed}}
             else:
                 yield {**base, **source, "component": spec.name, "index": i, "out": out}
         # A sentinel so the driver knows the component ended even when it had no partition.
@@ -276,9 +371,11 @@ def _tasks(run: Run, filtered: Optional[Path], base: Dict[str, Any], resume: Dic
 def _passthrough(task: Dict[str, Any]) -> Dict[str, Any]:
     if task.get("end"):
         return task
-    if "marker" in task:  # done by a killed run: nothing to compute
-        marker = task["marker"]
-        return {"component": task["component"], "index": task["index"], "out": task["out"], "docs": marker["docs"], "tokens": marker["tokens"], "seconds": 0.0, "resumed": True}
+    if "markers" in task:  # done by a killed run: nothing to compute
+        work = Path(task["out"]).parent
+        splits = {s: {**m, "out": str(partition_files(work, task["index"], s)[0]), "rows_file": str(partition_files(work, task["index"], s)[1])} for s, m in task["markers"].items()}
+        return {"component": task["component"], "index": task["index"], "splits": splits, "docs": sum(m["docs"] for m in splits.values()),
+                "tokens": sum(m["tokens"] for m in splits.values()), "seconds": 0.0, "resumed": True}
     return tokenize_partition(task)
 
 
@@ -286,19 +383,20 @@ def _in_process(executor: Any) -> bool:
     return isinstance(executor, LocalExecutor) and executor.workers == 1
 
 
-def _encode_read(task: Dict[str, Any], texts: Future[List[str]]) -> Tuple[np.ndarray, int, float]:
-    """On the encoder thread: wait for the reader's texts, encode them; tokens, documents, seconds."""
+def _encode_read(task: Dict[str, Any], read: Future[Tuple[List[str], List[str], List[str], List[int]]]) -> Tuple[Dict[str, Tuple[np.ndarray, np.ndarray]], float]:
+    """On the encoder thread: wait for the reader's documents, encode and split them; splits, seconds."""
     started = time.time()
-    docs = texts.result()
-    return encode_partition(task, docs), len(docs), time.time() - started
+    texts, ids, sources, records = read.result()
+    tokens = encode_partition(task, texts)
+    return split_partition(task, texts, ids, sources, records, tokens), time.time() - started
 
 
-def _save_encoded(task: Dict[str, Any], encoded: Optional[Future[Tuple[np.ndarray, int, float]]]) -> Dict[str, Any]:
-    """On the caller's thread: write an encoded partition's token file and marker; keep its tokens in memory."""
+def _save_encoded(task: Dict[str, Any], encoded: Optional[Future[Tuple[Dict[str, Tuple[np.ndarray, np.ndarray]], float]]]) -> Dict[str, Any]:
+    """On the caller's thread: write an encoded partition's files and markers; keep its splits in memory."""
     if encoded is None:
         return _passthrough(task)  # a component's end, or a partition a killed run tokenized
-    tokens, docs, seconds = encoded.result()
-    return {**save_partition(task, tokens, docs, seconds), "array": tokens}
+    splits, seconds = encoded.result()
+    return {**save_partition(task, splits, seconds), "arrays": splits}
 
 
 def _tokenize_in_process(tasks: Iterator[Dict[str, Any]], ahead: int = IN_PROCESS_AHEAD) -> Iterator[Dict[str, Any]]:
@@ -317,8 +415,8 @@ def _tokenize_in_process(tasks: Iterator[Dict[str, Any]], ahead: int = IN_PROCES
     try:
         for task in tasks:
             encoded = None
-            if not task.get("end") and "marker" not in task:
-                encoded = encoder.submit(_encode_read, task, reader.submit(read_texts, task))
+            if not task.get("end") and "markers" not in task:
+                encoded = encoder.submit(_encode_read, task, reader.submit(read_partition, task))
             pending.append((task, encoded))
             if len(pending) > ahead:
                 yield _save_encoded(*pending.popleft())
@@ -331,73 +429,173 @@ def _tokenize_in_process(tasks: Iterator[Dict[str, Any]], ahead: int = IN_PROCES
         encoder.shutdown(wait=True, cancel_futures=True)
 
 
-def _partition_tokens(result: Dict[str, Any], dtype: np.dtype) -> np.ndarray:
-    """A tokenized partition's stream: in memory (in-process) or its token file, mapped (from a worker)."""
-    if "array" in result:
-        return result["array"]
-    path = Path(result["out"])
-    return np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.empty(0, dtype)
+def _partition_split(result: Dict[str, Any], split: str, dtype: np.dtype) -> Tuple[np.ndarray, np.ndarray]:
+    """A tokenized partition's stream and document rows of one split: in memory (in-process) or its
+    files, the stream mapped (from a worker or a killed run)."""
+    if "arrays" in result:
+        return result["arrays"][split]
+    entry = result["splits"][split]
+    path = Path(entry["out"])
+    tokens = np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.empty(0, dtype)
+    return tokens, np.load(entry["rows_file"], allow_pickle=False)
 
 
-class ComponentPacker:
-    """Packs one component's partitions in order; a checkpoint after every full shard lets a killed run go on."""
+class SplitPacker:
+    """Packs one split of a component, partition by partition; a checkpoint after every full shard (a task
+    marker vouching for that shard and the document rows put behind it) lets a killed run go on."""
 
-    def __init__(self, run: Run, name: str, seq_len: int, per_shard: int, dtype: np.dtype, tok_sha: str, checkpoint: Optional[Dict[str, Any]]):
-        self.run, self.tok_sha, self.dtype = run, tok_sha, dtype
-        self.out_dir = run.dir / SHARDS_DIR / name
-        self.work = self.out_dir / WORK_DIR
-        self.packer = Packer(self.out_dir, seq_len, per_shard, dtype, on_shard=self._on_shard)
+    def __init__(self, run: Run, comp_dir: Path, split: str, seq_len: int, per_shard: int, dtype: np.dtype, key: str, checkpoint: Optional[Dict[str, Any]]):
+        self.run, self.split, self.key = run, split, key
+        self.folder = split_dir(comp_dir, split)
+        self.work = comp_dir / WORK_DIR
+        self.packer = Packer(self.folder, seq_len, per_shard, dtype, on_shard=self._on_shard)
         self.docs = 0
+        self.first = 0  # partitions before it are in the checkpoint's shards
         self.partition, self.partition_start, self.docs_before = 0, 0, 0
         self.skip = 0  # tokens of the checkpoint's partition already in its shards
-        self.unpacked: List[int] = []  # partitions whose token files may still be needed
+        self.unpacked: List[int] = []  # partitions whose files may still be needed
+        self.pending: List[Tuple[int, np.ndarray]] = []  # (partition, document rows) not yet in a segment
+        self.segments: List[str] = []
+        self.widths = [1, 1]  # the longest id and source (UTF-8 bytes)
         self.finishing = False
         if checkpoint:
             self.packer.restore(checkpoint["packer"])
             for entry in checkpoint["packer"]["shards"]:
-                run.add_artifact(self.out_dir / entry["file"])
+                run.add_artifact(self.folder / entry["file"])
             self.docs = int(checkpoint["docs_before"])
-            self.partition, self.skip = int(checkpoint["partition"]), int(checkpoint["offset"])
+            self.first = self.partition = int(checkpoint["partition"])
+            self.skip = int(checkpoint["offset"])
+            self.segments, self.widths = list(checkpoint["segments"]), list(checkpoint["widths"])
+        else:  # a killed run's checkpoints of this split are not taken up: none may vouch for a later resume
+            for stale in self.work.glob(CHECKPOINT.format(split, 0).replace("00000", "*")):
+                stale.unlink(missing_ok=True)
 
-    def add(self, index: int, tokens: np.ndarray, docs: int) -> None:
+    def add(self, index: int, tokens: np.ndarray, rows: np.ndarray) -> None:
+        if index < self.first:
+            return
         skip = self.skip if index == self.partition else 0
         self.skip = 0
         self.partition, self.docs_before = index, self.docs
         self.partition_start = self.packer.position - skip
+        rows = np.array(rows)
+        rows["first"] += self.partition_start
+        if len(rows):
+            self.widths = [max(self.widths[0], rows.dtype["id"].itemsize), max(self.widths[1], rows.dtype["source"].itemsize)]
+        self.pending.append((index, rows))
         self.unpacked.append(index)
         self.packer.add(tokens[skip:])
-        self.docs += docs
+        self.docs += len(rows)
 
     def _on_shard(self, path: Path) -> None:
         self.run.add_artifact(path)
         if self.finishing:
-            return  # the last shard: index.json follows and marks the component done
-        checkpoint = {
+            return  # the last shard: index.json follows and marks the split done
+        number = len(self.packer.result.shards) - 1
+        # The rows of the partitions before the checkpoint's go behind it; its own partition is packed again on resume.
+        segment = self.work / DOC_SEGMENT.format(self.split, number)
+        behind = [rows for i, rows in self.pending if i < self.partition]
+        self.pending = [(i, rows) for i, rows in self.pending if i >= self.partition]
+        with atomic_path(segment) as tmp:
+            with open(tmp, "wb") as f:
+                write_array(f, _concat_rows(behind), npy_header=True)
+        self.segments.append(segment.name)
+        state = {
             "partition": self.partition,
             "offset": self.packer.result.rows * self.packer.seq_len - self.partition_start,
             "docs_before": self.docs_before,
-            "tokenizer_sha256": self.tok_sha,
             "packer": self.packer.state(),
+            "segments": self.segments,
+            "widths": self.widths,
         }
-        write_json(self.work / CHECKPOINT, checkpoint)
-        # Only now may the token files before the checkpoint's partition go (marker first: a marker
-        # without its token file is never reused, a token file without its marker never trusted).
+        write_marker(self.work / CHECKPOINT.format(self.split, number), self.key, state, [path, segment])
+        # Only now may this split's files of the partitions before the checkpoint's go (marker first: a
+        # marker without its files is never reused, files without their marker never trusted).
         for i in [i for i in self.unpacked if i < self.partition]:
-            (self.work / DONE.format(i)).unlink(missing_ok=True)
-            (self.work / PART.format(i)).unlink(missing_ok=True)
+            (self.work / DONE.format(i, self.split)).unlink(missing_ok=True)
+            for f in partition_files(self.work, i, self.split):
+                f.unlink(missing_ok=True)
         self.unpacked = [i for i in self.unpacked if i >= self.partition]
 
     def finish(self, remainder: str, pad_id: int) -> PackResult:
         self.finishing = True
         return self.packer.finish(remainder, pad_id)
 
+    def documents(self) -> Iterator[np.ndarray]:
+        """The split's document rows in stream order: the checkpoints' segments, then the rest."""
+        for name in self.segments:
+            yield np.load(self.work / name, allow_pickle=False)
+        for _, rows in self.pending:
+            yield rows
 
-def _clean_component(out_dir: Path, keep: List[Dict[str, Any]]) -> None:
-    """After index.json: drop the work folder, and the shards and temporaries a killed run of this stage
-    left that the index does not list; nothing else (only names this stage writes)."""
-    shutil.rmtree(out_dir / WORK_DIR, ignore_errors=True)
+
+def _concat_rows(rows: List[np.ndarray]) -> np.ndarray:
+    if not rows:
+        return document_rows([], [], [], np.empty(0, np.int64))
+    wid = max(r.dtype["id"].itemsize for r in rows)
+    src = max(r.dtype["source"].itemsize for r in rows)
+    from stage2.shards.format import documents_dtype
+
+    dtype = documents_dtype(wid, src)
+    return np.concatenate([r.astype(dtype) for r in rows])
+
+
+def split_stream(folder: Path, packed: PackResult, seq_len: int, dtype: np.dtype) -> Iterator[np.ndarray]:
+    """A split's whole stream, chunk by chunk: its shards' rows (without padding), then the dropped tail."""
+    left = packed.rows * seq_len - packed.padding
+    for entry in packed.shards:
+        flat = open_shard(folder / entry["file"], int(entry["rows"]), seq_len, dtype.name).reshape(-1)
+        yield flat[: min(len(flat), left)]
+        left -= len(flat)
+    if packed.tail is not None and len(packed.tail):
+        yield packed.tail
+
+
+class ComponentPacker:
+    """Packs one component's partitions into its splits, in order."""
+
+    def __init__(self, run: Run, name: str, seq_len: int, per_shard: int, dtype: np.dtype, part_key: str, state: ComponentResume):
+        self.run, self.dtype, self.name = run, dtype, name
+        self.comp_dir = run.dir / SHARDS_DIR / name
+        self.splits = {
+            split: SplitPacker(run, self.comp_dir, split, seq_len, per_shard, dtype, checkpoint_key(part_key, split, seq_len, per_shard), state.splits[split].checkpoint)
+            for split in SPLITS
+        }
+
+    def add(self, result: Dict[str, Any]) -> None:
+        for split, packer in self.splits.items():
+            if result["index"] >= packer.first:
+                packer.add(result["index"], *_partition_split(result, split, self.dtype))
+
+    @property
+    def docs(self) -> int:
+        return sum(p.docs for p in self.splits.values())
+
+
+def finish_split(run: Run, packer: SplitPacker, s: ShardConfig, tok: Dict[str, Any], weight: float) -> Dict[str, Any]:
+    """A split's last shard, document table and trainer formats, then its index.json (written last)."""
+    packed = packer.finish(str(s.remainder), tok["pad_id"])
+    folder = packer.folder
+    table = write_documents(folder / DOCUMENTS, packer.documents(), packer.docs, *packer.widths)
+    lengths = np.asarray(read_documents(folder)["tokens"])
+    if int(lengths.sum()) != packed.stream_tokens:
+        raise Stage2Error(f"{folder / DOCUMENTS}: its documents hold {int(lengths.sum())} tokens, the {packer.split} stream {packed.stream_tokens}")
+    run.add_artifact(folder / DOCUMENTS)
+    comp_dir = packer.folder if packer.split == "train" else packer.folder.parent
+    formats = write_formats(comp_dir, packer.split, s.formats, split_stream(folder, packed, s.seq_len, packer.packer.dtype), lengths, tok["vocab_size"], tok["path"])
+    for entry in formats:
+        run.add_artifact(comp_dir / entry["file"])
+    index = component_index(comp_dir.name, weight, s, tok, packer.packer.dtype, packer.docs, packed)
+    index.update({"split": packer.split, "validation_percent": s.validation_percent, "documents_table": table, "formats": formats})
+    run.add_artifact(write_index(folder, index))
+    _clean_split(folder, packed.shards)
+    return index
+
+
+def _clean_split(folder: Path, keep: List[Dict[str, Any]]) -> None:
+    """After index.json: drop the shards and temporaries a killed run of this stage left that the index
+    does not list; nothing else (only names this stage writes)."""
     listed = {s["file"] for s in keep}
-    for path in out_dir.iterdir():
+    for path in folder.iterdir():
         if path.is_file() and path.name not in listed and (is_shard_name(path.name) or is_temporary(path.name)):
             path.unlink(missing_ok=True)
 
@@ -417,6 +615,23 @@ def _tokenizer_info(run: Run, model: Path, sp: Any) -> Dict[str, Any]:
     }
 
 
+def _component_stats(train: Dict[str, Any], val: Dict[str, Any], seconds: Optional[float]) -> Dict[str, Any]:
+    stream = train["tokens"] + train["separators"]
+    return {
+        "records": train["documents"] + val["documents"],
+        "validation_records": val["documents"],
+        "sequences": train["rows"],
+        "validation_sequences": val["rows"],
+        "shards": len(train["shards"]),
+        "tokens": stream,  # document tokens + separators of the train split (the packed stream)
+        "validation_tokens": val["tokens"] + val["separators"],
+        "padding": train["padding"],
+        "tail_dropped": train["tail_dropped"],
+        "seconds": round(seconds, 3) if seconds is not None else 0.0,
+        "tokens_per_s": round(stream / seconds, 1) if seconds else None,
+    }
+
+
 def run(run: Run) -> Dict[str, Any]:
     s: ShardConfig = run.cfg.shard
     seq_len, per_shard = s.seq_len, s.sequences_per_shard
@@ -433,27 +648,34 @@ def run(run: Run) -> Dict[str, Any]:
     dtype = token_dtype(tok["vocab_size"])
     filtered = filtered_source(run, s.input_run, "shard")
     workers = getattr(run.executor, "workers", 1)
+    part_key = partition_key(tok["sha256"], dtype, s.validation_percent)
     base = {
         "model": str(model.resolve()),
-        "tokenizer_sha256": tok["sha256"],
+        "partition_key": part_key,
         "batch_size": s.batch_size,
         "num_threads": encode_threads(s.num_threads, workers),
         "bos": tok["bos_id"] if s.add_bos else None,
         "eos": tok["eos_id"] if s.add_eos else None,
         "dtype": dtype.str,
+        "validation_percent": s.validation_percent,
     }
+    if run.cfg.stage == "pipeline" and s.validation_percent > run.cfg.tokenizer.heldout_percent:
+        log.warning(
+            "shard: shard.validation_percent=%s is above tokenizer.heldout_percent=%s: the tokenizer trained on some validation documents",
+            s.validation_percent, run.cfg.tokenizer.heldout_percent,
+        )
     stats = run.stage_stats("shard")
-    stats.update({"tokenizer": tok["path"], "seq_len": seq_len, "dtype": dtype.name, "components": {}})
+    stats.update({"tokenizer": tok["path"], "seq_len": seq_len, "dtype": dtype.name, "formats": list(s.formats), "validation_percent": s.validation_percent, "components": {}})
     resume: Dict[str, ComponentResume] = {}
     if run.cfg.resume:
-        resume = {s.name: find_resume(run.dir / SHARDS_DIR / s.name, tok["sha256"], dtype) for s in run.components}
+        resume = {c.name: find_resume(run.dir / SHARDS_DIR / c.name, part_key, seq_len, per_shard) for c in run.components}
         stats["resumed"] = True
         stats["components_resumed"] = 0
         stats["partitions_resumed"] = 0  # partitions not tokenized again
-    weights = {s.name: s.weight for s in run.components}
+    weights = {c.name: c.weight for c in run.components}
     manifest: List[Dict[str, Any]] = []
     current: Optional[ComponentPacker] = None
-    docs, busy, stage_started = 0, 0.0, time.time()
+    busy, stage_started = 0.0, time.time()
 
     tasks = _tasks(run, filtered, base, resume)
     if _in_process(run.executor):
@@ -467,80 +689,151 @@ def run(run: Run) -> Dict[str, Any]:
         for result in results:
             progress.update(result.get("tokens", 0))
             name = result["component"]
-            out_dir = run.dir / SHARDS_DIR / name
+            comp_dir = run.dir / SHARDS_DIR / name
             state = resume.get(name, ComponentResume())
             if result.get("finished"):
-                index = state.index or {}
-                _keep_finished(run, out_dir, index, stats)
-                manifest.append(manifest_entry(name, weights[name], index["rows"]))
+                indexes = _keep_finished(run, comp_dir)
+                stats["components_resumed"] += 1
+                stats["components"][name] = {**_component_stats(*indexes, None), "resumed": True}
+                manifest.append(manifest_entry(name, weights[name], *indexes))
                 log.info("shard %s: resume: finished by the interrupted run, kept", name)
                 continue
             if current is None:
-                current = ComponentPacker(run, name, seq_len, per_shard, dtype, tok["sha256"], state.checkpoint)
+                current = ComponentPacker(run, name, seq_len, per_shard, dtype, part_key, state)
                 busy = 0.0
                 if run.cfg.resume:
                     stats["partitions_resumed"] += state.first
                     log.info(
-                        "shard %s: resume: %d shards kept (holding partitions before %d), %d partitions already tokenized",
-                        name, len(current.packer.result.shards), state.first, len(state.done),
+                        "shard %s: resume: %s kept, partitions before %d packed, %d already tokenized",
+                        name, ", ".join(f"{len(p.packer.result.shards)} {p.split} shards" for p in current.splits.values()),
+                        state.first, len(state.done["train"]),
                     )
             packing_started = time.time()
             if not result.get("end"):
-                current.add(result["index"], _partition_tokens(result, dtype), result["docs"])
+                current.add(result)
                 if result.get("resumed"):
                     stats["partitions_resumed"] += 1
                 # Time spent on this component (its tasks + packing), not wall time: tasks run ahead of
                 # the packing (on workers, or on threads in-process), so several components may overlap.
                 busy += result["seconds"] + time.time() - packing_started
                 continue
-            packed = current.finish(str(s.remainder), tok["pad_id"])
-            if packed.rows == 0:  # the mixture would lose it without a word: the reader skips a component without rows
+            train = current.splits["train"]
+            if train.packer.rows_at_finish(str(s.remainder)) == 0:
+                # the mixture would lose it without a word: the reader skips a component without rows
                 raise Stage2Error(
-                    f"component {name}: its {packed.stream_tokens:,} tokens fill no row of shard.seq_len={s.seq_len}"
+                    f"component {name}: its {train.packer.position:,} train tokens fill no row of shard.seq_len={s.seq_len}"
                     " (shard.remainder=drop); lower shard.seq_len, set shard.remainder=pad, or remove the component"
                 )
-            docs, current = current.docs, None
-            seconds = busy + time.time() - packing_started
-            index = component_index(name, weights[name], s, tok, dtype, docs, packed)
-            run.add_artifact(write_index(out_dir, index))  # after the last shard: from here on the component is done
-            _clean_component(out_dir, packed.shards)
-            stats["components"][name] = {
-                "records": docs,
-                "sequences": packed.rows,
-                "shards": len(packed.shards),
-                "tokens": packed.stream_tokens,  # document tokens + separators (the packed stream)
-                "padding": packed.padding,
-                "tail_dropped": packed.tail_dropped,
-                "seconds": round(seconds, 3),
-                "tokens_per_s": round(packed.stream_tokens / seconds, 1) if seconds > 0 else None,
-            }
-            manifest.append(manifest_entry(name, weights[name], packed.rows))
-            log.info("shard %s: %d docs, %d tokens, %d rows in %d shards", name, docs, packed.stream_tokens, packed.rows, len(packed.shards))
+            # Validation first: the train split's index.json, written last, marks the component done.
+            val_index = finish_split(run, current.splits["validation"], s, tok, weights[name])
+            train_index = finish_split(run, train, s, tok, weights[name])
+            shutil.rmtree(comp_dir / WORK_DIR, ignore_errors=True)
+            current = None
+            stats["components"][name] = _component_stats(train_index, val_index, busy + time.time() - packing_started)
+            manifest.append(manifest_entry(name, weights[name], train_index, val_index))
+            log.info(
+                "shard %s: %d docs (%d validation), %d tokens, %d rows in %d shards", name, train_index["documents"] + val_index["documents"],
+                val_index["documents"], train_index["tokens"] + train_index["separators"], train_index["rows"], len(train_index["shards"]),
+            )
 
     progress.close()
-    run.add_artifact(write_manifest(run.dir / SHARDS_DIR, seq_len, dtype, tok, manifest))
+    plan = mixture_plan(manifest, seq_len, s.plan_tokens, s.max_epochs)
+    stats["plan"] = plan
+    if "megatron" in s.formats:
+        stats["megatron_data_path"] = megatron_data_path(manifest)
+    for name, p in plan["components"].items():
+        if p["epochs"] > s.max_epochs:
+            log.warning(
+                "shard: component %s would be repeated %.1f times for a budget of %s tokens (more than shard.max_epochs=%s,"
+                " beyond which repeated data returns less, Muennighoff et al. 2023); lower its weight or the budget",
+                name, p["epochs"], f"{plan['tokens']:,}", s.max_epochs,
+            )
+    run.add_artifact(write_manifest(run.dir / SHARDS_DIR, seq_len, dtype, tok, manifest, list(s.formats)))
     comps = stats["components"].values()
     wall = time.time() - stage_started
     stats["seconds"] = round(wall, 3)
-    stats["tokens_per_s"] = round(sum(c["tokens"] for c in comps) / wall, 1) if wall > 0 else None
+    stats["tokens_per_s"] = round(sum(c["tokens"] + c["validation_tokens"] for c in comps) / wall, 1) if wall > 0 else None
     return {"tokens": sum(c["tokens"] for c in comps), "sequences": sum(c["sequences"] for c in comps)}
 
 
-def _keep_finished(run: Run, out_dir: Path, index: Dict[str, Any], stats: Dict[str, Any]) -> None:
-    """A component the interrupted run finished: register its files, take its stats from its index."""
-    _clean_component(out_dir, index["shards"])
-    for entry in index["shards"]:
-        run.add_artifact(out_dir / entry["file"])
-    run.add_artifact(out_dir / INDEX)
-    stats["components_resumed"] += 1
-    stats["components"][index["component"]] = {
-        "records": index["documents"],
-        "sequences": index["rows"],
-        "shards": len(index["shards"]),
-        "tokens": index["tokens"] + index["separators"],
-        "padding": index["padding"],
-        "tail_dropped": index["tail_dropped"],
-        "seconds": 0.0,
-        "tokens_per_s": None,
-        "resumed": True,
-    }
+def mixture_plan(manifest: List[Dict[str, Any]], seq_len: int, budget: Optional[float], max_epochs: float) -> Dict[str, Any]:
+    """Per component: weight, train tokens (in rows: what a sampler draws), validation tokens (its whole
+    stream), share of the mixture's train tokens and of its draws (the weight as realised), and the
+    passes a training run of `budget` tokens makes over it (`stage2.reader.plan_epochs`, the numbers
+    `MixtureSampler.epochs` gives); budget None: one pass over the component with the most tokens."""
+    from stage2.reader import plan_epochs
+
+    names = [c["name"] for c in manifest]
+    rows = np.array([c["rows"] for c in manifest], dtype=np.int64)
+    weights = np.array([c["weight"] if c["rows"] else 0.0 for c in manifest], dtype=np.float64)
+    total = int(rows.sum()) * seq_len
+    if not names or weights.sum() <= 0:
+        return {"tokens": 0, "max_epochs": max_epochs, "components": {}}
+    epochs_of, shares = plan_epochs(weights, rows, 0)
+    if budget is None:
+        largest = int(np.argmax(np.where(weights > 0, rows, -1)))
+        budget = int(rows[largest]) * seq_len / shares[largest]  # the draws that make one pass over it
+    draws = int(budget) // seq_len
+    epochs, _ = plan_epochs(weights, rows, draws)
+    out = {}
+    for i, c in enumerate(manifest):
+        out[c["name"]] = {
+            "weight": c["weight"],
+            "train_tokens": int(rows[i]) * seq_len,
+            "validation_tokens": int(c["validation"]["tokens"]),
+            "token_share": round(int(rows[i]) * seq_len / total, 6) if total else 0.0,
+            "mixture_share": round(float(shares[i]), 6),
+            "epochs": round(float(epochs[i]), 4),
+        }
+    return {"tokens": draws * seq_len, "max_epochs": max_epochs, "components": out}
+
+
+def megatron_data_path(manifest: List[Dict[str, Any]]) -> Dict[str, str]:
+    """Megatron's `--train-data-path` and `--valid-data-path` arguments: weight and prefix per component
+    (prefixes relative to the run folder)."""
+    def arg(split: str) -> str:
+        return " ".join(f"{c['weight']:g} {SHARDS_DIR}/{c['name']}/{format_files('megatron', split)[0][:-4]}" for c in manifest if c["weight"] > 0)
+
+    return {"train": arg("train"), "validation": arg("validation")}
+
+
+def _keep_finished(run: Run, comp_dir: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """A component the interrupted run finished: register its files; its indexes (train, validation)."""
+    shutil.rmtree(comp_dir / WORK_DIR, ignore_errors=True)
+    indexes = []
+    for split in SPLITS:
+        folder = split_dir(comp_dir, split)
+        index = read_state(folder / INDEX) or {}
+        _clean_split(folder, index["shards"])
+        for entry in index["shards"]:
+            run.add_artifact(folder / entry["file"])
+        for entry in index["formats"]:
+            run.add_artifact(comp_dir / entry["file"])
+        run.add_artifact(folder / DOCUMENTS)
+        run.add_artifact(folder / INDEX)
+        indexes.append(index)
+    return indexes[0], indexes[1]
+
+
+def plan_table(shard_stats: Dict[str, Any], run_dir: Optional[Path] = None) -> str:
+    """The mixture plan for the end-of-run table (and `stage=report report.tokens=N`), and Megatron's arguments."""
+    plan = shard_stats.get("plan") or {}
+    comps = plan.get("components") or {}
+    if not comps:
+        return ""
+    rows = [["component", "weight", "train tokens", "validation tokens", "token share", "epochs"]]
+    for name, c in comps.items():
+        flag = " (> max_epochs)" if c["epochs"] > plan["max_epochs"] else ""
+        rows.append([name, f"{c['weight']:g}", f"{c['train_tokens']:,}", f"{c['validation_tokens']:,}", f"{c['token_share']:.1%}", f"{c['epochs']:.2f}{flag}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"mixture plan for {plan['tokens']:,} training tokens:"]
+    lines += ["  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows]
+    data_path = shard_stats.get("megatron_data_path")
+    if data_path:
+        prefix = f"{run_dir}/" if run_dir is not None else ""
+        def absolute(arg: str) -> str:
+            parts = arg.split()
+            return " ".join(p if i % 2 == 0 else prefix + p for i, p in enumerate(parts))
+        lines.append(f"megatron: --train-data-path {absolute(data_path['train'])}")
+        lines.append(f"          --valid-data-path {absolute(data_path['validation'])}")
+    return "\n".join(lines)

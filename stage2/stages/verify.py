@@ -10,10 +10,14 @@ never a check skipped. A run folder must have
 - the outputs of each step it ran: filter -> `filtered/manifest.json` (every part it lists exists and
   is among the hashed artifacts) and per-component counts with `records_in == kept + sum(dropped)`;
   tokenizer -> a `tokenizer/*.model`; shard -> `shards/manifest.json` and each component's index.json.
-Shards: every file re-hashed against index.json, its .npy header and length checked against the index
-(`stage2.shards.format.open_shard`, as the training reader opens it), ids < vocab size, the tokenizer
-the index names present with its recorded sha256, and the token count invariant
-`tokens + separators == rows * seq_len - padding + tail_dropped`.
+Shards, per component and split (train, validation): every file re-hashed against index.json, its .npy
+header and length checked against the index (`stage2.shards.format.open_shard`, as the training reader
+opens it), ids < vocab size, the tokenizer the index names present with its recorded sha256, and the token
+count invariant `tokens + separators == rows * seq_len - padding + tail_dropped`. The document table: its
+hash, one row per document, offsets that are the running token counts, and every separator (EOS, or BOS)
+of the shards exactly where the table puts a document's end. Each trainer format file: its hash, token
+files equal to the npy shards' stream token for token (the dropped tail checked by its separators),
+Megatron's sequence lengths and datatrove's document ends equal to the table's.
 The first problem raises Stage2Error naming the file, so the command exits non-zero.
 """
 
@@ -31,7 +35,11 @@ from stage2.errors import Stage2Error
 from stage2.io.parts import FILTERED_DIR
 from stage2.io.parts import MANIFEST as PARTS_MANIFEST
 from stage2.io.files import file_sha256, read_json
-from stage2.shards.format import INDEX, MANIFEST, SHARDS_DIR, open_shard
+import numpy as np
+
+from stage2.shards.format import (
+    INDEX, MANIFEST, SHARDS_DIR, SPLITS, datatrove_metadata, open_shard, read_documents, read_format_tokens, read_megatron_idx, split_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +133,26 @@ def check_tokenizer_model(folder: Path, recorded: Dict[str, str]) -> None:
 
 
 def check_component(comp_dir: Path) -> Dict[str, Any]:
-    """One component's shards against its index.json; returns counts checked."""
-    index_path = comp_dir / INDEX
+    """One component's splits (train, validation) against their index.json; returns counts checked (train's)."""
+    out = check_split(comp_dir, "train")
+    val = check_split(comp_dir, "validation")
+    out["validation_rows"] = val["rows"]
+    out["documents"] += val["documents"]
+    out["format_files"] += val["format_files"]
+    return out
+
+
+def check_split(comp_dir: Path, split: str) -> Dict[str, Any]:
+    """One split's shards, document table and trainer formats against its index.json."""
+    folder = split_dir(comp_dir, split)
+    index_path = folder / INDEX
     if not index_path.exists():
         raise Stage2Error(f"{index_path}: missing")
     index = read_json(index_path)
-    needed = ("seq_len", "vocab_size", "dtype", "tokenizer", "shards", "rows", "tokens", "separators", "documents", "padding", "tail_dropped")
+    needed = ("seq_len", "vocab_size", "dtype", "tokenizer", "shards", "rows", "tokens", "separators", "documents", "padding", "tail_dropped", "documents_table", "formats")
     missing = [k for k in needed if not isinstance(index, dict) or k not in index]
     if missing:
-        raise Stage2Error(f"{index_path}: no {', '.join(missing)}: the index is damaged")
+        raise Stage2Error(f"{index_path}: no {', '.join(missing)}: the index is damaged (or made before stage2 wrote document tables)")
     seq_len, vocab = int(index["seq_len"]), int(index["vocab_size"])
     tok = index["tokenizer"] or {}
     if not tok.get("path") or not tok.get("sha256"):
@@ -144,8 +163,9 @@ def check_component(comp_dir: Path) -> Dict[str, Any]:
     if file_sha256(model) != tok["sha256"]:
         raise Stage2Error(f"{model}: sha256 does not match the tokenizer recorded in {index_path}")
     rows = 0
+    arrays = []
     for entry in index["shards"]:
-        path = comp_dir / entry["file"]
+        path = folder / entry["file"]
         if not path.exists():
             raise Stage2Error(f"{path}: listed in {index_path} but missing")
         sha = file_sha256(path)
@@ -155,6 +175,7 @@ def check_component(comp_dir: Path) -> Dict[str, Any]:
         if arr.size and int(arr.max()) >= vocab:
             raise Stage2Error(f"{path}: id {int(arr.max())} is out of range for a vocabulary of {vocab}")
         rows += arr.shape[0]
+        arrays.append((path, arr))
     if rows != index["rows"]:
         raise Stage2Error(f"{index_path}: shards hold {rows} rows, index says {index['rows']}")
     stream = index["tokens"] + index["separators"]
@@ -170,7 +191,92 @@ def check_component(comp_dir: Path) -> Dict[str, Any]:
         raise Stage2Error(f"{index_path}: both padding and tail_dropped are set")
     if index["padding"] >= seq_len or index["tail_dropped"] >= seq_len:
         raise Stage2Error(f"{index_path}: padding/tail_dropped must be shorter than a row ({seq_len})")
-    return {"shards": len(index["shards"]), "rows": rows, "tokens": stream}
+    table = check_documents(folder, index, stream)
+    separator = index["eos_id"] if index.get("add_eos") else (index["bos_id"] if index.get("add_bos") else None)
+    # Where each document's separator lies in the stream: the last token (EOS) or the first (BOS).
+    marks = (table["first"] + (table["tokens"] - 1 if index.get("add_eos") else 0))[table["tokens"] > 0] if separator is not None else None
+    covered = rows * seq_len - index["padding"]
+    pos = 0
+    for path, arr in arrays:
+        flat = arr.reshape(-1)[: max(0, covered - pos)]
+        if marks is not None:
+            _check_marks(path, flat, pos, marks, separator)
+        pos += arr.size
+    n_format_files = 0
+    for entry in index["formats"]:
+        check_format_file(comp_dir, folder, index, entry, table, arrays, covered, marks, separator)
+        n_format_files += 1
+    return {"shards": len(index["shards"]), "rows": rows, "tokens": stream, "documents": len(table), "format_files": n_format_files}
+
+
+def _check_marks(path: Path, flat: np.ndarray, start: int, marks: np.ndarray, separator: int) -> None:
+    """The separators in a stretch of a split's stream lie exactly where its document table says."""
+    found = np.flatnonzero(flat == separator) + start
+    want = marks[(marks >= start) & (marks < start + len(flat))]
+    if not np.array_equal(found, want):
+        at = found[:len(want)][found[:len(want)] != want[:len(found)]]
+        where = int(at[0]) if len(at) else int((found if len(found) > len(want) else want)[min(len(found), len(want))])
+        raise Stage2Error(f"{path}: the separators do not lie where the document table says (first difference at stream token {where})")
+
+
+def check_documents(folder: Path, index: Dict[str, Any], stream: int) -> np.ndarray:
+    """A split's document table: its sha256, one row per document, contiguous offsets that cover the stream."""
+    entry = index["documents_table"]
+    path = folder / entry["file"]
+    if not path.is_file():
+        raise Stage2Error(f"{path}: listed in {folder / INDEX} but missing")
+    if file_sha256(path) != entry["sha256"]:
+        raise Stage2Error(f"{path}: sha256 does not match {folder / INDEX}: the file changed")
+    table = read_documents(folder)
+    if len(table) != index["documents"]:
+        raise Stage2Error(f"{path}: {len(table)} documents, {folder / INDEX} says {index['documents']}")
+    tokens, first = np.asarray(table["tokens"]), np.asarray(table["first"])
+    if len(table) and (first[0] != 0 or not np.array_equal(first[1:], np.cumsum(tokens)[:-1]) or (tokens < 0).any()):
+        raise Stage2Error(f"{path}: the documents' first-token offsets are not their running token counts: the table is damaged")
+    if int(tokens.sum()) != stream:
+        raise Stage2Error(f"{path}: its documents hold {int(tokens.sum())} tokens, {folder / INDEX} says the stream has {stream}")
+    return table
+
+
+def check_format_file(comp_dir: Path, folder: Path, index: Dict[str, Any], entry: Dict[str, Any], table: np.ndarray,
+                      arrays: List[Any], covered: int, marks: Any, separator: Any) -> None:
+    """A trainer format's file: its sha256, and its contents against the document table and the npy shards."""
+    path = comp_dir / entry["file"]
+    if not path.is_file():
+        raise Stage2Error(f"{path}: listed in {folder / INDEX} but missing")
+    if file_sha256(path) != entry["sha256"]:
+        raise Stage2Error(f"{path}: sha256 does not match {folder / INDEX}: the file changed")
+    lengths = np.asarray(table["tokens"], dtype=np.int64)
+    total = int(lengths.sum())
+    name = path.name
+    if entry["format"] == "megatron" and name.endswith(".idx"):
+        dtype, got = read_megatron_idx(path)
+        if not np.array_equal(got, lengths):
+            raise Stage2Error(f"{path}: its sequence lengths are not the document table's")
+        return
+    if entry["format"] == "datatrove" and name.endswith(".index"):
+        if not np.array_equal(np.fromfile(path, dtype="<u8"), np.cumsum(lengths)):
+            raise Stage2Error(f"{path}: its document ends are not the document table's")
+        return
+    if entry["format"] == "datatrove" and name.endswith(".metadata"):
+        token_size = np.dtype(next(e for e in index["formats"] if e["format"] == "datatrove" and e["file"].endswith(".ds"))["dtype"]).itemsize
+        if path.read_bytes() != datatrove_metadata(index["tokenizer"]["path"], token_size, total):
+            raise Stage2Error(f"{path}: not the metadata of its token file")
+        return
+    tokens = read_format_tokens(comp_dir, entry)
+    if len(tokens) != total:
+        raise Stage2Error(f"{path}: {len(tokens)} tokens, the document table {total}")
+    pos = 0
+    for shard_path, arr in arrays:  # the stream the npy shards hold, token for token
+        flat = arr.reshape(-1)[: max(0, covered - pos)]
+        if not np.array_equal(tokens[pos : pos + len(flat)], flat):
+            raise Stage2Error(f"{path}: differs from {shard_path} (the same stream in the npy shards)")
+        pos += len(flat)
+    rest = tokens[pos:]  # the dropped tail: not in the shards
+    if rest.size and int(rest.max()) >= int(index["vocab_size"]):
+        raise Stage2Error(f"{path}: id {int(rest.max())} is out of range for a vocabulary of {index['vocab_size']}")
+    if marks is not None:
+        _check_marks(path, np.asarray(rest), pos, marks, separator)
 
 
 def check_filter_stats(stats: Dict[str, Any], stats_path: Path) -> int:
@@ -194,9 +300,21 @@ def check_filter_to_shard(stats: Dict[str, Any], cfg: Dict[str, Any], shards: Pa
     for name, c in comps.items():
         index_path = shards / name / INDEX
         if index_path.exists():
-            documents = read_json(index_path)["documents"]
+            documents = sum(read_json(split_dir(shards / name, s) / INDEX)["documents"] for s in SPLITS)
             if documents != c["kept"]:
                 raise Stage2Error(f"{index_path}: {documents} documents sharded but the filter kept {c['kept']} ({stats_path})")
+
+
+def _listed_files(shards: Path, name: str) -> List[str]:
+    """Every file a component's indexes list, relative to the run folder."""
+    out = []
+    for split in SPLITS:
+        folder = split_dir(shards / name, split)
+        rel = folder.relative_to(shards.parent).as_posix()
+        index = read_json(folder / INDEX)
+        out += [f"{rel}/{INDEX}", f"{rel}/{index['documents_table']['file']}"] + [f"{rel}/{s['file']}" for s in index["shards"]]
+        out += [f"{SHARDS_DIR}/{name}/{e['file']}" for e in index["formats"]]
+    return out
 
 
 def verify_folder(folder: Path) -> Dict[str, Any]:
@@ -232,7 +350,7 @@ def verify_folder(folder: Path) -> Dict[str, Any]:
             raise Stage2Error(f"{manifest_path}: lists no component")
         for name in names:
             report["components"][name] = check_component(shards / name)
-            for rel in [f"{SHARDS_DIR}/{name}/{INDEX}"] + [f"{SHARDS_DIR}/{name}/{s['file']}" for s in read_json(shards / name / INDEX)["shards"]]:
+            for rel in _listed_files(shards, name):
                 if rel not in recorded:
                     raise Stage2Error(f"{folder / rel}: listed in {manifest_path} but not in artifact_sha256 of {stats_path}")
         check_filter_to_shard(stats, cfg, shards, stats_path)
@@ -251,7 +369,13 @@ def run(cfg: Config, run_dir: Path) -> Dict[str, Any]:
     if report["parts"]:
         checked.append(f"{report['parts']} filtered parts")
     if report["components"]:  # (a filter or tokenizer run has no shards: say nothing of them)
-        checked.append(f"shards of {len(report['components'])} components: {n_shards} shards, {n_rows} rows")
+        n_val = sum(c["validation_rows"] for c in report["components"].values())
+        n_docs = sum(c["documents"] for c in report["components"].values())
+        n_files = sum(c["format_files"] for c in report["components"].values())
+        checked.append(
+            f"shards of {len(report['components'])} components: {n_shards} shards, {n_rows} rows (+ {n_val} validation rows),"
+            f" document tables of {n_docs} documents" + (f", {n_files} trainer format files" if n_files else "")
+        )
     if report["filter_components"]:
         checked.append(f"filter stats of {report['filter_components']} components")
     print(f"stage2: verify OK: {folder}: {'; '.join(checked)}")

@@ -33,8 +33,19 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")  # JSON may carry lone surrogates; hash them anyway
 
 
-def is_heldout(doc_id: str, percent: int) -> bool:
-    return percent > 0 and xxhash.xxh64_intdigest(_utf8(doc_id), seed=HELDOUT_HASH_SEED) % 100 < percent
+def heldout_key(doc_id: str) -> int:
+    """A document's place in [0, 10000): 100 x (hash % 100) + (hash // 100) % 100. Its hundreds are
+    `hash % 100`, so `key < 100 * p` is the integer-percent rule `hash % 100 < p` for an integer p,
+    and finer percents (0.5) pick a subset of every larger percent's documents."""
+    h = xxhash.xxh64_intdigest(_utf8(doc_id), seed=HELDOUT_HASH_SEED)
+    return 100 * (h % 100) + (h // 100) % 100
+
+
+def is_heldout(doc_id: str, percent: float) -> bool:
+    """Whether a document is held out at `percent` (to 0.01): the tokenizer's evaluation documents and the
+    shards' validation split, so validation documents are among the tokenizer's held-out ones whenever
+    `shard.validation_percent <= tokenizer.heldout_percent`."""
+    return percent > 0 and heldout_key(doc_id) < round(percent * 100)
 
 
 def sample_key(doc_id: str, text: str, seed: int) -> Tuple[int, int]:

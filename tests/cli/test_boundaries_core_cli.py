@@ -115,9 +115,9 @@ def test_shard_resume_redoes_a_partition_whose_token_file_changed(tmp_path):
     stage2([*recipe, "executor.workers=1", "hydra.run.dir=fresh"], tmp_path)
     run_dir = tmp_path / "killed"
     work = run_dir / "shards" / "web" / ".work"
-    kill_when([*recipe, "executor.workers=2"], tmp_path, run_dir, lambda d: len(list(work.glob("part-*.done.json"))) >= 3)
+    kill_when([*recipe, "executor.workers=2"], tmp_path, run_dir, lambda d: len(list(work.glob("part-*.train.done.json"))) >= 3)
     assert_killed_mid_stage(run_dir, run_dir / "shards" / "manifest.json")
-    markers = sorted(work.glob("part-*.done.json"))
+    markers = sorted(work.glob("part-*.train.done.json"))
     tokens = work / markers[0].name.replace(".done.json", ".bin")
     assert json.loads(markers[0].read_text())["outputs"][tokens.name][0] == tokens.stat().st_size
     flip_a_byte(tokens)  # a token id: the same size, another id

@@ -13,6 +13,7 @@ import sentencepiece as spm
 
 from stage2.io import parts
 from stage2.tokenizer import encoding
+from stage2.tokenizer.sample import is_heldout
 
 BIN = Path(sys.executable).parent
 
@@ -40,8 +41,10 @@ def test_shards_split_at_eos_decode_to_the_filtered_documents(default_run):
     sp = spm.SentencePieceProcessor(model_file=str(model))
     manifest = parts.read_manifest(default_run)
     assert {"web", "encyclopedia", "code", "noisy"} <= set(manifest["components"])
+    percent = json.loads((default_run / "stats.json").read_text())["stages"]["shard"]["validation_percent"]
     for comp in manifest["components"]:
-        texts = [d.text for d in parts.iter_filtered(default_run, comp)]
+        # The train split: the filtered documents less the validation split's (by id hash)
+        texts = [d.text for d in parts.iter_filtered(default_run, comp) if not is_heldout(d.id, percent)]
         index = json.loads((default_run / "shards" / comp / "index.json").read_text())
         flat = shard_tokens(default_run / "shards" / comp)
         ends = np.flatnonzero(flat == sp.eos_id())

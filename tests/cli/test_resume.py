@@ -34,6 +34,9 @@ SHARD_RECIPE = [
     "shard.batch_size=1",
     "shard.seq_len=64",
     "shard.sequences_per_shard=64",
+    # Every format, and a validation split large enough to fill shards (and checkpoints) of its own.
+    "shard.formats=[npy,megatron,datatrove,nanogpt]",
+    "shard.validation_percent=10",
     "progress=false",
 ]
 
@@ -58,8 +61,8 @@ def shard_progress(run_dir: Path, component: str) -> Dict[str, Any]:
     comp = run_dir / "shards" / component
     work = comp / ".work"
     return {
-        "markers": len(list(work.glob("part-*.done.json"))),
-        "checkpoint": (work / "pack.json").exists(),
+        "markers": len(list(work.glob("part-*.train.done.json"))),
+        "checkpoint": bool(list(work.glob("pack.train.*.json"))),
         "shards": len(list(comp.glob("shard-*.npy"))),
         "index": (comp / "index.json").exists(),
     }
@@ -72,9 +75,10 @@ def first_partitions_done(run_dir: Path) -> Any:
     if not (p["checkpoint"] and p["markers"]):
         return None
     try:
-        checkpoint = json.loads((run_dir / "shards" / "foldoc" / ".work" / "pack.json").read_text())
-    except (OSError, ValueError):
-        return None  # replaced between the check and the read
+        last = sorted((run_dir / "shards" / "foldoc" / ".work").glob("pack.train.*.json"))[-1]
+        checkpoint = json.loads(last.read_text())["result"]
+    except (OSError, ValueError, IndexError):
+        return None  # removed between the check and the read
     return p if checkpoint["partition"] >= 2 else None
 
 
@@ -108,8 +112,8 @@ def test_shard_killed_mid_stage_resumes_to_identical_shards(shard_base, workers,
     # temporary files. Neither may be taken for finished output.
     work = run_dir / "shards" / "noisy_tldr" / ".work"
     work.mkdir(parents=True, exist_ok=True)
-    (work / "part-00003.bin").write_bytes(b"\x07\x00" * 100)
-    (work / ".part-00004.bin.tmp-99999").write_bytes(b"\x07\x00" * 100)
+    (work / "part-00003.train.bin").write_bytes(b"\x07\x00" * 100)
+    (work / ".part-00004.train.bin.tmp-99999").write_bytes(b"\x07\x00" * 100)
     (run_dir / "shards" / "noisy_tldr" / ".shard-00000.npy.tmp-99999").write_bytes(b"not a shard")
 
     resume(run_dir, base, f"executor.workers={workers}")

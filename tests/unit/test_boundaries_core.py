@@ -19,30 +19,34 @@ def flip_a_byte(path: Path) -> None:
 
 
 def test_shard_cleanup_deletes_only_files_the_stage_writes(tmp_path):
-    from stage2.stages.shard import _clean_component
+    from stage2.stages.shard import _clean_split
 
     folder = tmp_path / "shards" / "web"
-    (folder / ".work").mkdir(parents=True)
+    folder.mkdir(parents=True)
     for name in ("shard-00000.npy", "shard-00001.npy", ".shard-00002.npy.tmp-123", "my_embeddings.npy", ".env", "notes.txt"):
         (folder / name).write_bytes(b"x")
-    _clean_component(folder, [{"file": "shard-00000.npy"}])
+    _clean_split(folder, [{"file": "shard-00000.npy"}])
     assert sorted(p.name for p in folder.iterdir()) == [".env", "my_embeddings.npy", "notes.txt", "shard-00000.npy"]
 
 
 def test_a_changed_shard_is_not_kept_by_a_resume(tmp_path):
-    from stage2.stages.shard import find_resume
+    from stage2.shards.format import DOCUMENTS, document_rows, write_documents, write_shard
+    from stage2.stages.shard import find_resume, partition_key
 
     folder = tmp_path / "web"
     rows = np.arange(64, dtype=np.uint16).reshape(2, 32)
-    from stage2.shards.format import write_shard
-
     (folder / ".work").mkdir(parents=True)
-    entry = write_shard(folder / "shard-00000.npy", rows)
-    index = {"tokenizer": {"sha256": "t"}, "shards": [entry]}
-    (folder / "index.json").write_text(json.dumps(index))
-    assert find_resume(folder, "t", np.dtype(np.uint16)).index == index
+    (folder / "validation").mkdir()
+    key = partition_key("t", np.dtype(np.uint16), 0.5)
+    indexes = []
+    for split, sub, shards in (("train", folder, [write_shard(folder / "shard-00000.npy", rows)]), ("validation", folder / "validation", [])):
+        table = write_documents(sub / DOCUMENTS, [document_rows(["a"], ["s"], [1], np.array([64]))], 1, 1, 1)
+        index = {"split": split, "validation_percent": 0.5, "tokenizer": {"sha256": "t"}, "shards": shards, "documents_table": table, "formats": []}
+        (sub / "index.json").write_text(json.dumps(index))
+        indexes.append(index)
+    assert find_resume(folder, key, 32, 8).index == indexes[0]
     flip_a_byte(folder / "shard-00000.npy")
-    assert find_resume(folder, "t", np.dtype(np.uint16)).index is None
+    assert find_resume(folder, key, 32, 8).index is None
 
 
 def test_non_string_ids_are_spelt_as_json(tmp_path):

@@ -106,20 +106,21 @@ def test_config_digest_ignores_workers_and_folders_but_not_recipe(tmp_path):
 
 # The config digest of every shipped group option, the checkout's own path written as /repo (the
 # sample's files are absolute paths). A change here re-keys every past run: resume, rerun and the runs
-# index would no longer recognise them.
+# index would no longer recognise them. The validation split (shard.validation_percent=0.5) changed
+# every default shard, and so every digest: at 0 the digests from before it hold (test below).
 SHIPPED_DIGESTS = {
-    ("dataset", "files"): "098e1c051e4bc645",
-    ("dataset", "refinedweb_mix"): "ee0c64da2b7eb614",
-    ("dataset", "sample"): "cd9ffcb0db15aa34",
-    ("executor", "local"): "cd9ffcb0db15aa34",
-    ("executor", "ray"): "cd9ffcb0db15aa34",
-    ("filter", "default"): "cd9ffcb0db15aa34",
-    ("filter", "fasttext"): "848c051c3aa6d896",
-    ("filter", "fineweb"): "becd604f1405d344",
-    ("shard", "default"): "cd9ffcb0db15aa34",
-    ("tokenizer", "bpe"): "cd9ffcb0db15aa34",
-    ("tokenizer", "lossy"): "6db4b0a77a6ea39d",
-    ("tokenizer", "unigram"): "bd56fc0176d470bd",
+    ("dataset", "files"): "9151fc6d4927a8d0",
+    ("dataset", "refinedweb_mix"): "8b1a81605c01aafa",
+    ("dataset", "sample"): "e6254723d4f93d64",
+    ("executor", "local"): "e6254723d4f93d64",
+    ("executor", "ray"): "e6254723d4f93d64",
+    ("filter", "default"): "e6254723d4f93d64",
+    ("filter", "fasttext"): "ad90deb3aa446323",
+    ("filter", "fineweb"): "0fda89e06ee44e0a",
+    ("shard", "default"): "e6254723d4f93d64",
+    ("tokenizer", "bpe"): "e6254723d4f93d64",
+    ("tokenizer", "lossy"): "f80c922a1e7c872d",
+    ("tokenizer", "unigram"): "3e239baf504f0dd9",
 }
 
 
@@ -127,6 +128,12 @@ def test_a_later_key_leaves_the_digest_at_its_neutral_value_only(tmp_path):
     base = compose_plain([], tmp_path)
     assert compose_plain(["tokenizer.model_max_length=null"], tmp_path).digest() == base.digest()
     assert compose_plain(["tokenizer.model_max_length=4096"], tmp_path).digest() != base.digest()
+
+
+@pytest.mark.parametrize("option,before", [(("dataset", "sample"), "cd9ffcb0db15aa34"), (("tokenizer", "unigram"), "bd56fc0176d470bd")])
+def test_without_a_validation_split_a_recipe_keeps_its_digest_from_before_the_split(option, before, tmp_path):
+    recipe = stage2_main.compose_recipe([f"{option[0]}={option[1]}", "shard.validation_percent=0"], str(tmp_path))
+    assert config_digest(json.loads(json.dumps(recipe.to_plain()).replace(str(REPO), "/repo"))) == before
 
 
 def test_every_shipped_option_is_pinned():

@@ -289,11 +289,11 @@ def test_in_process_threads_stop_when_packing_fails(tmp_path, tiny_model, monkey
     calls = []
     add = shard.ComponentPacker.add
 
-    def failing_add(self, index, tokens, docs):
-        calls.append(index)
+    def failing_add(self, result):
+        calls.append(result["index"])
         if len(calls) == 2:
             raise RuntimeError("disk gone")
-        add(self, index, tokens, docs)
+        add(self, result)
 
     monkeypatch.setattr(shard.ComponentPacker, "add", failing_add)
     run = make_run(tmp_path, "fails", corpus(tmp_path), f"shard.tokenizer={tiny_model}", "dataset.partition_size=10", "shard.seq_len=64")
@@ -306,5 +306,5 @@ def test_in_process_threads_stop_when_packing_fails(tmp_path, tiny_model, monkey
     assert not [t.name for t in threading.enumerate() if t.name.startswith(("shard-read", "shard-encode"))], failure
     work = run.dir / "shards" / "web" / ".work"
     # Partitions 0 and 1 were saved before they were packed; later ones, encoded ahead, were dropped.
-    assert sorted(p.name for p in work.glob("part-*.done.json")) == ["part-00000.done.json", "part-00001.done.json"]
+    assert sorted(p.name for p in work.glob("part-*.train.done.json")) == ["part-00000.train.done.json", "part-00001.train.done.json"]
     assert not list(run.dir.rglob("*.tmp-*"))
