@@ -489,6 +489,7 @@ class ShardConfig:
         s = self
         known = ("npy", "megatron", "datatrove", "nanogpt")
         unknown = [f for f in s.formats if f not in known]
+        buffers = 2 if s.validation_percent > 0 else 1
         return [
             (not unknown, f"shard.formats: unknown format {unknown[0] if unknown else ''!r}; choose from {', '.join(known)}"),
             ("npy" in s.formats, f"shard.formats={list(s.formats)}: npy is always written (the reader and verify use it); list it"),
@@ -500,9 +501,9 @@ class ShardConfig:
             (s.seq_len >= 2, f"shard.seq_len={s.seq_len}: a row needs at least 2 tokens (an input and its next-token target)"),
             (s.sequences_per_shard >= 1, f"shard.sequences_per_shard={s.sequences_per_shard} must be at least 1"),
             (s.batch_size >= 1, f"shard.batch_size={s.batch_size} must be at least 1"),
-            (s.seq_len * s.sequences_per_shard * 4 <= _memory_bytes() // 2,
-             f"shard.seq_len={s.seq_len} x shard.sequences_per_shard={s.sequences_per_shard}: one shard's buffer would take "
-             f"{s.seq_len * s.sequences_per_shard * 4 / 2**30:.1f} GiB (4-byte ids), more than half of this machine's memory; lower shard.sequences_per_shard"),
+            (buffers * s.seq_len * s.sequences_per_shard * 4 <= _memory_bytes() // 2,
+             f"shard.seq_len={s.seq_len} x shard.sequences_per_shard={s.sequences_per_shard}: the shard buffers ({buffers}: one per split) would take "
+             f"{buffers * s.seq_len * s.sequences_per_shard * 4 / 2**30:.1f} GiB (4-byte ids), more than half of this machine's memory; lower shard.sequences_per_shard"),
             (s.num_threads >= 0, f"shard.num_threads={s.num_threads} must be 0 (cores / workers) or more"),
         ]
 

@@ -32,6 +32,7 @@ import os
 import re
 import struct
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -41,7 +42,6 @@ from stage2.io.files import atomic_path, atomic_write, file_sha256, write_array,
 
 if TYPE_CHECKING:
     from stage2.config import ShardConfig
-    from stage2.shards.pack import PackResult
 
 SHARDS_DIR = "shards"
 INDEX = "index.json"
@@ -102,6 +102,16 @@ def write_shard(path: Path, rows: np.ndarray) -> Dict[str, Any]:
         del back
         sha = file_sha256(tmp)
     return {"file": path.name, "rows": int(rows.shape[0]), "sha256": sha}
+
+
+@dataclass
+class PackResult:
+    rows: int = 0
+    stream_tokens: int = 0  # document tokens + separators fed in
+    padding: int = 0
+    tail_dropped: int = 0
+    shards: List[Dict[str, Any]] = field(default_factory=list)
+    tail: Optional[np.ndarray] = None  # the dropped tail's tokens (the trainer formats keep them)
 
 
 def component_index(name: str, weight: float, s: "ShardConfig", tok: Dict[str, Any], dtype: np.dtype, docs: int, packed: PackResult) -> Dict[str, Any]:

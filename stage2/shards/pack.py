@@ -8,24 +8,13 @@ the config (seq_len x rows_per_shard), not by the corpus size.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
 from stage2.errors import Stage2Error
-from stage2.shards.format import shard_name, write_shard
-
-
-@dataclass
-class PackResult:
-    rows: int = 0
-    stream_tokens: int = 0  # document tokens + separators fed in
-    padding: int = 0
-    tail_dropped: int = 0
-    shards: List[Dict[str, Any]] = field(default_factory=list)
-    tail: Optional[np.ndarray] = None  # the dropped tail's tokens (the trainer formats keep them)
+from stage2.shards.format import PackResult, shard_name, write_shard  # noqa: F401  (PackResult: the packer's result)
 
 
 class Packer:

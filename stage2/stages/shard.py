@@ -49,7 +49,8 @@ from stage2.shards.format import (
     DOCUMENTS, INDEX, SHARDS_DIR, SPLITS, component_index, document_rows, format_files, is_shard_name, manifest_entry,
     open_shard, read_documents, split_dir, token_dtype, write_documents, write_formats, write_index, write_manifest,
 )
-from stage2.shards.pack import PackResult, Packer
+from stage2.shards.format import PackResult
+from stage2.shards.pack import Packer
 
 log = logging.getLogger(__name__)
 

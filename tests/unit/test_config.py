@@ -193,3 +193,12 @@ def test_the_typed_config_gives_the_plain_recipe_and_yaml_the_container_gives(ov
     dump = lambda data: yaml.safe_dump(data, sort_keys=False, allow_unicode=True)  # noqa: E731  (as start_run writes it)
     assert dump(typed.to_plain()) == dump(container)
     assert typed.digest() == config_digest(container)
+
+
+def test_the_shard_buffers_must_fit_in_memory_one_per_split():
+    from stage2.config import ShardConfig, _memory_bytes
+
+    rows = _memory_bytes() // 2 // (512 * 4) // 2 + 1  # one buffer fits, two do not
+    ShardConfig(sequences_per_shard=rows, validation_percent=0).check()
+    with pytest.raises(Stage2Error, match=r"the shard buffers \(2: one per split\)"):
+        ShardConfig(sequences_per_shard=rows, validation_percent=0.5).check()
