@@ -122,7 +122,7 @@ class ComponentConfig:
         own = self.dedup is not False
         return {
             "min_chars": f.min_chars if self.min_chars is None else self.min_chars,
-            "max_chars": f.max_chars if self.max_chars is None else (self.max_chars or None),
+            "max_chars": (f.max_chars if self.max_chars is None else self.max_chars) or None,
             "languages": tuple(f.languages or ()) if self.languages is None else tuple(self.languages),
             "lang_filter": self.lang_filter,
             "exact_dedup": own and bool(f.dedup.exact),
@@ -219,7 +219,7 @@ class FilterKeys:
     """The filter's own keys; FilterConfig adds the optional steps' settings."""
 
     min_chars: int = 200
-    max_chars: int = 8000
+    max_chars: Optional[int] = 8000  # 0 or null: no upper bound (a component's own max_chars: the same)
     languages: List[str] = field(default_factory=lambda: ["en"])
     lang_backend: LangBackend = LangBackend.langdetect_fast
     lang_threshold: float = 0.85  # conf: the backend's calibrated threshold (0.85 langdetect, 0.4 fasttext)
@@ -258,7 +258,10 @@ class FilterKeys:
 
     def rules(self) -> List[Rule]:
         return [
-            (0 <= self.min_chars <= self.max_chars, f"filter.min_chars={self.min_chars} and filter.max_chars={self.max_chars}: need 0 <= min_chars <= max_chars"),
+            (self.min_chars >= 0, f"filter.min_chars={self.min_chars} must be 0 or more"),
+            ((self.max_chars or 0) >= 0, f"filter.max_chars={self.max_chars} must be 0 or null (no upper bound) or more"),
+            (not self.max_chars or self.min_chars <= self.max_chars,
+             f"filter.min_chars={self.min_chars} and filter.max_chars={self.max_chars}: need min_chars <= max_chars (or filter.max_chars=0: no upper bound)"),
             (0.0 <= self.lang_threshold <= 1.0, f"filter.lang_threshold={self.lang_threshold} must be between 0 and 1"),
             (len(self.languages) >= 1, "filter.languages is empty: name at least one language to keep (e.g. [en])"),
             ((self.keep_rejected or 0) >= 0, f"filter.keep_rejected={self.keep_rejected} must be 0 or more"),
@@ -562,7 +565,16 @@ def _plain_dict(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
 def register() -> None:
     from hydra.core.config_store import ConfigStore  # here: workers import this module without Hydra
 
-    ConfigStore.instance().store(name="stage2_schema", node=Config)
+    # A manifest's components are named by its user: `dataset.components.<name>.<key>=...` may name one
+    # the composed config does not hold yet (a path's component under dataset=files, a new component).
+    # Hydra creates such a node as a plain dict, which a typed entry refuses; so Hydra sees the entries
+    # untyped and open, and `validate` (at start-up, before any work) merges them into ComponentConfig,
+    # where a misspelt key or a wrong type fails in one line.
+    open_dataset = make_dataclass("DatasetConfig", [("components", Dict[str, Any], field(default_factory=dict))], bases=(DatasetConfig,))
+    composed = make_dataclass("Config", [("dataset", open_dataset, field(default_factory=open_dataset))], bases=(Config,))
+    schema = OmegaConf.structured(composed)
+    OmegaConf.set_struct(schema.dataset.components, False)
+    ConfigStore.instance().store(name="stage2_schema", node=schema)
 
 
 # Keys that never change an artifact: left out of the config digest.

@@ -55,9 +55,35 @@ def register_all() -> None:
 register_all()
 
 
+# The keys a `dataset=files` path's entry takes from the dataset when it leaves them unset.
+PATH_SHARED_KEYS = ("text_column", "id_column", "lang_filter")
+
+
+def complete_path_entries(cfg: DictConfig) -> None:
+    """`dataset=files`: an entry `dataset.components.<name>` without files of its own holds the settings of
+    the path whose component is <name>; what it leaves unset it takes from dataset.text_column, id_column,
+    lang_filter and the path's dataset.weights value, so the recipe records every path's settings."""
+    from stage2.io.sources import component_name
+
+    dataset = cfg.get("dataset")
+    if not isinstance(dataset, DictConfig) or not dataset.get("paths") or not isinstance(dataset.get("components"), DictConfig):
+        return
+    weights = list(dataset.get("weights") or [])
+    for index, pattern in enumerate(dataset.paths):
+        entry = dataset.components.get(component_name(str(pattern)))
+        if not isinstance(entry, DictConfig) or entry.get("data_files") or entry.get("hub_path"):
+            continue
+        for key in PATH_SHARED_KEYS:
+            if key not in entry and key in dataset:
+                entry[key] = dataset[key]
+        if "weight" not in entry and index < len(weights):
+            entry["weight"] = weights[index]
+
+
 def resolve_config(cfg: DictConfig, launch_dir: str, rerun_of: Optional[str] = None) -> Config:
     """Re-apply the schema (a rerun from a saved config has none), resolve, check, and return the typed config."""
     try:
+        complete_path_entries(cfg)
         cfg = validate(cfg)
     except OmegaConfBaseException as exc:  # e.g. a key added with `+key=...` that the schema does not have
         raise Stage2Error(f"{getattr(exc, 'full_key', None) or 'config'}: {str(exc).splitlines()[0]}") from exc
