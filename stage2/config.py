@@ -137,6 +137,7 @@ class ComponentConfig:
         high = f.max_chars if own_max is None else own_max
         return [
             ((self.max_records or 0) >= 0, f"{key}.max_records={self.max_records} must be 0 or more (null: no limit)"),
+            (self.sample_by in SAMPLE_BY, f"{key}.sample_by={self.sample_by}: a text file is read by {', '.join(SAMPLE_BY)} (one document each)"),
             (math.isfinite(self.weight) and self.weight > 0,
              f"{key}.weight={self.weight}: a weight must be a positive number (to leave a component out, remove it from the manifest)"),
             ((own_min or 0) >= 0, f"{key}.min_chars={own_min} must be 0 or more (null: filter.min_chars)"),
@@ -150,6 +151,8 @@ class ComponentConfig:
             (all(n in OPTIONAL_STEPS for n in self.quality or []), f"{key}.quality={_override(self.quality)}: the quality steps are {', '.join(OPTIONAL_STEPS)}"),
         ]
 
+
+SAMPLE_BY = ("line", "paragraph", "document")
 
 # Records of a partition; far more than fits in memory, and well inside the 36 bits of a record's position.
 MAX_PARTITION = 10**8
