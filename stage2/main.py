@@ -73,11 +73,23 @@ def complete_path_entries(cfg: DictConfig) -> None:
         entry = dataset.components.get(component_name(str(pattern)))
         if not isinstance(entry, DictConfig) or entry.get("data_files") or entry.get("hub_path"):
             continue
+        text_file = str(entry.get("format") or _format_of(str(pattern))) == "text"
         for key in PATH_SHARED_KEYS:
-            if key not in entry and key in dataset:
+            if key == "text_column" and text_file:
+                entry.setdefault(key, "text")  # a text file's one column; dataset.text_column names JSON's and parquet's
+            elif key not in entry and key in dataset:
                 entry[key] = dataset[key]
         if "weight" not in entry and index < len(weights):
             entry["weight"] = weights[index]
+
+
+def _format_of(pattern: str) -> Optional[str]:
+    from stage2.io.sources import infer_format
+
+    try:
+        return infer_format(pattern)
+    except Stage2Error:  # (said at start-up with the files in hand)
+        return None
 
 
 def resolve_config(cfg: DictConfig, launch_dir: str, rerun_of: Optional[str] = None) -> Config:

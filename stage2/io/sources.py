@@ -192,8 +192,11 @@ def resolve_components(dataset: DatasetConfig, launch_dir: str) -> List[Componen
             settings = path_settings(settings, own)
         config = {f.name: getattr(settings, f.name) for f in dataclasses.fields(ComponentConfig)}
         cap_own = settings.max_records
+        fmt = settings.format or _single_format(files, f"dataset.paths {pattern!r}")
+        if fmt == "text" and (own is None or own.data_files):  # a text file's one column (dataset.text_column names JSON's and parquet's)
+            config["text_column"] = "text"
         config.update(
-            format=settings.format or _single_format(files, f"dataset.paths {pattern!r}"),
+            format=fmt,
             max_records=cap if cap_own is None else cap_own if cap is None else min(cap_own, cap),
             languages=None if settings.languages is None else tuple(settings.languages),
             quality=None if settings.quality is None else tuple(settings.quality),
