@@ -18,7 +18,7 @@ import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from stage2.errors import Stage2Error, first_line
@@ -74,13 +74,14 @@ def complete_path_entries(cfg: DictConfig) -> None:
         if not isinstance(entry, DictConfig) or entry.get("data_files") or entry.get("hub_path"):
             continue
         text_file = str(entry.get("format") or _format_of(str(pattern))) == "text"
-        for key in PATH_SHARED_KEYS:
-            if key == "text_column" and text_file:
-                entry.setdefault(key, "text")  # a text file's one column; dataset.text_column names JSON's and parquet's
-            elif key not in entry and key in dataset:
-                entry[key] = dataset[key]
-        if "weight" not in entry and index < len(weights):
-            entry["weight"] = weights[index]
+        with open_dict(entry):  # (a rerun's saved config is closed to new keys)
+            for key in PATH_SHARED_KEYS:
+                if key == "text_column" and text_file:
+                    entry.setdefault(key, "text")  # a text file's one column; dataset.text_column names JSON's and parquet's
+                elif key not in entry and key in dataset:
+                    entry[key] = dataset[key]
+            if "weight" not in entry and index < len(weights):
+                entry["weight"] = weights[index]
 
 
 def _format_of(pattern: str) -> Optional[str]:

@@ -43,6 +43,10 @@ def test_a_text_file_read_by_line_that_empties_its_component_names_sample_by(tmp
     assert fixed.returncode == 0, fixed.stderr[-2000:]
     comp = json.loads((tmp_path / "run" / "stats.json").read_text())["stages"]["filter"]["components"]["glossary"]
     assert comp["records_in"] == 200 and comp["kept"] > 100  # one document per entry
+    # A rerun reads the saved config, whose path entry start-up completes again.
+    again = cli(tmp_path, str(tmp_path / "run"), "hydra.run.dir=again", command="stage2-rerun")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp_path / "again" / "stats.json").read_text())["stages"]["filter"]["components"]["glossary"]["kept"] == comp["kept"]
 
 
 def test_the_shipped_sample_copied_into_a_config_dir_runs_like_the_original(tmp_path):
