@@ -352,7 +352,7 @@ def write_plot(path: Path, rows: List[Dict[str, Any]], overrides: List[Dict[str,
     title = f"{metric.replace('_', ' ')} by {xlabel}" + (f" (also swept: {', '.join(others)})" if others else "")
     sources = sorted({str(r["trained_on"]) for r in rows if r.get("trained_on")})
     if metric == "bytes_per_token" and sources:
-        title += f"\ntrained on {' / '.join(sources)}; measured on held-out documents (n per component in the legend)"
+        title += f"\ntrained on {' / '.join(sources)}; n: held-out documents per figure"
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
