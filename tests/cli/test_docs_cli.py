@@ -54,7 +54,7 @@ def workdir(tmp_path_factory):
     home.mkdir()
     cache = os.environ.get("STAGE2_CACHE_DIR") or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stage2")
     env = {**os.environ, "HOME": str(home), "STAGE2_CACHE_DIR": cache, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONUNBUFFERED": "1"}
-    run = work / "outputs" / "docs-run" / "pipeline"
+    run = work / "outputs" / "0-fixture" / "pipeline"  # sorts before dated runs: `ls -d outputs/*/* | tail -1` finds the docs' own
     done = subprocess.run([str(BIN / "stage2"), *SMALL_SAMPLE, f"hydra.run.dir={run}"], cwd=work, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     return work, env, run
@@ -77,6 +77,9 @@ def test_bash_blocks_run(name, workdir):
             shares = [float(r[f"kept_share.{component}"]) for r in rows]
             assert shares == sorted(shares, reverse=True) and shares[0] > shares[-1]
         assert "dropped_near_duplicate.overall" in rows[0] and (sweep / "summary.png").stat().st_size > 1000
+        # README's rerun repeated its own-files run (per-path settings and all).
+        runs = sorted((work / "outputs").glob("2*/*"))
+        assert len(runs) >= 3 and all("glossary" in (r / "config.resolved.yaml").read_text() for r in runs[-2:])
 
 
 @pytest.mark.parametrize("name", PAGES)
