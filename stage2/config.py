@@ -124,7 +124,7 @@ class ComponentConfig:
         own = self.dedup is not False
         return {
             "min_chars": f.min_chars if self.min_chars is None else self.min_chars,
-            "max_chars": f.max_chars if self.max_chars is None else (self.max_chars or None),
+            "max_chars": (f.max_chars if self.max_chars is None else self.max_chars) or None,
             "languages": tuple(f.languages or ()) if self.languages is None else tuple(self.languages),
             "lang_filter": self.lang_filter,
             "exact_dedup": own and bool(f.dedup.exact),
@@ -141,6 +141,7 @@ class ComponentConfig:
         high = f.max_chars if own_max is None else own_max
         return [
             ((self.max_records or 0) >= 0, f"{key}.max_records={self.max_records} must be 0 or more (null: no limit)"),
+            (self.sample_by in SAMPLE_BY, f"{key}.sample_by={self.sample_by}: a text file is read by {', '.join(SAMPLE_BY)} (one document each)"),
             (math.isfinite(self.weight) and self.weight > 0,
              f"{key}.weight={self.weight}: a weight must be a positive number (to leave a component out, remove it from the manifest)"),
             ((own_min or 0) >= 0, f"{key}.min_chars={own_min} must be 0 or more (null: filter.min_chars)"),
@@ -157,6 +158,8 @@ class ComponentConfig:
              f" ({key}.url_column=url), or let this component skip them ({key}.url_filter=false)"),
         ]
 
+
+SAMPLE_BY = ("line", "paragraph", "document")
 
 # Records of a partition; far more than fits in memory, and well inside the 36 bits of a record's position.
 MAX_PARTITION = 10**8
@@ -230,7 +233,7 @@ class FilterKeys:
     """The filter's own keys; FilterConfig adds the optional steps' settings."""
 
     min_chars: int = 200
-    max_chars: int = 8000
+    max_chars: Optional[int] = 8000  # 0 or null: no upper bound (a component's own max_chars: the same)
     languages: List[str] = field(default_factory=lambda: ["en"])
     lang_backend: LangBackend = LangBackend.langdetect_fast
     lang_threshold: float = 0.85  # conf: the backend's calibrated threshold (0.85 langdetect, 0.4 fasttext)
@@ -284,7 +287,10 @@ class FilterKeys:
 
     def rules(self) -> List[Rule]:
         return [
-            (0 <= self.min_chars <= self.max_chars, f"filter.min_chars={self.min_chars} and filter.max_chars={self.max_chars}: need 0 <= min_chars <= max_chars"),
+            (self.min_chars >= 0, f"filter.min_chars={self.min_chars} must be 0 or more"),
+            ((self.max_chars or 0) >= 0, f"filter.max_chars={self.max_chars} must be 0 or null (no upper bound) or more"),
+            (not self.max_chars or self.min_chars <= self.max_chars,
+             f"filter.min_chars={self.min_chars} and filter.max_chars={self.max_chars}: need min_chars <= max_chars (or filter.max_chars=0: no upper bound)"),
             (0.0 <= self.lang_threshold <= 1.0, f"filter.lang_threshold={self.lang_threshold} must be between 0 and 1"),
             (len(self.languages) >= 1, "filter.languages is empty: name at least one language to keep (e.g. [en])"),
             ((self.keep_rejected or 0) >= 0, f"filter.keep_rejected={self.keep_rejected} must be 0 or more"),
@@ -621,7 +627,16 @@ def _plain_dict(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
 def register() -> None:
     from hydra.core.config_store import ConfigStore  # here: workers import this module without Hydra
 
-    ConfigStore.instance().store(name="stage2_schema", node=Config)
+    # A manifest's components are named by its user: `dataset.components.<name>.<key>=...` may name one
+    # the composed config does not hold yet (a path's component under dataset=files, a new component).
+    # Hydra creates such a node as a plain dict, which a typed entry refuses; so Hydra sees the entries
+    # untyped and open, and `validate` (at start-up, before any work) merges them into ComponentConfig,
+    # where a misspelt key or a wrong type fails in one line.
+    open_dataset = make_dataclass("DatasetConfig", [("components", Dict[str, Any], field(default_factory=dict))], bases=(DatasetConfig,))
+    composed = make_dataclass("Config", [("dataset", open_dataset, field(default_factory=open_dataset))], bases=(Config,))
+    schema = OmegaConf.structured(composed)
+    OmegaConf.set_struct(schema.dataset.components, False)
+    ConfigStore.instance().store(name="stage2_schema", node=schema)
 
 
 # Keys that never change an artifact: left out of the config digest.

@@ -18,7 +18,7 @@ import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from stage2.errors import Stage2Error, first_line
@@ -55,9 +55,48 @@ def register_all() -> None:
 register_all()
 
 
+# The keys a `dataset=files` path's entry takes from the dataset when it leaves them unset.
+PATH_SHARED_KEYS = ("text_column", "id_column", "lang_filter")
+
+
+def complete_path_entries(cfg: DictConfig) -> None:
+    """`dataset=files`: an entry `dataset.components.<name>` without files of its own holds the settings of
+    the path whose component is <name>; what it leaves unset it takes from dataset.text_column, id_column,
+    lang_filter and the path's dataset.weights value, so the recipe records every path's settings."""
+    from stage2.io.sources import component_name
+
+    dataset = cfg.get("dataset")
+    if not isinstance(dataset, DictConfig) or not dataset.get("paths") or not isinstance(dataset.get("components"), DictConfig):
+        return
+    weights = list(dataset.get("weights") or [])
+    for index, pattern in enumerate(dataset.paths):
+        entry = dataset.components.get(component_name(str(pattern)))
+        if not isinstance(entry, DictConfig) or entry.get("data_files") or entry.get("hub_path"):
+            continue
+        text_file = str(entry.get("format") or _format_of(str(pattern))) == "text"
+        with open_dict(entry):  # (a rerun's saved config is closed to new keys)
+            for key in PATH_SHARED_KEYS:
+                if key == "text_column" and text_file:
+                    entry.setdefault(key, "text")  # a text file's one column; dataset.text_column names JSON's and parquet's
+                elif key not in entry and key in dataset:
+                    entry[key] = dataset[key]
+            if "weight" not in entry and index < len(weights):
+                entry["weight"] = weights[index]
+
+
+def _format_of(pattern: str) -> Optional[str]:
+    from stage2.io.sources import infer_format
+
+    try:
+        return infer_format(pattern)
+    except Stage2Error:  # (said at start-up with the files in hand)
+        return None
+
+
 def resolve_config(cfg: DictConfig, launch_dir: str, rerun_of: Optional[str] = None) -> Config:
     """Re-apply the schema (a rerun from a saved config has none), resolve, check, and return the typed config."""
     try:
+        complete_path_entries(cfg)
         cfg = validate(cfg)
     except OmegaConfBaseException as exc:  # e.g. a key added with `+key=...` that the schema does not have
         raise Stage2Error(f"{getattr(exc, 'full_key', None) or 'config'}: {str(exc).splitlines()[0]}") from exc

@@ -173,30 +173,45 @@ def resolve_components(dataset: DatasetConfig, launch_dir: str) -> List[Componen
     paths, weights = list(dataset.paths or []), list(dataset.weights or [])
     if weights and len(weights) != len(paths):  # (Config.check says so at start-up; this for direct callers)
         raise Stage2Error(f"dataset.weights has {len(weights)} values for {len(paths)} paths in dataset.paths: give one weight per path (or [] for 1.0 each)")
+    entries = dict(dataset.components or {})
     for index, pattern in enumerate(paths):
         # One component per path or glob (a glob over a sharded dataset is one component).
         files = expand_paths([pattern], launch_dir, "dataset.paths")
         name = component_name(pattern)
         if any(s.name == name for s in specs):
-            raise Stage2Error(f"dataset.paths: two paths give the component name {name!r}; rename a file (components are named after file stems)")
-        specs.append(
-            ComponentSpec(
-                name=name,
-                files=files,
-                format=_single_format(files, f"dataset.paths {pattern!r}"),
-                text_column=dataset.text_column,
-                id_column=dataset.id_column,
-                url_column=dataset.url_column,
-                max_records=cap,
-                weight=float(weights[index]) if weights else 1.0,
-                lang_filter=bool(dataset.lang_filter),
-                id_names=id_names(files, pattern_root(pattern, launch_dir)),
-                root=pattern_root(pattern, launch_dir),
-            )
+            raise Stage2Error(f"dataset.paths: two paths give the component name {name!r}; rename a file, or name one with dataset.components.<name>.data_files=[...] (components are named after file stems)")
+        settings = ComponentConfig(
+            text_column=dataset.text_column,
+            id_column=dataset.id_column,
+            url_column=dataset.url_column,
+            weight=float(weights[index]) if weights else 1.0,
+            lang_filter=bool(dataset.lang_filter),
         )
-    for name, comp in (dataset.components or {}).items():
+        own = entries.get(name)
+        if own is not None and not own.data_files and not own.hub_path:  # this path's own settings
+            entries.pop(name)
+            settings = path_settings(settings, own)
+        config = {f.name: getattr(settings, f.name) for f in dataclasses.fields(ComponentConfig)}
+        cap_own = settings.max_records
+        fmt = settings.format or _single_format(files, f"dataset.paths {pattern!r}")
+        if fmt == "text" and (own is None or own.data_files):  # a text file's one column (dataset.text_column names JSON's and parquet's)
+            config["text_column"] = "text"
+        config.update(
+            format=fmt,
+            max_records=cap if cap_own is None else cap_own if cap is None else min(cap_own, cap),
+            languages=None if settings.languages is None else tuple(settings.languages),
+            quality=None if settings.quality is None else tuple(settings.quality),
+            id_names=id_names(files, pattern_root(pattern, launch_dir)),
+            root=pattern_root(pattern, launch_dir),
+        )
+        specs.append(ComponentSpec(**config, name=name, files=files))
+    for name, comp in entries.items():
         has_files, has_hub = bool(comp.data_files), bool(comp.hub_path)
         if has_files == has_hub:
+            if not has_files and paths:
+                given = ", ".join(s.name for s in specs)
+                raise Stage2Error(f"dataset.components.{name}: no path in dataset.paths gives a component named {name!r} (they give {given}), "
+                                  "and it sets neither data_files nor hub_path: name a path's component, or give this one its files")
             raise Stage2Error(f"dataset.components.{name}: set exactly one of data_files or hub_path")
         files = expand_paths(list(comp.data_files), launch_dir, f"dataset.components.{name}") if has_files else []
         fmt = comp.format
@@ -222,6 +237,13 @@ def resolve_components(dataset: DatasetConfig, launch_dir: str) -> List[Componen
     if not specs:
         raise Stage2Error("the dataset has no components: give files with 'dataset.paths=[a.jsonl.gz,...]' (dataset=files) or set dataset.components")
     return specs
+
+
+def path_settings(shared: ComponentConfig, own: ComponentConfig) -> ComponentConfig:
+    """A `dataset=files` path's settings: its entry `dataset.components.<its name>` (start-up has filled
+    the keys the entry left unset from dataset.text_column, id_column, lang_filter and the path's
+    dataset.weights value: `stage2.main.complete_path_entries`), with the path's files."""
+    return replace(own, data_files=shared.data_files)
 
 
 @functools.lru_cache(maxsize=None)

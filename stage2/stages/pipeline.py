@@ -46,8 +46,21 @@ def _check_no_empty_component(run: Run) -> None:
             dropped = ", ".join(f"{k} {v}" for k, v in counts.get("dropped", {}).items() if v)
             raise Stage2Error(
                 f"component {name}: no document left after filtering ({counts.get('records_in')} read; dropped: {dropped});"
-                " loosen the filter or remove the component from the mixture"
+                f" loosen the filter or remove the component from the mixture{_by_line_hint(run, name)}"
             )
+
+
+def _by_line_hint(run: Run, name: str) -> str:
+    """A text file read one document per line (the default) is the usual cause of a component all too short."""
+    from stage2.io.sources import infer_format
+
+    own = (run.cfg.dataset.components or {}).get(name)
+    patterns = list(own.data_files or []) if own is not None and own.data_files else [p for p in run.cfg.dataset.paths or [] if name in p]
+    try:
+        text = bool(patterns) and all(infer_format(p) == "text" for p in patterns) and (own is None or own.sample_by == "line")
+    except Stage2Error:
+        text = False
+    return f" (a text file is read one document per line: dataset.components.{name}.sample_by=paragraph or document reads larger ones)" if text else ""
 
 
 def run_stage(cfg: Config, run_dir: Path, record: bool = True) -> Path:

@@ -149,10 +149,19 @@ def metrics(stats: Dict[str, Any]) -> Dict[str, Any]:
     if language_filtered and checks:
         for check in dict.fromkeys(checks + [k for c in language_filtered for k in c.get("language_dropped_by") or {}]):
             out[f"dropped_by_{check}.overall"] = sum((c.get("language_dropped_by") or {}).get(check, 0) for c in language_filtered)
+    # Every drop reason over the mixture, 0s included: a sweep of any filter key shows where documents went.
+    reasons: Dict[str, int] = {}
+    for comp in filter_comps.values():
+        for reason, n in (comp.get("dropped") or {}).items():
+            reasons[reason] = reasons.get(reason, 0) + int(n or 0)
+    for reason, n in reasons.items():
+        out[f"dropped_{reason}.overall"] = n
     tok = stages.get("tokenizer") or {}
     for name, comp in (tok.get("components") or {}).items():
         if comp.get("bytes_per_token") is not None:
             out[f"bytes_per_token.{name}"] = comp["bytes_per_token"]
+        if comp.get("eval_docs") is not None:  # the held-out documents its bytes/token rests on
+            out[f"eval_docs.{name}"] = comp["eval_docs"]
     if (tok.get("overall") or {}).get("bytes_per_token") is not None:
         out["bytes_per_token.overall"] = tok["overall"]["bytes_per_token"]
     if tok.get("vocab_size") is not None:
@@ -161,6 +170,17 @@ def metrics(stats: Dict[str, Any]) -> Dict[str, Any]:
     if shard_comps:
         out["shard_tokens"] = sum(c.get("tokens", 0) for c in shard_comps.values())
     return out
+
+
+def trained_on(job: Path, stage: str) -> str:
+    """What a run's tokenizer trained on: its own filtered parts, a past run's, or the raw sources."""
+    if stage == "pipeline":
+        return "this run's filtered parts"
+    try:
+        past = ((read_config(job).get("tokenizer") or {}).get("input_run"))
+    except Stage2Error:
+        return "unknown (no config.resolved.yaml)"
+    return f"filtered parts of {'/'.join(Path(past).parts[-2:])}" if past else "raw sources (unfiltered)"
 
 
 def safe_overrides(job: Path) -> List[str]:
@@ -180,6 +200,8 @@ def job_row(job: Path, sweep_dir: Path, overrides: List[str]) -> Dict[str, Any]:
         row["stage"] = stats.get("stage", "")
         # stats.json is written from a run's start: "running" here means the job stopped early.
         row["status"] = stats.get("status") or "ok"
+        if "tokenizer" in (stats.get("stages") or {}):
+            row["trained_on"] = trained_on(job, stats.get("stage", ""))
         row.update(metrics(stats))
     except (Stage2Error, OSError, AttributeError, KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
         row["stage"] = ""
@@ -292,6 +314,16 @@ def other_swept(overrides: List[Dict[str, str]], xs: List[Any]) -> Tuple[List[st
     return keys, [", ".join(f"{k}={o.get(k)}" for k in keys) for o in overrides]
 
 
+def heldout_note(rows: List[Dict[str, Any]], component: str) -> str:
+    """" (n=...)": the held-out documents a component's bytes/token figures rest on (a range if jobs differ)."""
+    counts = sorted({int(r[f"eval_docs.{component}"]) for r in rows if r.get(f"eval_docs.{component}") is not None})
+    if component == "overall":
+        counts = sorted({sum(int(v) for k, v in r.items() if k.startswith("eval_docs.") and v is not None) for r in rows if any(k.startswith("eval_docs.") for k in r)})
+    if not counts:
+        return ""
+    return f" (n={counts[0]})" if len(counts) == 1 else f" (n={counts[0]}-{counts[-1]})"
+
+
 def write_plot(path: Path, rows: List[Dict[str, Any]], overrides: List[Dict[str, str]]) -> bool:
     spec = plot_spec(rows, overrides)
     if spec is None:
@@ -319,12 +351,18 @@ def write_plot(path: Path, rows: List[Dict[str, Any]], overrides: List[Dict[str,
             "linestyle": styles[group_names.index(group) % len(styles)] if len(group_names) > 1 else ("--" if overall else "-"),
         }
         label = column.split(".", 1)[1] + (f" ({group})" if group else "")
+        if metric == "bytes_per_token":
+            label += heldout_note(rows, column.split(".", 1)[1])
         ax.plot(*zip(*points), marker="o", label=label, **style)
     if labels:
         ax.set_xticks(range(len(labels)), labels, rotation=20)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(f"{metric.replace('_', ' ')} by {xlabel}" + (f" (also swept: {', '.join(others)})" if others else ""), fontsize=9)
+    title = f"{metric.replace('_', ' ')} by {xlabel}" + (f" (also swept: {', '.join(others)})" if others else "")
+    sources = sorted({str(r["trained_on"]) for r in rows if r.get("trained_on")})
+    if metric == "bytes_per_token" and sources:
+        title += f"\ntrained on {' / '.join(sources)}; n: held-out documents per figure"
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

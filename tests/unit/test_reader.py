@@ -182,15 +182,16 @@ def test_bad_arguments(sharded):
         s.batch(0, 0)
 
 
-# --- the README example ----------------------------------------------------------------------------
+# --- the docs' example (docs/run-folder.md) ----------------------------------------------------------
 
 
 def readme_examples():
-    """The reader section's code blocks that set RUN: the training-loop examples."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+    """The reader section's code blocks that set RUN: the training-loop examples (the torch one is marked
+    `python no-run` for the docs test, which runs without torch; it runs here when torch is installed)."""
+    text = (REPO / "docs" / "run-folder.md").read_text(encoding="utf-8")
     section = text[text.index("## Reading the shards") :]
-    section = section[: section.index("\n## ", 1)]
-    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    section = section[: section.index("\n## ", 1)] if "\n## " in section[1:] else section
+    blocks = re.findall(r"```python[^\n]*\n(.*?)```", section, flags=re.S)
     return [b for b in blocks if "MixtureSampler" in b or "TorchMixtureDataset" in b][-2:]
 
 
