@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import resource
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
@@ -61,7 +62,7 @@ def _usable(docs: Iterable[Document], skip_bad: bool) -> Iterator[Document]:
             raise Stage2Error(f"{doc.location}: record {doc.record}: {doc.problem} (filter.on_bad_record=skip passes over such records)")
 
 
-def _partition_task(task: Tuple[ComponentSpec, str, Any, bool, Bounds, int, int, int, int]) -> Tuple[str, PartitionSample]:
+def _partition_task(task: Tuple[ComponentSpec, str, Any, bool, Bounds, int, int, int, int]) -> Tuple[str, PartitionSample, Dict[str, float]]:
     """One partition's sample candidates, in a worker (top level and plain arguments: it is pickled).
 
     A partition is a filtered part ("part", its path), a planned range of a raw file ("unit", a plan
@@ -71,6 +72,7 @@ def _partition_task(task: Tuple[ComponentSpec, str, Any, bool, Bounds, int, int,
     from stage2.io.plan import read_unit
     from stage2.io.sources import iter_documents
 
+    started = time.process_time()
     spec, kind, where, skip_bad, bounds, quota, heldout_percent, eval_docs, seed = task
     if kind == "part":
         docs: Iterable[Document] = parts.read_documents(where)
@@ -78,7 +80,9 @@ def _partition_task(task: Tuple[ComponentSpec, str, Any, bool, Bounds, int, int,
         docs = _usable(read_unit(spec, where), skip_bad)
     else:
         docs = _usable(iter_documents(spec), skip_bad)
-    return spec.name, sample_partition(docs, bounds, quota, heldout_percent, eval_docs, seed)
+    part = sample_partition(docs, bounds, quota, heldout_percent, eval_docs, seed)
+    usage = {"cpu_s": time.process_time() - started, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return spec.name, part, usage
 
 
 def _count_task(args: Tuple[ComponentSpec, str]) -> int:
@@ -119,9 +123,10 @@ def sample_partitions_of(run: Any, filtered_dir: Optional[Path]) -> Dict[str, Tu
     return out
 
 
-def collect_samples(run: Any, t: TokenizerConfig) -> List[ComponentSample]:
+def collect_samples(run: Any, t: TokenizerConfig, usage: Optional[Dict[str, float]] = None) -> List[ComponentSample]:
     """Every component's training sample and eval slice, in manifest order, sampled in parallel over
-    partitions (stage2/tokenizer/sample.py: the same sample for any partitioning and worker count)."""
+    partitions (stage2/tokenizer/sample.py: the same sample for any partitioning and worker count).
+    `usage`, when given, gets the tasks' CPU seconds, largest peak RSS, and the passes and tasks run."""
     from stage2.io import parts
 
     filtered_dir = parts.filtered_source(run, t.input_run, "tokenizer")
@@ -135,7 +140,14 @@ def collect_samples(run: Any, t: TokenizerConfig) -> List[ComponentSample]:
             (spec, kind, where, skip_bad, bounds[name], shares[name], t.heldout_percent, t.eval_docs_per_component, t.seed)
             for name in bounds for spec, kind, where in partitions[name][0]
         ]
-        return track(mapper(_partition_task, tasks), "tokenizer: sampling", total=len(tasks), unit="partition", enabled=run.cfg.progress)
+        if usage is not None:
+            usage["passes"] = usage.get("passes", 0) + 1
+            usage["tasks"] = usage.get("tasks", 0) + len(tasks)
+        for name, part, used in track(mapper(_partition_task, tasks), "tokenizer: sampling", total=len(tasks), unit="partition", enabled=run.cfg.progress):
+            if usage is not None:
+                usage["tasks_cpu_s"] = usage.get("tasks_cpu_s", 0.0) + used["cpu_s"]
+                usage["workers_peak_rss_mb"] = max(usage.get("workers_peak_rss_mb", 0.0), used["peak_rss_mb"])
+            yield name, part
 
     expected = {spec.name: partitions[spec.name][1] for spec in run.components}
     samples = sample_partitions(expected, shares, t.heldout_percent, t.eval_docs_per_component, run_pass)
@@ -150,8 +162,11 @@ def run(run: Any) -> Dict[str, Any]:
     stats = run.stage_stats("tokenizer")
     started = time.time()
 
-    samples = collect_samples(run, t)
+    driver_cpu = [time.process_time()]
+    usage: Dict[str, float] = {}
+    samples = collect_samples(run, t, usage)
     sampled = time.time()
+    driver_cpu.append(time.process_time())
     train_docs = sum(len(s.train_texts) for s in samples)
     if train_docs == 0:
         raise Stage2Error(f"tokenizer: no training documents in {', '.join(c.name for c in run.components)} (all empty or held out)")
@@ -192,6 +207,7 @@ def run(run: Any) -> Dict[str, Any]:
         write_marker(run.dir / TRAIN_MARKER, run.digest, {"model": model_path.name}, [model_path])  # last: the model is finished
     vocab_path = model_path.with_suffix(".vocab")
     trained = time.time()
+    driver_cpu.append(time.process_time())
     actual = piece_count(model)
     if actual < requested:
         log.warning(
@@ -216,6 +232,7 @@ def run(run: Any) -> Dict[str, Any]:
                 round(export.agreement(sp, hf, s.eval_texts) / len(s.eval_texts), 6) if s.eval_texts else None
             )
     evaluated = time.time()
+    driver_cpu.append(time.process_time())
     lossy = [c for c, m in components.items() if m["roundtrip_share"] is not None and m["roundtrip_share"] < 1]
     if lossy:
         log.warning(
@@ -246,6 +263,18 @@ def run(run: Any) -> Dict[str, Any]:
                 "train": round(trained - sampled, 3),
                 "evaluate": round(evaluated - trained, 3),
                 "total": round(evaluated - started, 3),
+            },
+            # CPU by phase: sampling is spread over the workers; training and evaluation run in this
+            # process (SentencePiece's threads), a cost fixed by the sample, not by the input.
+            "resources": {
+                "driver_cpu_s": {
+                    phase: round(b - a, 3) for phase, a, b in zip(("sample", "train", "evaluate"), driver_cpu, driver_cpu[1:])
+                },
+                "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "sample_tasks_cpu_s": round(usage.get("tasks_cpu_s", 0.0), 3),
+                "workers_peak_rss_mb": round(usage.get("workers_peak_rss_mb", 0.0), 1),
+                "sample_passes": int(usage.get("passes", 0)),
+                "sample_tasks": int(usage.get("tasks", 0)),
             },
         }
     )
