@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import ctypes
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -57,7 +59,7 @@ if __name__ == "__main__":  # (its workers are spawned processes that import thi
     LocalPipelineExecutor(
         pipeline=[
             JsonlReader(data, glob_pattern="*.jsonl"),
-            LambdaFilter(lambda doc: int(lo) <= len(doc.text) <= int(hi)),
+            LambdaFilter(lambda doc, lo=int(lo), hi=int(hi): lo <= len(doc.text) <= hi),
             LanguageFilter(languages=["en"], language_threshold=float(threshold)),
             DocumentTokenizer(out + "/tokens", tokenizer_name_or_path=tokenizer, eos_token="</s>", shuffle_documents=False),
         ],
@@ -98,16 +100,33 @@ if __name__ == "__main__":
 
 
 def timed(args: List[str], cwd: Path, env: Dict[str, str], log: Path) -> Dict[str, float]:
-    """Run to the end; wall and CPU of the whole process tree (os.wait4 of the child, which reaps its own)."""
+    """Run to the end; wall, and CPU of the whole process tree: this process is a subreaper, so workers
+    their parent did not wait for (daemonic pool processes) are reaped here and counted too."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log, "wb") as out:
         started = time.perf_counter()
         proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
+    while True:  # the orphans of its tree, adopted by this process
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args[:4])} ... failed ({proc.returncode}):\n{log.read_text(errors='replace')[-3000:]}")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_mb": usage.ru_maxrss / 1024}
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return {"wall_s": wall, "cpu_s": cpu, "max_rss_mb": usage.ru_maxrss / 1024}
+
+
+def _datatrove_docs(path: Path) -> int:
+    """Documents the tokenizer step of one datatrove task wrote (its stats file: a list of step stats)."""
+    for step in json.loads(path.read_text()):
+        if "Tokenizer" in step.get("name", "") or "Writer" in step.get("name", ""):
+            return int(step.get("stats", {}).get("documents", {}).get("total", 0) if isinstance(step.get("stats", {}).get("documents"), dict) else step.get("stats", {}).get("documents", 0))
+    return 0
 
 
 def add(a: Dict[str, float], b: Dict[str, float]) -> Dict[str, float]:
@@ -126,6 +145,7 @@ def main() -> None:
     args = parser.parse_args()
     if not Path(args.peers_python).exists():
         raise SystemExit(f"{args.peers_python}: no peers virtualenv (see the module docstring)")
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER (see timed)
     inputs = Inputs(args.cache, args.max_docs, False)
     folder, meta = inputs.scale(args.copies)
     data = folder
@@ -146,9 +166,10 @@ def main() -> None:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from stage2.lid.backends import fasttext_model_path
 
-        assets = subprocess.run([args.peers_python, "-c", "from huggingface_hub import cached_assets_path as c; print(c(library_name='datatrove', namespace='lid', subfolder='ft176'))"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-        target = Path(assets) / "dl.fbaipublicfiles.com_fasttext_supervised-models_lid.176.bin"
+        where = ("import os; from datatrove.io import cached_assets_path, strip_protocol; from datatrove.utils.lid import FT176LID as M; "
+                 "print(os.path.join(cached_assets_path(library_name='datatrove', namespace='lid', subfolder=M.MODEL_SUBFOLDER), "
+                 "strip_protocol(M.MODEL_URL).replace('/', '_')))")  # (datatrove.io.cached_asset_path_or_download's path)
+        target = Path(subprocess.run([args.peers_python, "-c", where], capture_output=True, text=True, check=True).stdout.strip())
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(fasttext_model_path(), target)
@@ -174,8 +195,9 @@ def main() -> None:
             elif contestant == "datatrove":
                 got = timed([args.peers_python, str(work / "peer_datatrove.py"), str(data), str(out), str(tokenizer_json), str(args.workers),
                              str(meta["files"]), str(MIN_CHARS), str(MAX_CHARS), str(LANG_THRESHOLD)], work, peer_env, work / f"{out.name}.log")
-                stats_files = list((out / "logs" / "stats").glob("*.json"))
+                stats_files = sorted((out / "logs" / "stats").glob("*.json"))
                 got["tasks"] = len(stats_files)
+                got["docs_written"] = sum(_datatrove_docs(f) for f in stats_files)
             else:
                 out.mkdir(parents=True)
                 got = timed([args.peers_python, str(work / "peer_nanogpt.py"), str(data), str(out), str(tokenizer_json), str(args.workers)],

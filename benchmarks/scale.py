@@ -764,18 +764,28 @@ def git_state() -> str:
 
 
 def rewrite_report(args: argparse.Namespace) -> None:
-    """The report of a finished (or stopped) benchmark again, from its scale.json: after a change of the report only."""
-    saved = json.loads(args.from_json.read_text())
-    meta = {int(k[:-1]): v for k, v in saved["scales"].items()}
-    runs = {stage: {int(k[:-1]): r for k, r in saved["runs"][stage].items()} for stage in STAGES}
-    meta = {k: v for k, v in meta.items() if all(k in runs[stage] for stage in STAGES)}  # (scales whose stages all ran)
-    runs = {stage: {k: r for k, r in by.items() if k in meta} for stage, by in runs.items()}
+    """The report again from the scale.json of finished (or stopped) benchmarks, without running anything:
+    after a change of the report, or to merge scales measured by separate invocations (said in the report)."""
+    meta: Dict[int, Dict[str, Any]] = {}
+    runs: Dict[str, Dict[int, Dict[str, Any]]] = {stage: {} for stage in STAGES}
+    saved_all = [json.loads(path.read_text()) for path in args.from_json]
+    for saved in saved_all:
+        done = {int(k[:-1]) for k in saved["scales"] if all(k in saved["runs"][stage] for stage in STAGES)}  # (scales whose stages all ran)
+        meta.update({int(k[:-1]): v for k, v in saved["scales"].items() if int(k[:-1]) in done})
+        for stage in STAGES:
+            runs[stage].update({int(k[:-1]): r for k, r in saved["runs"][stage].items() if int(k[:-1]) in done})
+    saved = saved_all[-1]
     for key in ("workers", "compress", "max_docs", "rev"):
         setattr(args, key, saved[key])
     args.set = saved["overrides"]
     inputs = Inputs.__new__(Inputs)
     inputs.root, inputs.generated, inputs.generated_s = saved["cache"], saved["generated_copies"], saved["generation_s"]
-    text, headline = report(args, runs, meta, inputs, (saved["load_start"], saved["load_end"]), saved["git"])
+    loads = (min(x["load_start"] for x in saved_all), max(x["load_end"] for x in saved_all))
+    revision = " + ".join(dict.fromkeys(x["git"] for x in saved_all))
+    if len(saved_all) > 1:
+        revision += f" (scales merged from {len(saved_all)} invocations: " + "; ".join(
+            ", ".join(k for k in x["scales"]) for x in saved_all) + ")"
+    text, headline = report(args, runs, meta, inputs, loads, revision)
     print(text)
     write_results("scale", text, headline)
 
@@ -792,7 +802,8 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between /proc samples")
     parser.add_argument("--rev", default=None, help="run the stage2 code of this git revision (exported to a temp folder) instead of the working tree")
     parser.add_argument("--work", type=Path, default=None, help="where the run folders go (default: a new temp folder)")
-    parser.add_argument("--from-json", type=Path, default=None, help="rewrite the report from a scale.json this benchmark wrote (no runs)")
+    parser.add_argument("--from-json", type=Path, action="append", default=[],
+                        help="rewrite the report from scale.json files this benchmark wrote (no runs; repeatable: their scales are merged)")
     args = parser.parse_args()
     if args.from_json:
         rewrite_report(args)
