@@ -629,12 +629,20 @@ def extrapolate(runs: Dict[str, Dict[int, Dict[str, Any]]], meta: Dict[int, Dict
             totals = [runs[stage][k]["cpu_s"] for k in sorted(runs[stage])]
         total_fit, driver_fit = _fit(xs, totals), _fit(xs, drivers)
         if total_fit and driver_fit and total_fit[1] > 0:
+            sm = min(max(driver_fit[1] / total_fit[1], 0.0), 1.0)
+            # The intercepts (start-up, and for the tokenizer its training) count as serial: an upper bound.
+            fixed_m = max(total_fit[0], 0.0) + (fixed if stage == "tokenizer" else 0.0)
+            wall_m = {str(n): fixed_m + total_fit[1] * TARGET_BYTES * (sm + (1 - sm) / n) for n in counts}
             out["stages"][stage]["marginal"] = {
-                "serial_fraction": min(max(driver_fit[1] / total_fit[1], 0.0), 1.0), "cpu_s_per_mb": total_fit[1] * 1e6,
-                "fixed_cpu_s": total_fit[0], "driver_fixed_cpu_s": driver_fit[0],
+                "serial_fraction": sm, "cpu_s_per_mb": total_fit[1] * 1e6,
+                "fixed_cpu_s": fixed_m, "driver_fixed_cpu_s": driver_fit[0], "wall_s": wall_m,
             }
-        for n in wall:
-            total[n] += wall[n]
+            wall = wall_m
+            out["stages"][stage]["wall_s_basis"] = "marginal"
+        out["stages"][stage]["wall_s"] = wall
+    for stage in STAGES:
+        for n, v in out["stages"][stage]["wall_s"].items():
+            total[n] += v
     out["pipeline_wall_s"] = total
     return out
 
@@ -734,8 +742,11 @@ def report(args: argparse.Namespace, runs: Dict[str, Dict[int, Dict[str, Any]]],
         "## Are the copies distinct and as screenable as the original?\n\n" + linear + "\n\n"
         "Expected = the smallest scale's count times the scale ratio; exact or near duplicates across copies would show above it.\n\n"
         f"## Extrapolation to {TARGET_BYTES / 1e9:.0f} GB of text (an extrapolation, not a measurement)\n\n"
-        f"Per stage from the largest scale: T(N) = fixed + C (s + (1 - s) / N), C = CPU per MB x {TARGET_BYTES / 1e6:.0f} MB, "
-        "s = driver CPU / all CPU (the tokenizer: of sampling; the rest of its driver CPU, start-up, training and evaluation, is the fixed serial part).\n\n"
+        f"Per stage: T(N) = fixed + C (s + (1 - s) / N), C = CPU per MB x {TARGET_BYTES / 1e6:.0f} MB. With two scales or more, "
+        "c and s are the marginal ones (least-squares slopes of all CPU and of driver CPU over text bytes) and `fixed` the fit's "
+        "intercept (start-up), counted as serial; with one scale, c and s are that scale's. The tokenizer's s is of its sampling; "
+        "its driver CPU outside sampling at the largest scale (start-up, training, evaluation) is added to `fixed`. "
+        "T(N) columns use the marginal figures where there are some.\n\n"
         f"{ex_table}\n\n"
         "These assume the serial fraction and the cost per byte stay as measured, and ignore I/O bandwidth, the network, "
         "scheduling, stragglers and start-up of many workers. The shard stage's serial part (the driver packing token "
