@@ -1,7 +1,13 @@
-"""The filter stage at growing input: driver CPU share, peak RSS per process, worker throughput, spill.
+"""The whole pipeline at growing input: per stage wall, CPU, driver share, peak RSS, scratch and output disk.
 
-    uv run python -m benchmarks.scale [--scales 1,10,40] [--workers 2] [--keep] [--compress]
-        [--max-docs N] [--no-original] [--cache DIR] [--set KEY=VALUE ...]
+    uv run python -m benchmarks.scale [--scales 1,10,40,150] [--workers 2] [--keep] [--compress]
+        [--max-docs N] [--cache DIR] [--work DIR] [--set KEY=VALUE ...] [--from-json scale.json ...]
+
+Per scale, three CLI runs, each measured alone: `stage=filter` (default recipe), then
+`stage=tokenizer tokenizer.input_run=<the filter run>`, then `stage=shard shard.input_run=<the filter
+run> shard.tokenizer=<the tokenizer run>`. Results are written after every scale (a stopped run keeps
+what it measured); `--from-json` rewrites the report from saved scale.json files without running
+anything, merging the scales of several invocations (the report says so).
 
 Input. "1x" is the English dev text of ../shared/data (or $STAGE2_SHARED_DATA): every record of
 en_web_stackexchange_dev, en_web_cc_samples_dev and en_foldoc_dev (12,240 documents, about 6.8 MB of
@@ -19,15 +25,15 @@ many to near dedup) also has those words shuffled among its punctuation, seeded 
     a copy, so documents that are exact (or near) duplicates in the dev text stay so in every copy;
   - the words, characters and function words are the same, so the length screen and English language
     ID (function-word share, fastText, langdetect: all bag-of-words or character n-grams) judge a copy
-    much as the original. The optional reference run on the unperturbed text (on by default) shows how
-    much, and the "kept at Sx / (S x kept at 1x)" row checks that copies add kept documents linearly.
+    much as the original; the "kept at Sx / (S x kept at 1x)" row checks that copies add kept
+    documents linearly.
 Scale S is copies 0..S-1, one JSON-lines file per copy (`--compress`: .jsonl.gz), one component
 (`dataset.paths=[<folder>/*.jsonl]`). Copies are generated once into the cache folder
 ($STAGE2_SCALE_CACHE, else <tmp>/stage2-scale-inputs; keyed by the sources' SHA-256, --max-docs,
 --compress and the generator version) and hard-linked into one folder per scale; later runs reuse them.
 
-Run. Per scale, the real CLI as a subprocess, default filter recipe:
-    <venv>/bin/stage2 stage=filter progress=false dataset=files 'dataset.paths=[<folder>/*.jsonl]'
+Run. Per scale and stage, the real CLI as a subprocess:
+    <venv>/bin/stage2 stage=<stage> progress=false dataset=files 'dataset.paths=[<folder>/*.jsonl]'
         executor.workers=W hydra.run.dir=<work>/<name> runs_index=<work>/runs.jsonl [--set overrides]
 Measured from outside:
   - wall: Popen to the driver's exit (os.waitid with WNOWAIT, which leaves the exited driver a zombie);
@@ -38,29 +44,29 @@ Measured from outside:
     descendants);
   - per process, every --interval seconds (0.2): the process tree under the driver (/proc/*/task/*/
     children), each process's VmHWM (the kernel's own peak RSS of that process) and utime + stime, and
-    the apparent size (st_size) of the spill folder <run>/filtered/.work (--spill-dir) and of the whole
-    run folder. Driver peak RSS = the driver's last VmHWM read, worker peak RSS = the largest over its
-    descendants (a peak reached in a process's last --interval is missed); the summed last-read CPU of
-    the descendants cross-checks total - driver;
-  - from the run's stats.json `stages.filter`: records_in, kept, dropped, bytes_in and, when the stage
-    reports them, resources.driver_cpu_s, resources.driver_peak_rss_mb, resources.workers_peak_rss_mb,
-    dedup.spill_bytes (and the older dedup_state_bytes); a missing key shows as n/a.
-Derived: driver CPU share = driver CPU / total CPU; docs/s per worker = documents / worker CPU
-seconds (a per-core rate, independent of how many cores were free); text MB = 10^6 bytes of UTF-8 text;
-RSS MB = 2^20 bytes (as ru_maxrss / 1024).
+    the apparent size (st_size) of the stage's scratch folder (the filter's <run>/filtered/.work, the
+    shard stage's <run>/shards/<component>/.work) and of the whole run folder. Driver peak RSS = the
+    driver's last VmHWM read, worker peak RSS = the largest over its descendants (a peak reached in a
+    process's last --interval is missed);
+  - from the run's stats.json: the filter's records_in, kept, dropped, bytes_in, resources and
+    dedup.spill_bytes; the tokenizer's docs_seen per component, sample, seconds and resources (the
+    driver's CPU by phase: sample, train, evaluate; its sampling tasks and passes); the shard stage's
+    records and tokens per component. Output = the size of filtered/, tokenizer/ or shards/ at the end.
+Derived: driver CPU share = driver CPU / total CPU (the tokenizer's sampling share: its driver CPU while
+sampling / that + worker CPU); docs/s per worker = documents the stage read / worker CPU seconds (a
+per-core rate, independent of how many cores were free); text MB = 10^6 bytes of UTF-8 text; RSS MB =
+2^20 bytes (as ru_maxrss / 1024).
 
-Goals (issue 14, point 5), judged on the largest scale run (40x by default) against the one before
-(10x) and the smallest (1x): driver CPU share <= 2%; no process above 1 GB (1024 MB) peak RSS at any
-scale; peak RSS (the largest process) at 40x within 15% of 10x; docs/s per worker flat from 1x to 40x
-(reported as the ratio; "flat" read here as >= 0.90).
+Goals (issue 25, point 3), judged at the largest scale run, per stage: driver CPU share <= 2% (also
+reported: the marginal share, slope of driver CPU over bytes / slope of all CPU, which strips start-up,
+and for the tokenizer the share of sampling alone: its training is serial by design and fixed by the
+sample); no process above 1 GB (1024 MB) peak RSS at any scale; docs/s per worker within 15% of 1x.
 
-Extrapolation (not a measurement): with s = driver CPU / total CPU at the largest scale and c = total
-CPU seconds per byte of text there, C = c * 45e9 bytes, and Amdahl's law T(N) = C * (s + (1 - s) / N)
-for N = this machine's cores, 8, 64 and 512 workers. It assumes both stay constant at 45 GB, i.e. that
-nothing grows with the input beyond what 1x..40x showed, and ignores I/O bandwidth, the network,
-start-up and stragglers. The same with marginal costs (least-squares slopes of CPU over text bytes
-across scales, which strip the fixed start-up cost) follows it; peak RSS is reported as its growth
-between the two largest scales, not extrapolated (a process holds one partition or one bucket).
+Extrapolation (not a measurement), per stage: T(N) = fixed + C * (s + (1 - s) / N) with C = c * 45e9
+bytes, for N = this machine's cores, 8, 64 and 512 workers; c and s marginal (least-squares slopes over
+the scales) where there are two scales or more, `fixed` the fit's intercept (plus the tokenizer's
+training and evaluation), counted as serial. It assumes nothing grows with the input beyond what the
+scales showed, and ignores I/O bandwidth, the network, start-up of many workers and stragglers.
 
 Writes benchmarks/results/scale.md and scale.json (or $STAGE2_BENCH_RESULTS). Run folders are
 deleted afterwards unless --keep. Timings on a shared box are noisy; CPU seconds and RSS much less so.
@@ -242,10 +248,6 @@ class Inputs:
             "text_bytes": sum(m["text_bytes"] for _, m in made),
             "file_bytes": sum(m["file_bytes"] for _, m in made),
         }
-
-    def original(self) -> Tuple[Path, Dict[str, Any]]:
-        path, meta = self._file("original", None)
-        return self.folder("original", [path]), {"files": 1, **meta}
 
 
 # ----------------------------------------------------------------------------------------- measuring
