@@ -124,8 +124,6 @@ def quotas(specs: List[ComponentSpec], per_component: int, by_weight: bool) -> D
     return {s.name: n for s, n in zip(specs, shares)}
 
 
-
-
 # ---- sampling in partitions ---------------------------------------------------------------------
 
 Entry = Tuple[Tuple[int, int], str, str]  # (key, id, text)
