@@ -107,3 +107,31 @@ def ngram_hash_plain(words: Sequence[bytes]) -> int:
     h ^= h >> 27
     h = (h * 0x94D049BB133111EB) & M
     return h ^ (h >> 31)
+
+
+def tokenizer_sample_plain(docs: Iterable, quota: int, heldout_percent: int, eval_docs: int, seed: int) -> dict:
+    """The tokenizer's sample of a component by sorting all its documents at once: training documents
+    (not held out) and held-out ones, each ordered by (xxh64 of the id, xxh64 of the text, id, text)
+    under `seed`, the first `quota` / `eval_docs` of each; held out = xxh64 of the id under the fixed
+    held-out seed, mod 100, below `heldout_percent`. Empty texts do not count."""
+    import xxhash
+
+    from stage2.tokenizer.sample import HELDOUT_HASH_SEED
+
+    def h(s: str, salt: int) -> int:
+        return xxhash.xxh64_intdigest(s.encode("utf-8", "surrogatepass"), seed=salt)
+
+    train, held = [], []
+    for doc in docs:
+        if not doc.text:
+            continue
+        entry = (h(doc.id, seed), h(doc.text, seed), doc.id, doc.text)
+        is_held = heldout_percent > 0 and h(doc.id, HELDOUT_HASH_SEED) % 100 < heldout_percent
+        (held if is_held else train).append(entry)
+    seen, heldout = len(train) + len(held), len(held)
+    train, held = sorted(train)[: max(quota, 0)], sorted(held)[: max(eval_docs, 0)]
+    return {
+        "train_ids": [e[2] for e in train], "train_texts": [e[3] for e in train],
+        "eval_ids": [e[2] for e in held], "eval_texts": [e[3] for e in held],
+        "docs_seen": seen, "heldout_docs": heldout,
+    }

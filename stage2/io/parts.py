@@ -22,7 +22,6 @@ from stage2.config import Config
 from stage2.documents import Document
 from stage2.errors import Stage2Error
 from stage2.io.files import atomic_path, file_sha256
-from stage2.io.sources import ComponentSpec, iter_documents
 
 
 log = logging.getLogger(__name__)
@@ -251,18 +250,3 @@ def check_parts(folder: Path, names: List[str], who: str) -> str:
     digest = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
     _CHECKED[folder] = (frozenset(names), stats, digest)
     return digest
-
-
-def component_documents(spec: ComponentSpec, filtered_dir: Optional[Path], skip_bad: bool) -> Iterator[Document]:
-    """A component's documents: filtered parts when there are any, else the raw source.
-
-    Unusable raw records fail the run, or are passed over when `skip_bad` (filter.on_bad_record=skip).
-    """
-    if filtered_dir is not None:
-        yield from iter_filtered(filtered_dir, spec.name)
-        return
-    for doc in iter_documents(spec):
-        if doc.problem is None:
-            yield doc
-        elif not skip_bad:
-            raise Stage2Error(f"{doc.location}: record {doc.record}: {doc.problem} (filter.on_bad_record=skip passes over such records)")

@@ -21,7 +21,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional
 
 from stage2.documents import Document
 from stage2.errors import Stage2Error, first_line
@@ -303,6 +303,16 @@ def _hub_error(spec: ComponentSpec, exc: BaseException) -> Stage2Error:
         f"{' (' + spec.subset + ')' if spec.subset else ''}: {type(exc).__name__}: {first_line(exc)}."
         " Without network access, download it elsewhere and use local files (dataset=files or data_files)"
     )
+
+
+def usable(docs: Iterable[Document], skip_bad: bool) -> Iterator[Document]:
+    """Raw records as a stage reads them: an unusable one fails the run, or is passed over when
+    `skip_bad` (filter.on_bad_record=skip)."""
+    for doc in docs:
+        if doc.problem is None:
+            yield doc
+        elif not skip_bad:
+            raise Stage2Error(f"{doc.location}: record {doc.record}: {doc.problem} (filter.on_bad_record=skip passes over such records)")
 
 
 def iter_documents(spec: ComponentSpec) -> Iterator[Document]:

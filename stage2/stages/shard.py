@@ -38,6 +38,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from stage2.io import parts
+from stage2.io.sources import iter_documents, usable
 from stage2.config import BadRecordPolicy, Remainder, ShardConfig
 from stage2.errors import Stage2Error
 from stage2.runtime.executor import LocalExecutor
@@ -353,7 +354,7 @@ def _tasks(run: Run, filtered: Optional[Path], base: Dict[str, Any], resume: Dic
         if filtered is not None:
             sources = ({"part": str(p)} for p in parts.filtered_part_files(filtered, spec.name))
         else:
-            docs = parts.component_documents(spec, None, skip_bad=run.cfg.filter.on_bad_record == BadRecordPolicy.skip)
+            docs = usable(iter_documents(spec), skip_bad=run.cfg.filter.on_bad_record == BadRecordPolicy.skip)
             chunks = iter(lambda: list(itertools.islice(docs, size)), [])
             sources = ({"texts": [d.text for d in c], "ids": [d.id for d in c], "sources": [d.source for d in c], "records": [d.record for d in c]} for c in chunks)
         for i, source in enumerate(sources):

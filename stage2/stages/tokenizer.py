@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import resource
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from stage2.config import BadRecordPolicy, TokenizerConfig
+from stage2.documents import Document
 from stage2.errors import Stage2Error
 from stage2.io.sources import ComponentSpec
 from stage2.runtime.progress import track
 from stage2.runtime.run import filtered_source
 from stage2.tokenizer import export
 from stage2.tokenizer.evaluate import evaluate_samples
-from stage2.tokenizer.sample import ComponentSample, quotas, sample_documents
+from stage2.tokenizer.sample import Bounds, ComponentSample, PartitionSample, quotas, sample_partition, sample_partitions
 from stage2.tokenizer.train import SentenceCounter, piece_count, sentence_stream, train_model, vocab_text
 
 log = logging.getLogger(__name__)
@@ -27,8 +29,6 @@ TOKENIZER_DIR = "tokenizer"
 # fingerprint (a resume keeps the model only while its bytes are those). Not in tokenizer/, which
 # holds only what a user loads or uploads.
 TRAIN_MARKER = ".tokenizer.done.json"
-
-
 
 
 def model_name(vocab_size: int, model_type: str) -> str:
@@ -53,26 +53,94 @@ def finished_model(run_dir: Path, key: str) -> Optional[Path]:
     return run_dir / TOKENIZER_DIR / done["model"] if done is not None else None
 
 
-def _sample_task(task: Tuple[Any, ComponentSpec, Optional[Path], int, int, int, int]) -> ComponentSample:
-    """One component's sample, in a worker (top level and plain arguments: it is pickled)."""
+def _partition_task(task: Tuple[ComponentSpec, str, Any, bool, Bounds, int, int, int, int]) -> Tuple[str, PartitionSample, Dict[str, float]]:
+    """One partition's sample candidates, in a worker (top level and plain arguments: it is pickled).
+
+    A partition is a filtered part ("part", its path), a planned range of a raw file ("unit", a plan
+    Unit), or a whole hub component read as one stream ("component", None).
+    """
     from stage2.io import parts
+    from stage2.io.plan import read_unit
+    from stage2.io.sources import iter_documents, usable
 
-    run, spec, filtered_dir, quota, heldout_percent, eval_docs, seed = task
-    docs = parts.component_documents(spec, filtered_dir, skip_bad=run.cfg.filter.on_bad_record == BadRecordPolicy.skip)
-    return sample_documents(spec.name, docs, quota, heldout_percent, eval_docs, seed)
+    started = time.process_time()
+    spec, kind, where, skip_bad, bounds, quota, heldout_percent, eval_docs, seed = task
+    if kind == "part":
+        docs: Iterable[Document] = parts.read_documents(where)
+    elif kind == "unit":
+        docs = usable(read_unit(spec, where), skip_bad)
+    else:
+        docs = usable(iter_documents(spec), skip_bad)
+    part = sample_partition(docs, bounds, quota, heldout_percent, eval_docs, seed)
+    usage = {"cpu_s": time.process_time() - started, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return spec.name, part, usage
 
 
-def collect_samples(run: Any, t: TokenizerConfig) -> List[ComponentSample]:
-    """Every component's training sample and eval slice, in manifest order (parallel over components)."""
+def _count_task(args: Tuple[ComponentSpec, str]) -> int:
+    from stage2.io.plan import count_file_records
+
+    return count_file_records(*args)
+
+
+def sample_partitions_of(run: Any, filtered_dir: Optional[Path]) -> Dict[str, Tuple[List[Tuple[ComponentSpec, str, Any]], Optional[int]]]:
+    """component -> (its partitions as (spec for the task, kind, where), its expected document count or None).
+
+    Filtered parts are the partitions of filtered input; raw local files are cut as the filter cuts
+    them (stage2/io/plan.py, from the start-up scan); a hub component is one stream.
+    """
+    from stage2.io import parts
+    from stage2.io.plan import component_files, plan_component
+
+    out: Dict[str, Tuple[List[Tuple[ComponentSpec, str, Any]], Optional[int]]] = {}
+    if filtered_dir is not None:
+        manifest = parts.read_manifest(filtered_dir)
+        for spec in run.components:
+            task_spec = dataclasses.replace(spec, files=[], id_names={}, scans={})  # (parts carry their own ids)
+            entry = manifest["components"][spec.name]
+            out[spec.name] = ([(task_spec, "part", Path(filtered_dir) / rel) for rel in entry["parts"]], entry.get("kept"))
+        return out
+    counter = lambda spec, path: next(iter(run.executor.map(_count_task, [(spec, path)])))  # noqa: E731
+    for index, spec in enumerate(run.components):
+        if spec.is_hub:
+            out[spec.name] = ([(spec, "component", None)], None)
+            continue
+        spec, files = component_files(spec)
+        units = plan_component(spec, index, files, run.inputs, run.cfg.dataset.partition_size, counter)
+        counts = [u.count for u in units]
+        out[spec.name] = (
+            [(spec.for_file(u.file) if u.file else spec, "unit", u) for u in units],
+            None if None in counts else sum(counts),
+        )
+    return out
+
+
+def collect_samples(run: Any, t: TokenizerConfig, usage: Optional[Dict[str, float]] = None) -> List[ComponentSample]:
+    """Every component's training sample and eval slice, in manifest order, sampled in parallel over
+    partitions (stage2/tokenizer/sample.py: the same sample for any partitioning and worker count).
+    `usage`, when given, gets the tasks' CPU seconds, largest peak RSS, and the passes and tasks run."""
     filtered_dir = filtered_source(run, t.input_run, "tokenizer")
     shares = quotas(run.components, t.samples_per_component, t.sample_by_weight)
-    light = dataclasses.replace(run, executor=None)  # workers need no pool, and a pool does not pickle
-    tasks = [
-        (light, spec, filtered_dir, shares[spec.name], t.heldout_percent, t.eval_docs_per_component, t.seed)
-        for spec in run.components
-    ]
+    partitions = sample_partitions_of(run, filtered_dir)
+    skip_bad = run.cfg.filter.on_bad_record == BadRecordPolicy.skip
     mapper = run.executor.map if run.executor is not None else map
-    return list(track(mapper(_sample_task, tasks), "tokenizer: sampling", total=len(tasks), unit="component", enabled=run.cfg.progress))
+
+    def run_pass(bounds: Dict[str, Bounds]) -> Iterable[Tuple[str, PartitionSample]]:
+        tasks = [
+            (spec, kind, where, skip_bad, bounds[name], shares[name], t.heldout_percent, t.eval_docs_per_component, t.seed)
+            for name in bounds for spec, kind, where in partitions[name][0]
+        ]
+        if usage is not None:
+            usage["passes"] = usage.get("passes", 0) + 1
+            usage["tasks"] = usage.get("tasks", 0) + len(tasks)
+        for name, part, used in track(mapper(_partition_task, tasks), "tokenizer: sampling", total=len(tasks), unit="partition", enabled=run.cfg.progress):
+            if usage is not None:
+                usage["tasks_cpu_s"] = usage.get("tasks_cpu_s", 0.0) + used["cpu_s"]
+                usage["workers_peak_rss_mb"] = max(usage.get("workers_peak_rss_mb", 0.0), used["peak_rss_mb"])
+            yield name, part
+
+    expected = {spec.name: partitions[spec.name][1] for spec in run.components}
+    samples = sample_partitions(expected, shares, t.heldout_percent, t.eval_docs_per_component, run_pass)
+    return [samples[spec.name] for spec in run.components]
 
 
 def run(run: Any) -> Dict[str, Any]:
@@ -83,8 +151,11 @@ def run(run: Any) -> Dict[str, Any]:
     stats = run.stage_stats("tokenizer")
     started = time.time()
 
-    samples = collect_samples(run, t)
+    driver_cpu = [time.process_time()]
+    usage: Dict[str, float] = {}
+    samples = collect_samples(run, t, usage)
     sampled = time.time()
+    driver_cpu.append(time.process_time())
     train_docs = sum(len(s.train_texts) for s in samples)
     if train_docs == 0:
         raise Stage2Error(f"tokenizer: no training documents in {', '.join(c.name for c in run.components)} (all empty or held out)")
@@ -125,6 +196,7 @@ def run(run: Any) -> Dict[str, Any]:
         write_marker(run.dir / TRAIN_MARKER, run.digest, {"model": model_path.name}, [model_path])  # last: the model is finished
     vocab_path = model_path.with_suffix(".vocab")
     trained = time.time()
+    driver_cpu.append(time.process_time())
     actual = piece_count(model)
     if actual < requested:
         log.warning(
@@ -149,6 +221,7 @@ def run(run: Any) -> Dict[str, Any]:
                 round(export.agreement(sp, hf, s.eval_texts) / len(s.eval_texts), 6) if s.eval_texts else None
             )
     evaluated = time.time()
+    driver_cpu.append(time.process_time())
     lossy = [c for c, m in components.items() if m["roundtrip_share"] is not None and m["roundtrip_share"] < 1]
     if lossy:
         log.warning(
@@ -179,6 +252,18 @@ def run(run: Any) -> Dict[str, Any]:
                 "train": round(trained - sampled, 3),
                 "evaluate": round(evaluated - trained, 3),
                 "total": round(evaluated - started, 3),
+            },
+            # CPU by phase: sampling is spread over the workers; training and evaluation run in this
+            # process (SentencePiece's threads), a cost fixed by the sample, not by the input.
+            "resources": {
+                "driver_cpu_s": {
+                    phase: round(b - a, 3) for phase, a, b in zip(("sample", "train", "evaluate"), driver_cpu, driver_cpu[1:])
+                },
+                "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "sample_tasks_cpu_s": round(usage.get("tasks_cpu_s", 0.0), 3),
+                "workers_peak_rss_mb": round(usage.get("workers_peak_rss_mb", 0.0), 1),
+                "sample_passes": int(usage.get("passes", 0)),
+                "sample_tasks": int(usage.get("tasks", 0)),
             },
         }
     )

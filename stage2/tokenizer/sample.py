@@ -6,14 +6,21 @@ the held-out evaluation documents (a fixed hash of the id alone).
   are held out whether the text comes from raw sources or from filtered parts.
 * The training sample of a component is the bottom-k of the remaining documents by a seeded xxhash of
   their id: streaming, memory bounded by k, and independent of the order documents arrive in.
+* Bottom-k is mergeable, so partitions sample in parallel (`sample_partitions`): each returns only its
+  documents whose id hash falls below a bound chosen from the expected document count to catch a
+  little more than k of them, and the driver keeps the k smallest keys of the union. When fewer than
+  k fell below the bound (and more documents exist), the bound is raised and the partitions read
+  again: the result is the exact bottom-k, whatever the partitions, and no more than about k texts
+  ever reach the driver.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
+import math
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import xxhash
 
@@ -25,8 +32,8 @@ log = logging.getLogger(__name__)
 
 # A fixed seed for the held-out split: independent of `tokenizer.seed` (see the module docstring).
 HELDOUT_HASH_SEED = 0x5EED_4E1D
-
-
+# An id-hash bound that every document is below (xxh64 gives values below 2**64).
+EVERY_DOC = 1 << 64
 
 
 def _utf8(text: str) -> bytes:
@@ -128,3 +135,131 @@ def quotas(specs: List[ComponentSpec], per_component: int, by_weight: bool) -> D
     return {s.name: n for s, n in zip(specs, shares)}
 
 
+# ---- sampling in partitions ---------------------------------------------------------------------
+
+Entry = Tuple[Tuple[int, int], str, str]  # (key, id, text)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Id-hash bounds of one pass: a partition returns its training documents whose seeded id hash is
+    below `train`, and its held-out ones below `held` (EVERY_DOC: all of them)."""
+
+    train: int
+    held: int
+
+
+@dataclass
+class PartitionSample:
+    """One partition's candidates (at most `quota` / `eval_docs` of each, its smallest keys) and counts."""
+
+    train: List[Entry] = field(default_factory=list)
+    held: List[Entry] = field(default_factory=list)
+    docs_seen: int = 0
+    heldout_docs: int = 0
+
+
+def bound_for(expected_docs: Optional[int], wanted: int) -> int:
+    """An id-hash bound below which somewhat more than `wanted` of `expected_docs` documents fall.
+
+    The margin (10% and four standard deviations) makes a second pass rare when the count is right;
+    an unknown count, or too few documents, gives EVERY_DOC.
+    """
+    if wanted <= 0:
+        return 0
+    if expected_docs is None:
+        return EVERY_DOC
+    target = 1.1 * wanted + 4 * math.sqrt(wanted) + 32
+    return EVERY_DOC if target >= expected_docs else int(EVERY_DOC * (target / expected_docs))
+
+
+def first_bounds(expected_docs: Optional[int], quota: int, eval_docs: int, heldout_percent: int) -> Bounds:
+    """The first pass's bounds for a component of about `expected_docs` documents (None: unknown)."""
+    share = heldout_percent / 100 if heldout_percent > 0 else 0.0
+    expected = lambda fraction: None if expected_docs is None else int(expected_docs * fraction)  # noqa: E731
+    return Bounds(bound_for(expected(1 - share), quota), bound_for(expected(share), eval_docs) if share else 0)
+
+
+def sample_partition(docs: Iterable[Document], bounds: Bounds, quota: int, heldout_percent: int, eval_docs: int, seed: int) -> PartitionSample:
+    """One pass over a partition: its counts, and its documents below the bounds (bottom-k of those)."""
+    train, held = BottomK(quota), BottomK(eval_docs)
+    out = PartitionSample()
+    for doc in docs:
+        if not doc.text:
+            continue
+        out.docs_seen += 1
+        id_hash = xxhash.xxh64_intdigest(_utf8(doc.id), seed=seed)
+        if is_heldout(doc.id, heldout_percent):
+            out.heldout_docs += 1
+            if id_hash < bounds.held:
+                held.push((id_hash, xxhash.xxh64_intdigest(_utf8(doc.text), seed=seed)), doc.id, doc.text)
+        elif id_hash < bounds.train:
+            train.push((id_hash, xxhash.xxh64_intdigest(_utf8(doc.text), seed=seed)), doc.id, doc.text)
+    out.train, out.held = train.items(), held.items()
+    return out
+
+
+class _Smallest:
+    """The k smallest entries of everything added (ties: id, then text): a sorted list trimmed to k
+    whenever it grows past 2k, so the result does not depend on the order entries arrive in."""
+
+    def __init__(self, k: int):
+        self.k, self.entries, self.added = k, [], 0
+
+    def add(self, entries: List[Entry]) -> None:
+        self.added += len(entries)
+        self.entries.extend(entries)
+        if len(self.entries) > 2 * self.k:
+            self.entries = sorted(self.entries)[: self.k]
+
+    def result(self) -> List[Entry]:
+        return sorted(self.entries)[: self.k]
+
+
+def sample_partitions(
+    expected_docs: Dict[str, Optional[int]],
+    shares: Dict[str, int],
+    heldout_percent: int,
+    eval_docs: int,
+    run_pass: Callable[[Dict[str, Bounds]], Iterable[Tuple[str, PartitionSample]]],
+) -> Dict[str, ComponentSample]:
+    """Every component's sample, the same as `sample_documents` over all its documents, from its partitions.
+
+    `run_pass(bounds)` samples every partition of the components in `bounds` (component -> Bounds) and
+    yields (component, PartitionSample) per partition. A component whose candidates fell short of its
+    quota while it has more documents is passed again with raised bounds (at least doubled, and
+    recomputed from the counts the pass found), until each sample is complete.
+    """
+    bounds = {name: first_bounds(n, shares[name], eval_docs, heldout_percent) for name, n in expected_docs.items()}
+    samples: Dict[str, ComponentSample] = {}
+    while bounds:
+        train = {name: _Smallest(shares[name]) for name in bounds}
+        held = {name: _Smallest(eval_docs) for name in bounds}
+        seen = {name: [0, 0] for name in bounds}
+        for name, part in run_pass(bounds):
+            train[name].add(part.train)
+            held[name].add(part.held)
+            seen[name][0] += part.docs_seen
+            seen[name][1] += part.heldout_docs
+        again: Dict[str, Bounds] = {}
+        for name, b in bounds.items():
+            docs, heldout = seen[name]
+            train_short = train[name].added < shares[name] and train[name].added < docs - heldout
+            held_short = held[name].added < eval_docs and held[name].added < heldout
+            if train_short or held_short:
+                again[name] = Bounds(
+                    max(min(2 * b.train, EVERY_DOC), bound_for(docs - heldout, shares[name])) if train_short else b.train,
+                    max(min(2 * b.held, EVERY_DOC), bound_for(heldout, eval_docs)) if held_short else b.held,
+                )
+                log.info("tokenizer: sampling %s again: too few documents below the first bounds", name)
+                continue
+            out = ComponentSample(component=name, docs_seen=docs, heldout_docs=heldout)
+            for _, doc_id, text in train[name].result():
+                out.train_ids.append(doc_id)
+                out.train_texts.append(text)
+            for _, doc_id, text in held[name].result():
+                out.eval_ids.append(doc_id)
+                out.eval_texts.append(text)
+            samples[name] = out
+        bounds = again
+    return samples

@@ -274,3 +274,35 @@ def test_ray_run_killed_mid_stage_resumes_to_the_local_bytes(filter_inputs, ray_
     # the filter, `tasks_resumed` after it).
     assert max(filt.get("tasks_resumed", 0), filt.get("partitions_resumed", 0)) >= 1, filt
     assert "resume:" in (run_dir / "stage2.log").read_text()
+
+
+# --- the whole pipeline ---------------------------------------------------------------------------
+
+PIPELINE = [
+    *[r for r in RECIPE if not r.startswith("stage=")],
+    "stage=pipeline",
+    "tokenizer.vocab_size=600",
+    "tokenizer.samples_per_component=120",  # fewer than most components keep: the sampling bounds matter
+    "tokenizer.eval_docs_per_component=10",
+    "shard.sequences_per_shard=32",
+]
+
+
+def test_ray_cluster_runs_the_whole_pipeline_to_the_local_bytes(filter_inputs, ray_cluster):
+    # filter, tokenizer (sampling in one task per part) and shard, all on the cluster: every artifact of
+    # every stage the same bytes as a local run with two workers.
+    base, _ = filter_inputs
+    recipe = [*PIPELINE, f"runs_index={base}/runs.jsonl"]
+    stage2([*recipe, "executor=local", "executor.workers=2", "hydra.run.dir=pipeline_local"], base)
+    stage2([*recipe, "executor=ray", f"executor.address={ray_cluster.address}", "hydra.run.dir=pipeline_ray"], base)
+    local, ray = artifact_hashes(base / "pipeline_local"), artifact_hashes(base / "pipeline_ray")
+    assert ray == local
+    for prefix in ("filtered/", "tokenizer/", "shards/"):
+        assert any(rel.startswith(prefix) for rel in local), (prefix, sorted(local))
+    got, want = stats(base / "pipeline_ray"), stats(base / "pipeline_local")
+    assert got["status"] == "finished"
+    for stage in ("filter", "tokenizer", "shard"):
+        assert stage in got["stages"], stage
+    assert got["stages"]["tokenizer"]["sample"] == want["stages"]["tokenizer"]["sample"]
+    assert got["stages"]["tokenizer"]["sample"]["docs"] < got["stages"]["filter"]["kept"]  # a sample, not everything
+    assert_ran_on_several_nodes(base / "pipeline_ray")
