@@ -36,7 +36,7 @@ class Drop:
 @dataclass(frozen=True)
 class Edit:
     """A kept document's new text (changed only where the step means to), why (`reason`: the step's
-    name, rejected.parquet's `reason` for a sample of it), a readable detail and sample columns."""
+    name, rejected/<component>.parquet's `reason` for a sample of it), a readable detail and sample columns."""
 
     text: str
     reason: str

@@ -1,6 +1,6 @@
 """docs/scaling.md's commands, run: every line of its ```bash blocks (the sizing guide's one-box run and
 the benchmark that measured it), with small inputs. Blocks it cannot run here (a Ray cluster of several
-machines) are fenced as ```console and say so."""
+machines) are fenced as ```bash no-run and say so."""
 
 from __future__ import annotations
 
