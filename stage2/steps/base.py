@@ -7,7 +7,7 @@ as PII redaction), which the later steps, dedup and the parts then see. The filt
 steps as a `Chain`, each on the documents the ones before kept; counts per reason and rejected samples
 come from the chain, never from code written per step.
 
-Adding a check (README, "Adding a step") is one new module in stage2/steps/: stage2.steps imports
+Adding a check (docs/filter.md, "Adding a step") is one new module in stage2/steps/: stage2.steps imports
 every module of the package, `@register` adds the step to `STEPS`, and stage2/config.py gives
 `FilterConfig` a field `filter.<name>` with its settings. Naming it in `filter.quality` runs it.
 """
