@@ -115,5 +115,14 @@ def count_file_records(spec: ComponentSpec, path: Optional[str]) -> int:
     return sum(1 for _ in read_records(spec, path))
 
 
+def _count_task(args: Tuple[ComponentSpec, Optional[str]]) -> int:
+    return count_file_records(*args)
+
+
+def counter_on(executor: Any) -> Callable[[ComponentSpec, Optional[str]], int]:
+    """`plan_component`'s record counter, run on one of the executor's workers (the driver reads no document)."""
+    return lambda spec, path: next(iter(executor.map(_count_task, [(spec, path)])))
+
+
 def read_unit(spec: ComponentSpec, unit: Unit) -> Iterator[Document]:
     return read_records(spec, unit.file, unit.first, unit.count, unit.byte_range)

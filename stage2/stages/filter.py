@@ -35,7 +35,7 @@ from stage2.lid.backends import check_languages
 from stage2.runtime.tasks import read_marker, write_marker
 from stage2.config import Config, DedupScope, FilterConfig
 from stage2.lid.rule import LanguageRule
-from stage2.io.plan import Unit, component_files, count_file_records, plan_component
+from stage2.io.plan import Unit, component_files, counter_on, plan_component
 from stage2.io.sources import ComponentSpec
 from stage2.steps import STEPS, StepInputs, chain_settings
 
@@ -132,10 +132,6 @@ def warm_worker(backends: Tuple[str, ...]) -> None:
     for backend in backends:
         get_backend(backend)  # loading a model or profiles
     arrow_without_pandas()
-
-
-def _count_task(args: Tuple[ComponentSpec, str]) -> int:
-    return count_file_records(*args)
 
 
 def _without_timings(stats: Dict[str, Any]) -> Dict[str, Any]:
@@ -279,7 +275,7 @@ def run(run) -> Dict[str, Any]:
     started = time.monotonic()
 
     # ---- plan (metadata only) -----------------------------------------------------------------
-    counter = lambda spec, path: next(iter(run.executor.map(_count_task, [(spec, path)])))  # noqa: E731
+    counter = counter_on(run.executor)
     plans: List[Tuple[ComponentSpec, List[Unit]]] = []
     for index, spec in enumerate(run.components):
         spec, files = component_files(spec)

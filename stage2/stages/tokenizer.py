@@ -76,12 +76,6 @@ def _partition_task(task: Tuple[ComponentSpec, str, Any, bool, Bounds, int, int,
     return spec.name, part, usage
 
 
-def _count_task(args: Tuple[ComponentSpec, str]) -> int:
-    from stage2.io.plan import count_file_records
-
-    return count_file_records(*args)
-
-
 def sample_partitions_of(run: Any, filtered_dir: Optional[Path]) -> Dict[str, Tuple[List[Tuple[ComponentSpec, str, Any]], Optional[int]]]:
     """component -> (its partitions as (spec for the task, kind, where), its expected document count or None).
 
@@ -89,7 +83,7 @@ def sample_partitions_of(run: Any, filtered_dir: Optional[Path]) -> Dict[str, Tu
     them (stage2/io/plan.py, from the start-up scan); a hub component is one stream.
     """
     from stage2.io import parts
-    from stage2.io.plan import component_files, plan_component
+    from stage2.io.plan import component_files, counter_on, plan_component
 
     out: Dict[str, Tuple[List[Tuple[ComponentSpec, str, Any]], Optional[int]]] = {}
     if filtered_dir is not None:
@@ -99,7 +93,7 @@ def sample_partitions_of(run: Any, filtered_dir: Optional[Path]) -> Dict[str, Tu
             entry = manifest["components"][spec.name]
             out[spec.name] = ([(task_spec, "part", Path(filtered_dir) / rel) for rel in entry["parts"]], entry.get("kept"))
         return out
-    counter = lambda spec, path: next(iter(run.executor.map(_count_task, [(spec, path)])))  # noqa: E731
+    counter = counter_on(run.executor)
     for index, spec in enumerate(run.components):
         if spec.is_hub:
             out[spec.name] = ([(spec, "component", None)], None)
