@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
-import random
 import sys
-from typing import List, Tuple
+from typing import List
 
 import numpy as np
 import pytest
@@ -151,23 +148,6 @@ def test_labels_are_recognised(texts):
     ranked = rank_all([language_text(d["text"], MAX_CHARS) for d in docs], "langdetect_fast")  # what the stage calls
     right = sum(r[0][0] == d["lang"] for r, d in zip(ranked, docs))
     assert right / len(docs) >= 0.8
-
-
-def _detect_all(texts: List[str]) -> List[List[Tuple[str, float]]]:
-    return langid_fast.detect_batch(texts)
-
-
-@pytest.mark.slow  # a process pool
-def test_deterministic_across_order_and_processes(texts):
-    subset = texts[:40]
-    first = _detect_all(subset)
-    shuffled = list(range(len(subset)))
-    random.Random(1).shuffle(shuffled)
-    again = _detect_all([subset[i] for i in shuffled])
-    assert [again[shuffled.index(i)] for i in range(len(subset))] == first
-    assert [langid_fast.detect(t) for t in subset] == first
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        assert pool.submit(_detect_all, subset).result() == first
 
 
 def test_no_features_is_unknown():

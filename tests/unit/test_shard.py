@@ -164,24 +164,6 @@ def test_round_trip_gives_back_documents(tmp_path, tiny_model):
         assert sum("\n" in t for t in texts) > len(texts) / 2  # and there were newlines to keep
 
 
-def assert_same_shards(a: Path, b: Path) -> None:
-    """The same shard files, byte for byte, in two run folders (and enough of them to mean something)."""
-    files = sorted(p.relative_to(a / "shards") for p in (a / "shards").rglob("*") if p.is_file())
-    assert len(files) > 4
-    assert files == sorted(p.relative_to(b / "shards") for p in (b / "shards").rglob("*") if p.is_file())
-    for rel in files:
-        assert (a / "shards" / rel).read_bytes() == (b / "shards" / rel).read_bytes(), rel
-
-
-@pytest.mark.slow  # a process pool
-def test_worker_count_does_not_change_bytes(tmp_path, tiny_model):
-    paths = corpus(tmp_path)
-    common = (f"shard.tokenizer={tiny_model}", "shard.seq_len=64", "shard.sequences_per_shard=16", "dataset.partition_size=40", "shard.batch_size=16")
-    one = shard_run(tmp_path, "w1", paths, *common, "executor.workers=1")
-    two = shard_run(tmp_path, "w2", paths, *common, "executor.workers=2", "shard.num_threads=1")
-    assert_same_shards(one.dir, two.dir)
-
-
 def write_filtered(folder: Path, comp: str, texts: List[str], per_part: int) -> None:
     rels = []
     for i in range(0, len(texts), per_part):
@@ -266,22 +248,6 @@ def test_encode_batch_falls_back_to_the_public_call(tiny_model, processor):
     got = encoding.encode_batch(_PublicOnly(sp, processor), texts, 2, None, 2, np.dtype(np.uint16))
     assert np.array_equal(got, encoding.encode_batch(sp, texts, 2, None, 2, np.dtype(np.uint16)))
     assert np.array_equal(got, encoding.with_separators(sp.encode(texts), None, 2, np.dtype(np.uint16)))
-
-
-@pytest.mark.slow  # a process pool
-def test_filtered_parts_same_bytes_with_one_or_two_workers(tmp_path, tiny_model):
-    """One worker reads parts on a thread and packs from memory; two workers go through token files."""
-    paths = corpus(tmp_path)
-    past = tmp_path / "past"
-    for comp, path in zip(("web", "enc"), paths):
-        write_filtered(past, comp, [json.loads(l)["text"] for l in open(path, encoding="utf-8")], per_part=30)
-    common = (f"shard.tokenizer={tiny_model}", f"shard.input_run={past}", "shard.seq_len=64", "shard.sequences_per_shard=16", "shard.batch_size=8")
-    one = shard_run(tmp_path, "w1", paths, *common, "executor.workers=1")
-    two = shard_run(tmp_path, "w2", paths, *common, "executor.workers=2", "shard.num_threads=1")
-    assert_same_shards(one.dir, two.dir)
-    for comp in ("web", "enc"):
-        a, b = (json.loads((r.dir / "stats.json").read_text())["stages"]["shard"]["components"][comp] for r in (one, two))
-        assert {k: v for k, v in a.items() if k not in ("seconds", "tokens_per_s")} == {k: v for k, v in b.items() if k not in ("seconds", "tokens_per_s")}
 
 
 def test_in_process_threads_stop_when_packing_fails(tmp_path, tiny_model, monkeypatch):

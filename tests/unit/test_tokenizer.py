@@ -29,6 +29,8 @@ from stage2.io.sources import iter_documents
 
 SAMPLE = Path(stage2.main.DATA_DIR) / "sample"
 PATHS = [SAMPLE / "web_stackexchange.jsonl.gz", SAMPLE / "foldoc.jsonl.gz"]
+
+
 BASE = [
     "dataset.max_records=700",
     "tokenizer.samples_per_component=500",
@@ -91,25 +93,6 @@ def test_a_larger_vocabulary_packs_more_bytes_into_each_token(runs):
             assert entry["train_docs"] == 500
         assert stats["sample"]["docs"] == 1000 and stats["sample"]["sentences"] > 1000
         assert 0 < stats["overall"]["vocab_used_share"] <= 1
-
-
-@pytest.mark.slow  # a process pool
-def test_rerun_gives_byte_identical_files_in_another_folder_and_worker_count(runs, tmp_path):
-    first = runs[1000]
-    again = train_run(tmp_path / "elsewhere" / "again", workers=2)
-    a, b = model_file(first), model_file(again)
-    assert a.name == b.name == "spm_1000_bpe.model"
-    assert a.read_bytes() == b.read_bytes()
-    assert a.with_suffix(".vocab").read_bytes() == b.with_suffix(".vocab").read_bytes()
-    assert first.stage_stats("tokenizer")["overall"] == again.stage_stats("tokenizer")["overall"]
-    # Nothing run-specific inside the model: no input path, no model prefix.
-    from sentencepiece import sentencepiece_model_pb2
-
-    proto = sentencepiece_model_pb2.ModelProto()
-    proto.ParseFromString(a.read_bytes())
-    assert list(proto.trainer_spec.input) == [] and proto.trainer_spec.model_prefix == ""
-    assert proto.trainer_spec.num_threads == 2 and proto.trainer_spec.vocab_size == 1000
-    assert str(first.dir).encode() not in a.read_bytes()
 
 
 def test_training_on_filtered_parts_of_a_past_run_matches_training_on_the_raw_source(runs, tmp_path):
