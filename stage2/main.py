@@ -69,7 +69,11 @@ def complete_path_entries(cfg: DictConfig) -> None:
     if not isinstance(dataset, DictConfig) or not dataset.get("paths") or not isinstance(dataset.get("components"), DictConfig):
         return
     weights = list(dataset.get("weights") or [])
-    for index, pattern in enumerate(dataset.paths):
+    for index in range(len(dataset.paths)):
+        try:
+            pattern = dataset.paths[index]
+        except OmegaConfBaseException as exc:
+            raise Stage2Error(config_error(exc, f"dataset.paths[{index}]")) from None
         entry = dataset.components.get(component_name(str(pattern)))
         if not isinstance(entry, DictConfig) or entry.get("data_files") or entry.get("hub_path"):
             continue
@@ -93,13 +97,21 @@ def _format_of(pattern: str) -> Optional[str]:
         return None
 
 
+def config_error(exc: Exception, key: Optional[str] = None) -> str:
+    """OmegaConf's error in one line, naming the key; an interpolation's says how to write a literal '${'."""
+    from omegaconf.errors import InterpolationResolutionError
+
+    hint = " (a literal '${' is written '\\${' on the command line and in YAML)" if isinstance(exc, InterpolationResolutionError) else ""
+    return f"{key or getattr(exc, 'full_key', None) or 'config'}: {str(exc).splitlines()[0]}{hint}"
+
+
 def resolve_config(cfg: DictConfig, launch_dir: str, rerun_of: Optional[str] = None) -> Config:
     """Re-apply the schema (a rerun from a saved config has none), resolve, check, and return the typed config."""
     try:
         complete_path_entries(cfg)
         cfg = validate(cfg)
     except OmegaConfBaseException as exc:  # e.g. a key added with `+key=...` that the schema does not have
-        raise Stage2Error(f"{getattr(exc, 'full_key', None) or 'config'}: {str(exc).splitlines()[0]}") from exc
+        raise Stage2Error(config_error(exc)) from exc
     if cfg.launch_dir is None:
         cfg.launch_dir = launch_dir
     cfg.rerun_of = rerun_of
@@ -107,10 +119,7 @@ def resolve_config(cfg: DictConfig, launch_dir: str, rerun_of: Optional[str] = N
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # (its error for a missing value says which)
         config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     except OmegaConfBaseException as exc:  # `${...}` in a value is an interpolation, also in a path
-        raise Stage2Error(
-            f"{getattr(exc, 'full_key', None) or 'config'}: {str(exc).splitlines()[0]}"
-            " (a literal '${' is written '\\${' on the command line and in YAML)"
-        ) from None
+        raise Stage2Error(config_error(exc)) from None
     config.check()
     config.absolutize_paths()
     return config

@@ -215,11 +215,13 @@ def test_a_sweep_job_refused_by_a_finished_run_leaves_it_as_it_was_and_the_sweep
     again = sweep(tmp_path, "filter.min_chars=100,300", "hydra.sweep.dir=sw")
     one_line_error(again, "holds the runs of an earlier sweep", "resume=true")
     assert {job: tree(tmp_path / "sw" / job) for job in ("0", "1")} == before
-    # Jobs that collide in one folder: the refused ones fail the sweep, the run that finished stays so
-    # (Hydra has rewritten its .hydra/ and log by then: a constant hydra.sweep.subdir is the user's choice).
-    collide = sweep(tmp_path, "filter.min_chars=100,300,400", "hydra.sweep.dir=sw2", "hydra.sweep.subdir=same")
-    assert collide.returncode == 1
-    assert json.loads((tmp_path / "sw2" / "same" / "stats.json").read_text())["status"] == "finished"
+    # Continued with another recipe for job 0: that job is refused and fails the sweep, the run that
+    # finished there stays as it was; job 1, the same recipe, resumes.
+    stats = (tmp_path / "sw" / "0" / "stats.json").read_bytes()
+    mixed = sweep(tmp_path, "filter.min_chars=200,300", "hydra.sweep.dir=sw", "resume=true")
+    assert mixed.returncode == 1
+    assert (tmp_path / "sw" / "0" / "stats.json").read_bytes() == stats
+    assert json.loads((tmp_path / "sw" / "1" / "stats.json").read_text())["status"] == "finished"
 
 
 def test_a_report_does_not_write_into_another_programs_sweep_folder(tmp_path):
