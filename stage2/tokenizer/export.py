@@ -12,8 +12,9 @@ Special pieces stay plain vocabulary entries that no merge or segmentation produ
 tokens: SentencePiece reads a literal "</s>" in a text as characters, and `tokenizers` would match an
 added token in the text (its `encode_special_tokens` switch is not saved in tokenizer.json).
 transformers learns them from tokenizer_config.json, where `split_special_tokens` keeps the same ids.
-User-defined symbols are the opposite: SentencePiece matches them in the text before it segments,
-as `tokenizers` matches its (non-special) added tokens.
+User-defined symbols are the opposite: SentencePiece BPE matches them in the text before it segments,
+as `tokenizers` matches its (non-special) added tokens (a unigram model scores them inside its
+segmentation instead, which tokenizer.json cannot express: no export).
 """
 
 from __future__ import annotations

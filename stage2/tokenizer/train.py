@@ -5,6 +5,8 @@
   piece (encoding.py), and no rewrite of the text could give SentencePiece those byte pieces to train on.
 * SentencePiece trains from an iterator into a BytesIO, so neither an input path nor a model prefix is
   embedded in the model: the same recipe and inputs give the same bytes in any run folder.
+* A unigram model's scores are rounded onto a grid right after training (quantize_scores), so that
+  its tokenizer.json (export.py) segments every text exactly as SentencePiece does.
 """
 
 from __future__ import annotations
