@@ -135,3 +135,59 @@ def tokenizer_sample_plain(docs: Iterable, quota: int, heldout_percent: int, eva
         "eval_ids": [e[2] for e in held], "eval_texts": [e[3] for e in held],
         "docs_seen": seen, "heldout_docs": heldout,
     }
+
+
+def unigram_viterbi(model: bytes, text: str, float32: bool) -> List[int]:
+    """The ids of one text (no literal U+2581) by the unigram segmentation both SentencePiece and HF
+    tokenizers run: over UTF-8 byte positions, left to right, a candidate replaces the best path
+    ending at the same place only if strictly greater (so on a tie the earliest start wins); a
+    character no piece starts with is an unknown node scored (lowest normal score - 10), spelled in
+    byte pieces afterwards. `float32`: SentencePiece's sums (float32, and the running score rebased
+    when it passes 1e5); else tokenizers' float64 sums. Slow: short texts only."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model)
+    num = np.float32 if float32 else float
+    pieces = {p.piece.encode("utf-8"): (i, num(p.score)) for i, p in enumerate(proto.pieces) if p.type == 1}
+    byte_ids = {int(p.piece[3:5], 16): i for i, p in enumerate(proto.pieces) if p.type == 6}
+    unk_id = next(i for i, p in enumerate(proto.pieces) if p.type == 2)
+    unk_score = num(min(s for _, s in pieces.values())) - num(10)
+    longest = max(map(len, pieces))
+    data = text.replace(" ", "\u2581").encode("utf-8")
+    n = len(data)
+    best: List = [num(0)] * (n + 1)
+    start_of = [-1] * (n + 1)
+    ids = [-1] * (n + 1)
+    start = 0
+    while start < n:
+        till = best[start]
+        if float32 and abs(till) > 1e5:  # rebase the running score (SentencePiece's kScoreResetThreshold)
+            for end in range(start, min(n, start + longest) + 1):
+                if end == start or start_of[end] != -1:
+                    best[end] = num(best[end] - till)
+            till = num(0)
+        lead = data[start]
+        width = min(n - start, 1 if lead < 0x80 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4)
+        one_char = False
+        for end in range(start + 1, min(n, start + longest) + 1):
+            hit = pieces.get(data[start:end])
+            if hit is None:
+                continue
+            candidate = num(hit[1] + till)
+            if start_of[end] == -1 or candidate > best[end]:
+                best[end], start_of[end], ids[end] = candidate, start, hit[0]
+            one_char = one_char or end - start == width
+        if not one_char:
+            end = start + width
+            candidate = num(unk_score + till)
+            if start_of[end] == -1 or candidate > best[end]:
+                best[end], start_of[end], ids[end] = candidate, start, unk_id
+        start += width
+    out: List[int] = []
+    end = n
+    while end > 0:
+        piece_id, start = ids[end], start_of[end]
+        out[:0] = [byte_ids[b] for b in data[start:end]] if piece_id == unk_id else [piece_id]
+        end = start
+    return out

@@ -5,19 +5,22 @@ The stage's recipe is what makes an exact export possible: no normaliser but Sen
 undone (a space where SentencePiece writes "▁": " the", not "▁the"), so it needs no normaliser and a
 literal "▁" in a text is a character outside the vocabulary, spelled in byte pieces exactly as
 stage2 encodes it (encoding.py); BPE merges are ranked by the merged piece's score, as SentencePiece
-applies them; Unigram keeps its scores. The decoder joins byte pieces.
+applies them; Unigram keeps its scores, which stage2 trains on a grid that makes them exact in both
+libraries (unigram_scores). The decoder joins byte pieces.
 
 Special pieces stay plain vocabulary entries that no merge or segmentation produces, not added
 tokens: SentencePiece reads a literal "</s>" in a text as characters, and `tokenizers` would match an
 added token in the text (its `encode_special_tokens` switch is not saved in tokenizer.json).
 transformers learns them from tokenizer_config.json, where `split_special_tokens` keeps the same ids.
-User-defined symbols are the opposite: SentencePiece matches them in the text before it segments,
-as `tokenizers` matches its (non-special) added tokens.
+User-defined symbols are the opposite: SentencePiece BPE matches them in the text before it segments,
+as `tokenizers` matches its (non-special) added tokens (a unigram model scores them inside its
+segmentation instead, which tokenizer.json cannot express: no export).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -31,8 +34,6 @@ EXPORT_FILES = (TOKENIZER_JSON, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP)
 SPACE = encoding.MARKER
 # ModelProto.SentencePiece.Type
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
-# Pieces SentencePiece's encoder never matches in text get a score no segmentation would choose.
-NEVER = -1e9
 
 
 def _proto(model: bytes) -> Any:
@@ -65,6 +66,36 @@ def exportable(proto: Any) -> str:
     return ""
 
 
+def unigram_scores(names: List[str], pieces: List[Any]) -> List[Tuple[str, float]]:
+    """(piece, score) for tokenizers' Unigram: exactly SentencePiece's segmentation, or a one-line Stage2Error.
+
+    Exact because stage2 trains unigram scores on a grid (train.quantize_scores: the sums of both
+    libraries are then exact) and both libraries break ties alike. tokenizers' trie holds every piece,
+    SentencePiece's only the normal ones: the others ("<s>", "<0x41>") score below any spelling of
+    their text in one-character pieces, so no segmentation picks them, provided those pieces exist.
+    """
+    from stage2.tokenizer.train import on_score_grid
+
+    if any(p.type == USER_DEFINED for p in pieces):
+        # SentencePiece scores them by length inside its segmentation; tokenizers splits them off first.
+        symbols = [n for n, p in zip(names, pieces) if p.type == USER_DEFINED]
+        raise Stage2Error(f"tokenizer.json: cannot reproduce this SentencePiece unigram model exactly: it has user_defined_symbols {symbols} (tokenizer=bpe exports them)")
+    normal = {n: p.score for n, p in zip(names, pieces) if p.type == NORMAL}
+    off_grid = [n for n, score in normal.items() if score != on_score_grid(score)]
+    if off_grid:
+        raise Stage2Error(
+            f"tokenizer.json: cannot reproduce this SentencePiece unigram model exactly: scores of {len(off_grid)} pieces "
+            f"(e.g. {off_grid[0]!r}) are off the 2**-6 grid stage2 trains on (a model from elsewhere or an older stage2?)"
+        )
+    others = [n for n, p in zip(names, pieces) if p.type != NORMAL]
+    missing = sorted({c for n in others for c in n} - set(normal))
+    if missing:
+        raise Stage2Error(f"tokenizer.json: cannot reproduce this SentencePiece unigram model exactly: characters {missing} of its special and byte pieces are not pieces themselves")
+    lowest = min(normal.values())
+    never = math.floor(max(map(len, others)) * lowest) - 1.0
+    return [(n, p.score if p.type == NORMAL else never) for n, p in zip(names, pieces)]
+
+
 def bpe_merges(pieces: List[Tuple[str, int]]) -> List[Tuple[str, str]]:
     """Every split of a piece into two mergeable pieces, ranked by the merged piece's score (its id).
 
@@ -93,7 +124,7 @@ def build(model: bytes) -> Any:
         merges = bpe_merges([(name, p.type) for name, p in zip(names, pieces)])
         core = models.BPE(vocab=vocab, merges=merges, unk_token=unk, byte_fallback=True, fuse_unk=False)
     else:
-        scored = [(name, p.score if p.type in (NORMAL, USER_DEFINED) else NEVER) for name, p in zip(names, pieces)]
+        scored = unigram_scores(names, pieces)
         unk_id = next(i for i, p in enumerate(pieces) if p.type == UNKNOWN)
         core = models.Unigram(scored, unk_id=unk_id, byte_fallback=True)
     tok = Tokenizer(core)

@@ -5,12 +5,15 @@
   piece (encoding.py), and no rewrite of the text could give SentencePiece those byte pieces to train on.
 * SentencePiece trains from an iterator into a BytesIO, so neither an input path nor a model prefix is
   embedded in the model: the same recipe and inputs give the same bytes in any run folder.
+* A unigram model's scores are rounded onto a grid right after training (quantize_scores), so that
+  its tokenizer.json (export.py) segments every text exactly as SentencePiece does.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
 import re
 import threading
 import time
@@ -230,7 +233,10 @@ def train_model(
         raise Stage2Error(training_error(message, options, sample_note, sample_capped, filtered)) from None
     if progress_seconds > 0:
         log.info("%s: done in %.0f s", label, progress.elapsed())
-    return strip_run_specific(buffer.getvalue())
+    model = strip_run_specific(buffer.getvalue())
+    if options["model_type"] == "unigram":
+        model = quantized_unigram(model)
+    return model
 
 
 def piece_count(model: bytes) -> int:
@@ -253,6 +259,46 @@ def strip_run_specific(model: bytes) -> bytes:
     del spec.input[:]
     spec.model_prefix = ""
     return proto.SerializeToString(deterministic=True)
+
+
+# Unigram piece scores are multiples of 2**-SCORE_GRID_BITS (see quantize_scores).
+SCORE_GRID_BITS = 6
+SCORE_GRID = 2.0**-SCORE_GRID_BITS
+NORMAL_PIECE = 1  # ModelProto.SentencePiece.Type.NORMAL
+
+
+def on_score_grid(score: float) -> float:
+    """`score` rounded to the nearest multiple of SCORE_GRID (halves up)."""
+    return math.floor(score / SCORE_GRID + 0.5) * SCORE_GRID
+
+
+def quantize_scores(proto: Any) -> Any:
+    """A copy of a unigram ModelProto with every NORMAL piece's score on the SCORE_GRID grid.
+
+    Why: SentencePiece sums segmentation scores in float32 and HF tokenizers in float64, so near-equal
+    segmentations (runs of one character) come out differently. With every score a multiple of 2**-6,
+    every partial sum both compute is exact (SentencePiece rebases its running score past 1e5, so its
+    sums stay far below float32's 2**(24-6) limit): both see the same ties and break them alike (the
+    earliest start wins), so tokenizer.json gives the model's ids. Other piece types are never scored
+    by SentencePiece's encoder and keep theirs.
+    """
+    from sentencepiece import sentencepiece_model_pb2
+
+    out = sentencepiece_model_pb2.ModelProto()
+    out.CopyFrom(proto)
+    for piece in out.pieces:
+        if piece.type == NORMAL_PIECE:
+            piece.score = on_score_grid(piece.score)
+    return out
+
+
+def quantized_unigram(model: bytes) -> bytes:
+    """The serialized unigram `model` with its scores on the grid (quantize_scores)."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model)
+    return quantize_scores(proto).SerializeToString(deterministic=True)
 
 
 VOCAB_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
