@@ -79,7 +79,7 @@ def model(raw_model) -> bytes:
 
 
 def hf_tokenizer(model: bytes) -> Tokenizer:
-    return Tokenizer.from_str(export.files(model)[export.TOKENIZER_JSON])
+    return Tokenizer.from_str(export.files(model, 512)[export.TOKENIZER_JSON])
 
 
 def float64_export(model: bytes) -> Tokenizer:
@@ -186,15 +186,15 @@ def test_quantisation_is_deterministic_and_idempotent(model, raw_model):
 
 def test_export_refuses_what_it_cannot_reproduce_in_one_line(raw_model, model, texts):
     with pytest.raises(Stage2Error, match=r"^tokenizer\.json: .*off the 2\*\*-6 grid") as off_grid:
-        export.files(raw_model)
+        export.files(raw_model, 512)
     assert "\n" not in str(off_grid.value)
 
     symbols = tok_train.quantized_unigram(train_raw(texts["en_foldoc"][:150], vocab_size=600, character_coverage=1.0, user_defined_symbols=["<|im|>"]))
     with pytest.raises(Stage2Error, match=r"^tokenizer\.json: .*unigram.*user_defined_symbols \['<\|im\|>'\] \(tokenizer=bpe exports them\)$"):
-        export.files(symbols)
+        export.files(symbols, 512)
 
     proto = _proto(model)
     lt = next(p for p in proto.pieces if p.piece == "<")
     lt.type = export.UNUSED  # "<" no longer a piece: tokenizers could match "<s>" where SentencePiece cannot
     with pytest.raises(Stage2Error, match=r"characters \['<'\] of its special and byte pieces are not pieces themselves$"):
-        export.files(proto.SerializeToString())
+        export.files(proto.SerializeToString(), 512)
