@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import List
 
 import sentencepiece as spm
 
@@ -25,7 +26,7 @@ import stage2.main
 from benchmarks.common import machine, md_table, write_results
 from stage2.tokenizer import train as tok_train
 from stage2.stages import tokenizer as tokenizer_stage
-from stage2.runtime.run import start_run
+from stage2.runtime.run import Run, start_run
 
 RECIPES = {"default (bpe)": [], "tokenizer=unigram": ["tokenizer=unigram"], "tokenizer=lossy (old)": ["tokenizer=lossy"]}
 
@@ -51,22 +52,33 @@ def measure(encode, decode, texts):
     return n_bytes / sum(len(i) for i in ids), exact / len(texts)
 
 
+def filter_sample(root: Path) -> Path:
+    """The embedded sample, filtered once: the tokenizers compared train on its parts."""
+    filtered = root / "filter"
+    subprocess.run([str(Path(sys.executable).parent / "stage2"), "stage=filter", f"hydra.run.dir={filtered}",
+                    f"runs_index={root}/runs.jsonl"], check=True, capture_output=True, cwd=root)
+    return filtered
+
+
+def tokenizer_run(root: Path, filtered: Path, vocab: int, overrides: List[str], folder: str) -> Run:
+    """A tokenizer run (not started training) on the filtered sample, one worker."""
+    recipe = stage2.main.compose_recipe(
+        ["stage=tokenizer", f"tokenizer.input_run={filtered}", f"tokenizer.vocab_size={vocab}",
+         f"runs_index={root}/runs.jsonl", "executor.workers=1", *overrides], str(root))
+    return start_run(root / folder, recipe)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vocab", type=int, default=8000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        filtered = root / "filter"
-        subprocess.run([str(Path(sys.executable).parent / "stage2"), "stage=filter", f"hydra.run.dir={filtered}",
-                        f"runs_index={root}/runs.jsonl"], check=True, capture_output=True, cwd=root)
+        filtered = filter_sample(root)
         results, seconds = {}, {}
         samples = None
         for name, overrides in RECIPES.items():
-            recipe = stage2.main.compose_recipe(
-                ["stage=tokenizer", f"tokenizer.input_run={filtered}", f"tokenizer.vocab_size={args.vocab}",
-                 f"runs_index={root}/runs.jsonl", "executor.workers=1", *overrides], str(root))
-            run = start_run(root / name.split()[0].replace("=", "_"), recipe)
+            run = tokenizer_run(root, filtered, args.vocab, list(overrides), name.split()[0].replace("=", "_"))
             t = run.cfg.tokenizer
             samples = tokenizer_stage.collect_samples(run, t)
             run.executor.close()

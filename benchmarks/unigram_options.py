@@ -13,18 +13,14 @@ Writes benchmarks/results/unigram_options.md and .json.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import sentencepiece as spm
 
-import stage2.main
 from benchmarks.common import machine, md_table, write_results
-from benchmarks.tokenizer_compression import bytelevel_bpe, measure
-from stage2.runtime.run import start_run
+from benchmarks.tokenizer_compression import bytelevel_bpe, filter_sample, measure, tokenizer_run
 from stage2.stages import tokenizer as tokenizer_stage
 from stage2.tokenizer import train as tok_train
 
@@ -46,12 +42,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        filtered = root / "filter"
-        subprocess.run([str(Path(sys.executable).parent / "stage2"), "stage=filter", f"hydra.run.dir={filtered}",
-                        f"runs_index={root}/runs.jsonl"], check=True, capture_output=True, cwd=root)
-        recipe = stage2.main.compose_recipe(["stage=tokenizer", f"tokenizer.input_run={filtered}", f"tokenizer.vocab_size={args.vocab}",
-                                             f"runs_index={root}/runs.jsonl", "executor.workers=1"], str(root))
-        run = start_run(root / "tok", recipe)
+        filtered = filter_sample(root)
+        run = tokenizer_run(root, filtered, args.vocab, [], "tok")
         t = run.cfg.tokenizer
         samples = tokenizer_stage.collect_samples(run, t)
         run.executor.close()
