@@ -111,7 +111,7 @@ class PackResult:
     padding: int = 0
     tail_dropped: int = 0
     shards: List[Dict[str, Any]] = field(default_factory=list)
-    tail: Optional[np.ndarray] = None  # the dropped tail's tokens (the trainer formats keep them)
+    tail: Optional[np.ndarray] = field(default=None, compare=False)  # (an array: compared apart) the dropped tail's tokens (the trainer formats keep them)
 
 
 def component_index(name: str, weight: float, s: "ShardConfig", tok: Dict[str, Any], dtype: np.dtype, docs: int, packed: PackResult) -> Dict[str, Any]:

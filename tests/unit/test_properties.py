@@ -130,6 +130,7 @@ def test_packer_checkpoint_resumes_to_identical_shards(docs, seq_len, per_shard,
         resumed = again.finish(remainder, PAD)
 
         assert resumed == whole
+        assert (resumed.tail is None) == (whole.tail is None) and (whole.tail is None or np.array_equal(resumed.tail, whole.tail))
         names = sorted(p.name for p in whole_dir.glob("shard-*.npy"))
         assert names == sorted(p.name for p in resumed_dir.glob("shard-*.npy"))
         for name in names:
