@@ -141,6 +141,7 @@ SHIPPED_DIGESTS = {
 }
 
 
+@pytest.mark.slow  # over half a second
 def test_a_later_key_leaves_the_digest_at_its_neutral_value_only(tmp_path):
     base = compose_plain([], tmp_path)
     assert compose_plain(["tokenizer.model_max_length=null"], tmp_path).digest() == base.digest()

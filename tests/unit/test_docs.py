@@ -171,6 +171,7 @@ def test_a_manifest_component_key_is_set_on_the_command_line(tmp_path):
     assert cfg.dataset.components["web"].data_files  # the manifest's own keys stay
 
 
+@pytest.mark.slow  # over half a second
 @pytest.mark.parametrize("value", ["0", "null"])
 def test_max_chars_zero_and_null_mean_no_upper_bound_at_the_top_level_too(value, tmp_path):
     cfg = compose_plain([f"filter.max_chars={value}"], tmp_path)

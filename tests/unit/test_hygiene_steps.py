@@ -84,6 +84,7 @@ def test_planted_contamination_is_found_and_clean_documents_kept(tmp_path, varia
     assert dict(step.tally) == {"matched:qa": 1}
 
 
+@pytest.mark.slow  # over half a second
 def test_verdicts_match_the_plain_rule_on_real_text(tmp_path):
     """Every document's verdict (and the item it names) is the one-window-at-a-time rule's, including short
     items matched whole, on real documents with some eval text planted in various forms."""
@@ -292,6 +293,7 @@ def test_a_blocklist_line_that_is_no_domain_fails_naming_file_and_line(tmp_path)
 # ---------------------------------------------------------------- config
 
 
+@pytest.mark.slow  # over half a second
 def test_url_rules_need_a_url_column_unless_a_component_opts_out(tmp_path):
     (tmp_path / "b.txt").write_text("x.org\n")
     with pytest.raises(Stage2Error, match=r"dataset.components.web has no url_column.*url_filter=false"):
@@ -304,6 +306,7 @@ def test_url_rules_need_a_url_column_unless_a_component_opts_out(tmp_path):
         compose_plain(["dataset=files", f"dataset.paths=[{tmp_path}/a.jsonl]", "filter.url.banned_words=[casino]"], tmp_path).check()
 
 
+@pytest.mark.slow  # over half a second
 def test_hygiene_steps_are_switched_on_by_their_keys_not_by_filter_quality(tmp_path):
     with pytest.raises(Stage2Error, match=r"'pii' is no quality step: its own keys switch it on"):
         compose_plain(["filter.quality=[pii]"], tmp_path).check()
@@ -313,6 +316,7 @@ def test_hygiene_steps_are_switched_on_by_their_keys_not_by_filter_quality(tmp_p
         compose_plain(["filter.decontaminate.min_item_words=20"], tmp_path).check()
 
 
+@pytest.mark.slow  # over half a second
 def test_hygiene_keys_change_the_digest_only_when_set(tmp_path):
     base = compose_plain([], tmp_path).digest()
     assert compose_plain(["filter.pii.kinds=[]", "dataset.components.web.url_filter=true"], tmp_path).digest() == base

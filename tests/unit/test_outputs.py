@@ -129,6 +129,7 @@ def test_heldout_rule_keeps_the_tokenizers_integer_percents():
     assert half < five and 0.002 < len(half) / len(ids) < 0.009  # validation documents are held out of tokenizer training
 
 
+@pytest.mark.slow  # over half a second
 def test_shard_config_checks_formats_and_percents(tmp_path):
     for override, needle in [
         ("shard.formats=[npy,parquet]", "unknown format 'parquet'"),
