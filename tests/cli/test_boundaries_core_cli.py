@@ -111,20 +111,21 @@ def test_shard_resume_redoes_a_partition_whose_token_file_changed(tmp_path):
         sentence_iterator=iter(r["text"] for r in sample_records("foldoc.jsonl.gz", 600)), model_prefix=str(tmp_path / "tiny"),
         vocab_size=500, model_type="unigram", num_threads=2, minloglevel=2,
     )
-    # One split: a kill between a partition's train and validation markers would leave it half done.
-    recipe = [*SHARD_RECIPE, f"shard.tokenizer={tmp_path / 'tiny.model'}", f"runs_index={tmp_path}/runs.jsonl", "shard.validation_percent=0"]
+    recipe = [*SHARD_RECIPE, f"shard.tokenizer={tmp_path / 'tiny.model'}", f"runs_index={tmp_path}/runs.jsonl"]
     stage2([*recipe, "executor.workers=1", "hydra.run.dir=fresh"], tmp_path)
     run_dir = tmp_path / "killed"
     work = run_dir / "shards" / "web" / ".work"
-    kill_when([*recipe, "executor.workers=2"], tmp_path, run_dir, lambda d: len(list(work.glob("part-*.train.done.json"))) >= 3)
+    # A partition is done once its validation marker exists: it writes its train marker first.
+    kill_when([*recipe, "executor.workers=2"], tmp_path, run_dir, lambda d: len(list(work.glob("part-*.validation.done.json"))) >= 3)
     assert_killed_mid_stage(run_dir, run_dir / "shards" / "manifest.json")
-    markers = sorted(work.glob("part-*.train.done.json"))
-    tokens = work / markers[0].name.replace(".done.json", ".bin")
-    assert json.loads(markers[0].read_text())["outputs"][tokens.name][0] == tokens.stat().st_size
+    done = sorted(work.glob("part-*.validation.done.json"))
+    tokens = next(p for p in (work / m.name.replace(".validation.done.json", ".train.bin") for m in done) if p.exists())
+    marker = work / tokens.name.replace(".bin", ".done.json")
+    assert json.loads(marker.read_text())["outputs"][tokens.name][0] == tokens.stat().st_size
     flip_a_byte(tokens)  # a token id: the same size, another id
     resume(run_dir, tmp_path, "executor.workers=1")
     assert_resumed_like(run_dir, tmp_path / "fresh")
-    assert stats(run_dir)["stages"]["shard"]["partitions_resumed"] == len(markers) - 1
+    assert stats(run_dir)["stages"]["shard"]["partitions_resumed"] == len(done) - 1
 
 
 # ---- 8 and 10: everything that can be checked at start-up is -----------------------------------
