@@ -7,7 +7,7 @@ benchmarks/results/filter_quality.md.
 Language: every document of multiling_*_dev with >= filter.min_chars characters, label "en" or not
 (the sources' own labels; precision also with three English fortunes under a `pl` label counted
 as English, RELABELLED below), through the shipped recipes (stage2/lid/rule.py) and each backend
-alone. Near dedup runs the stage's own passes (stage2/dedup/passes.py: spill, resolve_bucket,
+alone. Near dedup runs the stage's own passes (stage2/dedup.py: spill, resolve_bucket,
 lookup, in a temp folder): each pair of neardup_dev_pairs alone, the earlier document (file order)
 first, "removed" meaning the later one is an exact or near duplicate; all of neardup_dev_docs as one
 stream; and two corpora of distinct documents (FOLDOC, Stack Exchange), where drops are mostly wrong.
@@ -29,8 +29,7 @@ import numpy as np
 import stage2.main as stage2_main
 from stage2.config import FilterConfig
 from benchmarks.common import RESULTS, machine, md_table, read_jsonl, shared_data_dir
-from stage2.dedup.hashing import batch_window_hashes, exact_key
-from stage2.dedup.passes import COMPONENT_SHIFT, buckets_for, lookup, resolve_bucket, spill
+from stage2.dedup import batch_window_hashes, exact_key, COMPONENT_SHIFT, buckets_for, lookup, resolve_bucket, spill
 from stage2.lid.rule import LanguageRule, judge
 
 LANG_FILES = ("multiling_fortunes_dev.jsonl.gz", "multiling_tldr_dev.jsonl.gz", "multiling_udhr_dev.jsonl.gz")
@@ -89,7 +88,7 @@ NOTES = """Notes on the language errors (from reading the misjudged documents):
 
 
 # What changed with issue 14's dedup (the figures before it: git history of benchmarks/results/filter_quality.md).
-NEAR_NOTES = """Near dedup follows issue 14's rule (stage2/dedup/__init__.py), measured through the stage's own passes
+NEAR_NOTES = """Near dedup follows issue 14's rule (stage2/dedup.py__init__.py), measured through the stage's own passes
 (spill, resolve_bucket, lookup): a document is a near duplicate when at least `threshold` of its distinct
 windows first occur in earlier documents, every document that passed the steps counting whatever its own
 verdict. The rule before it remembered only kept documents' windows. What that changes:
@@ -193,7 +192,7 @@ def language_section(data, limit: int) -> Tuple[str, Dict[str, Any]]:
 
 
 def dedup_passes(components: List[List[str]], k: int, folder: Path, memory_mb: int, chunk: int = 250) -> List[Dict[str, np.ndarray]]:
-    """The stage's dedup passes (stage2/stages/filter_tasks.py, stage2/dedup/passes.py) over texts that passed the steps.
+    """The stage's dedup passes (stage2/stages/filter_tasks.py, stage2/dedup.py) over texts that passed the steps.
 
     Component c's document i is at position (c << COMPONENT_SHIFT) | i, and only earlier positions of
     the same component count (dedup.scope=component, the default). As the stage does: spill the exact and

@@ -173,7 +173,7 @@ def time_loop(texts: List[str], max_chars: int) -> Tuple[float, float]:
 
 
 def time_near(texts: List[str], k: int, threshold: float, partition_size: int, memory_mb: int) -> Dict[str, float]:
-    """Near dedup as the stage does it (stage2/stages/filter_tasks.py, stage2/dedup/passes.py), in one process:
+    """Near dedup as the stage does it (stage2/stages/filter_tasks.py, stage2/dedup.py), in one process:
     screen: window hashes of a partition at a time, spilled sorted by hash; resolve: every hash bucket
     (`buckets_for(pairs, memory_mb)`); decide: each partition's near counts looked up by position range
     and the verdicts. Exact dedup's share of the same passes is timed apart (hash, spill, resolve, lookup).
@@ -183,8 +183,7 @@ def time_near(texts: List[str], k: int, threshold: float, partition_size: int, m
     """
     import numpy as np
 
-    from stage2.dedup.hashing import batch_window_hashes, exact_key
-    from stage2.dedup.passes import buckets_for, lookup, resolve_bucket, spill
+    from stage2.dedup import batch_window_hashes, exact_key, buckets_for, lookup, resolve_bucket, spill
 
     cpu = {key: 0.0 for key in ("hash_s", "spill_s", "resolve_s", "lookup_s", "exact_s")}
 

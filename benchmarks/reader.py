@@ -3,7 +3,7 @@
     uv run python -m benchmarks.reader [--rows 1000000] [--seq-len 512] [--draws 131072] [--repeats 5]
 
 Input: a shard run of three components (weights 0.5 / 0.3 / 0.2, rows split the same way) written by
-the shard stage's own writer (`stage2.shards.pack.pack_stream`, 8192 rows a shard, uint16) from random
+the shard stage's own writer (`stage2.shards.format.Packer`, 8192 rows a shard, uint16) from random
 tokens, with the `index.json` and `manifest.json` the reader needs. The files are read once before
 timing, so every side reads from the page cache.
 
@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script too
 from benchmarks.common import machine, md_table, write_results  # noqa: E402
 from stage2 import reader  # noqa: E402
-from stage2.shards import pack  # noqa: E402
+from stage2.shards.format import Packer  # noqa: E402
 
 COMPONENTS = {"web": 0.5, "books": 0.3, "code": 0.2}
 ROWS_PER_SHARD = 8192
@@ -52,7 +52,10 @@ def make_run(folder: Path, rows: int, seq_len: int) -> None:
         out = folder / "shards" / name
         out.mkdir(parents=True)
         chunks = (rng.integers(0, 32000, size=min(ROWS_PER_SHARD, n - i) * seq_len, dtype=np.uint16) for i in range(0, n, ROWS_PER_SHARD))
-        packed = pack.pack_stream(chunks, out, seq_len, ROWS_PER_SHARD, np.dtype(np.uint16))
+        packer = Packer(out, seq_len, ROWS_PER_SHARD, np.dtype(np.uint16))
+        for chunk in chunks:
+            packer.add(chunk)
+        packed = packer.finish("drop", None)
         index = {"component": name, "weight": weight, "seq_len": seq_len, "dtype": "uint16", "rows": packed.rows, "shards": packed.shards}
         (out / "index.json").write_text(json.dumps(index))
         manifest.append({"name": name, "weight": weight, "index": f"{name}/index.json", "rows": packed.rows})
@@ -186,7 +189,7 @@ def main() -> None:
         f" --batches {args.batches} --repeats {args.repeats}` on {machine()} (shared with other jobs: compare the ratios,"
         f" measured in the same run); 1-minute load average {load_start:.2f} at the start, {load_end:.2f} at the end.\n\n"
         f"Input: {args.rows:,} rows of {seq_len} uint16 tokens in three components (0.5 / 0.3 / 0.2), {shards} shards of"
-        f" up to {ROWS_PER_SHARD} rows written by `stage2.shards.pack.pack_stream`, in the page cache. Each figure is the best of"
+        f" up to {ROWS_PER_SHARD} rows written by `stage2.shards.format.Packer`, in the page cache. Each figure is the best of"
         f" {args.repeats} interleaved runs of {args.draws:,} rows; `vs fastest direct` is the fastest direct gather's time over"
         " this line's (the direct gathers are given every row's shard and position, untimed).\n\n"
         + md_table(["batch", "what", "rows/s", "ns a row", "vs fastest direct"], table)

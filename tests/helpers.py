@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Iterator, List
 import pytest
 
 from oracles import window_hashes
-from stage2.dedup.hashing import exact_key
+from stage2.dedup import exact_key
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "sample"
@@ -98,7 +98,7 @@ def done_tasks(run_dir: Path, component: str = "*") -> List[Path]:
 
 
 def dedup_reference(texts, k, threshold):
-    """Dedup's rule (stage2/dedup/__init__.py) applied one document at a time in canonical order: every
+    """Dedup's rule (stage2/dedup.py__init__.py) applied one document at a time in canonical order: every
     document's hashes count for the later ones, whatever its own verdict."""
     seen_text, seen_windows, out = set(), set(), []
     for text in texts:

@@ -8,9 +8,9 @@ from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from stage2.dedup.hashing import batch_window_hashes
+from stage2.dedup import batch_window_hashes
 from stage2.lid.backends import UNKNOWN, Detector, LangVerdict, language_text, target_score
-from stage2.shards.pack import Packer, PackResult
+from stage2.shards.format import Packer, PackResult
 from stage2.steps.quality.text import _RUNS, TERMINAL_PUNCTUATION, is_punct, tokenize_chunk
 
 

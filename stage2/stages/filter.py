@@ -2,10 +2,10 @@
 
 Three passes of worker tasks (stage2/stages/filter_tasks.py); the driver plans from metadata, dispatches
 and adds up counts, and never reads a document:
-  plan     every component's units of work (stage2/io/plan.py): file byte/row ranges or whole files
+  plan     every component's units of work (stage2/io/sources.py): file byte/row ranges or whole files
   screen   per unit: read it, run the component's step chain (invalid, length, language, quality
            steps), spill the survivors and their dedup hashes to `filtered/.work/`
-  resolve  per hash bucket: first occurrences of every hash (stage2/dedup/passes.py); the number of
+  resolve  per hash bucket: first occurrences of every hash (stage2/dedup.py); the number of
            buckets follows `filter.dedup.memory_mb` (at least one per worker), the verdicts do not
   decide   per unit: exact/near verdicts, the kept documents written as
            `filtered/<component>/part-<file>-<chunk>.parquet`
@@ -28,15 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from stage2.dedup.passes import buckets_for
+from stage2.dedup import buckets_for
 from stage2.io.files import file_sha256
 from stage2.stages.filter_tasks import DEDUP_REASONS, build_chain, decide, merge_rejected, resolve, screen
 from stage2.lid.backends import check_languages
 from stage2.runtime.tasks import read_marker, write_marker
 from stage2.config import Config, DedupScope, FilterConfig
 from stage2.lid.rule import LanguageRule
-from stage2.io.plan import Unit, component_files, counter_on, plan_component
-from stage2.io.sources import ComponentSpec
+from stage2.io.sources import ComponentSpec, Unit, component_files, counter_on, plan_component
 from stage2.steps import STEPS, StepInputs, chain_settings
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
   screen   one plan unit: read its records, run the component's step chain, write the survivors
            (`cand-<chunk>.parquet`), their dedup hashes (spill files) and rejected samples
-  resolve  one hash bucket (stage2/dedup/passes.py)
+  resolve  one hash bucket (stage2/dedup.py)
   decide   one plan unit again: exact/near verdicts from the buckets, the kept documents written as
            the unit's final parts (a partition that keeps all its candidates: their file, hard-linked)
 Each task is done once its `done-<pass>.json` marker exists with the task's key; a resumed run
@@ -24,12 +24,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stage2.dedup.hashing import batch_window_hashes, exact_key
-from stage2.dedup.passes import lookup, resolve_bucket, spill
+from stage2.dedup import batch_window_hashes, exact_key, lookup, resolve_bucket, spill
 from stage2.documents import Document
 from stage2.io.files import share_file
 from stage2.io.parts import docs_to_table, part_path, table_documents, write_table
-from stage2.io.plan import Unit, read_unit
+from stage2.io.sources import Unit, read_unit
 from stage2.runtime.tasks import once
 from stage2.steps import STEPS, Chain, Drop, Edit
 
@@ -188,7 +187,7 @@ def _describe_undetected(samples: Samples, steps: List[Tuple[str, Dict[str, Any]
 
 
 def resolve(task: Dict[str, Any]) -> Dict[str, Any]:
-    """Pass 2: one hash bucket (stage2/dedup/passes.py)."""
+    """Pass 2: one hash bucket (stage2/dedup.py)."""
     return once(Path(task["dir"]) / "done-resolve.json", task_key(task), lambda: {**resolve_bucket(task), "outputs": [task["exact_out"], task["near_out"]]})
 
 

@@ -48,10 +48,9 @@ from stage2.runtime.tasks import read_marker, read_state, write_marker
 from stage2.runtime.run import Run, atomic_path, file_sha256, filtered_source
 from stage2.shards.format import (
     DOCUMENTS, INDEX, SHARDS_DIR, SPLITS, component_index, document_rows, format_files, is_shard_name, manifest_entry,
-    open_shard, read_documents, split_dir, token_dtype, write_documents, write_formats, write_index, write_manifest,
+    open_shard, PackResult, Packer, read_documents, split_dir, token_dtype, write_documents, write_formats, write_index,
+    write_manifest,
 )
-from stage2.shards.format import PackResult
-from stage2.shards.pack import Packer
 
 log = logging.getLogger(__name__)
 

@@ -60,8 +60,7 @@ def _partition_task(task: Tuple[ComponentSpec, str, Any, bool, Bounds, int, int,
     Unit), or a whole hub component read as one stream ("component", None).
     """
     from stage2.io import parts
-    from stage2.io.plan import read_unit
-    from stage2.io.sources import iter_documents, usable
+    from stage2.io.sources import iter_documents, read_unit, usable
 
     started = time.process_time()
     spec, kind, where, skip_bad, bounds, quota, heldout_percent, eval_docs, seed = task
@@ -80,10 +79,10 @@ def sample_partitions_of(run: Any, filtered_dir: Optional[Path]) -> Dict[str, Tu
     """component -> (its partitions as (spec for the task, kind, where), its expected document count or None).
 
     Filtered parts are the partitions of filtered input; raw local files are cut as the filter cuts
-    them (stage2/io/plan.py, from the start-up scan); a hub component is one stream.
+    them (stage2/io/sources.py, from the start-up scan); a hub component is one stream.
     """
     from stage2.io import parts
-    from stage2.io.plan import component_files, counter_on, plan_component
+    from stage2.io.sources import component_files, counter_on, plan_component
 
     out: Dict[str, Tuple[List[Tuple[ComponentSpec, str, Any]], Optional[int]]] = {}
     if filtered_dir is not None:

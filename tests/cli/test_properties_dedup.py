@@ -10,15 +10,14 @@ from typing import Dict, List, Tuple
 import pytest
 from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
 
-import stage2.dedup.passes as passes
+import stage2.dedup as passes
 from helpers import dedup_reference, sample_records, write_jsonl
 from stage2.runtime.executor import LocalExecutor
 from stage2.config import DedupConfig, FilterConfig
 from stage2.stages.filter import execute
 from stage2.stages.filter_tasks import merge_rejected
 from stage2.io.parts import read_documents
-from stage2.io.plan import plan_component
-from stage2.io.sources import ComponentSpec, scan_file
+from stage2.io.sources import ComponentSpec, plan_component, scan_file
 
 pytestmark = pytest.mark.slow  # a process pool
 

@@ -10,8 +10,8 @@ import pytest
 
 from helpers import dedup_reference as reference, sample_records
 from oracles import window_hashes
-from stage2.dedup.hashing import batch_window_hashes, exact_key, normalise
-from stage2.dedup.passes import bucket_bounds, later_occurrences, lookup, resolve_bucket, spill
+from stage2.dedup import batch_window_hashes, exact_key, normalise
+from stage2.dedup import bucket_bounds, later_occurrences, lookup, resolve_bucket, spill
 
 
 def test_normalise_nfkc_casefold_whitespace():
@@ -65,7 +65,7 @@ def _reference_windows(text: str, k: int) -> set:
     """Pure-Python window hashes: the definition, independent of the vectorised code."""
     import xxhash
 
-    from stage2.dedup.hashing import _P, words
+    from stage2.dedup import _P, words
 
     m = (1 << 64) - 1
 
@@ -97,7 +97,7 @@ def test_batch_window_hashes_match_the_definition():
 
 def test_fast_words_equal_casefold_words():
     """The ASCII path (encode, one translate that also lower-cases A-Z, no casefold) gives words() exactly."""
-    from stage2.dedup.hashing import _fast_words, words
+    from stage2.dedup import _fast_words, words
 
     texts = [r["text"] for r in sample_records("web_stackexchange.jsonl.gz", 300) + sample_records("web_cc.jsonl.gz", 69)]
     # Many languages and scripts (the first records are English).
@@ -125,7 +125,7 @@ def test_casefolded_text_has_no_ascii_capitals():
 
 def test_sort_order_sorts_uint64():
     """The radix passes order by the top 32 bits only; hashes sharing those must still come out sorted."""
-    from stage2.dedup.hashing import _sort_order
+    from stage2.dedup import _sort_order
 
     rng = np.random.default_rng(4)
     top = rng.integers(0, 4, size=5000, dtype=np.uint64) << np.uint64(32)
@@ -191,7 +191,7 @@ def test_bucket_passes_follow_the_rule_for_any_chunking_and_bucket_count(tmp_pat
 
 
 def test_later_occurrences_per_component_or_across_the_mixture(tmp_path):
-    comp = lambda c, r: (c << 56) | r  # noqa: E731  (stage2.io.plan's position layout)
+    comp = lambda c, r: (c << 56) | r  # noqa: E731  (stage2.io.sources's position layout)
     hashes = np.array([5, 5, 5, 9], dtype=np.uint64)
     positions = np.array([comp(1, 0), comp(0, 7), comp(1, 3), comp(0, 2)], dtype=np.uint64)
     spill(tmp_path / "s.npy", hashes, positions)

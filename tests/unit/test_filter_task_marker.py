@@ -10,8 +10,7 @@ from helpers import sample_records, write_jsonl
 from stage2.config import FilterConfig
 from stage2.stages.filter import component_steps
 from stage2.stages.filter_tasks import screen
-from stage2.io.plan import plan_component
-from stage2.io.sources import ComponentSpec, scan_file
+from stage2.io.sources import ComponentSpec, plan_component, scan_file
 
 
 def _screen_task(tmp_path: Path) -> Dict[str, Any]:

@@ -18,9 +18,8 @@ import pytest
 import stage2.stages.filter as filter_stage
 from stage2.config import ComponentConfig, DatasetConfig
 from stage2.errors import Stage2Error
-from stage2.io.plan import plan_component, read_unit
 from stage2.runtime.run import start_run
-from stage2.io.sources import ComponentSpec, expand_paths, hub_data_files, input_fingerprints, iter_documents, resolve_components
+from stage2.io.sources import ComponentSpec, expand_paths, hub_data_files, input_fingerprints, iter_documents, plan_component, read_unit, resolve_components
 
 from helpers import sample_records, write_jsonl
 

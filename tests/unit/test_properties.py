@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import oracles
 from stage2.runtime.run import file_sha256
-from stage2.shards import format as shard_format, pack
+from stage2.shards import format as shard_format
 from stage2.tokenizer import encoding
 
 PAD, BOS, EOS = 3, 1, 2
@@ -42,7 +42,7 @@ def chunked(stream: np.ndarray, cuts: List[int]) -> List[np.ndarray]:
     return np.split(stream, sorted(c % (len(stream) + 1) for c in cuts))
 
 
-def shard_rows(folder: Path, result: pack.PackResult, seq_len: int) -> np.ndarray:
+def shard_rows(folder: Path, result: shard_format.PackResult, seq_len: int) -> np.ndarray:
     files = sorted(folder.glob("shard-*.npy"))
     assert [f.name for f in files] == [s["file"] for s in result.shards]
     arrays = [np.load(f, allow_pickle=False) for f in files]
@@ -112,7 +112,7 @@ def test_packer_checkpoint_resumes_to_identical_shards(docs, seq_len, per_shard,
         whole = oracles.pack_stream(chunked(stream, cuts), whole_dir, seq_len, per_shard, dtype, remainder, PAD)
 
         checkpoints = []  # (state, stream position) after every full shard, as the shard stage saves it
-        first = pack.Packer(resumed_dir, seq_len, per_shard, dtype)
+        first = shard_format.Packer(resumed_dir, seq_len, per_shard, dtype)
         first.on_shard = lambda path: checkpoints.append((first.state(), first.result.rows * seq_len))
         for chunk in chunked(stream, cuts):
             first.add(chunk)
@@ -122,7 +122,7 @@ def test_packer_checkpoint_resumes_to_identical_shards(docs, seq_len, per_shard,
         # The run dies here: shards after the checkpoint may or may not exist; they are written again.
         for late in sorted(resumed_dir.glob("shard-*.npy"))[len(state["shards"]) :]:
             late.unlink()
-        again = pack.Packer(resumed_dir, seq_len, per_shard, dtype)
+        again = shard_format.Packer(resumed_dir, seq_len, per_shard, dtype)
         again.restore(state)
         assert again.position == position
         for chunk in chunked(stream[position:], cuts):

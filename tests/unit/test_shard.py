@@ -17,7 +17,7 @@ from stage2.io import parts
 from stage2.stages import shard
 from stage2.errors import Stage2Error
 from stage2.runtime.run import file_sha256, Run
-from stage2.shards import format as shard_format, pack
+from stage2.shards import format as shard_format
 from stage2.tokenizer import encoding
 from stage2.io.sources import Document
 
@@ -82,8 +82,8 @@ def test_packer_uint32_for_large_vocab(tmp_path):
 
 def test_packer_rejects_short_rows_and_pad_without_id(tmp_path):
     with pytest.raises(Stage2Error, match="seq_len=1"):
-        pack.Packer(tmp_path, 1, 4, np.dtype(np.uint16))
-    packer = pack.Packer(tmp_path, 4, 4, np.dtype(np.uint16))
+        shard_format.Packer(tmp_path, 1, 4, np.dtype(np.uint16))
+    packer = shard_format.Packer(tmp_path, 4, 4, np.dtype(np.uint16))
     packer.add(np.arange(6, dtype=np.uint16))
     with pytest.raises(Stage2Error, match="no pad id"):
         packer.finish("pad", -1)
