@@ -389,7 +389,7 @@ def read_records(
         records = _line_records(spec, path, src, first, byte_range)
         records = records if count is None else itertools.islice(records, count)
     else:
-        records = _file_records(spec, path, src)  # through `datasets`: JSON arrays, text by paragraph or document, the hub
+        records = _text_block_records(spec, path, src) if path is not None and spec.format == "text" else _file_records(spec, path, src)
         records = itertools.islice(records, first, None if count is None else first + count)
     if path is None or path not in spec.scans:
         return records
@@ -565,6 +565,58 @@ def _text_line(spec: ComponentSpec, src: "_Source", record: int, raw: bytes, whe
         return Document(id=spec.fallback_id(src.path, record), text=None, component=spec.name, source=src.name, path=src.path, record=record,
                         problem=f"invalid UTF-8 (byte {exc.start} of {where})")
     return _to_document(spec, src, record, {spec.text_column: text})
+
+
+def _text_block_records(spec: ComponentSpec, path: str, src: "_Source") -> Iterator[Document]:
+    """A text file by paragraph (split at "\n\n", empty ones skipped) or as one document, as `datasets`
+    reads it except for line breaks: only "\r\n" becomes "\n" and a lone "\r" stays, as in text by line
+    (`datasets` opens the file with universal newlines, which turn every "\r" into "\n")."""
+    record = 0
+
+    def document(raw: bytes) -> Document:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Document(id=spec.fallback_id(src.path, record), text=None, component=spec.name, source=src.name, path=src.path,
+                            record=record, problem=f"invalid UTF-8 (byte {exc.start} of the {spec.sample_by})")
+        return _to_document(spec, src, record, {spec.text_column: text})
+
+    if not is_remote(path) and os.path.getsize(path) == 0:
+        raise Stage2Error(f"{src.path}: the file is empty")
+    try:
+        with open_stream(path) as f:
+            if spec.sample_by == "document":
+                data = f.read()
+                data = data[len(UTF8_BOM) :] if data.startswith(UTF8_BOM) else data
+                record = 1
+                yield document(data.replace(b"\r\n", b"\n"))
+                return
+            buf, cr, first = bytearray(), b"", True
+            while True:
+                block = f.read(READ_BLOCK)
+                if first:
+                    block, first = (block[len(UTF8_BOM) :] if block.startswith(UTF8_BOM) else block), False
+                data, cr = cr + block, b""
+                if block and data.endswith(b"\r"):  # its "\n" may open the next block
+                    data, cr = data[:-1], b"\r"
+                search = max(0, len(buf) - 1)
+                buf += data.replace(b"\r\n", b"\n")
+                start = 0
+                while (end := buf.find(b"\n\n", search)) != -1:
+                    if end > start:
+                        record += 1
+                        yield document(bytes(buf[start:end]))
+                    start = search = end + 2
+                del buf[:start]
+                if not block:
+                    break
+            if buf:
+                record += 1
+                yield document(bytes(buf))
+    except Stage2Error:
+        raise
+    except Exception as exc:  # a damaged compressed stream, an I/O error: the file cannot be read on
+        raise Stage2Error(f"{src.path}: record {record + 1}: cannot be read: {type(exc).__name__}: {first_line(exc)}") from None
 
 
 def _parquet_records(spec: ComponentSpec, path: str, src: "_Source", first: int, count: Optional[int]) -> Iterator[Document]:

@@ -19,7 +19,7 @@ import stage2.stages.filter as filter_stage
 from stage2.config import ComponentConfig, DatasetConfig
 from stage2.errors import Stage2Error
 from stage2.runtime.run import start_run
-from stage2.io.sources import ComponentSpec, expand_paths, hub_data_files, input_fingerprints, iter_documents, plan_component, read_unit, resolve_components
+from stage2.io.sources import ComponentSpec, expand_paths, hub_data_files, input_fingerprints, iter_documents, plan_component, read_records, read_unit, resolve_components
 
 from helpers import sample_records, write_jsonl
 
@@ -231,6 +231,49 @@ def test_a_bom_is_dropped_from_text_read_whole(tmp_path, sample_by):
     [spec] = resolve_components(DatasetConfig(components={"notes": ComponentConfig(data_files=[str(path)], sample_by=sample_by)}), str(tmp_path))
     texts = [d.text for d in iter_documents(spec)]
     assert texts[0].startswith("first paragraph") and "\ufeff inside" in texts[-1]  # only the file's own mark goes
+
+
+def corpus_text(name: str, docs: int) -> bytes:
+    """Real documents joined as a text file would hold them: blank lines between, CRLF in every third."""
+    with gzip.open(Path(__file__).parents[1] / "data" / "corpora" / name, "rt", encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for _, line in zip(range(docs), f)]
+    joined = "".join(t + "\n" * (1 + i % 4) for i, t in enumerate(texts))
+    return "\n".join(line + "\r" if i % 3 == 0 else line for i, line in enumerate(joined.split("\n"))).encode("utf-8")
+
+
+@pytest.mark.parametrize("sample_by", ["paragraph", "document"])
+@pytest.mark.parametrize("suffix", [".txt", ".txt.gz"])
+def test_text_by_paragraph_or_document_reads_as_datasets_does_across_read_blocks(tmp_path, monkeypatch, sample_by, suffix):
+    import datasets
+
+    raw = corpus_text("en_web_stackexchange.jsonl.gz", 40) + corpus_text("multiling_udhr.jsonl.gz", 20)
+    assert b"\r" not in raw.replace(b"\r\n", b"")  # no lone CR: there the two readers differ on purpose
+    path = tmp_path / f"notes{suffix}"
+    path.write_bytes(gzip.compress(raw) if suffix.endswith(".gz") else raw)
+    theirs = [r["text"] for r in datasets.load_dataset("text", data_files=str(path), sample_by=sample_by, split="train", streaming=True)]
+    [spec] = resolve_components(DatasetConfig(components={"notes": ComponentConfig(data_files=[str(path)], sample_by=sample_by)}), str(tmp_path))
+    for block in (1 << 20, 7, 2):  # block edges inside "\r\n" and "\n\n" too
+        monkeypatch.setattr("stage2.io.sources.READ_BLOCK", block)
+        assert [d.text for d in iter_documents(spec)] == theirs
+    assert len(theirs) > (40 if sample_by == "paragraph" else 0)
+
+
+def test_a_lone_carriage_return_is_text_in_every_text_reading(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"one\rline\r\nsame paragraph\r\n\r\nnext\r\r\n")
+    read = lambda sample_by: [d.text for d in iter_documents(resolve_components(  # noqa: E731
+        DatasetConfig(components={"notes": ComponentConfig(data_files=[str(path)], sample_by=sample_by)}), str(tmp_path))[0])]
+    assert read("line") == ["one\rline", "same paragraph", "", "next\r"]
+    assert read("paragraph") == ["one\rline\nsame paragraph", "next\r\n"]
+    assert read("document") == ["one\rline\nsame paragraph\n\nnext\r\n"]
+
+
+def test_invalid_utf8_in_a_paragraph_names_its_record(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"fine\n\nbroken \xff here\n\nfine again\n")
+    [spec] = resolve_components(DatasetConfig(components={"notes": ComponentConfig(data_files=[str(path)], sample_by="paragraph")}), str(tmp_path))
+    docs = list(read_records(spec, str(path)))
+    assert [(d.record, d.problem) for d in docs] == [(1, None), (2, "invalid UTF-8 (byte 7 of the paragraph)"), (3, None)]
 
 
 # ---- 12. an unreachable hub fails at once --------------------------------------------------------
