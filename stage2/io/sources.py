@@ -619,6 +619,32 @@ def _text_block_records(spec: ComponentSpec, path: str, src: "_Source") -> Itera
         raise Stage2Error(f"{src.path}: record {record + 1}: cannot be read: {type(exc).__name__}: {first_line(exc)}") from None
 
 
+def _batch_rows(batch: Any) -> List[Any]:
+    """A parquet batch's rows as dicts; a row holding a string that is not valid UTF-8 (pyarrow reads it
+    unchecked) becomes the description of its problem, so that the record, not the batch, is named."""
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:
+        pass
+    rows: List[Any] = []
+    for i in range(batch.num_rows):
+        row = batch.slice(i, 1)
+        try:
+            rows.append(row.to_pylist()[0])
+        except UnicodeDecodeError as exc:
+            column = next(n for n in row.schema.names if not _decodes(row.column(n)))
+            rows.append(f"invalid UTF-8 in column {column!r} (byte {exc.start})")
+    return rows
+
+
+def _decodes(column: Any) -> bool:
+    try:
+        column.to_pylist()
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 def _parquet_records(spec: ComponentSpec, path: str, src: "_Source", first: int, count: Optional[int]) -> Iterator[Document]:
     """Rows first+1 .. first+count, reading only the row groups that hold them."""
     import pyarrow.parquet as pq
@@ -641,13 +667,17 @@ def _parquet_records(spec: ComponentSpec, path: str, src: "_Source", first: int,
             if skip >= batch.num_rows:
                 skip -= batch.num_rows
                 continue
-            rows_of_batch = batch.slice(skip).to_pylist()
+            rows_of_batch = _batch_rows(batch.slice(skip))
             skip = 0
             for row in rows_of_batch:
                 if record >= stop:
                     return
                 record += 1
-                yield _to_document(spec, src, record, row)
+                if isinstance(row, str):
+                    yield Document(id=spec.fallback_id(src.path, record), text=None, component=spec.name, source=src.name, path=src.path,
+                                   record=record, problem=row)
+                else:
+                    yield _to_document(spec, src, record, row)
     except Stage2Error:
         raise
     except Exception as exc:  # pyarrow's ArrowInvalid, OSError: a damaged file

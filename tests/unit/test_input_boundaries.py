@@ -19,7 +19,7 @@ import stage2.stages.filter as filter_stage
 from stage2.config import ComponentConfig, DatasetConfig
 from stage2.errors import Stage2Error
 from stage2.runtime.run import start_run
-from stage2.io.sources import ComponentSpec, expand_paths, hub_data_files, input_fingerprints, iter_documents, plan_component, read_records, read_unit, resolve_components
+from stage2.io.sources import ComponentSpec, expand_paths, hub_data_files, input_fingerprints, iter_documents, plan_component, read_records, read_unit, resolve_components, usable
 
 from helpers import sample_records, write_jsonl
 
@@ -274,6 +274,25 @@ def test_invalid_utf8_in_a_paragraph_names_its_record(tmp_path):
     [spec] = resolve_components(DatasetConfig(components={"notes": ComponentConfig(data_files=[str(path)], sample_by="paragraph")}), str(tmp_path))
     docs = list(read_records(spec, str(path)))
     assert [(d.record, d.problem) for d in docs] == [(1, None), (2, "invalid UTF-8 (byte 7 of the paragraph)"), (3, None)]
+
+
+def test_invalid_utf8_in_parquet_names_its_record_not_its_batch(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [f"document {i}".encode() for i in range(2500)]
+    texts[1700] = b"broken \xff here"  # record 1701, inside the second batch of the reader
+    values = pa.array(texts, pa.binary())
+    unchecked = pa.Array.from_buffers(pa.string(), len(texts), values.buffers())  # as a foreign writer may leave it
+    path = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"text": unchecked, "id": [str(i) for i in range(2500)]}), path, row_group_size=1000)
+    [spec] = resolve_components(DatasetConfig(components={"docs": ComponentConfig(data_files=[str(path)])}), str(tmp_path))
+    docs = list(read_records(spec, str(path)))
+    assert [d.record for d in docs] == list(range(1, 2501))
+    assert [(d.record, d.problem) for d in docs if d.problem] == [(1701, "invalid UTF-8 in column 'text' (byte 7)")]
+    assert [d.text for d in docs if not d.problem] == [f"document {i}" for i in range(2500) if i != 1700]
+    with pytest.raises(Stage2Error, match=r"docs.parquet: record 1701: invalid UTF-8 in column 'text' \(byte 7\)"):
+        list(usable(iter_documents(spec), skip_bad=False))
 
 
 # ---- 12. an unreachable hub fails at once --------------------------------------------------------
