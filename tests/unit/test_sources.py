@@ -148,8 +148,7 @@ def test_rows_read_in_batches_come_out_as_one_at_a_time_also_before_an_error(mon
 
     rows = [{"id": f"r{i}", "text": f"text {i}", "n": i} for i in range(1, 13)]
     monkeypatch.setattr(sources, "ROW_BATCH", 5)
-    spec = ComponentSpec(name="c", files=["/nowhere/c.txt"], format="text", sample_by="paragraph")  # read through `datasets`
-    monkeypatch.setattr(sources.os.path, "getsize", lambda path: 1)
+    spec = ComponentSpec(name="c", hub_path="someone/c")  # a hub dataset streamed whole: read through `datasets`
     monkeypatch.setattr(sources, "_load_stream", lambda spec, path: _FailingStream(rows, good=12))
     docs = list(iter_documents(spec))
     assert [(d.id, d.text, d.metadata, d.record) for d in docs] == [(r["id"], r["text"], {"n": r["n"]}, r["n"]) for r in rows]
