@@ -31,6 +31,9 @@ BENCHMARKS: Dict[str, tuple] = {
     "shard_speed": ([], ["--docs", "3000", "--repeats", "1"]),
     "memory": ([], ["--max-docs", "200", "--vocab", "1000"]),
     "scale": ([], ["--scales", "1,2", "--max-docs", "300", "--no-original"]),
+    "hygiene": ([], ["--repeats", "1", "--train-mb", "1"]),
+    # datatrove and the nanoGPT-style prepare run in their own venv ($STAGE2_PEERS_PYTHON, docs/benchmarks.md).
+    "peers": ([], ["--copies", "1", "--rounds", "1", "--max-docs", "300"]),
 }
 
 Row = List[Any]  # measure, value, target, met
@@ -99,6 +102,23 @@ def rows_scale(r: Dict[str, Any]) -> List[Row]:
     return [[g["measure"], g["value"], g["target"], g["met"]] for g in r["goals"]]
 
 
+def rows_hygiene(r: Dict[str, Any]) -> List[Row]:
+    steps = ("length", "language", "gopher_repetition", "gopher_quality", "c4_quality", "fineweb_quality", "url", "pii", "decontaminate")
+    extra = r["worker_peak_rss_mb_with"] - r["worker_peak_rss_mb_without"]
+    return [
+        ["filter steps, ms per MB of text (one process): " + ", ".join(f"{s} {r[f'{s}_ms_per_mb']:.0f}" for s in steps), "-", "- (no goal)", "-"],
+        _ratio_row(f"decontamination, a worker's extra peak RSS with a 10 MB eval set (index {r['index_mb']:.1f} MB)", extra, 200, at_least=False, unit=" MB"),
+    ]
+
+
+def rows_peers(r: Dict[str, Any]) -> List[Row]:
+    ratios = r["ratios"]
+    return [
+        _ratio_row("datatrove (length + fastText + tokenize) / stage2 filter+shard (wall)", ratios["datatrove / stage2 filter+shard"], 4),
+        _ratio_row("nanoGPT-style prepare / stage2 shard from raw JSON (wall)", ratios["nanoGPT-style / stage2 shard (raw)"], 2),
+    ]
+
+
 ROWS: Dict[str, Callable[[Dict[str, Any]], List[Row]]] = {
     "filter_speed": rows_filter_speed,
     "scaling": rows_scaling,
@@ -106,6 +126,8 @@ ROWS: Dict[str, Callable[[Dict[str, Any]], List[Row]]] = {
     "shard_speed": rows_shard_speed,
     "memory": rows_memory,
     "scale": rows_scale,
+    "hygiene": rows_hygiene,
+    "peers": rows_peers,
 }
 
 
