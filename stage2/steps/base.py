@@ -47,11 +47,15 @@ class Edit:
 Verdict = Optional[Union[Drop, Edit]]
 
 
+HUB_PREFIX = "hub:"  # an entry of a step's list of files that names a hub dataset instead (a Settings' HUB_KEYS)
+
+
 class StepInputs:
     """What the driver offers a step's `prepare`: the run's files as its inputs are read (stage2/stages/filter.py)."""
 
-    def files(self, pattern: str) -> List[str]:
-        """A path or glob (absolute) -> its files, sorted; none is an error."""
+    def files(self, pattern: str, what: str = "filter") -> List[str]:
+        """A path or glob (absolute), or a hub dataset (`hub:...`, stage2.io.sources.hub_entry) -> its files,
+        sorted; none is an error (`what`: the key messages name)."""
         raise NotImplementedError
 
     def read(self, path: str, text_column: str, id_column: Optional[str]) -> Iterator[Document]:
