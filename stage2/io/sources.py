@@ -39,7 +39,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Named
 from stage2.documents import Document
 from stage2.errors import Stage2Error, first_line
 from stage2.config import ComponentConfig, DatasetConfig, check_name
-from stage2.steps.base import HUB_PREFIX
+from stage2.steps.base import HUB_PREFIX, parse_hub_entry
 
 log = logging.getLogger(__name__)
 
@@ -542,23 +542,13 @@ def hub_data_files(spec: ComponentSpec) -> List[str]:
 
 # ---- hub datasets in a step's list of files (filter.decontaminate.paths) ----------------------------
 
-HUB_ENTRY_SPLIT = "test"  # an eval set's split unless the entry names one
-
 
 def hub_entry(entry: str, what: str) -> ComponentSpec:
-    """`hub:<path>[:<subset>[:<split>]][@<revision>]` -> the spec of a hub component with those keys.
-
-    As `datasets.load_dataset(path, subset, split=split, revision=revision)` takes them; the split is
-    `test` unless named, `a+b` joins several; `path` may name a local dataset folder, as `hub_path` may.
-    """
-    body, at, revision = entry[len(HUB_PREFIX):].rpartition("@") if "@" in entry else (entry[len(HUB_PREFIX):], "", "")
-    parts = body.split(":")
-    path, subset, split = (parts + ["", ""])[:3]
-    if not path or len(parts) > 3 or (at and not revision) or any(not s for s in (split or HUB_ENTRY_SPLIT).split("+")):
-        raise Stage2Error(f"{what}: {entry!r} is no hub dataset entry: write hub:<path>[:<subset>[:<split>]][@<revision>] (e.g. hub:cais/mmlu:all:test)")
-    name = os.path.basename(path.rstrip("/")) + (f"/{subset}" if subset else "")
-    return ComponentSpec(name=name, hub_path=path, subset=subset or None, split=split or HUB_ENTRY_SPLIT, revision=revision or None,
-                         label=f"{what}: eval set {name} ({entry})")
+    """`hub:<path>[:<subset>[:<split>]][@<revision>]` (stage2.steps.base.parse_hub_entry) -> the spec of a
+    hub component with those keys, named as the eval set it is."""
+    parsed = parse_hub_entry(entry, what)
+    return ComponentSpec(name=parsed.name, hub_path=parsed.path, subset=parsed.subset, split=parsed.split, revision=parsed.revision,
+                         label=f"{what}: eval set {parsed.name} ({entry})")
 
 
 def hub_entry_files(entry: str, what: str, launch_dir: str) -> List[str]:
@@ -574,9 +564,9 @@ def hub_entry_files(entry: str, what: str, launch_dir: str) -> List[str]:
 
 def hub_file_local(spec: ComponentSpec, path: str) -> str:
     """A data file as `datasets` resolves it (`hf://datasets/<repo>@<commit>/<file>`, or local) -> a local path."""
-    remote = re.fullmatch(r"hf://datasets/(.+?)@([^/]+)/(.+)", path)
     if not is_remote(path):
         return path
+    remote = re.fullmatch(r"hf://datasets/(.+?)@([^/]+)/(.+)", path)
     if remote is None:
         raise Stage2Error(f"{spec.called}: cannot download {path!r}: not a file of a hub dataset")
     from huggingface_hub import hf_hub_download

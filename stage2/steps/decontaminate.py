@@ -32,9 +32,10 @@ import xxhash
 
 from stage2.documents import Document
 from stage2.errors import Stage2Error
-from stage2.steps.base import HUB_PREFIX, Drop, Rule, Step, StepInputs, Verdict, register
+from stage2.steps.base import HUB_PREFIX, Drop, Rule, Step, StepInputs, Verdict, parse_hub_entry, register
 
 COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2", ".xz")
+PATHS_KEY = "filter.decontaminate.paths"  # what messages about an eval set's files name
 
 
 @dataclass
@@ -71,10 +72,8 @@ class DecontaminateSettings:
 
 def _hub_entry_problem(entry: str, at: str) -> str:
     """What is wrong with how a `hub:` entry is written, or ""."""
-    from stage2.io.sources import hub_entry
-
     try:
-        hub_entry(entry, at)
+        parse_hub_entry(entry, at)
     except Stage2Error as exc:
         return str(exc)
     return ""
@@ -84,9 +83,7 @@ def set_name(pattern: str) -> str:
     """`evals/mmlu.jsonl.gz` -> `mmlu`; `evals/hellaswag-*.parquet` -> `hellaswag`; `evals/arc/*.jsonl` -> `arc`;
     `hub:cais/mmlu:all:test` -> `mmlu/all`."""
     if pattern.startswith(HUB_PREFIX):
-        from stage2.io.sources import hub_entry
-
-        return hub_entry(pattern, "filter.decontaminate.paths").name
+        return parse_hub_entry(pattern, PATHS_KEY).name
     base = os.path.basename(pattern)
     for suffix in COMPRESSION_SUFFIXES:
         base = base.removesuffix(suffix)
@@ -178,7 +175,6 @@ class WordBatch:
 # ---- the index ----------------------------------------------------------------------------------
 
 INDEX_DIR = "decontaminate"
-PATHS_KEY = "filter.decontaminate.paths"  # what messages about an eval set's files name
 ITEMS_PER_BATCH = 20000
 
 
