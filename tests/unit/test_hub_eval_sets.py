@@ -66,6 +66,7 @@ def test_hub_entries_take_what_load_dataset_takes():
             hub_entry(bad, KEY)
 
 
+@pytest.mark.slow  # over half a second (datasets resolves three splits)
 def test_a_hub_eval_set_is_its_splits_files_and_its_planted_contamination_is_found(tmp_path):
     items = qa_items()
     folder = hub_folder(tmp_path / "qa_hub", {"test": items[:30], "validation": items[30:]})
