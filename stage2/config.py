@@ -28,7 +28,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 # Standard library only: workers import the config without Hydra or heavy dependencies.
 from stage2.steps import optional_steps, quality_steps
-from stage2.steps.base import Rule
+from stage2.steps.base import HUB_PREFIX, Rule
 
 if TYPE_CHECKING:
     from stage2.lid.rule import LanguageRule
@@ -604,7 +604,8 @@ class Config:
         for name in OPTIONAL_STEPS:  # the files steps read (eval sets, blocklists)
             settings = self.filter.step_settings(name)
             for key in getattr(settings, "FILE_KEYS", ()):
-                setattr(settings, key, [absolute(p) for p in getattr(settings, key) or []])
+                hub = key in getattr(settings, "HUB_KEYS", ())  # (its `hub:` entries name datasets, not files)
+                setattr(settings, key, [p if hub and p.startswith(HUB_PREFIX) else absolute(p) for p in getattr(settings, key) or []])
 
     def absolute(self, path: Optional[str]) -> Optional[str]:
         """A user-given path, relative to the launch directory, as an absolute one."""

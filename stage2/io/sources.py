@@ -39,6 +39,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Named
 from stage2.documents import Document
 from stage2.errors import Stage2Error, first_line
 from stage2.config import ComponentConfig, DatasetConfig, check_name
+from stage2.steps.base import HUB_PREFIX, parse_hub_entry
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,16 @@ class ComponentSpec(ComponentConfig):
     # file -> what the start-up scan saw (xxh3_128, bytes, mtime_ns, inode): every read checks the file is
     # still that one (`with_scans`; empty: not checked).
     scans: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    # How messages name it when it is no component (a hub eval set: `hub_entry`); None: "component <name>".
+    label: Optional[str] = None
 
     @property
     def is_hub(self) -> bool:
         return self.hub_path is not None
+
+    @property
+    def called(self) -> str:
+        return self.label or f"component {self.name}"
 
     def fallback_id(self, path: str, record: int) -> str:
         return f"{self.name}/{self.id_names.get(path) or file_stem(path)}/{record}"
@@ -312,9 +319,9 @@ def reach_hub(spec: ComponentSpec) -> None:
 
 def _hub_error(spec: ComponentSpec, exc: BaseException) -> Stage2Error:
     return Stage2Error(
-        f"component {spec.name}: cannot open hub dataset {spec.hub_path!r}"
+        f"{spec.called}: cannot open hub dataset {spec.hub_path!r}"
         f"{' (' + spec.subset + ')' if spec.subset else ''}: {type(exc).__name__}: {first_line(exc)}."
-        " Without network access, download it elsewhere and use local files (dataset=files or data_files)"
+        " Without network access, download it elsewhere and use local files" + ("" if spec.label else " (dataset=files or data_files)")
     )
 
 
@@ -529,8 +536,52 @@ def hub_data_files(spec: ComponentSpec) -> List[str]:
     except Exception as exc:  # the hub raises many kinds; all mean "could not open it"
         raise _hub_error(spec, exc) from exc
     if not files:
-        raise Stage2Error(f"component {spec.name}: hub dataset {spec.hub_path!r} has no data files for split {spec.split!r}")
+        raise Stage2Error(f"{spec.called}: hub dataset {spec.hub_path!r} has no data files for split {spec.split!r}")
     return files
+
+
+# ---- hub datasets in a step's list of files (filter.decontaminate.paths) ----------------------------
+
+
+def hub_entry(entry: str, what: str) -> ComponentSpec:
+    """`hub:<path>[:<subset>[:<split>]][@<revision>]` (stage2.steps.base.parse_hub_entry) -> the spec of a
+    hub component with those keys, named as the eval set it is."""
+    parsed = parse_hub_entry(entry, what)
+    return ComponentSpec(name=parsed.name, hub_path=parsed.path, subset=parsed.subset, split=parsed.split, revision=parsed.revision,
+                         label=f"{what}: eval set {parsed.name} ({entry})")
+
+
+def hub_entry_files(entry: str, what: str, launch_dir: str) -> List[str]:
+    """A hub entry's data files (`hub_data_files`, split by split) as local files: a local folder's own (a
+    relative one: from the launch directory), a remote dataset's downloaded once into the HF cache at the
+    commit they resolved to, so that they are fingerprinted and read like any local input."""
+    spec = hub_entry(entry, what)
+    if os.path.isdir(os.path.join(launch_dir, spec.hub_path)):  # (as `datasets` does, a folder first, then the hub)
+        spec = replace(spec, hub_path=os.path.abspath(os.path.join(launch_dir, spec.hub_path)))
+    files = [f for split in spec.split.split("+") for f in hub_data_files(replace(spec, split=split))]
+    return [hub_file_local(spec, f) for f in dict.fromkeys(files)]
+
+
+def hub_file_local(spec: ComponentSpec, path: str) -> str:
+    """A data file as `datasets` resolves it (`hf://datasets/<repo>@<commit>/<file>`, or local) -> a local path."""
+    if not is_remote(path):
+        return path
+    remote = re.fullmatch(r"hf://datasets/(.+?)@([^/]+)/(.+)", path)
+    if remote is None:
+        raise Stage2Error(f"{spec.called}: cannot download {path!r}: not a file of a hub dataset")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return hf_hub_download(remote[1], remote[3], repo_type="dataset", revision=remote[2])
+    except Exception as exc:  # offline, gated, gone: all mean "could not open it"
+        raise _hub_error(spec, exc) from exc
+
+
+def step_files(pattern: str, launch_dir: str, what: str) -> List[str]:
+    """The files of one entry of a step's list: a path or glob (`expand_paths`), or a hub dataset (`hub:`)."""
+    if pattern.startswith(HUB_PREFIX):
+        return hub_entry_files(pattern, what, launch_dir)
+    return expand_paths([pattern], launch_dir, what)
 
 
 def open_stream(path: str):
@@ -841,7 +892,7 @@ def input_fingerprints(
 
 def step_input_files(patterns: List[tuple], launch_dir: str) -> List[str]:
     """The files of the filter steps' (key, path or glob) pairs (FilterKeys.input_patterns), each once, in order."""
-    return list(dict.fromkeys(path for key, pattern in patterns for path in expand_paths([pattern], launch_dir, key)))
+    return list(dict.fromkeys(path for key, pattern in patterns for path in step_files(pattern, launch_dir, key)))
 
 
 def scan_job(job: tuple) -> Dict[str, Any]:

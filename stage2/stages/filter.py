@@ -56,11 +56,16 @@ class RunInputs(StepInputs):
     def __init__(self, launch_dir: str, scans: Optional[Dict[str, Dict[str, Any]]] = None) -> None:
         self.launch_dir = launch_dir
         self.scans = scans or {}
+        self.resolved: Dict[str, List[str]] = {}  # hub entry -> its files: resolved once a run (a request to the hub)
 
-    def files(self, pattern: str) -> List[str]:
-        from stage2.io.sources import expand_paths
+    def files(self, pattern: str, what: str = "filter") -> List[str]:
+        from stage2.io.sources import HUB_PREFIX, step_files
 
-        return expand_paths([pattern], self.launch_dir, "filter")
+        if not pattern.startswith(HUB_PREFIX):
+            return step_files(pattern, self.launch_dir, what)
+        if pattern not in self.resolved:
+            self.resolved[pattern] = step_files(pattern, self.launch_dir, what)
+        return self.resolved[pattern]
 
     def read(self, path: str, text_column: str, id_column: Optional[str]):
         import dataclasses

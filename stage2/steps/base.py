@@ -15,12 +15,14 @@ every module of the package, `@register` adds the step to `STEPS`, and stage2/co
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, Union
+from typing import Any, ClassVar, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Type, Union
 
 from stage2.documents import Document
+from stage2.errors import Stage2Error
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,37 @@ class Edit:
 Verdict = Optional[Union[Drop, Edit]]
 
 
+HUB_PREFIX = "hub:"  # an entry of a step's list of files that names a hub dataset instead (a Settings' HUB_KEYS)
+HUB_ENTRY_SPLIT = "test"  # an eval set's split unless the entry names one
+
+
+class HubEntry(NamedTuple):
+    path: str  # a hub repo id, or a local dataset folder
+    subset: Optional[str]
+    split: str  # `a+b`: several
+    revision: Optional[str]
+    name: str  # the path's last part, and `/<subset>` when there is one
+
+
+def parse_hub_entry(entry: str, what: str) -> HubEntry:
+    """`hub:<path>[:<subset>[:<split>]][@<revision>]`: what `datasets.load_dataset(path, subset, split=split,
+    revision=revision)` takes; the split is `test` unless named, `a+b` joins several. (Resolved to files by
+    stage2.io.sources.hub_entry_files, as hub components are.)"""
+    body, at, revision = entry[len(HUB_PREFIX):].rpartition("@") if "@" in entry else (entry[len(HUB_PREFIX):], "", "")
+    parts = body.split(":")
+    path, subset, split = (parts + ["", ""])[:3]
+    if not entry.startswith(HUB_PREFIX) or not path or len(parts) > 3 or (at and not revision) or not all((split or HUB_ENTRY_SPLIT).split("+")):
+        raise Stage2Error(f"{what}: {entry!r} is no hub dataset entry: write hub:<path>[:<subset>[:<split>]][@<revision>] (e.g. hub:cais/mmlu:all:test)")
+    name = os.path.basename(path.rstrip("/")) + (f"/{subset}" if subset else "")
+    return HubEntry(path, subset or None, split or HUB_ENTRY_SPLIT, revision or None, name)
+
+
 class StepInputs:
     """What the driver offers a step's `prepare`: the run's files as its inputs are read (stage2/stages/filter.py)."""
 
-    def files(self, pattern: str) -> List[str]:
-        """A path or glob (absolute) -> its files, sorted; none is an error."""
+    def files(self, pattern: str, what: str = "filter") -> List[str]:
+        """A path or glob (absolute), or a hub dataset (`hub:...`, stage2.io.sources.hub_entry) -> its files,
+        sorted; none is an error (`what`: the key messages name)."""
         raise NotImplementedError
 
     def read(self, path: str, text_column: str, id_column: Optional[str]) -> Iterator[Document]:

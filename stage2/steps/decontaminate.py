@@ -32,17 +32,20 @@ import xxhash
 
 from stage2.documents import Document
 from stage2.errors import Stage2Error
-from stage2.steps.base import Drop, Rule, Step, StepInputs, Verdict, register
+from stage2.steps.base import HUB_PREFIX, Drop, Rule, Step, StepInputs, Verdict, parse_hub_entry, register
 
 COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2", ".xz")
+PATHS_KEY = "filter.decontaminate.paths"  # what messages about an eval set's files name
 
 
 @dataclass
 class DecontaminateSettings:
     FILE_KEYS: ClassVar[Tuple[str, ...]] = ("paths",)
+    HUB_KEYS: ClassVar[Tuple[str, ...]] = ("paths",)  # entries `hub:<path>[:<subset>[:<split>]][@<revision>]` name hub datasets
 
-    # Eval sets: files or globs (jsonl/json/parquet/txt, compressed too; a .txt file: an item a line).
-    # Each entry is one eval set, named after its file stem (a glob: what is left of it without wildcards).
+    # Eval sets: files or globs (jsonl/json/parquet/txt, compressed too; a .txt file: an item a line), or
+    # hub datasets (`hub:cais/mmlu:all:test`). Each entry is one eval set, named after its file stem (a
+    # glob: what is left of it without wildcards; a hub dataset: its name and subset, `mmlu/all`).
     paths: List[str] = field(default_factory=list)
     columns: List[str] = field(default_factory=lambda: ["text"])  # joined by a space: an item's text
     id_column: Optional[str] = "id"  # names the item in `detail` (a record without it: <file>:<record>)
@@ -53,18 +56,34 @@ class DecontaminateSettings:
         return bool(self.paths)
 
     def check(self, at: str) -> List[Rule]:
+        malformed = next(filter(None, (_hub_entry_problem(p, f"{at}.paths") for p in self.paths or [] if p.startswith(HUB_PREFIX))), "")
+        if malformed:
+            return [(False, malformed)]
         names = [set_name(p) for p in self.paths or []]
         twice = sorted({n for n in names if names.count(n) > 1})
         return [
             (self.ngram >= 1, f"{at}.ngram={self.ngram} must be at least 1 (words per n-gram)"),
             (1 <= self.min_item_words <= self.ngram, f"{at}.min_item_words={self.min_item_words} must be 1 to {at}.ngram={self.ngram}"),
             (len(self.columns or []) >= 1, f"{at}.columns is empty: name the column(s) holding an eval item's text (e.g. [question,answer])"),
-            (not twice, f"{at}.paths: two eval sets are named {twice[0]!r} (named after their file stems): rename a file" if twice else ""),
+            (not twice, f"{at}.paths: two eval sets are named {twice[0]!r} (named after their file stems; a hub dataset after its name"
+                        " and subset): rename a file, or join a hub dataset's splits in one entry (hub:<path>:<subset>:test+validation)" if twice else ""),
         ]
 
 
+def _hub_entry_problem(entry: str, at: str) -> str:
+    """What is wrong with how a `hub:` entry is written, or ""."""
+    try:
+        parse_hub_entry(entry, at)
+    except Stage2Error as exc:
+        return str(exc)
+    return ""
+
+
 def set_name(pattern: str) -> str:
-    """`evals/mmlu.jsonl.gz` -> `mmlu`; `evals/hellaswag-*.parquet` -> `hellaswag`; `evals/arc/*.jsonl` -> `arc`."""
+    """`evals/mmlu.jsonl.gz` -> `mmlu`; `evals/hellaswag-*.parquet` -> `hellaswag`; `evals/arc/*.jsonl` -> `arc`;
+    `hub:cais/mmlu:all:test` -> `mmlu/all`."""
+    if pattern.startswith(HUB_PREFIX):
+        return parse_hub_entry(pattern, PATHS_KEY).name
     base = os.path.basename(pattern)
     for suffix in COMPRESSION_SUFFIXES:
         base = base.removesuffix(suffix)
@@ -188,8 +207,10 @@ def build_index(settings: DecontaminateSettings, folder: Path, inputs: StepInput
     owners: Dict[bool, List[np.ndarray]] = {False: [], True: []}
     short_lengths: set = set()
     for index, pattern in enumerate(settings.paths):
-        files = inputs.files(pattern)
+        files = inputs.files(pattern, PATHS_KEY)
         entry = {"name": set_name(pattern), "files": [os.path.basename(p) for p in files], "items": 0, "short_items": 0, "skipped_items": 0, "ngrams": 0}
+        if pattern.startswith(HUB_PREFIX):
+            entry["hub"] = pattern
         batch: List[Tuple[str, List[bytes]]] = []
 
         def flush() -> None:
@@ -277,7 +298,7 @@ def load_item_names(folder: str) -> List[str]:
 
 def index_key(settings: Mapping[str, Any], inputs: StepInputs) -> str:
     """What the index depends on: the settings and every eval file's content hash."""
-    files = [(p, inputs.fingerprint(p)) for pattern in settings["paths"] for p in inputs.files(pattern)]
+    files = [(p, inputs.fingerprint(p)) for pattern in settings["paths"] for p in inputs.files(pattern, PATHS_KEY)]
     plain = {k: settings[k] for k in ("paths", "columns", "id_column", "ngram", "min_item_words")}
     return hashlib.sha256(json.dumps([plain, files], sort_keys=True).encode()).hexdigest()[:16]
 
