@@ -320,7 +320,7 @@ def reach_hub(spec: ComponentSpec) -> None:
 def _hub_error(spec: ComponentSpec, exc: BaseException) -> Stage2Error:
     return Stage2Error(
         f"{spec.called}: cannot open hub dataset {spec.hub_path!r}"
-        f"{' (' + spec.subset + ')' if spec.subset else ''}: {type(exc).__name__}: {first_line(exc)}."
+        f"{' (' + spec.subset + ')' if spec.subset else ''}: {type(exc).__name__}: {first_line(exc).rstrip('.')}."
         " Without network access, download it elsewhere and use local files" + ("" if spec.label else " (dataset=files or data_files)")
     )
 
