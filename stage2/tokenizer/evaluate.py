@@ -72,28 +72,34 @@ def evaluate(sp: Any, texts: List[str], batch: int = 256) -> EvalCounts:
     return counts
 
 
+def component_metrics(
+    vocab_size: int, counted: List[Tuple[str, EvalCounts, int, int, int]]
+) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(metrics per component, metrics over all eval slices pooled) from each component's counts,
+    given as (component, counts, docs seen, held out, training documents) in manifest order."""
+    overall = EvalCounts()
+    components: Dict[str, Any] = {}
+    for component, counts, docs_seen, heldout_docs, train_docs in counted:
+        if counts.docs == 0:
+            log.warning(
+                "tokenizer: %s has no held-out documents to evaluate on (%d seen, %d held out); its metrics are null",
+                component, docs_seen, heldout_docs,
+            )
+        overall.add(counts)  # an empty slice adds nothing, so the pooled figures ignore it
+        components[component] = {
+            **counts.metrics(vocab_size),
+            "docs_seen": docs_seen,
+            "heldout_docs": heldout_docs,
+            "train_docs": train_docs,
+        }
+    return components, overall.metrics(vocab_size)
+
+
 def evaluate_samples(model: bytes, samples: List[ComponentSample]) -> Tuple[int, Dict[str, Any], Dict[str, Any]]:
     """(trained vocab size, metrics per component, metrics over all eval slices pooled)."""
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_proto=model)
     vocab_size = sp.get_piece_size()
-    overall = EvalCounts()
-    components: Dict[str, Any] = {}
-    for s in samples:
-        counts = evaluate(sp, s.eval_texts)
-        if counts.docs == 0:
-            log.warning(
-                "tokenizer: %s has no held-out documents to evaluate on (%d seen, %d held out); its metrics are null",
-                s.component, s.docs_seen, s.heldout_docs,
-            )
-        overall.add(counts)  # an empty slice adds nothing, so the pooled figures ignore it
-        components[s.component] = {
-            **counts.metrics(vocab_size),
-            "docs_seen": s.docs_seen,
-            "heldout_docs": s.heldout_docs,
-            "train_docs": len(s.train_texts),
-        }
-    return vocab_size, components, overall.metrics(vocab_size)
-
-
+    counted = [(s.component, evaluate(sp, s.eval_texts), s.docs_seen, s.heldout_docs, len(s.train_texts)) for s in samples]
+    return (vocab_size, *component_metrics(vocab_size, counted))
