@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Tuple
 
 from stage2.tokenizer import encoding
-from stage2.tokenizer.sample import ComponentSample
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +92,3 @@ def component_metrics(
             "train_docs": train_docs,
         }
     return components, overall.metrics(vocab_size)
-
-
-def evaluate_samples(model: bytes, samples: List[ComponentSample]) -> Tuple[int, Dict[str, Any], Dict[str, Any]]:
-    """(trained vocab size, metrics per component, metrics over all eval slices pooled)."""
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_proto=model)
-    vocab_size = sp.get_piece_size()
-    counted = [(s.component, evaluate(sp, s.eval_texts), s.docs_seen, s.heldout_docs, len(s.train_texts)) for s in samples]
-    return (vocab_size, *component_metrics(vocab_size, counted))

@@ -6,12 +6,13 @@ the held-out evaluation documents (a fixed hash of the id alone).
   are held out whether the text comes from raw sources or from filtered parts.
 * The training sample of a component is the bottom-k of the remaining documents by a seeded xxhash of
   their id: streaming, memory bounded by k, and independent of the order documents arrive in.
-* Bottom-k is mergeable, so partitions sample in parallel (`sample_partitions`): each returns only its
+* Bottom-k is mergeable, so partitions sample in parallel (`sample_passes`): each keeps only its
   documents whose id hash falls below a bound chosen from the expected document count to catch a
-  little more than k of them, and the driver keeps the k smallest keys of the union. When fewer than
+  little more than k of them, and the merge keeps the k smallest keys of the union. When fewer than
   k fell below the bound (and more documents exist), the bound is raised and the partitions read
-  again: the result is the exact bottom-k, whatever the partitions, and no more than about k texts
-  ever reach the driver.
+  again: the result is the exact bottom-k, whatever the partitions or how they are grouped into
+  tasks. Deciding on another pass needs only counts, so the candidates themselves can stay in files
+  (`write_candidates`) that the training and evaluation read: no text passes through the driver.
 """
 
 from __future__ import annotations
