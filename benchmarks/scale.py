@@ -741,7 +741,8 @@ def report(args: argparse.Namespace, runs: Dict[str, Dict[int, Dict[str, Any]]],
         f"{table}\n\n"
         "Driver CPU share = the driver process's own CPU / all CPU of the stage's run (driver + reaped workers, os.wait4); "
         "for the tokenizer also the share of sampling alone (driver CPU while sampling, from the stage's stats.json, over that "
-        "plus the workers' CPU). Docs/s per worker = documents the stage read / worker CPU seconds (worker start-up included). "
+        "plus the workers' CPU but that of the training and evaluation tasks, which stats.json records). Docs/s per worker = "
+        "documents the stage read / worker CPU seconds (worker start-up included; the tokenizer's: its sampling's). "
         "Scratch: the filter's dedup spill (`filtered/.work`) and the shard stage's token streams (`shards/<component>/.work`), "
         "peak apparent size sampled every "
         f"{args.interval} s. Output: `filtered/` (parts), `tokenizer/`, `shards/` at the end.\n\n"
@@ -749,9 +750,10 @@ def report(args: argparse.Namespace, runs: Dict[str, Dict[int, Dict[str, Any]]],
         + ". Wall time depends on what else the shared box runs; CPU seconds and RSS hardly do.\n\n"
         "## Goals (issue 25, point 3) at the largest scale\n\n" + md_table(["stage", "measure", "value", "target", "met"], goal_rows) + "\n\n"
         "## The tokenizer's phases\n\n" + tok_table + "\n\n"
-        "Training and evaluation run in the driver (SentencePiece's own threads) on a sample whose size is fixed by the recipe "
-        "(`tokenizer.samples_per_component`), not by the input: a fixed serial cost. Sampling is spread over the workers, one "
-        "task per filtered part.\n\n"
+        "Every phase runs as executor tasks: sampling in groups of consecutive filtered parts (about 16 MB each), training as "
+        "one task (SentencePiece's own threads) on a sample whose size is fixed by the recipe (`tokenizer.samples_per_component`), "
+        "not by the input, evaluation as one task per component; the driver plans and adds up counts. With `executor.workers=1` "
+        "the tasks run in the driver's process.\n\n"
         "## The shard stage\n\n" + shard_table + "\n\n"
         "## Are the copies distinct and as screenable as the original?\n\n" + linear + "\n\n"
         "Expected = the smallest scale's count times the scale ratio; exact or near duplicates across copies would show above it.\n\n"
@@ -802,6 +804,9 @@ def rewrite_report(args: argparse.Namespace) -> None:
     saved = saved_all[-1]
     for key in ("workers", "compress", "max_docs", "rev"):
         setattr(args, key, saved[key])
+    kept = re.search(r" --stages (\S+) --rows-from (\S+)", saved["command"])  # (an invocation that measured some stages only)
+    if kept:
+        args.stages, args.rows_from = kept.group(1), Path(kept.group(2))
     args.set = saved["overrides"]
     inputs = Inputs.__new__(Inputs)
     inputs.root, inputs.generated, inputs.generated_s = saved["cache"], saved["generated_copies"], saved["generation_s"]
