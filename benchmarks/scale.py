@@ -2,12 +2,15 @@
 
     uv run python -m benchmarks.scale [--scales 1,10,40,150] [--workers 2] [--keep] [--compress]
         [--max-docs N] [--cache DIR] [--work DIR] [--set KEY=VALUE ...] [--from-json scale.json ...]
+        [--stages tokenizer --rows-from scale.json]
 
 Per scale, three CLI runs, each measured alone: `stage=filter` (default recipe), then
 `stage=tokenizer tokenizer.input_run=<the filter run>`, then `stage=shard shard.input_run=<the filter
 run> shard.tokenizer=<the tokenizer run>`. Results are written after every scale (a stopped run keeps
 what it measured); `--from-json` rewrites the report from saved scale.json files without running
-anything, merging the scales of several invocations (the report says so).
+anything, merging the scales of several invocations (the report says so). `--stages tokenizer`
+measures only that stage (the filter still runs, as its input) and keeps the other stages' rows from
+`--rows-from`, a scale.json of an earlier invocation (the report names it and its git revision).
 
 Input. "1x" is the English dev text of ../shared/data (or $STAGE2_SHARED_DATA): every record of
 en_web_stackexchange_dev, en_web_cc_samples_dev and en_foldoc_dev (12,240 documents, about 6.8 MB of
@@ -505,7 +508,11 @@ def run_tokenizer(pattern: str, filtered: Path, work: Path, name: str, workers: 
     driver_phases = res.get("driver_cpu_s") or {}
     sample_driver = driver_phases.get("sample")
     # Sampling is the part that grows with the input: its driver share is the one that matters at scale.
-    sample_workers = r["worker_cpu_s"]
+    # Training and evaluation tasks (a cost fixed by the sample) ran in workers when the training task's
+    # process is not the driver's: their CPU is not sampling's.
+    train = res.get("train_task") or {}
+    fixed_tasks = train.get("cpu_s", 0.0) + res.get("evaluate_tasks_cpu_s", 0.0) if train and train.get("pid") != res.get("driver_pid") else 0.0
+    sample_workers = r["worker_cpu_s"] - fixed_tasks
     _per_worker(r, docs, None, sample_workers)
     r.update({
         "docs": docs,
@@ -513,6 +520,7 @@ def run_tokenizer(pattern: str, filtered: Path, work: Path, name: str, workers: 
         "seconds": stats.get("seconds"),
         "driver_cpu_phases": driver_phases,
         "sample_driver_share": sample_driver / (sample_driver + sample_workers) if sample_driver is not None and sample_driver + sample_workers > 0 else None,
+        "train_eval_worker_cpu_s": fixed_tasks,
         "sample_passes": res.get("sample_passes"),
         "sample_tasks": res.get("sample_tasks"),
         "output_mb": round(_tree_bytes(run_dir / "tokenizer", run_dir)[0] / 1e6, 2),
@@ -611,9 +619,11 @@ def extrapolate(runs: Dict[str, Dict[int, Dict[str, Any]]], meta: Dict[int, Dict
         fixed = 0.0
         driver, cpu = r["driver_cpu_s"], r["cpu_s"]
         if stage == "tokenizer" and r.get("driver_cpu_phases"):
-            # Everything of the driver's but its sampling (start-up, training, evaluation) is fixed.
+            # Everything of the driver's but its sampling (start-up, training, evaluation) is fixed, and so
+            # are the training and evaluation tasks when they ran in workers.
             fixed = driver - r["driver_cpu_phases"].get("sample", 0.0)
-            driver, cpu = driver - fixed, cpu - fixed
+            driver, cpu = driver - fixed, cpu - fixed - r.get("train_eval_worker_cpu_s", 0.0)
+            fixed += r.get("train_eval_worker_cpu_s", 0.0)
         s, per_byte = max(driver, 0.0) / cpu if cpu > 0 else 0.0, cpu / nbytes
         wall = {str(n): fixed + per_byte * TARGET_BYTES * (s + (1 - s) / n) for n in counts}
         out["stages"][stage] = {
@@ -625,7 +635,7 @@ def extrapolate(runs: Dict[str, Dict[int, Dict[str, Any]]], meta: Dict[int, Dict
         if stage == "tokenizer" and all(runs[stage][k].get("driver_cpu_phases") for k in runs[stage]):
             # Sampling only: the training's cost grows with the sample until it reaches its quota, then stays.
             drivers = [runs[stage][k]["driver_cpu_phases"]["sample"] for k in sorted(runs[stage])]
-            totals = [d + runs[stage][k]["worker_cpu_s"] for d, k in zip(drivers, sorted(runs[stage]))]
+            totals = [d + runs[stage][k]["worker_cpu_s"] - runs[stage][k].get("train_eval_worker_cpu_s", 0.0) for d, k in zip(drivers, sorted(runs[stage]))]
         else:
             drivers = [runs[stage][k]["driver_cpu_s"] for k in sorted(runs[stage])]
             totals = [runs[stage][k]["cpu_s"] for k in sorted(runs[stage])]
@@ -678,9 +688,10 @@ def report(args: argparse.Namespace, runs: Dict[str, Dict[int, Dict[str, Any]]],
         sec = r.get("seconds") or {}
         tok_rows.append([f"{k}x", r["docs"], r["sample_docs"], _fmt(r.get("sample_tasks"), "d"), _fmt(r.get("sample_passes"), "d"),
                          f"{sec.get('sample', 0):.1f} / {sec.get('train', 0):.1f} / {sec.get('evaluate', 0):.1f}",
-                         f"{ph.get('sample', 0):.1f} / {ph.get('train', 0):.1f} / {ph.get('evaluate', 0):.1f}", f"{r['worker_cpu_s']:.1f}"])
+                         f"{ph.get('sample', 0):.1f} / {ph.get('train', 0):.1f} / {ph.get('evaluate', 0):.1f}",
+                         f"{r['worker_cpu_s'] - r.get('train_eval_worker_cpu_s', 0.0):.1f}", f"{r.get('train_eval_worker_cpu_s', 0.0):.1f}"])
     tok_table = md_table(["input", "documents read", "sample docs", "sampling tasks", "passes", "wall s: sample / train / evaluate",
-                          "driver CPU s: sample / train / evaluate", "worker CPU s (sampling)"], tok_rows)
+                          "driver CPU s: sample / train / evaluate", "worker CPU s (sampling)", "worker CPU s (training, evaluation)"], tok_rows)
     shard_rows = [[f"{k}x", r["docs"], r["tokens"], f"{r['output_mb']:.0f}", _fmt(r["spill_peak_mb"], ".0f"),
                    f"{r['tokens'] / r['worker_cpu_s'] / 1e3:.0f}" if r["worker_cpu_s"] > 0 else "n/a"]
                   for k, r in sorted(runs["shard"].items())]
@@ -714,7 +725,8 @@ def report(args: argparse.Namespace, runs: Dict[str, Dict[int, Dict[str, Any]]],
     sets = f" {' '.join('--set ' + s for s in args.set)}" if args.set else ""
     command = (f"uv run python -m benchmarks.scale --scales {','.join(map(str, scales))} --workers {args.workers}"
                + (f" --max-docs {args.max_docs}" if args.max_docs is not None else "") + (" --compress" if args.compress else "")
-               + (f" --rev {args.rev}" if args.rev else "") + sets)
+               + (f" --rev {args.rev}" if args.rev else "") + sets
+               + (f" --stages {args.stages} --rows-from {args.rows_from}" if getattr(args, "rows_from", None) else ""))
     wall_total = {k: sum(runs[st][k]["wall_s"] for st in STAGES if k in runs[st]) for k in scales}
     text = (
         "# The whole pipeline at scale: filter, tokenizer, shard (benchmarks/scale.py)\n\n"
@@ -729,7 +741,8 @@ def report(args: argparse.Namespace, runs: Dict[str, Dict[int, Dict[str, Any]]],
         f"{table}\n\n"
         "Driver CPU share = the driver process's own CPU / all CPU of the stage's run (driver + reaped workers, os.wait4); "
         "for the tokenizer also the share of sampling alone (driver CPU while sampling, from the stage's stats.json, over that "
-        "plus the workers' CPU). Docs/s per worker = documents the stage read / worker CPU seconds (worker start-up included). "
+        "plus the workers' CPU but that of the training and evaluation tasks, which stats.json records). Docs/s per worker = "
+        "documents the stage read / worker CPU seconds (worker start-up included; the tokenizer's: its sampling's). "
         "Scratch: the filter's dedup spill (`filtered/.work`) and the shard stage's token streams (`shards/<component>/.work`), "
         "peak apparent size sampled every "
         f"{args.interval} s. Output: `filtered/` (parts), `tokenizer/`, `shards/` at the end.\n\n"
@@ -737,9 +750,10 @@ def report(args: argparse.Namespace, runs: Dict[str, Dict[int, Dict[str, Any]]],
         + ". Wall time depends on what else the shared box runs; CPU seconds and RSS hardly do.\n\n"
         "## Goals (issue 25, point 3) at the largest scale\n\n" + md_table(["stage", "measure", "value", "target", "met"], goal_rows) + "\n\n"
         "## The tokenizer's phases\n\n" + tok_table + "\n\n"
-        "Training and evaluation run in the driver (SentencePiece's own threads) on a sample whose size is fixed by the recipe "
-        "(`tokenizer.samples_per_component`), not by the input: a fixed serial cost. Sampling is spread over the workers, one "
-        "task per filtered part.\n\n"
+        "Every phase runs as executor tasks: sampling in groups of consecutive filtered parts (about 16 MB each), training as "
+        "one task (SentencePiece's own threads) on a sample whose size is fixed by the recipe (`tokenizer.samples_per_component`), "
+        "not by the input, evaluation as one task per component; the driver plans and adds up counts. With `executor.workers=1` "
+        "the tasks run in the driver's process.\n\n"
         "## The shard stage\n\n" + shard_table + "\n\n"
         "## Are the copies distinct and as screenable as the original?\n\n" + linear + "\n\n"
         "Expected = the smallest scale's count times the scale ratio; exact or near duplicates across copies would show above it.\n\n"
@@ -790,6 +804,9 @@ def rewrite_report(args: argparse.Namespace) -> None:
     saved = saved_all[-1]
     for key in ("workers", "compress", "max_docs", "rev"):
         setattr(args, key, saved[key])
+    kept = re.search(r" --stages (\S+) --rows-from (\S+)", saved["command"])  # (an invocation that measured some stages only)
+    if kept:
+        args.stages, args.rows_from = kept.group(1), Path(kept.group(2))
     args.set = saved["overrides"]
     inputs = Inputs.__new__(Inputs)
     inputs.root, inputs.generated, inputs.generated_s = saved["cache"], saved["generated_copies"], saved["generation_s"]
@@ -815,6 +832,9 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between /proc samples")
     parser.add_argument("--rev", default=None, help="run the stage2 code of this git revision (exported to a temp folder) instead of the working tree")
     parser.add_argument("--work", type=Path, default=None, help="where the run folders go (default: a new temp folder)")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help="the stages to measure (the filter always runs: the others read its run); the rest keep their rows from --rows-from")
+    parser.add_argument("--rows-from", type=Path, default=None, help="a scale.json this benchmark wrote: rows of the stages not measured")
     parser.add_argument("--from-json", type=Path, action="append", default=[],
                         help="rewrite the report from scale.json files this benchmark wrote (no runs; repeatable: their scales are merged)")
     args = parser.parse_args()
@@ -827,9 +847,19 @@ def main() -> None:
     if not BIN.exists():
         raise SystemExit(f"{BIN} not found: run through `uv run` in the checkout")
 
+    measured = [st for st in STAGES if st in {x.strip() for x in args.stages.split(",")}]
+    if "shard" in measured and "tokenizer" not in measured:
+        raise SystemExit("--stages: the shard stage reads the tokenizer's run: measure both")
+    kept_rows: Dict[str, Any] = {}
+    if measured != list(STAGES):
+        if args.rows_from is None:
+            raise SystemExit("--stages without every stage needs --rows-from <scale.json> for the others' rows")
+        kept_rows = json.loads(args.rows_from.read_text())
     inputs = Inputs(args.cache, args.max_docs, args.compress)
     work = Path(tempfile.mkdtemp(prefix="stage2-scale-", dir=args.work))
     revision, code = git_state(), None
+    if kept_rows:
+        revision += f"; {', '.join(st for st in STAGES if st not in measured)} rows kept from {args.rows_from.name} (git {kept_rows['git']})"
     load_start = os.getloadavg()[0]
     runs: Dict[str, Dict[int, Dict[str, Any]]] = {stage: {} for stage in STAGES}
     meta: Dict[int, Dict[str, Any]] = {}
@@ -846,14 +876,19 @@ def main() -> None:
                 + (f" ({made:.0f} s to generate new copies)" if made else " (inputs cached)") + " ...")
             pattern = f"{folder}/*{inputs.ext}"
             filt = runs["filter"][k] = run_filter(pattern, work, f"x{k}-filter", args.workers, args.set, "filtered/.work", args.interval, code)
-            tok = runs["tokenizer"][k] = run_tokenizer(pattern, Path(filt["run_dir"]), work, f"x{k}-tokenizer", args.workers, args.set, args.interval, code)
-            shard = runs["shard"][k] = run_shard(pattern, Path(filt["run_dir"]), Path(tok["run_dir"]), folder.name, work, f"x{k}-shard",
-                                                 args.workers, args.set, args.interval, code)
-            for stage, r in (("filter", filt), ("tokenizer", tok), ("shard", shard)):
+            if "tokenizer" in measured:
+                tok = runs["tokenizer"][k] = run_tokenizer(pattern, Path(filt["run_dir"]), work, f"x{k}-tokenizer", args.workers, args.set, args.interval, code)
+            if "shard" in measured:
+                runs["shard"][k] = run_shard(pattern, Path(filt["run_dir"]), Path(tok["run_dir"]), folder.name, work, f"x{k}-shard",
+                                             args.workers, args.set, args.interval, code)
+            for stage in STAGES:
+                if stage not in measured:  # (the filter ran as the others' input; its row is the kept one)
+                    runs[stage][k] = kept_rows["runs"][stage][f"{k}x"]
+            for stage, r in ((st, runs[st][k]) for st in measured):
                 say(f"{k}x {stage}: {r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} CPU s, driver {r['driver_cpu_share'] * 100:.1f}%, "
                     f"max RSS {r['max_rss_mb']:.0f} MB")
             if not args.keep:
-                for r in (filt, tok, shard):
+                for r in (filt, *(runs[st][k] for st in measured if st != "filter")):
                     shutil.rmtree(r["run_dir"], ignore_errors=True)
             # Partial results after every scale: a long run that is stopped still leaves what it measured.
             text, headline = report(args, runs, {s: meta[s] for s in meta}, inputs, (load_start, os.getloadavg()[0]), revision)

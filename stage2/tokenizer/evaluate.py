@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Tuple
 
 from stage2.tokenizer import encoding
-from stage2.tokenizer.sample import ComponentSample
 
 log = logging.getLogger(__name__)
 
@@ -72,28 +71,24 @@ def evaluate(sp: Any, texts: List[str], batch: int = 256) -> EvalCounts:
     return counts
 
 
-def evaluate_samples(model: bytes, samples: List[ComponentSample]) -> Tuple[int, Dict[str, Any], Dict[str, Any]]:
-    """(trained vocab size, metrics per component, metrics over all eval slices pooled)."""
-    import sentencepiece as spm
-
-    sp = spm.SentencePieceProcessor(model_proto=model)
-    vocab_size = sp.get_piece_size()
+def component_metrics(
+    vocab_size: int, counted: List[Tuple[str, EvalCounts, int, int, int]]
+) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """(metrics per component, metrics over all eval slices pooled) from each component's counts,
+    given as (component, counts, docs seen, held out, training documents) in manifest order."""
     overall = EvalCounts()
     components: Dict[str, Any] = {}
-    for s in samples:
-        counts = evaluate(sp, s.eval_texts)
+    for component, counts, docs_seen, heldout_docs, train_docs in counted:
         if counts.docs == 0:
             log.warning(
                 "tokenizer: %s has no held-out documents to evaluate on (%d seen, %d held out); its metrics are null",
-                s.component, s.docs_seen, s.heldout_docs,
+                component, docs_seen, heldout_docs,
             )
         overall.add(counts)  # an empty slice adds nothing, so the pooled figures ignore it
-        components[s.component] = {
+        components[component] = {
             **counts.metrics(vocab_size),
-            "docs_seen": s.docs_seen,
-            "heldout_docs": s.heldout_docs,
-            "train_docs": len(s.train_texts),
+            "docs_seen": docs_seen,
+            "heldout_docs": heldout_docs,
+            "train_docs": train_docs,
         }
-    return vocab_size, components, overall.metrics(vocab_size)
-
-
+    return components, overall.metrics(vocab_size)

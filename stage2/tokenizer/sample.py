@@ -6,12 +6,13 @@ the held-out evaluation documents (a fixed hash of the id alone).
   are held out whether the text comes from raw sources or from filtered parts.
 * The training sample of a component is the bottom-k of the remaining documents by a seeded xxhash of
   their id: streaming, memory bounded by k, and independent of the order documents arrive in.
-* Bottom-k is mergeable, so partitions sample in parallel (`sample_partitions`): each returns only its
+* Bottom-k is mergeable, so partitions sample in parallel (`sample_passes`): each keeps only its
   documents whose id hash falls below a bound chosen from the expected document count to catch a
-  little more than k of them, and the driver keeps the k smallest keys of the union. When fewer than
+  little more than k of them, and the merge keeps the k smallest keys of the union. When fewer than
   k fell below the bound (and more documents exist), the bound is raised and the partitions read
-  again: the result is the exact bottom-k, whatever the partitions, and no more than about k texts
-  ever reach the driver.
+  again: the result is the exact bottom-k, whatever the partitions or how they are grouped into
+  tasks. Deciding on another pass needs only counts, so the candidates themselves can stay in files
+  (`write_candidates`) that the training and evaluation read: no text passes through the driver.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import heapq
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import xxhash
 
@@ -216,6 +218,115 @@ class _Smallest:
         return sorted(self.entries)[: self.k]
 
 
+@dataclass(frozen=True)
+class PartitionCounts:
+    """What the driver needs of one partition's pass: its document counts and how many candidates it kept."""
+
+    docs_seen: int
+    heldout_docs: int
+    train_candidates: int
+    held_candidates: int
+
+    @staticmethod
+    def of(part: PartitionSample) -> "PartitionCounts":
+        return PartitionCounts(part.docs_seen, part.heldout_docs, len(part.train), len(part.held))
+
+
+@dataclass
+class ComponentPlan:
+    """A component after its last sampling pass: counts, and where its candidates are (one entry per
+    partition of that pass: a PartitionSample in memory, or the file a task wrote it to)."""
+
+    component: str
+    quota: int
+    eval_docs: int
+    docs_seen: int = 0
+    heldout_docs: int = 0
+    train_candidates: int = 0
+    held_candidates: int = 0
+    partitions: List[Any] = field(default_factory=list)
+
+    @property
+    def train_docs(self) -> int:
+        """The size of the training sample the candidates give (the merge keeps at most `quota`)."""
+        return min(self.quota, self.train_candidates)
+
+    @property
+    def eval_count(self) -> int:
+        return min(self.eval_docs, self.held_candidates)
+
+
+def sample_passes(
+    expected_docs: Dict[str, Optional[int]],
+    shares: Dict[str, int],
+    heldout_percent: int,
+    eval_docs: int,
+    run_pass: Callable[[Dict[str, Bounds]], Iterable[Tuple[str, PartitionCounts, Any]]],
+) -> Dict[str, ComponentPlan]:
+    """Every component's final pass: the candidates of its partitions hold its exact sample.
+
+    `run_pass(bounds)` samples every partition of the components in `bounds` (component -> Bounds) and
+    yields (component, PartitionCounts, where its candidates are) per partition. A component whose
+    candidates fell short of its quota while it has more documents is passed again with raised bounds
+    (at least doubled, and recomputed from the counts the pass found). Only counts reach the caller's
+    decisions, so the candidates' texts can stay wherever the partitions left them.
+    """
+    bounds = {name: first_bounds(n, shares[name], eval_docs, heldout_percent) for name, n in expected_docs.items()}
+    plans: Dict[str, ComponentPlan] = {}
+    while bounds:
+        current = {name: ComponentPlan(name, shares[name], eval_docs) for name in bounds}
+        for name, counts, where in run_pass(bounds):
+            plan = current[name]
+            plan.docs_seen += counts.docs_seen
+            plan.heldout_docs += counts.heldout_docs
+            plan.train_candidates += counts.train_candidates
+            plan.held_candidates += counts.held_candidates
+            plan.partitions.append(where)
+        again: Dict[str, Bounds] = {}
+        for name, b in bounds.items():
+            plan = current[name]
+            train_short = plan.train_candidates < shares[name] and plan.train_candidates < plan.docs_seen - plan.heldout_docs
+            held_short = plan.held_candidates < eval_docs and plan.held_candidates < plan.heldout_docs
+            if train_short or held_short:
+                again[name] = Bounds(
+                    max(min(2 * b.train, EVERY_DOC), bound_for(plan.docs_seen - plan.heldout_docs, shares[name])) if train_short else b.train,
+                    max(min(2 * b.held, EVERY_DOC), bound_for(plan.heldout_docs, eval_docs)) if held_short else b.held,
+                )
+                log.info("tokenizer: sampling %s again: too few documents below the first bounds", name)
+                continue
+            plans[name] = plan
+        bounds = again
+    return plans
+
+
+def merge_train(parts: Iterable[PartitionSample], quota: int) -> List[Entry]:
+    """The training sample (bottom-`quota`, ascending key) of a final pass's partition candidates."""
+    smallest = _Smallest(quota)
+    for part in parts:
+        smallest.add(part.train)
+    return smallest.result()
+
+
+def merge_held(parts: Iterable[PartitionSample], eval_docs: int) -> List[Entry]:
+    """The evaluation slice (bottom-`eval_docs`, ascending key) of a final pass's partition candidates."""
+    smallest = _Smallest(eval_docs)
+    for part in parts:
+        smallest.add(part.held)
+    return smallest.result()
+
+
+def component_sample(plan: ComponentPlan, read: Callable[[Any], PartitionSample]) -> ComponentSample:
+    """A component's sample from its final pass; `read` gives a partition's candidates from where they are."""
+    out = ComponentSample(component=plan.component, docs_seen=plan.docs_seen, heldout_docs=plan.heldout_docs)
+    for _, doc_id, text in merge_train((read(p) for p in plan.partitions), plan.quota):
+        out.train_ids.append(doc_id)
+        out.train_texts.append(text)
+    for _, doc_id, text in merge_held((read(p) for p in plan.partitions), plan.eval_docs):
+        out.eval_ids.append(doc_id)
+        out.eval_texts.append(text)
+    return out
+
+
 def sample_partitions(
     expected_docs: Dict[str, Optional[int]],
     shares: Dict[str, int],
@@ -223,43 +334,68 @@ def sample_partitions(
     eval_docs: int,
     run_pass: Callable[[Dict[str, Bounds]], Iterable[Tuple[str, PartitionSample]]],
 ) -> Dict[str, ComponentSample]:
-    """Every component's sample, the same as `sample_documents` over all its documents, from its partitions.
+    """Every component's sample, the same as `sample_documents` over all its documents, from its
+    partitions' candidates held in memory (`sample_passes`, then the merge)."""
 
-    `run_pass(bounds)` samples every partition of the components in `bounds` (component -> Bounds) and
-    yields (component, PartitionSample) per partition. A component whose candidates fell short of its
-    quota while it has more documents is passed again with raised bounds (at least doubled, and
-    recomputed from the counts the pass found), until each sample is complete.
-    """
-    bounds = {name: first_bounds(n, shares[name], eval_docs, heldout_percent) for name, n in expected_docs.items()}
-    samples: Dict[str, ComponentSample] = {}
-    while bounds:
-        train = {name: _Smallest(shares[name]) for name in bounds}
-        held = {name: _Smallest(eval_docs) for name in bounds}
-        seen = {name: [0, 0] for name in bounds}
+    def counted(bounds: Dict[str, Bounds]) -> Iterable[Tuple[str, PartitionCounts, PartitionSample]]:
         for name, part in run_pass(bounds):
-            train[name].add(part.train)
-            held[name].add(part.held)
-            seen[name][0] += part.docs_seen
-            seen[name][1] += part.heldout_docs
-        again: Dict[str, Bounds] = {}
-        for name, b in bounds.items():
-            docs, heldout = seen[name]
-            train_short = train[name].added < shares[name] and train[name].added < docs - heldout
-            held_short = held[name].added < eval_docs and held[name].added < heldout
-            if train_short or held_short:
-                again[name] = Bounds(
-                    max(min(2 * b.train, EVERY_DOC), bound_for(docs - heldout, shares[name])) if train_short else b.train,
-                    max(min(2 * b.held, EVERY_DOC), bound_for(heldout, eval_docs)) if held_short else b.held,
-                )
-                log.info("tokenizer: sampling %s again: too few documents below the first bounds", name)
-                continue
-            out = ComponentSample(component=name, docs_seen=docs, heldout_docs=heldout)
-            for _, doc_id, text in train[name].result():
-                out.train_ids.append(doc_id)
-                out.train_texts.append(text)
-            for _, doc_id, text in held[name].result():
-                out.eval_ids.append(doc_id)
-                out.eval_texts.append(text)
-            samples[name] = out
-        bounds = again
-    return samples
+            yield name, PartitionCounts.of(part), part
+
+    plans = sample_passes(expected_docs, shares, heldout_percent, eval_docs, counted)
+    return {name: component_sample(plan, lambda part: part) for name, plan in plans.items()}
+
+
+# ---- candidates on disk ---------------------------------------------------------------------------
+
+_CANDIDATE_COLUMNS = ("id_hash", "text_hash", "id", "text")
+
+
+def _entries_table(entries: List[Entry]) -> Any:
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "id_hash": pa.array([k[0] for k, _, _ in entries], pa.uint64()),
+            "text_hash": pa.array([k[1] for k, _, _ in entries], pa.uint64()),
+            # bytes, not strings: ids and texts may carry lone surrogates, which Arrow strings cannot
+            "id": pa.array([_utf8(i) for _, i, _ in entries], pa.binary()),
+            "text": pa.array([_utf8(t) for _, _, t in entries], pa.binary()),
+        }
+    )
+
+
+def _table_entries(table: Any) -> List[Entry]:
+    columns = [table.column(name).to_pylist() for name in _CANDIDATE_COLUMNS]
+    return [
+        ((a, b), i.decode("utf-8", "surrogatepass"), t.decode("utf-8", "surrogatepass"))
+        for a, b, i, t in zip(*columns)
+    ]
+
+
+def candidate_files(base: str) -> Tuple[str, str]:
+    """The training and held-out candidate files of a sampling task whose output is named `base`."""
+    return f"{base}.train.parquet", f"{base}.held.parquet"
+
+
+def write_candidates(base: str, part: PartitionSample) -> None:
+    """A partition's candidates as two parquet files (training, held out), each written atomically."""
+    import pyarrow.parquet as pq
+
+    from stage2.io.files import atomic_path
+
+    for path, entries in zip(candidate_files(base), (part.train, part.held)):
+        with atomic_path(Path(path)) as tmp:
+            pq.write_table(_entries_table(entries), tmp, compression="zstd")
+
+
+def read_candidates(base: str, train: bool = True, held: bool = True) -> PartitionSample:
+    """The candidates `write_candidates` wrote (counts are not stored: zero here); `train`/`held`: which to read."""
+    import pyarrow.parquet as pq
+
+    train_path, held_path = candidate_files(base)
+    out = PartitionSample()
+    if train:
+        out.train = _table_entries(pq.ParquetFile(train_path).read())
+    if held:
+        out.held = _table_entries(pq.ParquetFile(held_path).read())
+    return out

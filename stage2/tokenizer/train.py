@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, List
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 from stage2.errors import Stage2Error
 
@@ -167,8 +167,9 @@ class TrainingProgress:
     The phase comes from the sentence iterator: SentencePiece first reads every sentence, then trains.
     """
 
-    def __init__(self, sentences: Iterable[str], every: float, label: str):
+    def __init__(self, sentences: Iterable[str], every: float, label: str, emit: Optional[Callable[[str], None]] = None):
         self._sentences = iter(sentences)
+        self._emit = emit or log.info
         self.read = 0
         self.read_bytes = 0
         self.done_reading = False
@@ -195,7 +196,7 @@ class TrainingProgress:
 
     def _beat(self) -> None:
         while not self._stop.wait(self._every):
-            log.info(self.line())
+            self._emit(self.line())
 
     def __enter__(self) -> "TrainingProgress":
         if self._every > 0:
@@ -214,11 +215,13 @@ def train_model(
     sample_capped: bool = True,
     filtered: bool = False,
     progress_seconds: float = 0.0,
+    progress_emit: Optional[Callable[[str], None]] = None,
 ) -> bytes:
     """Train SentencePiece on `sentences`; the serialized model, or a one-line Stage2Error.
 
     `sample_capped`: the per-component quota left documents out; `filtered`: the text is already
-    filtered parts. Both only shape the advice of the error message.
+    filtered parts. Both only shape the advice of the error message. Progress lines go to
+    `progress_emit` (default: the log) every `progress_seconds`.
     """
     import sentencepiece as spm
 
@@ -226,13 +229,13 @@ def train_model(
     buffer = io.BytesIO()
     label = f"tokenizer: SentencePiece {options['model_type']} {options['vocab_size']}"
     try:
-        with TrainingProgress(sentences, progress_seconds, label) as progress:
+        with TrainingProgress(sentences, progress_seconds, label, progress_emit) as progress:
             spm.SentencePieceTrainer.train(sentence_iterator=iter(progress), model_writer=buffer, **options)
     except (RuntimeError, OSError) as exc:
         message = " ".join(str(exc).split())
         raise Stage2Error(training_error(message, options, sample_note, sample_capped, filtered)) from None
     if progress_seconds > 0:
-        log.info("%s: done in %.0f s", label, progress.elapsed())
+        (progress_emit or log.info)(f"{label}: done in {progress.elapsed():.0f} s")
     model = strip_run_specific(buffer.getvalue())
     if options["model_type"] == "unigram":
         model = quantized_unigram(model)

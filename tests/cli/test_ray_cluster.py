@@ -289,7 +289,7 @@ PIPELINE = [
 
 
 def test_ray_cluster_runs_the_whole_pipeline_to_the_local_bytes(filter_inputs, ray_cluster):
-    # filter, tokenizer (sampling in one task per part) and shard, all on the cluster: every artifact of
+    # filter, tokenizer (sampling, training, evaluation as tasks) and shard, all on the cluster: every artifact of
     # every stage the same bytes as a local run with two workers.
     base, _ = filter_inputs
     recipe = [*PIPELINE, f"runs_index={base}/runs.jsonl"]
@@ -305,4 +305,6 @@ def test_ray_cluster_runs_the_whole_pipeline_to_the_local_bytes(filter_inputs, r
         assert stage in got["stages"], stage
     assert got["stages"]["tokenizer"]["sample"] == want["stages"]["tokenizer"]["sample"]
     assert got["stages"]["tokenizer"]["sample"]["docs"] < got["stages"]["filter"]["kept"]  # a sample, not everything
+    resources = got["stages"]["tokenizer"]["resources"]
+    assert resources["train_task"]["pid"] != resources["driver_pid"]  # trained in a Ray worker, not the driver
     assert_ran_on_several_nodes(base / "pipeline_ray")

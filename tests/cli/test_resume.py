@@ -192,3 +192,34 @@ def test_tokenizer_killed_while_training_resumes_to_identical_model(tmp_path):
     resume(run_dir, tmp_path)
     assert stats(run_dir)["stages"]["tokenizer"]["resumed"] is True and model.stat().st_mtime_ns == before
     assert artifact_hashes(run_dir) == hashes
+
+
+def test_tokenizer_killed_after_training_resumes_keeping_the_model(tmp_path):
+    # The kill lands once the training task has written its marker and while the evaluation tasks run
+    # (tokenizer/.work, their input, is removed only after them); a large eval slice keeps them busy.
+    from stage2.stages.tokenizer import TRAIN_MARKER, TOKENIZER_DIR, WORK_DIR
+
+    for name, n in COMPONENTS:
+        write_jsonl(tmp_path / "in" / f"{name}.jsonl", sample_records(f"{name}.jsonl.gz", n))
+    recipe = [
+        *TOKENIZER_RECIPE, f"runs_index={tmp_path}/runs.jsonl", "executor.workers=2",
+        "tokenizer.heldout_percent=50", "tokenizer.eval_docs_per_component=3000",
+    ]
+    run_dir = tmp_path / "killed"
+    model = run_dir / TOKENIZER_DIR / "spm_1000_bpe.model"
+
+    def evaluating(folder: Path) -> Any:
+        return (folder / TRAIN_MARKER).exists() and (folder / TOKENIZER_DIR / WORK_DIR).exists()
+
+    kill_when(recipe, tmp_path, run_dir, evaluating)
+    assert stats(run_dir)["status"] == "running" and "components" not in stats(run_dir).get("stages", {}).get("tokenizer", {})
+    trained = (model.read_bytes(), model.stat().st_mtime_ns)
+
+    resume(run_dir, tmp_path)
+    stage2([*recipe, "hydra.run.dir=fresh"], tmp_path)
+    assert_resumed_like(run_dir, tmp_path / "fresh")
+    tok, fresh = stats(run_dir)["stages"]["tokenizer"], stats(tmp_path / "fresh")["stages"]["tokenizer"]
+    assert tok["resumed"] is True and (model.read_bytes(), model.stat().st_mtime_ns) == trained  # kept, not trained again
+    assert tok["overall"]["eval_docs"] > 2000  # the slice that kept the evaluation busy
+    for key in ("overall", "components", "sample", "vocab_size"):
+        assert tok[key] == fresh[key], key

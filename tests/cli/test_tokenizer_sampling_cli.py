@@ -1,4 +1,4 @@
-"""The tokenizer's sample is taken in partitions (one task each) and merged: the model's bytes must not
+"""The tokenizer's sample is taken in partitions (tasks of one or more each) and merged: the model's bytes must not
 depend on the worker count or the partition size, reading raw files or a filter run's parts."""
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ def test_raw_sample_and_model_are_the_same_for_any_workers_and_partition_size(in
     sha, sample = model_and_sample(one)
     assert model_and_sample(many) == (sha, sample)
     assert sample["sample"]["docs"] == 2 * 150  # the quota, not every document
+    # One local worker runs the tasks in the driver's process; with a pool, training runs in a worker.
+    in_process, pooled = (stats(d)["stages"]["tokenizer"]["resources"] for d in (one, many))
+    assert in_process["train_task"]["pid"] == in_process["driver_pid"]
+    assert pooled["train_task"]["pid"] != pooled["driver_pid"]
+    assert pooled["driver_cpu_s"]["train"] < pooled["train_task"]["cpu_s"] / 2
     for name, (_, n) in COMPONENTS.items():
         assert sample["components"][name]["docs_seen"] <= n and sample["components"][name]["eval_docs"] == 12
     # Really cut: the raw files were read in many tasks (a filter of the same recipe plans the same units).
@@ -66,6 +71,8 @@ def test_sample_from_parts_is_the_same_for_any_workers_and_partition_size(inputs
     a = run(inputs, "tok_whole_w1", "stage=tokenizer", f"tokenizer.input_run={coarse}", "executor.workers=1")
     b = run(inputs, "tok_p29_w2", "stage=tokenizer", f"tokenizer.input_run={fine}", "executor.workers=2")
     assert model_and_sample(a) == model_and_sample(b)
+    # The many small parts were sampled in a few tasks (grouped by bytes), not one task each.
+    assert stats(b)["stages"]["tokenizer"]["resources"]["sample_tasks"] == len(COMPONENTS) < parts(fine)
     # The runs read the parts: every kept document was seen, and only those.
     kept = {name: c["kept"] for name, c in stats(fine)["stages"]["filter"]["components"].items()}
     assert {name: c["docs_seen"] for name, c in model_and_sample(b)[1]["components"].items()} == kept

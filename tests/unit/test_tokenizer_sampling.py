@@ -117,3 +117,25 @@ def test_components_are_sampled_independently_in_one_pass():
     got = sample_in(parts, {"web": 300, "b": 100}, {"web": 40, "b": 500}, 5, 8)
     assert as_dict(got["web"]) == tokenizer_sample_plain(docs, 40, 5, 8, SEED)
     assert as_dict(got["b"]) == tokenizer_sample_plain(other, 500, 5, 8, SEED)
+
+
+def test_filtered_parts_are_sampled_in_groups_of_consecutive_parts_by_bytes(tmp_path):
+    from stage2.stages import tokenizer as tokenizer_stage
+
+    mb = 1 << 20
+    limit = tokenizer_stage.SAMPLE_TASK_BYTES
+    sizes = [limit // 2, limit // 3, limit // 2, 2 * limit, mb, mb, 0]  # one part larger than a group: alone
+    spec = make_spec()
+    found = []
+    for i, size in enumerate(sizes):
+        path = tmp_path / f"part-{i:05d}.parquet"
+        with open(path, "wb") as f:
+            f.truncate(size)  # (only its size counts for grouping)
+        found.append((spec, "part", path))
+    groups = tokenizer_stage._grouped(found)
+    assert [p for g in groups for p in g] == found  # every part once, in order
+    assert [len(g) for g in groups] == [2, 1, 1, 3]
+    assert all(sum(p.stat().st_size for _, _, p in g) <= limit for g in groups if len(g) > 1)
+    # Planned units of raw files stay one task each (their size is the filter's partition_size).
+    units = [(spec, "unit", object()) for _ in range(3)]
+    assert [len(g) for g in tokenizer_stage._grouped(units)] == [1, 1, 1]
