@@ -37,14 +37,16 @@ def read_state(path: Path) -> Optional[Dict[str, Any]]:
     return state if isinstance(state, dict) else None
 
 
-def read_marker(marker: Path, key: str) -> Optional[Dict[str, Any]]:
+def read_marker(marker: Path, key: str, outputs: Optional[Iterable[str]] = None) -> Optional[Dict[str, Any]]:
     """The result a finished task left, or None: no marker, a damaged one, another key, or an output
-    that is missing or changed since the task wrote it."""
+    that is missing or changed since the task wrote it. `outputs`: check only these of its outputs (names
+    relative to the marker's folder, each one it must list), for a task whose outputs are used up one by one."""
     done = read_state(marker) or {}
-    outputs = done.get("outputs")
-    if done.get("key") != key or not isinstance(outputs, dict) or not isinstance(done.get("result"), dict):
+    written = done.get("outputs")
+    if done.get("key") != key or not isinstance(written, dict) or not isinstance(done.get("result"), dict):
         return None
-    if not all(unchanged(marker.parent / rel, fp) for rel, fp in outputs.items()):
+    names = list(written) if outputs is None else list(outputs)
+    if not all(rel in written and unchanged(marker.parent / rel, written[rel]) for rel in names):
         return None
     return done["result"]
 
