@@ -14,16 +14,18 @@ import os
 import resource
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
 
 from stage2.errors import Stage2Error
 from stage2.io.files import file_fingerprint, read_json, unchanged, write_json
 
 
-def write_marker(marker: Path, key: str, result: Dict[str, Any], outputs: Iterable[Path], durable: bool = False) -> None:
+def write_marker(marker: Path, key: str, result: Dict[str, Any], outputs: Union[Iterable[Path], Mapping[Path, List[Any]]], durable: bool = False) -> None:
     """Mark a task done: written after its outputs, which it vouches for (paths relative to the marker's folder).
+    `outputs`: paths, or paths with the fingerprints their bytes had as they were written (`FingerprintingFile`).
     `durable`: fsync'd, for a stage's own record of being finished (a task's scratch marker need not be)."""
-    written = {os.path.relpath(path, marker.parent): file_fingerprint(Path(path)) for path in outputs}
+    known = outputs if isinstance(outputs, Mapping) else {path: file_fingerprint(Path(path)) for path in outputs}
+    written = {os.path.relpath(path, marker.parent): fingerprint for path, fingerprint in known.items()}
     write_json(marker, {"key": key, "result": result, "outputs": written}, durable=durable)
 
 

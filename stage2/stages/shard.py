@@ -45,7 +45,7 @@ from stage2.config import BadRecordPolicy, Remainder, ShardConfig
 from stage2.errors import Stage2Error
 from stage2.runtime.executor import LocalExecutor
 from stage2.runtime.progress import Progress
-from stage2.io.files import atomic_write, is_temporary, write_array
+from stage2.io.files import FingerprintingFile, atomic_write, is_temporary, write_array
 from stage2.runtime.tasks import read_marker, read_state, write_marker
 from stage2.runtime.run import Run, atomic_path, file_sha256, filtered_source
 from stage2.shards.format import (
@@ -301,19 +301,21 @@ def save_partition(task: Dict[str, Any], splits: Dict[str, Tuple[np.ndarray, np.
     """
     started = time.time()
     work = Path(task["out"]).parent
-    files, done = [], {}
+    files: Dict[Path, List[Any]] = {}
+    done = {}
     for split, (tokens, rows) in splits.items():
         path = work / PART.format(task["index"], split)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                write_array(f, rows, npy_header=True)
-                write_array(f, tokens)
-        files.append(path)
+                out = FingerprintingFile(f)  # the marker's fingerprint, taken on the way out (no read back)
+                write_array(out, rows, npy_header=True)
+                write_array(out, tokens)
+        files[path] = out.fingerprint()
         # The rows' widths let the driver find rows and tokens in the file without parsing its header.
         done[split] = {"docs": len(rows), "tokens": len(tokens), "widths": [rows.dtype["id"].itemsize, rows.dtype["source"].itemsize]}
     # Last: the partition is done from here on (each split's part for as long as its file is unchanged).
     write_marker(work / DONE.format(task["index"]), task["partition_key"], done, files)
-    result: Dict[str, Any] = {"component": task["component"], "index": task["index"], "splits": {s: {**d, "file": str(p)} for (s, d), p in zip(done.items(), files)}}
+    result: Dict[str, Any] = {"component": task["component"], "index": task["index"], "splits": {s: {**d, "file": str(p)} for (s, d), p in zip(done.items(), list(files))}}
     result["docs"] = sum(v["docs"] for v in done.values())
     result["tokens"] = sum(v["tokens"] for v in done.values())
     result["seconds"] = seconds + time.time() - started
