@@ -178,9 +178,9 @@ class PartitionDocs:
         """Each id's UTF-8 bytes (what the held-out hash reads)."""
         if isinstance(self.ids, list):
             return [i.encode("utf-8", "surrogatepass") for i in self.ids]
-        import pyarrow as pa
-
-        return self.ids.cast(pa.large_binary() if pa.types.is_large_string(self.ids.type) else pa.binary()).to_pylist()
+        offsets, data = _arrow_utf8(self.ids)
+        bounds, raw = offsets.tolist(), data.tobytes()  # (no pyarrow.compute: its import costs more than this)
+        return [raw[a:b] for a, b in zip(bounds, bounds[1:])]
 
     def rows(self, keep: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """The document rows of the documents at `keep` (in order), with their token counts."""
@@ -191,8 +191,12 @@ class PartitionDocs:
 
 def _arrow_utf8(array: Any) -> Tuple[np.ndarray, np.ndarray]:
     """An Arrow string array's offsets and UTF-8 bytes, as numpy views of its buffers."""
-    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64 if array.type == "large_string" else np.int32)[array.offset : array.offset + len(array) + 1]
-    data = array.buffers()[2]
+    import pyarrow as pa
+
+    _, offsets_buffer, data = array.buffers()
+    if offsets_buffer is None:  # an empty array may have none
+        return np.zeros(1, np.int64), np.empty(0, np.uint8)
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64 if pa.types.is_large_string(array.type) else np.int32)[array.offset : array.offset + len(array) + 1]
     return offsets, (np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8))
 
 
@@ -211,16 +215,19 @@ def read_partition(task: Dict[str, Any]) -> PartitionDocs:
     """A partition's documents: its filtered parquet part, or the raw documents the task carries."""
     if not task.get("part"):
         return PartitionDocs(task["texts"], task["ids"], task["sources"], task["records"])
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     # ParquetFile, not read_table: read_table imports pyarrow.dataset and pandas in every process.
     # One thread: the encoder's threads use the cores.
     table = pq.ParquetFile(task["part"]).read(columns=["text", "id", "source", "record"], use_threads=False)
     texts = table.column("text").to_pylist()
-    ids, sources, record = _string_column(table.column("id")), _string_column(table.column("source")), table.column("record")
-    if isinstance(ids, list) or isinstance(sources, list) or record.null_count:
+    ids, sources, record = _string_column(table.column("id")), _string_column(table.column("source")), table.column("record").combine_chunks()
+    if isinstance(ids, list) or isinstance(sources, list) or record.null_count or not pa.types.is_signed_integer(record.type):
         return PartitionDocs(texts, _as_list(ids), _as_list(sources), record.to_pylist())
-    return PartitionDocs(texts, ids, sources, record.to_numpy().astype(np.int64, copy=False))
+    # From the buffer: Array.to_numpy imports pandas.
+    records = np.frombuffer(record.buffers()[1], dtype=np.dtype(str(record.type)))[record.offset : record.offset + len(record)]
+    return PartitionDocs(texts, ids, sources, records.astype(np.int64))
 
 
 def _as_list(column: Any) -> List[Any]:
