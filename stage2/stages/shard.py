@@ -421,7 +421,7 @@ def find_resume(comp_dir: Path, part_key: str, seq_len: int, per_shard: int) -> 
         while True:  # the checkpoints of a split's shards in order; the last of an unbroken run is trusted
             done = read_marker(work / CHECKPOINT.format(split, n), key)
             # Its shard (the last it lists) must still have the sha256 recorded when it was written.
-            shard = (done or {}).get("packer", {}).get("shards", [{}])[-1]
+            shard = ((done or {}).get("packer", {}).get("shards") or [{}])[-1]
             if done is None or not _shard_intact(folder, shard):
                 break
             found.splits[split].checkpoint = done
