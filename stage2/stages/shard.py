@@ -14,12 +14,12 @@ document table and trainer formats (`stage2.shards.format`), written when the co
 Resume (`resume=true`): a partition is done once its file per split (document rows, then tokens), then
 its one done-marker, are on disk, and stays done for a split while that split's file is unchanged; each
 split's packer writes a checkpoint after every full shard (a task marker, `stage2.runtime.tasks`,
-vouching for that shard and the document rows put behind it), and a split's partition files are deleted
-only once its checkpoint lies past them (the marker once neither split has a file left). A component is done once its
-train index.json is written (after everything else). A resumed run keeps done components, restores
-each split's packer from its last trusted checkpoint, reuses done partitions and tokenizes the rest: the
-same files as an uninterrupted run, whatever moment the kill came. Temporary files (`.name.tmp-<pid>`)
-and files without a marker are never taken for outputs.
+vouching for the document rows put behind that shard, whose sha256 it records), and a split's partition
+files are deleted only once its checkpoint lies past them (the marker once neither split has a file
+left). A component is done once its train index.json is written (after everything else). A resumed run
+keeps done components, restores each split's packer from its last trusted checkpoint, reuses done
+partitions and tokenizes the rest: the same files as an uninterrupted run, whatever moment the kill
+came. Temporary files (`.name.tmp-<pid>`) and files without a marker are never taken for outputs.
 """
 
 from __future__ import annotations
