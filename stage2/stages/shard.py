@@ -545,7 +545,7 @@ def _partition_split(result: Dict[str, Any], split: str, dtype: np.dtype) -> Tup
 
 class SplitPacker:
     """Packs one split of a component, partition by partition; a checkpoint after every full shard (a task
-    marker vouching for that shard and the document rows put behind it) lets a killed run go on."""
+    marker vouching for the document rows put behind that shard, and the shard's sha256) lets a killed run go on."""
 
     def __init__(self, run: Run, comp_dir: Path, split: str, seq_len: int, per_shard: int, dtype: np.dtype, key: str, checkpoint: Optional[Dict[str, Any]]):
         self.run, self.split, self.key = run, split, key
