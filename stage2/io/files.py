@@ -35,6 +35,25 @@ def file_fingerprint(path: Path) -> List[Any]:
     return [size, digest.hexdigest()]
 
 
+class FingerprintingFile:
+    """A file written front to back whose `file_fingerprint` is taken from the bytes on their way out."""
+
+    def __init__(self, f: BinaryIO):
+        import xxhash
+
+        self.f, self.digest, self.size = f, xxhash.xxh3_128(), 0
+
+    def write(self, data: Any) -> int:
+        self.f.write(data)
+        self.digest.update(data)
+        n = memoryview(data).nbytes
+        self.size += n
+        return n
+
+    def fingerprint(self) -> List[Any]:
+        return [self.size, self.digest.hexdigest()]
+
+
 def unchanged(path: Path, fingerprint: List[Any]) -> bool:
     """Whether `path` still has the bytes `file_fingerprint` recorded (the size first: no read when it differs)."""
     try:
@@ -67,13 +86,15 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    replaced = False
     try:
         yield tmp
         os.replace(tmp, path)
+        replaced = True
     except OSError as exc:  # a full disk, a read-only folder: name the file, keep the message one line
         raise Stage2Error(f"{path}: cannot write it: {exc.strerror or exc}") from exc
     finally:
-        if tmp.exists():
+        if not replaced and tmp.exists():
             tmp.unlink()
 
 

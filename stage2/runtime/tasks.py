@@ -14,16 +14,18 @@ import os
 import resource
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
 
 from stage2.errors import Stage2Error
 from stage2.io.files import file_fingerprint, read_json, unchanged, write_json
 
 
-def write_marker(marker: Path, key: str, result: Dict[str, Any], outputs: Iterable[Path], durable: bool = False) -> None:
+def write_marker(marker: Path, key: str, result: Dict[str, Any], outputs: Union[Iterable[Path], Mapping[Path, List[Any]]], durable: bool = False) -> None:
     """Mark a task done: written after its outputs, which it vouches for (paths relative to the marker's folder).
+    `outputs`: paths, or paths with the fingerprints their bytes had as they were written (`FingerprintingFile`).
     `durable`: fsync'd, for a stage's own record of being finished (a task's scratch marker need not be)."""
-    written = {os.path.relpath(path, marker.parent): file_fingerprint(Path(path)) for path in outputs}
+    known = outputs if isinstance(outputs, Mapping) else {path: file_fingerprint(Path(path)) for path in outputs}
+    written = {os.path.relpath(path, marker.parent): fingerprint for path, fingerprint in known.items()}
     write_json(marker, {"key": key, "result": result, "outputs": written}, durable=durable)
 
 
@@ -37,14 +39,16 @@ def read_state(path: Path) -> Optional[Dict[str, Any]]:
     return state if isinstance(state, dict) else None
 
 
-def read_marker(marker: Path, key: str) -> Optional[Dict[str, Any]]:
+def read_marker(marker: Path, key: str, outputs: Optional[Iterable[str]] = None) -> Optional[Dict[str, Any]]:
     """The result a finished task left, or None: no marker, a damaged one, another key, or an output
-    that is missing or changed since the task wrote it."""
+    that is missing or changed since the task wrote it. `outputs`: check only these of its outputs (names
+    relative to the marker's folder, each one it must list), for a task whose outputs are used up one by one."""
     done = read_state(marker) or {}
-    outputs = done.get("outputs")
-    if done.get("key") != key or not isinstance(outputs, dict) or not isinstance(done.get("result"), dict):
+    written = done.get("outputs")
+    if done.get("key") != key or not isinstance(written, dict) or not isinstance(done.get("result"), dict):
         return None
-    if not all(unchanged(marker.parent / rel, fp) for rel, fp in outputs.items()):
+    names = list(written) if outputs is None else list(outputs)
+    if not all(rel in written and unchanged(marker.parent / rel, written[rel]) for rel in names):
         return None
     return done["result"]
 

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Dict, Iterable, List, Optional,
 import numpy as np
 
 from stage2.errors import Stage2Error
-from stage2.io.files import atomic_path, atomic_write, file_sha256, write_array, write_json
+from stage2.io.files import atomic_path, atomic_write, write_array, write_json
 
 if TYPE_CHECKING:
     from stage2.config import ShardConfig
@@ -99,12 +99,13 @@ def write_shard(path: Path, rows: np.ndarray) -> Dict[str, Any]:
     Returns the shard's entry in its component's index.json."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            write_array(f, rows, npy_header=True)
+            out = _HashingFile(f)  # its sha256 taken from the bytes on their way out, not read back
+            write_array(out, rows, npy_header=True)
         back = np.load(tmp, mmap_mode="r")
-        if back.dtype != rows.dtype or back.shape != rows.shape:
+        if back.dtype != rows.dtype or back.shape != rows.shape or os.path.getsize(tmp) != out.size:
             raise Stage2Error(f"{path}: read back as {back.dtype}{back.shape}, wrote {rows.dtype}{rows.shape}")
         del back
-        sha = file_sha256(tmp)
+        sha = out.sha.hexdigest()
     return {"file": path.name, "rows": int(rows.shape[0]), "sha256": sha}
 
 
@@ -343,6 +344,40 @@ def document_rows(ids: Sequence[str], sources: Sequence[str], records: Sequence[
     return rows
 
 
+def utf8_fixed_width(offsets: np.ndarray, data: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Strings held as UTF-8 bytes `data` cut at `offsets` (Arrow's string layout), those at `keep`, as a
+    numpy 'S' array as wide as the longest of them (at least 1): what `document_rows` makes of the
+    same strings, without a Python object per string."""
+    starts = np.asarray(offsets[:-1], dtype=np.int64)[keep]
+    lens = np.asarray(offsets[1:], dtype=np.int64)[keep] - starts
+    width = max(1, int(lens.max(initial=0)))
+    out = np.zeros(len(starts) * width, np.uint8)
+    total = int(lens.sum())
+    if total:
+        before = np.cumsum(lens) - lens  # bytes of the kept strings ahead of each one
+        step = np.arange(total, dtype=np.int64)
+        out[step + np.repeat(np.arange(len(starts), dtype=np.int64) * width - before, lens)] = data[step + np.repeat(starts - before, lens)]
+    return out.view(f"S{width}")
+
+
+def document_rows_fixed(ids: np.ndarray, sources: np.ndarray, records: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """`document_rows` from ids and sources already as 'S' arrays (`utf8_fixed_width`), first offset 0."""
+    rows = np.empty(len(ids), dtype=documents_dtype(ids.dtype.itemsize, sources.dtype.itemsize))
+    rows["id"], rows["source"], rows["record"] = ids, sources, records
+    tokens = np.asarray(tokens, dtype=np.int64)
+    rows["tokens"] = tokens
+    rows["first"] = np.cumsum(tokens) - tokens
+    return rows
+
+
+def put_rows(out: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Copy document rows into `out` (rows of the same fields, ids and sources at least as wide), field by
+    field: numpy casts a structured array element by element, far slower, to the same bytes."""
+    for name in rows.dtype.names:
+        out[name] = rows[name]
+    return out
+
+
 def write_documents(path: Path, parts: Iterable[np.ndarray], count: int, id_width: int, source_width: int) -> Dict[str, Any]:
     """A split's document table from its rows in stream order (widened to the table's widths), atomically;
     returns its entry in index.json."""
@@ -355,7 +390,9 @@ def write_documents(path: Path, parts: Iterable[np.ndarray], count: int, id_widt
             f.write(header)
             digest.update(header)
             for part in parts:
-                data = np.ascontiguousarray(part.astype(dtype, copy=False)).tobytes()
+                if part.dtype != dtype:
+                    part = put_rows(np.empty(len(part), dtype), part)
+                data = np.ascontiguousarray(part).tobytes()
                 f.write(data)
                 digest.update(data)
                 written += len(part)

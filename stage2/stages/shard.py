@@ -11,14 +11,15 @@ Each partition's documents go to the train or the validation split by a hash of 
 (`shard.validation_percent`, the tokenizer's held-out rule); each split has its own packer, shards,
 document table and trainer formats (`stage2.shards.format`), written when the component ends.
 
-Resume (`resume=true`): a partition is done for a split once its token file and document rows, then its
-done-marker, are on disk; each split's packer writes a checkpoint after every full shard (a task marker,
-`stage2.runtime.tasks`, vouching for that shard and the document rows put behind it), and a split's
-partition files are deleted only once its checkpoint lies past them. A component is done once its
-train index.json is written (after everything else). A resumed run keeps done components, restores
-each split's packer from its last trusted checkpoint, reuses done partitions and tokenizes the rest: the
-same files as an uninterrupted run, whatever moment the kill came. Temporary files (`.name.tmp-<pid>`)
-and files without a marker are never taken for outputs.
+Resume (`resume=true`): a partition is done once its file per split (document rows, then tokens), then
+its one done-marker, are on disk, and stays done for a split while that split's file is unchanged; each
+split's packer writes a checkpoint after every full shard (a task marker, `stage2.runtime.tasks`,
+vouching for the document rows put behind that shard, whose sha256 it records), and a split's partition
+files are deleted only once its checkpoint lies past them (the marker once neither split has a file
+left). A component is done once its train index.json is written (after everything else). A resumed run
+keeps done components, restores each split's packer from its last trusted checkpoint, reuses done
+partitions and tokenizes the rest: the same files as an uninterrupted run, whatever moment the kill
+came. Temporary files (`.name.tmp-<pid>`) and files without a marker are never taken for outputs.
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ import contextlib
 import itertools
 import logging
 import os
+import re
 import shutil
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -43,21 +45,21 @@ from stage2.config import BadRecordPolicy, Remainder, ShardConfig
 from stage2.errors import Stage2Error
 from stage2.runtime.executor import LocalExecutor
 from stage2.runtime.progress import Progress
-from stage2.io.files import atomic_write, is_temporary, write_array
+from stage2.io.files import FingerprintingFile, atomic_write, is_temporary, write_array
 from stage2.runtime.tasks import read_marker, read_state, write_marker
 from stage2.runtime.run import Run, atomic_path, file_sha256, filtered_source
 from stage2.shards.format import (
-    DOCUMENTS, INDEX, SHARDS_DIR, SPLITS, component_index, document_rows, format_files, is_shard_name, manifest_entry,
-    open_shard, PackResult, Packer, read_documents, split_dir, token_dtype, write_documents, write_formats, write_index,
-    write_manifest,
+    DOCUMENTS, INDEX, SHARDS_DIR, SPLITS, component_index, document_rows, document_rows_fixed, documents_dtype, format_files, is_shard_name,
+    manifest_entry, open_shard, PackResult, Packer, put_rows, read_documents, split_dir, token_dtype, utf8_fixed_width, write_documents,
+    write_formats, write_index, write_manifest,
 )
 
 log = logging.getLogger(__name__)
 
 WORK_DIR = ".work"
-PART = "part-{:05d}.{}.bin"  # a partition's token stream of a split
-PART_DOCS = "part-{:05d}.{}.docs.npy"  # its document rows
-DONE = "part-{:05d}.{}.done.json"  # a partition's done-marker for a split: written after its files
+PART = "part-{:05d}.{}.bin"  # a partition's split: its document rows (.npy), then its raw token stream
+DONE = "part-{:05d}.done.json"  # a partition's done-marker: written after its files of both splits
+DONE_NAME = re.compile(r"part-(\d{5})\.done\.json")
 CHECKPOINT = "pack.{}.{:05d}.json"  # a split's packer state after its full shard N (a task marker vouching for it)
 DOC_SEGMENT = "docs.{}.{:05d}.npy"  # the document rows that checkpoint N put behind it
 # One worker, in-process: partitions encoded ahead of the packer, enough that the encoder keeps going
@@ -161,16 +163,75 @@ def _processor(model: str):
     return sp
 
 
-def read_partition(task: Dict[str, Any]) -> Tuple[List[str], List[str], List[str], List[int]]:
-    """A partition's documents (texts, ids, sources, records): its filtered parquet part, or the raw
-    documents the task carries."""
+@dataclass
+class PartitionDocs:
+    """A partition's documents, column by column. From a filtered part, ids and sources stay Arrow
+    string arrays (their bytes go to the document rows without a Python object per document); raw
+    documents carry Python lists."""
+
+    texts: List[str]
+    ids: Any  # pyarrow string array, or a list of str
+    sources: Any
+    records: Any  # numpy int64, or a list of int
+
+    def id_bytes(self) -> List[bytes]:
+        """Each id's UTF-8 bytes (what the held-out hash reads)."""
+        if isinstance(self.ids, list):
+            return [i.encode("utf-8", "surrogatepass") for i in self.ids]
+        offsets, data = _arrow_utf8(self.ids)
+        bounds, raw = offsets.tolist(), data.tobytes()  # (no pyarrow.compute: its import costs more than this)
+        return [raw[a:b] for a, b in zip(bounds, bounds[1:])]
+
+    def rows(self, keep: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """The document rows of the documents at `keep` (in order), with their token counts."""
+        if isinstance(self.ids, list):
+            return document_rows([self.ids[i] for i in keep], [self.sources[i] for i in keep], [self.records[i] for i in keep], lengths)
+        return document_rows_fixed(utf8_fixed_width(*_arrow_utf8(self.ids), keep), utf8_fixed_width(*_arrow_utf8(self.sources), keep), self.records[keep], lengths)
+
+
+def _arrow_utf8(array: Any) -> Tuple[np.ndarray, np.ndarray]:
+    """An Arrow string array's offsets and UTF-8 bytes, as numpy views of its buffers."""
+    import pyarrow as pa
+
+    _, offsets_buffer, data = array.buffers()
+    if offsets_buffer is None:  # an empty array may have none
+        return np.zeros(1, np.int64), np.empty(0, np.uint8)
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64 if pa.types.is_large_string(array.type) else np.int32)[array.offset : array.offset + len(array) + 1]
+    return offsets, (np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8))
+
+
+def _string_column(column: Any) -> Any:
+    """A parquet string column as one Arrow array, or as a Python list where it is not plain strings
+    without nulls (those take the plain path, with its errors)."""
+    import pyarrow as pa
+
+    array = column.combine_chunks()
+    if array.null_count or not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        return array.to_pylist()
+    return array
+
+
+def read_partition(task: Dict[str, Any]) -> PartitionDocs:
+    """A partition's documents: its filtered parquet part, or the raw documents the task carries."""
     if not task.get("part"):
-        return task["texts"], task["ids"], task["sources"], task["records"]
+        return PartitionDocs(task["texts"], task["ids"], task["sources"], task["records"])
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     # ParquetFile, not read_table: read_table imports pyarrow.dataset and pandas in every process.
-    table = pq.ParquetFile(task["part"]).read(columns=["text", "id", "source", "record"])
-    return tuple(table.column(c).to_pylist() for c in ("text", "id", "source", "record"))  # type: ignore[return-value]
+    # One thread: the encoder's threads use the cores.
+    table = pq.ParquetFile(task["part"]).read(columns=["text", "id", "source", "record"], use_threads=False)
+    texts = table.column("text").to_pylist()
+    ids, sources, record = _string_column(table.column("id")), _string_column(table.column("source")), table.column("record").combine_chunks()
+    if isinstance(ids, list) or isinstance(sources, list) or record.null_count or not pa.types.is_signed_integer(record.type):
+        return PartitionDocs(texts, _as_list(ids), _as_list(sources), record.to_pylist())
+    # From the buffer: Array.to_numpy imports pandas.
+    records = np.frombuffer(record.buffers()[1], dtype=np.dtype(str(record.type)))[record.offset : record.offset + len(record)]
+    return PartitionDocs(texts, ids, sources, records.astype(np.int64))
+
+
+def _as_list(column: Any) -> List[Any]:
+    return column if isinstance(column, list) else column.to_pylist()
 
 
 def encode_partition(task: Dict[str, Any], texts: List[str]) -> np.ndarray:
@@ -203,59 +264,89 @@ def document_lengths(task: Dict[str, Any], texts: List[str], tokens: np.ndarray)
     return np.diff(ends, prepend=0).astype(np.int64)
 
 
-def split_partition(task: Dict[str, Any], texts: List[str], ids: List[str], sources: List[str], records: List[int], tokens: np.ndarray) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-    """A partition's stream and documents -> per split (its stream, its document rows), in document order."""
-    from stage2.tokenizer.sample import is_heldout
+def heldout_mask(id_bytes: List[bytes], percent: float) -> np.ndarray:
+    """`stage2.tokenizer.sample.is_heldout` of every id (given as UTF-8 bytes), its arithmetic on a
+    numpy array: one hash call per id instead of a Python function call and its arithmetic."""
+    import xxhash
 
-    lengths = document_lengths(task, texts, tokens)
-    percent = task["validation_percent"]
-    held = np.fromiter((is_heldout(i, percent) for i in ids), dtype=bool, count=len(ids))
+    from stage2.tokenizer.sample import HELDOUT_HASH_SEED
+
+    if percent <= 0:
+        return np.zeros(len(id_bytes), dtype=bool)
+    h = np.fromiter(map(xxhash.xxh64_intdigest, id_bytes, itertools.repeat(HELDOUT_HASH_SEED)), dtype=np.uint64, count=len(id_bytes))
+    return 100 * (h % 100) + (h // 100) % 100 < round(percent * 100)
+
+
+def take_documents(tokens: np.ndarray, lengths: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The stream of the documents at `keep` (sorted), as slices of runs of consecutive documents."""
+    if len(keep) == len(lengths):
+        return tokens
+    if not len(keep):
+        return tokens[:0]
+    ends = np.cumsum(lengths)
+    breaks = np.flatnonzero(np.diff(keep) != 1)  # a run ends where the next kept document is not the next one
+    firsts, lasts = keep[np.r_[0, breaks + 1]], keep[np.r_[breaks, len(keep) - 1]]
+    return np.concatenate([tokens[ends[a] - lengths[a] : ends[b]] for a, b in zip(firsts.tolist(), lasts.tolist())])
+
+
+def split_partition(task: Dict[str, Any], docs: PartitionDocs, tokens: np.ndarray) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """A partition's stream and documents -> per split (its stream, its document rows), in document order."""
+    lengths = document_lengths(task, docs.texts, tokens)
+    held = heldout_mask(docs.id_bytes(), task["validation_percent"])
     out = {}
     for split, mask in (("train", ~held), ("validation", held)):
         keep = np.flatnonzero(mask)
-        stream = tokens if keep.size == len(ids) else tokens[np.repeat(mask, lengths)]
-        out[split] = (stream, document_rows([ids[i] for i in keep], [sources[i] for i in keep], [records[i] for i in keep], lengths[keep]))
+        out[split] = (take_documents(tokens, lengths, keep), docs.rows(keep, lengths[keep]))
     return out
 
 
 def save_partition(task: Dict[str, Any], splits: Dict[str, Tuple[np.ndarray, np.ndarray]], seconds: float) -> Dict[str, Any]:
-    """Write a partition's token file and document rows per split (raw tokens, no header), then a
-    done-marker per split; the result for the driver.
+    """Write a partition's file per split (its document rows as .npy, then its raw tokens), then one
+    done-marker for both; the result for the driver.
 
     `seconds`: the time the partition took before (reading, encoding); the result adds this write's.
     """
     started = time.time()
-    out = Path(task["out"])
-    result: Dict[str, Any] = {"component": task["component"], "index": task["index"], "splits": {}}
+    work = Path(task["out"]).parent
+    files: Dict[Path, List[Any]] = {}
+    done = {}
     for split, (tokens, rows) in splits.items():
-        tok_path, doc_path = partition_files(out.parent, task["index"], split)
-        with atomic_path(tok_path) as tmp:
+        path = work / PART.format(task["index"], split)
+        with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                write_array(f, tokens)
-        with atomic_path(doc_path) as tmp:
-            with open(tmp, "wb") as f:
-                write_array(f, rows, npy_header=True)
-        # Last: the split of the partition is done from here on.
-        done = {"docs": len(rows), "tokens": len(tokens)}
-        write_marker(out.parent / DONE.format(task["index"], split), task["partition_key"], done, [tok_path, doc_path])
-        result["splits"][split] = {**done, "out": str(tok_path), "rows_file": str(doc_path)}
-    result["docs"] = sum(v["docs"] for v in result["splits"].values())
-    result["tokens"] = sum(v["tokens"] for v in result["splits"].values())
+                out = FingerprintingFile(f)  # the marker's fingerprint, taken on the way out (no read back)
+                write_array(out, rows, npy_header=True)
+                write_array(out, tokens)
+        files[path] = out.fingerprint()
+        # The rows' widths let the driver find rows and tokens in the file without parsing its header.
+        done[split] = {"docs": len(rows), "tokens": len(tokens), "widths": [rows.dtype["id"].itemsize, rows.dtype["source"].itemsize]}
+    # Last: the partition is done from here on (each split's part for as long as its file is unchanged).
+    write_marker(work / DONE.format(task["index"]), task["partition_key"], done, files)
+    result: Dict[str, Any] = {"component": task["component"], "index": task["index"], "splits": {s: {**d, "file": str(p)} for (s, d), p in zip(done.items(), list(files))}}
+    result["docs"] = sum(v["docs"] for v in done.values())
+    result["tokens"] = sum(v["tokens"] for v in done.values())
     result["seconds"] = seconds + time.time() - started
     return result
 
 
 def tokenize_partition(task: Dict[str, Any]) -> Dict[str, Any]:
-    """One partition: documents -> token files, document rows and done-markers per split. Runs in a worker."""
+    """One partition: documents -> a file per split and a done-marker. Runs in a worker."""
     started = time.time()
-    texts, ids, sources, records = read_partition(task)
-    tokens = encode_partition(task, texts)
-    return save_partition(task, split_partition(task, texts, ids, sources, records, tokens), time.time() - started)
+    docs = read_partition(task)
+    tokens = encode_partition(task, docs.texts)
+    return save_partition(task, split_partition(task, docs, tokens), time.time() - started)
 
 
-def partition_files(work: Path, index: int, split: str) -> Tuple[Path, Path]:
-    """A partition's token file and document rows for a split."""
-    return work / PART.format(index, split), work / PART_DOCS.format(index, split)
+def read_partition_file(path: Path, dtype: np.dtype, entry: Dict[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
+    """A split's partition file -> (its tokens, its document rows), placed by its entry in the partition's
+    result (counts and row widths): read whole, a partition's file being small."""
+    data = Path(path).read_bytes()
+    rows_dtype = documents_dtype(*entry["widths"])
+    tokens_at = len(data) - int(entry["tokens"]) * dtype.itemsize
+    rows_at = tokens_at - int(entry["docs"]) * rows_dtype.itemsize
+    if rows_at < 0:
+        raise Stage2Error(f"{path}: {len(data)} bytes, too short for its {entry['docs']} document rows and {entry['tokens']} tokens")
+    return np.frombuffer(data, dtype=dtype, offset=tokens_at), np.frombuffer(data, dtype=rows_dtype, count=int(entry["docs"]), offset=rows_at)
 
 
 @dataclass
@@ -307,6 +398,11 @@ def _listed_intact(comp_dir: Path, index: Dict[str, Any]) -> bool:
     return all(p.is_file() and file_sha256(p) == sha for p, sha in zip(files, shas))
 
 
+def _shard_intact(folder: Path, entry: Dict[str, Any]) -> bool:
+    path = folder / str(entry.get("file", ""))
+    return bool(entry.get("file")) and path.is_file() and file_sha256(path) == entry.get("sha256")
+
+
 def find_resume(comp_dir: Path, part_key: str, seq_len: int, per_shard: int) -> ComponentResume:
     """Outputs a killed run left in `shards/<component>/` that this run may keep: the same recipe (the
     markers' keys), and every file still with the bytes its marker or index recorded (else it is made again)."""
@@ -321,17 +417,23 @@ def find_resume(comp_dir: Path, part_key: str, seq_len: int, per_shard: int) -> 
     for split in SPLITS:
         key = checkpoint_key(part_key, split, seq_len, per_shard)
         n = 0
+        folder = split_dir(comp_dir, split)
         while True:  # the checkpoints of a split's shards in order; the last of an unbroken run is trusted
             done = read_marker(work / CHECKPOINT.format(split, n), key)
-            if done is None:
+            # Its shard (the last it lists) must still have the sha256 recorded when it was written.
+            shard = ((done or {}).get("packer", {}).get("shards") or [{}])[-1]
+            if done is None or not _shard_intact(folder, shard):
                 break
             found.splits[split].checkpoint = done
             n += 1
-        for marker_path in sorted(work.glob(f"part-*.{split}.done.json")):
-            i = int(marker_path.name.split(".")[0].split("-")[1])
-            done = read_marker(marker_path, part_key)
-            if done is not None:
-                found.done[split][i] = done
+        for marker_path in sorted(work.glob("part-*.done.json")):
+            name = DONE_NAME.fullmatch(marker_path.name)
+            i = int(name.group(1)) if name else -1
+            # Each split's part is done while its own file is unchanged (the packer deletes the files
+            # of a split once that split's checkpoint lies past them).
+            done = read_marker(marker_path, part_key, outputs=[PART.format(i, split)]) if name else None
+            if done is not None and isinstance(done.get(split), dict):
+                found.done[split][i] = done[split]
         if found.splits[split].checkpoint and found.splits[split].first not in found.done[split]:
             found.splits[split].checkpoint = None  # its partition's tokens are gone or changed: pack from the start
     return found
@@ -374,7 +476,7 @@ def _passthrough(task: Dict[str, Any]) -> Dict[str, Any]:
         return task
     if "markers" in task:  # done by a killed run: nothing to compute
         work = Path(task["out"]).parent
-        splits = {s: {**m, "out": str(partition_files(work, task["index"], s)[0]), "rows_file": str(partition_files(work, task["index"], s)[1])} for s, m in task["markers"].items()}
+        splits = {s: {**m, "file": str(work / PART.format(task["index"], s))} for s, m in task["markers"].items()}
         return {"component": task["component"], "index": task["index"], "splits": splits, "docs": sum(m["docs"] for m in splits.values()),
                 "tokens": sum(m["tokens"] for m in splits.values()), "seconds": 0.0, "resumed": True}
     return tokenize_partition(task)
@@ -384,20 +486,22 @@ def _in_process(executor: Any) -> bool:
     return isinstance(executor, LocalExecutor) and executor.workers == 1
 
 
-def _encode_read(task: Dict[str, Any], read: Future[Tuple[List[str], List[str], List[str], List[int]]]) -> Tuple[Dict[str, Tuple[np.ndarray, np.ndarray]], float]:
-    """On the encoder thread: wait for the reader's documents, encode and split them; splits, seconds."""
+def _encode_read(task: Dict[str, Any], read: Future[PartitionDocs]) -> Tuple[PartitionDocs, np.ndarray, float]:
+    """On the encoder thread: wait for the reader's documents and encode them; documents, tokens, seconds."""
     started = time.time()
-    texts, ids, sources, records = read.result()
-    tokens = encode_partition(task, texts)
-    return split_partition(task, texts, ids, sources, records, tokens), time.time() - started
+    docs = read.result()
+    return docs, encode_partition(task, docs.texts), time.time() - started
 
 
-def _save_encoded(task: Dict[str, Any], encoded: Optional[Future[Tuple[Dict[str, Tuple[np.ndarray, np.ndarray]], float]]]) -> Dict[str, Any]:
-    """On the caller's thread: write an encoded partition's files and markers; keep its splits in memory."""
+def _save_encoded(task: Dict[str, Any], encoded: Optional[Future[Tuple[PartitionDocs, np.ndarray, float]]]) -> Dict[str, Any]:
+    """On the caller's thread (the encoder meanwhile encodes the next partition): split an encoded
+    partition, write its files and marker; keep its splits in memory."""
     if encoded is None:
         return _passthrough(task)  # a component's end, or a partition a killed run tokenized
-    splits, seconds = encoded.result()
-    return {**save_partition(task, splits, seconds), "arrays": splits}
+    docs, tokens, seconds = encoded.result()
+    started = time.time()
+    splits = split_partition(task, docs, tokens)
+    return {**save_partition(task, splits, seconds + time.time() - started), "arrays": splits}
 
 
 def _tokenize_in_process(tasks: Iterator[Dict[str, Any]], ahead: int = IN_PROCESS_AHEAD) -> Iterator[Dict[str, Any]]:
@@ -432,18 +536,16 @@ def _tokenize_in_process(tasks: Iterator[Dict[str, Any]], ahead: int = IN_PROCES
 
 def _partition_split(result: Dict[str, Any], split: str, dtype: np.dtype) -> Tuple[np.ndarray, np.ndarray]:
     """A tokenized partition's stream and document rows of one split: in memory (in-process) or its
-    files, the stream mapped (from a worker or a killed run)."""
+    file, the stream mapped (from a worker or a killed run)."""
     if "arrays" in result:
         return result["arrays"][split]
     entry = result["splits"][split]
-    path = Path(entry["out"])
-    tokens = np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.empty(0, dtype)
-    return tokens, np.load(entry["rows_file"], allow_pickle=False)
+    return read_partition_file(Path(entry["file"]), dtype, entry)
 
 
 class SplitPacker:
     """Packs one split of a component, partition by partition; a checkpoint after every full shard (a task
-    marker vouching for that shard and the document rows put behind it) lets a killed run go on."""
+    marker vouching for the document rows put behind that shard, and the shard's sha256) lets a killed run go on."""
 
     def __init__(self, run: Run, comp_dir: Path, split: str, seq_len: int, per_shard: int, dtype: np.dtype, key: str, checkpoint: Optional[Dict[str, Any]]):
         self.run, self.split, self.key = run, split, key
@@ -508,13 +610,14 @@ class SplitPacker:
             "segments": self.segments,
             "widths": self.widths,
         }
-        write_marker(self.work / CHECKPOINT.format(self.split, number), self.key, state, [path, segment])
+        # The marker vouches for the segment; the shard is vouched for by the sha256 in the packer's state.
+        write_marker(self.work / CHECKPOINT.format(self.split, number), self.key, state, [segment])
         # Only now may this split's files of the partitions before the checkpoint's go (marker first: a
         # marker without its files is never reused, files without their marker never trusted).
         for i in [i for i in self.unpacked if i < self.partition]:
-            (self.work / DONE.format(i, self.split)).unlink(missing_ok=True)
-            for f in partition_files(self.work, i, self.split):
-                f.unlink(missing_ok=True)
+            (self.work / PART.format(i, self.split)).unlink(missing_ok=True)
+            if not any((self.work / PART.format(i, s)).exists() for s in SPLITS):
+                (self.work / DONE.format(i)).unlink(missing_ok=True)  # no split's file left to vouch for
         self.unpacked = [i for i in self.unpacked if i >= self.partition]
 
     def finish(self, remainder: str, pad_id: int) -> PackResult:
@@ -532,12 +635,12 @@ class SplitPacker:
 def _concat_rows(rows: List[np.ndarray]) -> np.ndarray:
     if not rows:
         return document_rows([], [], [], np.empty(0, np.int64))
-    wid = max(r.dtype["id"].itemsize for r in rows)
-    src = max(r.dtype["source"].itemsize for r in rows)
-    from stage2.shards.format import documents_dtype
-
-    dtype = documents_dtype(wid, src)
-    return np.concatenate([r.astype(dtype) for r in rows])
+    out = np.empty(sum(len(r) for r in rows), dtype=documents_dtype(max(r.dtype["id"].itemsize for r in rows), max(r.dtype["source"].itemsize for r in rows)))
+    at = 0
+    for r in rows:
+        put_rows(out[at : at + len(r)], r)
+        at += len(r)
+    return out
 
 
 def split_stream(folder: Path, packed: PackResult, seq_len: int, dtype: np.dtype) -> Iterator[np.ndarray]:

@@ -115,12 +115,12 @@ def test_shard_resume_redoes_a_partition_whose_token_file_changed(tmp_path):
     stage2([*recipe, "executor.workers=1", "hydra.run.dir=fresh"], tmp_path)
     run_dir = tmp_path / "killed"
     work = run_dir / "shards" / "web" / ".work"
-    # A partition is done once its validation marker exists: it writes its train marker first.
-    kill_when([*recipe, "executor.workers=2"], tmp_path, run_dir, lambda d: len(list(work.glob("part-*.validation.done.json"))) >= 3)
+    # A partition is done once its marker exists (written after its files of both splits).
+    kill_when([*recipe, "executor.workers=2"], tmp_path, run_dir, lambda d: len(list(work.glob("part-*.done.json"))) >= 3)
     assert_killed_mid_stage(run_dir, run_dir / "shards" / "manifest.json")
-    done = sorted(work.glob("part-*.validation.done.json"))
-    tokens = next(p for p in (work / m.name.replace(".validation.done.json", ".train.bin") for m in done) if p.exists())
-    marker = work / tokens.name.replace(".bin", ".done.json")
+    done = sorted(work.glob("part-*.done.json"))
+    tokens = next(p for p in (work / m.name.replace(".done.json", ".train.bin") for m in done) if p.exists())
+    marker = work / tokens.name.replace(".train.bin", ".done.json")
     assert json.loads(marker.read_text())["outputs"][tokens.name][0] == tokens.stat().st_size
     flip_a_byte(tokens)  # a token id: the same size, another id
     resume(run_dir, tmp_path, "executor.workers=1")

@@ -61,8 +61,8 @@ def shard_progress(run_dir: Path, component: str) -> Dict[str, Any]:
     comp = run_dir / "shards" / component
     work = comp / ".work"
     return {
-        # Partitions done in both splits: a partition writes its train marker, then its validation one.
-        "markers": len(list(work.glob("part-*.validation.done.json"))),
+        # Partitions tokenized: one marker per partition, written after its files of both splits.
+        "markers": len(list(work.glob("part-*.done.json"))),
         "checkpoint": bool(list(work.glob("pack.train.*.json"))),
         "shards": len(list(comp.glob("shard-*.npy"))),
         "index": (comp / "index.json").exists(),

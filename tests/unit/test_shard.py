@@ -272,5 +272,5 @@ def test_in_process_threads_stop_when_packing_fails(tmp_path, tiny_model, monkey
     assert not [t.name for t in threading.enumerate() if t.name.startswith(("shard-read", "shard-encode"))], failure
     work = run.dir / "shards" / "web" / ".work"
     # Partitions 0 and 1 were saved before they were packed; later ones, encoded ahead, were dropped.
-    assert sorted(p.name for p in work.glob("part-*.train.done.json")) == ["part-00000.train.done.json", "part-00001.train.done.json"]
+    assert sorted(p.name for p in work.glob("part-*.done.json")) == ["part-00000.done.json", "part-00001.done.json"]
     assert not list(run.dir.rglob("*.tmp-*"))
