@@ -271,7 +271,7 @@ def assert_resumed_like(resumed: Path, fresh: Path) -> Dict[str, str]:
     assert sorted(got) == sorted(want)
     assert [rel for rel in want if got[rel] != want[rel]] == []
     leftovers = [p for p in resumed.rglob("*") if ".tmp-" in p.name or p.name == ".work"]
-    assert leftovers == []
+    assert leftovers == [], leftovers
     return got
 
 
