@@ -679,13 +679,22 @@ def finish_split(run: Run, packer: SplitPacker, s: ShardConfig, tok: Dict[str, A
     """A split's last shard, document table and trainer formats, then its index.json (written last)."""
     packed = packer.finish(str(s.remainder), tok["pad_id"])
     folder = packer.folder
-    table = write_documents(folder / DOCUMENTS, packer.documents(), packer.docs, *packer.widths)
-    lengths = np.asarray(read_documents(folder)["tokens"])
-    if int(lengths.sum()) != packed.stream_tokens:
-        raise Stage2Error(f"{folder / DOCUMENTS}: its documents hold {int(lengths.sum())} tokens, the {packer.split} stream {packed.stream_tokens}")
+    counted = [0]
+
+    def rows_counted() -> Iterator[np.ndarray]:
+        for rows in packer.documents():
+            counted[0] += int(rows["tokens"].sum())
+            yield rows
+
+    table = write_documents(folder / DOCUMENTS, rows_counted(), packer.docs, *packer.widths)
+    if counted[0] != packed.stream_tokens:
+        raise Stage2Error(f"{folder / DOCUMENTS}: its documents hold {counted[0]} tokens, the {packer.split} stream {packed.stream_tokens}")
     run.add_artifact(folder / DOCUMENTS)
     comp_dir = packer.folder if packer.split == "train" else packer.folder.parent
-    formats = write_formats(comp_dir, packer.split, s.formats, split_stream(folder, packed, s.seq_len, packer.packer.dtype), lengths, tok["vocab_size"], tok["path"])
+    formats: List[Dict[str, Any]] = []
+    if set(s.formats) - {"npy"}:  # (the table is read back only for them: its pages would count in the driver's RSS)
+        lengths = np.asarray(read_documents(folder)["tokens"])
+        formats = write_formats(comp_dir, packer.split, s.formats, split_stream(folder, packed, s.seq_len, packer.packer.dtype), lengths, tok["vocab_size"], tok["path"])
     for entry in formats:
         run.add_artifact(comp_dir / entry["file"])
     index = component_index(comp_dir.name, weight, s, tok, packer.packer.dtype, packer.docs, packed)
