@@ -66,6 +66,7 @@ def kept_ids(run_dir: Path, component: str) -> List[str]:
     return [i for rel in manifest["components"][component]["parts"] for i in pq.read_table(run_dir / rel)["id"].to_pylist()]
 
 
+@pytest.mark.slow  # (over half a second: the full suite runs it)
 def test_every_verdict_and_count(tmp_path, plain_config):
     fates = build_corpus(tmp_path / "in")
     path = tmp_path / "in" / "mix.jsonl"
@@ -168,6 +169,7 @@ def test_fasttext_backend(tmp_path, plain_config):
     assert stats["components"]["mix"]["dropped"]["language"] == 3
 
 
+@pytest.mark.slow  # (over half a second: the full suite runs it)
 def test_language_text_drops_code_and_links():
     """Chinese tldr pages are mostly English command lines: without them the detector sees Chinese."""
     page = next(r for r in sample_records("noisy_tldr.jsonl.gz", 3594) if r["lang"] == "zh" and len(r["text"]) > 400)

@@ -263,6 +263,7 @@ def test_verify_checks_tables_and_formats(formats_run, tmp_path):
         verify.check_component(folder)
 
 
+@pytest.mark.slow  # (over half a second: the full suite runs it)
 @pytest.mark.parametrize("bos,eos,remainder", [("true", "true", "pad"), ("false", "false", "drop"), ("true", "false", "drop")])
 def test_document_tables_for_every_separator_choice(tmp_path, tiny_model, bos, eos, remainder):
     """Without EOS the document ends come from BOS, or from the documents' own token counts."""

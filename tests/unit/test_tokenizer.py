@@ -95,6 +95,7 @@ def test_a_larger_vocabulary_packs_more_bytes_into_each_token(runs):
         assert 0 < stats["overall"]["vocab_used_share"] <= 1
 
 
+@pytest.mark.slow  # (over half a second: the full suite runs it)
 def test_training_on_filtered_parts_of_a_past_run_matches_training_on_the_raw_source(runs, tmp_path):
     """`tokenizer.input_run` reads filtered parts (parts.py layout); the same documents give the same model."""
     import json
@@ -474,6 +475,7 @@ def test_shard_encode_spells_u2581_and_leaves_other_batches_to_the_fast_path(run
     assert np.array_equal(shard.encode_partition(task, plain), fast)
 
 
+@pytest.mark.slow  # (over half a second: the full suite runs it)
 def test_evaluation_counts_documents_with_u2581_as_round_tripping(tmp_path):
     from helpers import sample_records, write_jsonl
 

@@ -107,6 +107,7 @@ def assert_exact(model: bytes, docs: List[str]) -> None:
     assert [i for i, (d, t) in enumerate(zip(decoded, docs)) if d != t] == []
 
 
+@pytest.mark.slow  # (over half a second: the full suite runs it)
 def test_tokenizer_json_gives_sentencepiece_ids_on_every_document_of_every_corpus(model, texts):
     assert len(texts) == 8
     for name, docs in texts.items():
@@ -184,6 +185,7 @@ def test_quantisation_is_deterministic_and_idempotent(model, raw_model):
     assert tok_train.quantized_unigram(model) == model
 
 
+@pytest.mark.slow  # (over half a second: the full suite runs it)
 def test_export_refuses_what_it_cannot_reproduce_in_one_line(raw_model, model, texts):
     with pytest.raises(Stage2Error, match=r"^tokenizer\.json: .*off the 2\*\*-6 grid") as off_grid:
         export.files(raw_model, 512)
