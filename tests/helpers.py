@@ -61,6 +61,12 @@ def sample_records(name: str, n: int) -> List[Dict[str, Any]]:
     return out
 
 
+def data_records(name: str) -> List[Dict[str, Any]]:
+    """Every record of a JSON-lines fixture in tests/data/ (e.g. hygiene_foldoc.jsonl.gz)."""
+    with gzip.open(REPO / "tests" / "data" / name, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
 def write_jsonl(path: Path, records: List[Dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     opener = gzip.open if path.suffix == ".gz" else open

@@ -35,13 +35,11 @@ def file_fingerprint(path: Path) -> List[Any]:
     return [size, digest.hexdigest()]
 
 
-class FingerprintingFile:
-    """A file written front to back whose `file_fingerprint` is taken from the bytes on their way out."""
+class HashingFile:
+    """A file written once, front to back, hashed from the bytes on their way out (no second read)."""
 
-    def __init__(self, f: BinaryIO):
-        import xxhash
-
-        self.f, self.digest, self.size = f, xxhash.xxh3_128(), 0
+    def __init__(self, f: BinaryIO, digest: Any):
+        self.f, self.digest, self.size = f, digest, 0
 
     def write(self, data: Any) -> int:
         self.f.write(data)
@@ -49,6 +47,15 @@ class FingerprintingFile:
         n = memoryview(data).nbytes
         self.size += n
         return n
+
+
+class FingerprintingFile(HashingFile):
+    """A HashingFile whose hash is `file_fingerprint`'s (xxh3_128 and the size)."""
+
+    def __init__(self, f: BinaryIO):
+        import xxhash
+
+        super().__init__(f, xxhash.xxh3_128())
 
     def fingerprint(self) -> List[Any]:
         return [self.size, self.digest.hexdigest()]

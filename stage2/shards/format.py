@@ -37,12 +37,12 @@ import re
 import struct
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from stage2.errors import Stage2Error
-from stage2.io.files import atomic_path, atomic_write, write_array, write_json
+from stage2.io.files import HashingFile, atomic_path, atomic_write, write_array, write_json
 
 if TYPE_CHECKING:
     from stage2.config import ShardConfig
@@ -99,13 +99,13 @@ def write_shard(path: Path, rows: np.ndarray) -> Dict[str, Any]:
     Returns the shard's entry in its component's index.json."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            out = _HashingFile(f)  # its sha256 taken from the bytes on their way out, not read back
+            out = HashingFile(f, hashlib.sha256())  # its sha256 taken from the bytes on their way out, not read back
             write_array(out, rows, npy_header=True)
         back = np.load(tmp, mmap_mode="r")
         if back.dtype != rows.dtype or back.shape != rows.shape or os.path.getsize(tmp) != out.size:
             raise Stage2Error(f"{path}: read back as {back.dtype}{back.shape}, wrote {rows.dtype}{rows.shape}")
         del back
-        sha = out.sha.hexdigest()
+        sha = out.digest.hexdigest()
     return {"file": path.name, "rows": int(rows.shape[0]), "sha256": sha}
 
 
@@ -519,18 +519,6 @@ def format_dtype(fmt: str, vocab_size: int) -> np.dtype:
     return {"megatron": megatron_dtype, "datatrove": datatrove_dtype, "nanogpt": nanogpt_dtype}[fmt](vocab_size)
 
 
-class _HashingFile:
-    """A file written once, front to back, with its sha256 taken on the way (no second read)."""
-
-    def __init__(self, f: BinaryIO):
-        self.f, self.sha, self.size = f, hashlib.sha256(), 0
-
-    def write(self, data: bytes) -> None:
-        self.f.write(data)
-        self.sha.update(data)
-        self.size += len(data)
-
-
 def write_formats(comp_dir: Path, split: str, formats: Sequence[str], chunks: Iterable[np.ndarray], lengths: np.ndarray, vocab_size: int, tokenizer_name: str) -> List[Dict[str, Any]]:
     """Every trainer format of a split, from its stream (`chunks` in order) and its documents' token
     counts, in one pass over the stream; returns their entries for index.json (`file` relative to the
@@ -542,11 +530,11 @@ def write_formats(comp_dir: Path, split: str, formats: Sequence[str], chunks: It
     lengths = np.asarray(lengths, dtype=np.int64)
     total = int(lengths.sum())
     with contextlib.ExitStack() as stack:
-        token_files: List[Tuple[str, np.dtype, _HashingFile, Path]] = []
+        token_files: List[Tuple[str, np.dtype, HashingFile, Path]] = []
         for fmt in formats:
             target = comp_dir / format_files(fmt, split)[0]
             tmp = stack.enter_context(atomic_path(target))
-            token_files.append((fmt, format_dtype(fmt, vocab_size), _HashingFile(stack.enter_context(open(tmp, "wb"))), target))
+            token_files.append((fmt, format_dtype(fmt, vocab_size), HashingFile(stack.enter_context(open(tmp, "wb")), hashlib.sha256()), target))
         seen = 0
         for chunk in chunks:
             seen += len(chunk)
@@ -561,7 +549,7 @@ def write_formats(comp_dir: Path, split: str, formats: Sequence[str], chunks: It
         # (the token files are renamed into place as the stack closes, every one complete)
     entries: List[Dict[str, Any]] = []
     for fmt, dtype, out, target in token_files:
-        entries.append({"format": fmt, "file": format_files(fmt, split)[0], "dtype": dtype.name, "bytes": out.size, "sha256": out.sha.hexdigest()})
+        entries.append({"format": fmt, "file": format_files(fmt, split)[0], "dtype": dtype.name, "bytes": out.size, "sha256": out.digest.hexdigest()})
         extra: List[bytes] = []
         if fmt == "megatron":
             extra = [megatron_idx_bytes(lengths, dtype)]

@@ -5,32 +5,24 @@ the run (a changed one refused on resume and rerun), an unreachable one a one-li
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import REPO, artifact_hashes, cli, filter_run, one_line_error, stats, write_jsonl
+from helpers import artifact_hashes, cli, data_records, filter_run, one_line_error, stats, write_jsonl
 
 pytestmark = pytest.mark.slow
-
-DATA = REPO / "tests" / "data"
-
-
-def records(name: str) -> List[Dict[str, Any]]:
-    with gzip.open(DATA / name, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
 
 
 def corpus(tmp_path: Path) -> List[str]:
     """foldoc documents with two planted eval items (one re-cased), an eval set of real question/answer pairs
     as a hub dataset folder (`evals/qa/data/test-*.parquet`) and a local eval file; the overrides."""
     items = []
-    for r in records("hygiene_stackexchange.jsonl.gz")[:40]:
+    for r in data_records("hygiene_stackexchange.jsonl.gz")[:40]:
         question, _, answer = r["text"].partition("\n\n")
         items.append({"id": r["id"], "question": question, "answer": answer})
     folder = tmp_path / "evals" / "qa" / "data"
@@ -39,7 +31,7 @@ def corpus(tmp_path: Path) -> List[str]:
         pq.write_table(pa.Table.from_pylist(items[i * 20 : (i + 1) * 20]), folder / f"test-{i:05d}-of-00002.parquet")
     write_jsonl(tmp_path / "evals" / "local.jsonl", [{"id": "l1", "question": "What is a monad in functional programming languages such as",
                                                       "answer": "Haskell, a way to sequence computations that carry context"}])
-    train = records("hygiene_foldoc.jsonl.gz")
+    train = data_records("hygiene_foldoc.jsonl.gz")
     for at, item, change in ((20, items[3], str), (60, items[29], str.upper)):
         train[at]["text"] += "\n\n" + change(" ".join((item["question"] + " " + item["answer"]).split()[:25]))
     write_jsonl(tmp_path / "foldoc.jsonl", train)

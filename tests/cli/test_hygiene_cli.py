@@ -9,38 +9,31 @@ import json
 import re
 import shlex
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
 import pyarrow.parquet as pq
 import pytest
 
 from helpers import (
-    REPO, artifact_hashes, assert_killed_mid_stage, assert_resumed_like, cli, done_tasks, filter_run, kill_when, one_line_error, resume,
+    REPO, artifact_hashes, assert_killed_mid_stage, data_records, assert_resumed_like, cli, done_tasks, filter_run, kill_when, one_line_error, resume,
     stage2, stats, write_jsonl,
 )
 
 pytestmark = pytest.mark.slow
-
-DATA = REPO / "tests" / "data"
-
-
-def records(name: str) -> List[Dict[str, Any]]:
-    with gzip.open(DATA / name, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
 
 
 def corpus(tmp_path: Path) -> List[str]:
     """Real documents with planted eval text (verbatim, re-cased, punctuation changed), an eval set of
     real question/answer pairs, a blocklist; returns the overrides that switch every step on."""
     items = []
-    for r in records("hygiene_stackexchange.jsonl.gz")[:40]:
+    for r in data_records("hygiene_stackexchange.jsonl.gz")[:40]:
         question, _, answer = r["text"].partition("\n\n")
         items.append({"id": r["id"], "question": question, "answer": answer})
     write_jsonl(tmp_path / "evals" / "qa.jsonl.gz", items)
-    train = records("hygiene_foldoc.jsonl.gz")
+    train = data_records("hygiene_foldoc.jsonl.gz")
     for at, item, change in ((20, items[3], str), (60, items[9], str.upper), (100, items[15], lambda t: re.sub(r"[.,?!]", " ; ", t))):
         train[at]["text"] += "\n\n" + change(" ".join((item["question"] + " " + item["answer"]).split()[:25]))
-    web = records("hygiene_web_cc.jsonl.gz")
+    web = data_records("hygiene_web_cc.jsonl.gz")
     for r in web:
         r["url"] = r["meta"]["url"]
     write_jsonl(tmp_path / "foldoc.jsonl.gz", train)
@@ -77,7 +70,7 @@ def test_every_step_on_gives_the_same_bytes_with_1_and_2_workers_and_reports_eac
     assert re.search(r"email: .*\[[^\]]+@[^\]]+\]", by_reason["pii"]["detail"])
     assert "block.txt:2" in pq.read_table(one / web["rejected_file"]).to_pylist()[0]["detail"]
     # the parts: no address left; a redacted document differs from its source only at the spans
-    sources = {r["id"]: r["text"] for r in records("hygiene_foldoc.jsonl.gz")}
+    sources = {r["id"]: r["text"] for r in data_records("hygiene_foldoc.jsonl.gz")}
     parts = [row for p in sorted((one / "filtered" / "foldoc").glob("part-*.parquet")) for row in pq.read_table(p).to_pylist()]
     changed = [row for row in parts if row["text"] != sources[row["id"]]]
     assert len(changed) >= 90
@@ -87,7 +80,7 @@ def test_every_step_on_gives_the_same_bytes_with_1_and_2_workers_and_reports_eac
 
 
 def test_pii_on_text_without_pii_leaves_every_part_byte_identical(tmp_path):
-    write_jsonl(tmp_path / "se.jsonl", records("hygiene_stackexchange.jsonl.gz"))
+    write_jsonl(tmp_path / "se.jsonl", data_records("hygiene_stackexchange.jsonl.gz"))
     for name, extra in (("off", []), ("on", ["filter.pii.kinds=[email,ip]"])):
         out = filter_run(tmp_path, "dataset.paths=[se.jsonl]", "filter.min_chars=20", f"hydra.run.dir={name}", *extra)
         assert out.returncode == 0, out.stderr[-2000:]
@@ -108,7 +101,7 @@ def test_a_changed_eval_set_is_refused_on_resume_and_on_rerun(tmp_path):
 
 
 def test_url_rules_without_a_url_column_fail_at_start_up_unless_the_component_opts_out(tmp_path):
-    write_jsonl(tmp_path / "se.jsonl", records("hygiene_stackexchange.jsonl.gz")[:20])
+    write_jsonl(tmp_path / "se.jsonl", data_records("hygiene_stackexchange.jsonl.gz")[:20])
     (tmp_path / "block.txt").write_text("example.com\n")
     one_line_error(filter_run(tmp_path, "dataset.paths=[se.jsonl]", "filter.url.blocklist=[block.txt]", "hydra.run.dir=a"), "dataset.url_column is null")
     assert not (tmp_path / "a").exists()
