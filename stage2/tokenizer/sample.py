@@ -327,24 +327,6 @@ def component_sample(plan: ComponentPlan, read: Callable[[Any], PartitionSample]
     return out
 
 
-def sample_partitions(
-    expected_docs: Dict[str, Optional[int]],
-    shares: Dict[str, int],
-    heldout_percent: int,
-    eval_docs: int,
-    run_pass: Callable[[Dict[str, Bounds]], Iterable[Tuple[str, PartitionSample]]],
-) -> Dict[str, ComponentSample]:
-    """Every component's sample, the same as `sample_documents` over all its documents, from its
-    partitions' candidates held in memory (`sample_passes`, then the merge)."""
-
-    def counted(bounds: Dict[str, Bounds]) -> Iterable[Tuple[str, PartitionCounts, PartitionSample]]:
-        for name, part in run_pass(bounds):
-            yield name, PartitionCounts.of(part), part
-
-    plans = sample_passes(expected_docs, shares, heldout_percent, eval_docs, counted)
-    return {name: component_sample(plan, lambda part: part) for name, plan in plans.items()}
-
-
 # ---- candidates on disk ---------------------------------------------------------------------------
 
 _CANDIDATE_COLUMNS = ("id_hash", "text_hash", "id", "text")

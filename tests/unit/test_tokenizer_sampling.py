@@ -1,4 +1,4 @@
-"""The tokenizer's sample taken in partitions and merged (stage2/tokenizer/sample.py `sample_partitions`)
+"""The tokenizer's sample taken in partitions and merged (stage2/tokenizer/sample.py `sample_passes`, merged as `sample_partitions` below)
 against the plain version that sorts every document at once (tests/oracles.py)."""
 
 from __future__ import annotations
@@ -30,6 +30,18 @@ def partitioned(docs: List[Document], cuts: List[int]) -> List[List[Document]]:
     return [docs[a:b] for a, b in zip(edges, edges[1:])]
 
 
+def sample_partitions(expected_docs, shares, heldout_percent, eval_docs, run_pass) -> Dict[str, tok_sample.ComponentSample]:
+    """Every component's sample from its partitions' candidates held in memory (`sample_passes`, then the
+    merge): the stage's path without its candidate files."""
+
+    def counted(bounds):
+        for name, part in run_pass(bounds):
+            yield name, tok_sample.PartitionCounts.of(part), part
+
+    plans = tok_sample.sample_passes(expected_docs, shares, heldout_percent, eval_docs, counted)
+    return {name: tok_sample.component_sample(plan, lambda part: part) for name, plan in plans.items()}
+
+
 def sample_in(parts: Dict[str, List[List[Document]]], expected: Dict[str, Optional[int]], shares: Dict[str, int],
               heldout_percent: int, eval_docs: int, passes: Optional[list] = None) -> Dict[str, tok_sample.ComponentSample]:
     """`sample_partitions` with an in-process pass over in-memory partitions (the stage maps the same tasks
@@ -45,7 +57,7 @@ def sample_in(parts: Dict[str, List[List[Document]]], expected: Dict[str, Option
         if passes is not None:
             passes.append((dict(bounds), returned))
 
-    return tok_sample.sample_partitions(expected, shares, heldout_percent, eval_docs, run_pass)
+    return sample_partitions(expected, shares, heldout_percent, eval_docs, run_pass)
 
 
 def real_docs(n: int = 600) -> List[Document]:
