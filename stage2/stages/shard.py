@@ -264,19 +264,6 @@ def document_lengths(task: Dict[str, Any], texts: List[str], tokens: np.ndarray)
     return np.diff(ends, prepend=0).astype(np.int64)
 
 
-def heldout_mask(id_bytes: List[bytes], percent: float) -> np.ndarray:
-    """`stage2.tokenizer.sample.is_heldout` of every id (given as UTF-8 bytes), its arithmetic on a
-    numpy array: one hash call per id instead of a Python function call and its arithmetic."""
-    import xxhash
-
-    from stage2.tokenizer.sample import HELDOUT_HASH_SEED
-
-    if percent <= 0:
-        return np.zeros(len(id_bytes), dtype=bool)
-    h = np.fromiter(map(xxhash.xxh64_intdigest, id_bytes, itertools.repeat(HELDOUT_HASH_SEED)), dtype=np.uint64, count=len(id_bytes))
-    return 100 * (h % 100) + (h // 100) % 100 < round(percent * 100)
-
-
 def take_documents(tokens: np.ndarray, lengths: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """The stream of the documents at `keep` (sorted), as slices of runs of consecutive documents."""
     if len(keep) == len(lengths):
@@ -292,6 +279,8 @@ def take_documents(tokens: np.ndarray, lengths: np.ndarray, keep: np.ndarray) ->
 def split_partition(task: Dict[str, Any], docs: PartitionDocs, tokens: np.ndarray) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     """A partition's stream and documents -> per split (its stream, its document rows), in document order."""
     lengths = document_lengths(task, docs.texts, tokens)
+    from stage2.tokenizer.sample import heldout_mask
+
     held = heldout_mask(docs.id_bytes(), task["validation_percent"])
     out = {}
     for split, mask in (("train", ~held), ("validation", held)):

@@ -17,7 +17,7 @@ from stage2.io.sources import Document
 from stage2.runtime.tasks import read_marker, write_marker
 from stage2.shards import format as shard_format
 from stage2.stages import shard
-from stage2.tokenizer.sample import is_heldout
+from stage2.tokenizer.sample import heldout_mask, is_heldout
 
 # Ids of every kind a source may give: ASCII, multi-byte UTF-8, empty, long, and the real sample's.
 ODD_IDS = ["a", "", "ü/2", "日本語-id", "x" * 300, "tab\there", "emoji-\U0001f600", "0"]
@@ -40,7 +40,7 @@ def written_part(tmp_path, docs):
 @pytest.mark.parametrize("percent", [0, 0.01, 0.5, 5, 33.33, 50, 99.99])
 def test_heldout_mask_is_the_tokenizers_rule(percent):
     ids = [d.id for d in real_docs()] + ["lone-\ud800-surrogate"]
-    mask = shard.heldout_mask([i.encode("utf-8", "surrogatepass") for i in ids], percent)
+    mask = heldout_mask([i.encode("utf-8", "surrogatepass") for i in ids], percent)
     assert mask.tolist() == [is_heldout(i, percent) for i in ids]
     if 5 <= percent <= 50:
         assert 0 < mask.sum() < len(ids)  # both splits get documents
