@@ -4,7 +4,9 @@
 
 Input: English documents of the shared dev corpora (`../shared/data`, or $STAGE2_SHARED_DATA), written
 as filtered parquet parts (1000 docs each) of a fake filter run; the 10x input is the same parts
-repeated ten times. A SentencePiece unigram model (8000 pieces) is trained once on part of the text.
+repeated ten times. A SentencePiece unigram model (8000 pieces) is trained once on part of the text;
+with `--model-type bpe`, a BPE model of the default recipe's lossless options (8000 pieces), which the
+stage encodes through FastBPE.
 
 * encode alone: `sp.encode(texts, num_threads=N)` over the texts already in memory (one call per
   `shard.batch_size` docs, and one call over everything), ids left as Python lists. The best of these
@@ -77,7 +79,7 @@ def load_texts(n: int) -> list:
     return texts[:n]
 
 
-def prepare(work: Path, n_docs: int) -> dict:
+def prepare(work: Path, n_docs: int, model_type: str = "unigram") -> dict:
     sys.path.insert(0, str(REPO))
     import sentencepiece as spm
 
@@ -86,10 +88,13 @@ def prepare(work: Path, n_docs: int) -> dict:
 
     texts = load_texts(n_docs)
     model = work / "spm.model"
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts[:3000]), model_prefix=str(work / "spm"), vocab_size=8000, model_type="unigram",
-        pad_id=3, byte_fallback=True, num_threads=2, minloglevel=2,
-    )
+    if model_type == "bpe":
+        from stage2.config import TokenizerConfig
+
+        options = {**TokenizerConfig(vocab_size=8000, num_threads=2).trainer_options(), "minloglevel": 2}
+    else:
+        options = dict(vocab_size=8000, model_type="unigram", pad_id=3, byte_fallback=True, num_threads=2, minloglevel=2)
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts[:3000]), model_prefix=str(work / "spm"), **options)
     for scale in (1, 10):
         folder = work / f"x{scale}"
         rels = []
@@ -179,6 +184,7 @@ def measure(kind: str, work: Path, model: str, **kw) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=100000)  # capped by what the files hold
+    ap.add_argument("--model-type", choices=["unigram", "bpe"], default="unigram", help="bpe: the default recipe's lossless BPE")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default=str(RESULTS / "shard_speed.md"))
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of each 1x figure; the best counts")
@@ -201,7 +207,7 @@ def main() -> None:
     n = args.threads
     with tempfile.TemporaryDirectory(prefix="shard_speed-") as tmp:
         work = Path(tmp)
-        info = prepare(work, args.docs)
+        info = prepare(work, args.docs, args.model_type)
         model = info["model"]
         rows = []
         # Interleaved repeats: the box is shared, so each figure is the best of --repeats.
@@ -234,14 +240,16 @@ def main() -> None:
     lines = [
         "# Shard stage throughput and memory",
         "",
-        f"Measured by `uv run python benchmarks/shard_speed.py --threads {n}` on this machine:"
+        f"Measured by `uv run python benchmarks/shard_speed.py --threads {n} --model-type {args.model_type}` on this machine:"
         f" {platform.machine()}, {os.cpu_count()} cores (shared with other jobs, so absolute figures are noisy;"
         f" compare the ratios, all measured in the same invocation), Python {platform.python_version()};"
         f" 1-minute load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end.",
         "",
         f"Input (1x): {info['docs']} English documents of the shared dev corpora ({info['bytes'] / 1e6:.1f} MB of UTF-8 text),"
         f" as {-(-info['docs'] // PART_DOCS)} filtered parquet parts; 10x repeats the parts ten times."
-        " SentencePiece unigram model, 8000 pieces; shard.seq_len=512, sequences_per_shard=8192 (defaults).",
+        + (" SentencePiece BPE model of the default recipe (lossless options), 8000 pieces, encoded by FastBPE;"
+           if args.model_type == "bpe" else " SentencePiece unigram model, 8000 pieces;")
+        + " shard.seq_len=512, sequences_per_shard=8192 (defaults).",
         "",
         "Tokens: encode alone counts document tokens; the shard stage counts document tokens + EOS (one per document).",
         f"Each figure is the best of {args.repeats} interleaved repeats; the ratios are to the best encode alone (Python-list output). Peak RSS: the measuring process's VmHWM, reset"

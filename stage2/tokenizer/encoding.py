@@ -10,8 +10,8 @@ Text without "▁" (nearly all of it) goes through SentencePiece's batch encode 
 substring test per document decides.
 
 A BPE model of the lossless recipe is encoded by `FastBPE` instead: SentencePiece's own merges, run
-by tiktoken's Rust loop, 2x to 4x faster and id for id the same (why it is exact: its docstring;
-tests/unit/test_fast_bpe.py checks it against SentencePiece).
+by tiktoken's Rust loop, id for id the same and faster (benchmarks/results/tokenizer_choice.md). Why it
+is exact: its docstring; tests/unit/test_fast_bpe.py checks it against SentencePiece.
 """
 
 from __future__ import annotations
