@@ -8,7 +8,8 @@ cache folder of that benchmark's input copies (its en_dev_x<S> folders). Per sca
 repeat, `stage=shard` runs once with the code of `--base` (exported with git archive, as `benchmarks.scale
 --rev` does) and once with the working tree, in alternating order, each measured from outside exactly as
 `benchmarks.scale` measures it (`measure`: driver CPU from /proc of the exited driver, all CPU from
-os.wait4). Prints a markdown table and checks that both revisions wrote the same `shards/` bytes.
+os.wait4; scratch: the peak apparent size of `shards/<component>/.work`, sampled every 0.2 s). Prints a
+markdown table and checks that both revisions wrote the same `shards/` bytes.
 """
 
 from __future__ import annotations
@@ -71,15 +72,18 @@ def main() -> None:
     print(f"Machine: {machine()}; 1-minute load {load[0]:.1f} at the start, {load[-1]:.1f} at the end.")
     print(f"Command: `uv run python -m benchmarks.shard_driver --runs <kept benchmarks.scale runs> --inputs <its copies> --base {args.base} "
           f"--scales {args.scales} --repeats {args.repeats} --workers {args.workers}`\n")
-    print("| input | code | driver CPU s (each run) | all CPU s (each run) | driver CPU share (median) | shards/ identical |")
-    print("|---|---|---|---|---|---|")
+    print("| input | code | driver CPU s (each run) | all CPU s (each run) | driver CPU share (median) | wall s (each run) | scratch peak MB | driver peak RSS MB | shards/ identical |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for scale, by_rev in rows.items():
         shas = {r["shards_sha"] for runs in by_rev.values() for r in runs}
         for name, runs in by_rev.items():
             drivers = ", ".join(f"{r['driver_cpu_s']:.2f}" for r in runs)
             totals = ", ".join(f"{r['cpu_s']:.1f}" for r in runs)
             share = statistics.median(r["driver_cpu_share"] for r in runs) * 100
-            print(f"| {scale} | {name} | {drivers} | {totals} | {share:.2f}% | {'yes' if len(shas) == 1 else 'NO'} |")
+            walls = ", ".join(f"{r['wall_s']:.0f}" for r in runs)
+            scratch = max(r["spill_peak_mb"] or 0 for r in runs)
+            rss = max(r["driver_peak_rss_mb"] for r in runs)
+            print(f"| {scale} | {name} | {drivers} | {totals} | {share:.2f}% | {walls} | {scratch:.0f} | {rss:.0f} | {'yes' if len(shas) == 1 else 'NO'} |")
 
 
 if __name__ == "__main__":

@@ -761,6 +761,7 @@ def _component_stats(train: Dict[str, Any], val: Dict[str, Any], seconds: Option
 # component's index.json is written: scratch holds every unfinished component's token stream and
 # document rows (about 2 bytes a token and 100 bytes a document).
 
+GROUP_MAX = 8  # filtered parts to a tokenize task at most (`group_size`)
 SHARD_MARKER = "shard.{}.{:05d}.json"  # a write task's marker: the shard it wrote (and its sha256)
 TABLE_MARKER = "table.{}.json"  # a write task's marker: a split's document table and trainer formats
 
@@ -916,15 +917,34 @@ def _write_key(part_key: str, split: str, seq_len: int, per_shard: int, what: An
     return f"{checkpoint_key(part_key, split, seq_len, per_shard)}:{json.dumps(what, sort_keys=True, separators=(',', ':'))}"
 
 
+def _run_group(tasks: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return [_passthrough(task) for task in tasks]
+
+
+def _groups(tasks: Iterator[Dict[str, Any]], per: int) -> Iterator[List[Dict[str, Any]]]:
+    """Consecutive tasks, `per` to a group (a task of the executor's)."""
+    while True:
+        group = list(itertools.islice(tasks, per))
+        if not group:
+            return
+        yield group
+
+
+def group_size(parts_count: int, workers: int) -> int:
+    """Partitions per tokenize task: each task costs the driver about a millisecond (the pool's queues and
+    pickling), so small parts go several to a task, while every worker still gets about 4 tasks."""
+    return max(1, min(GROUP_MAX, parts_count // (4 * max(1, workers))))
+
+
 def _pack_with_workers(run: Run, tasks: Iterator[Dict[str, Any]], s: ShardConfig, tok: Dict[str, Any], dtype: np.dtype, part_key: str,
-                       weights: Dict[str, float], stats: Dict[str, Any], progress: Progress) -> List[Dict[str, Any]]:
-    """The stage with worker processes: tokenize every partition, then write every shard, document table
-    and trainer format in write tasks, then the index.json files; the manifest's entries, in order."""
+                       weights: Dict[str, float], stats: Dict[str, Any], progress: Progress, per: int = 1) -> List[Dict[str, Any]]:
+    """The stage with worker processes: tokenize every partition (`per` to a task), then write every shard,
+    document table and trainer format in write tasks, then the index.json files; the manifest's entries, in order."""
     order: List[str] = []
     finished: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {}
     plans: Dict[str, Dict[str, SplitPlan]] = {}
     busy: Dict[str, float] = {}
-    for result in run.executor.map(_passthrough, tasks):
+    for result in itertools.chain.from_iterable(run.executor.map(_run_group, _groups(tasks, per))):
         progress.update(result.get("tokens", 0))
         name = result["component"]
         if name not in plans and name not in finished:
@@ -1143,7 +1163,10 @@ def run(run: Run) -> Dict[str, Any]:
     else:
         for state in resume.values():  # (checkpoints are the in-process packer's: every partition's tokens are read again)
             state.splits = {split: SplitResume() for split in SPLITS}
-        manifest = _pack_with_workers(run, _tasks(run, filtered, base, resume), s, tok, dtype, part_key, weights, stats, progress)
+        # (raw documents travel in their tasks: one partition to a task)
+        count = sum(len(parts.filtered_part_files(filtered, c.name)) for c in run.components) if filtered is not None else 0
+        per = group_size(count, workers)
+        manifest = _pack_with_workers(run, _tasks(run, filtered, base, resume), s, tok, dtype, part_key, weights, stats, progress, per)
     progress.close()
     plan = mixture_plan(manifest, seq_len, s.plan_tokens, s.max_epochs)
     stats["plan"] = plan
