@@ -124,28 +124,38 @@ def _copy_file(source: Path, target: Path) -> None:
         atomic_write(target, data)
 
 
+def export_tokenizer_json(task: Dict[str, Any]) -> Dict[str, Any]:
+    """The tokenizer.json files of a model (`stage2.tokenizer.export`) and their sha256; runs in a worker."""
+    from stage2.tokenizer import export
+
+    made: Dict[str, str] = {}
+    try:
+        for written in export.write(Path(task["model"]).read_bytes(), Path(task["out_dir"]), task["model_max_length"]):
+            made[written.name] = file_sha256(written)
+    except Stage2Error as exc:
+        return {"made": made, "error": str(exc).split(": ", 1)[1]}
+    return {"made": made, "error": None}
+
+
 def copy_tokenizer(run: Run, model: Path) -> Path:
     """Copy a model from elsewhere into this run's tokenizer/ folder, with its tokenizer.json files made
     from the model itself (never copied from beside it: they could be another model's).
 
     The shards can then be trained on without the other folder; hashes go to stats.
     """
-    from stage2.tokenizer import export
-
     out_dir = run.dir / "tokenizer"
     target = out_dir / model.name
     others = [p for p in out_dir.glob("*.model") if p.name != model.name]
     if others:
         raise Stage2Error(f"{others[0]}: this run has its own tokenizer; shard.tokenizer={model} would be a second one in {out_dir}")
-    data = model.read_bytes()
     _copy_file(model, target)
     copied = {target.name: file_sha256(target)}
-    made = {}
-    try:
-        for written in export.write(data, out_dir, run.cfg.model_max_length()):
-            made[written.name] = file_sha256(written)
-    except Stage2Error as exc:
-        log.warning("shard: no tokenizer.json for %s: %s", model, str(exc).split(": ", 1)[1])
+    # In a task: building the tokenizer.json files is about half a second of CPU, the driver's to save.
+    task = {"model": str(target), "out_dir": str(out_dir), "model_max_length": run.cfg.model_max_length()}
+    (exported,) = list((run.executor.map if run.executor is not None else map)(export_tokenizer_json, [task]))
+    made = exported["made"]
+    if exported["error"]:
+        log.warning("shard: no tokenizer.json for %s: %s", model, exported["error"])
     for name in (*copied, *made):
         run.add_artifact(out_dir / name)
     run.stage_stats("shard")["tokenizer_copy"] = {"source": str(model), "copied": copied, "made_here": made}
