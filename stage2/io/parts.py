@@ -8,10 +8,12 @@ Parts load with `datasets.load_dataset("parquet", data_files=...)`.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -143,11 +145,54 @@ def iter_filtered(run_dir: Path, component: str) -> Iterator[Document]:
 
 def check_input_parts(cfg: Config, names: List[str]) -> None:
     """At start-up, before the run claims its folder: the past runs whose parts this recipe reads
-    (`tokenizer.input_run`, `shard.input_run`) still hold the parts they recorded."""
+    (`tokenizer.input_run`, `shard.input_run`) still hold the parts they recorded. `stage=shard` checks
+    the parts' bytes itself when it has worker processes (`deferred_hashes`): here only the set of parts
+    and their records."""
+    from stage2.config import ExecutorKind
+
+    # (executor.workers 0 is one per core, as `runtime.executor.resolve_workers` has it)
+    pooled = cfg.executor.kind == ExecutorKind.ray or (cfg.executor.workers if cfg.executor.workers > 0 else os.cpu_count() or 1) > 1
     for consumer, input_run in (("tokenizer", cfg.tokenizer.input_run), ("shard", cfg.shard.input_run)):
         if input_run and cfg.stage in (consumer, "pipeline"):
             folder = Path(cfg.absolute(input_run)).resolve()
-            check_parts(folder, names, f"the input run {folder}")
+            with deferred_hashes(cfg.stage == "shard" and pooled):
+                check_parts(folder, names, f"the input run {folder}")
+
+
+# Set by `deferred_hashes`: check_parts then leaves the parts' sha256 to the caller (`part_check`).
+_DEFER = False
+# Parts whose bytes a deferred check left unchecked: path -> what `verify_part` compares with.
+_DEFERRED: Dict[Path, Dict[str, str]] = {}
+
+
+@contextlib.contextmanager
+def deferred_hashes(defer: bool = True) -> Iterator[None]:
+    """Within: `check_parts` checks the set of parts, their records and the parts manifest, but not the
+    parts' bytes; whoever reads a part then checks its sha256 (`part_check`, `verify_part`), so the
+    hashing happens where the part is read (in a worker) instead of in the driver up front."""
+    global _DEFER
+    before, _DEFER = _DEFER, defer
+    try:
+        yield
+    finally:
+        _DEFER = before
+
+
+def part_check(path: Path) -> Optional[Dict[str, str]]:
+    """What a deferred check left to do for one part (for `verify_part`), or None when it was hashed."""
+    return _DEFERRED.get(Path(path))
+
+
+def verify_part(path: Path, data: bytes, check: Optional[Dict[str, str]]) -> None:
+    """A part's bytes, as read, against the sha256 its run recorded (`part_check`): one-line error otherwise."""
+    if not check:
+        return
+    got = hashlib.sha256(data).hexdigest()
+    if got != check["sha256"]:
+        raise Stage2Error(
+            f"{path}: sha256 {got[:16]}... does not match {check['record']} ({check['sha256'][:16]}...) of {check['who']}:"
+            " the file changed after that run wrote it"
+        )
 
 
 # Parts checked in this process: folder -> (components, each checked file's stat, digest). A later
@@ -228,11 +273,20 @@ def check_parts(folder: Path, names: List[str], who: str) -> str:
         raise Stage2Error(f"{folder / rel}: a part {who} did not write (in neither {FILTERED_DIR}/{MANIFEST} nor {records[0][0]}): {changed}")
     hashes: Dict[str, str] = {}
     stats: Dict[str, Tuple[int, ...]] = {}
+    deferred: Dict[Path, Dict[str, str]] = {}
     for rel in wanted:
         path = folder / rel
         try:
             stats[rel] = _stat(path)
+            if _DEFER and rel in listed:
+                # The records must agree (the bytes cannot match two hashes); the reader checks the bytes.
+                shas = {recorded.get(rel) for _, recorded in records}
+                if len(shas) == 1 and None not in shas:
+                    hashes[rel] = shas.pop()
+                    deferred[path] = {"sha256": hashes[rel], "record": str(records[0][0]), "who": who}
+                    continue
             hashes[rel] = file_sha256(path)
+            _DEFERRED.pop(path, None)
         except FileNotFoundError:
             raise Stage2Error(f"{path}: recorded by {who} but missing") from None
         except OSError as exc:
@@ -248,5 +302,8 @@ def check_parts(folder: Path, names: List[str], who: str) -> str:
     for path, _ in records:
         stats[str(path.relative_to(folder))] = _stat(path)
     digest = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()
-    _CHECKED[folder] = (frozenset(names), stats, digest)
+    if deferred:
+        _DEFERRED.update(deferred)  # (not cached as checked: a check that hashes must still read them)
+    else:
+        _CHECKED[folder] = (frozenset(names), stats, digest)
     return digest

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import yaml
 
@@ -75,6 +75,8 @@ class Run:
     stats: Dict[str, Any] = field(default_factory=dict)
     provenance: Dict[str, Any] = field(default_factory=dict)
     artifacts: List[str] = field(default_factory=list)
+    # Artifacts whose sha256 a worker took as it wrote them: (sha256, size, mtime) when they were added.
+    artifact_hashes: Dict[str, Tuple[str, int, int]] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
     @property
@@ -84,10 +86,22 @@ class Run:
     def stage_stats(self, stage: str) -> Dict[str, Any]:
         return self.stats.setdefault("stages", {}).setdefault(stage, {})
 
-    def add_artifact(self, path: Path) -> None:
+    def add_artifact(self, path: Path, sha256: Optional[str] = None) -> None:
+        """`sha256`: the file's, taken as it was written; stats.json then need not read it again (unless it changed since)."""
         rel = os.path.relpath(path, self.dir)
         if rel not in self.artifacts:
             self.artifacts.append(rel)
+        if sha256:
+            st = os.stat(path)
+            self.artifact_hashes[rel] = (sha256, st.st_size, st.st_mtime_ns)
+
+    def _artifact_sha256(self, rel: str) -> str:
+        known = self.artifact_hashes.get(rel)
+        if known:
+            st = os.stat(self.dir / rel)
+            if (st.st_size, st.st_mtime_ns) == known[1:]:
+                return known[0]
+        return file_sha256(self.dir / rel)
 
     def resolve_path(self, path: str) -> Path:
         """A user-given path, relative to the launch directory."""
@@ -99,8 +113,8 @@ class Run:
         self.stats["seconds"] = round(time.time() - self.started, 3)
         self.stats["artifacts"] = sorted(self.artifacts)
         if status == "finished":
-            # Only once, at the end: it costs one read of every artifact; `stage=verify` checks against it.
-            self.stats["artifact_sha256"] = {rel: file_sha256(self.dir / rel) for rel in self.stats["artifacts"]}
+            # Only once, at the end: it costs one read of every artifact not hashed as it was written; `stage=verify` checks against it.
+            self.stats["artifact_sha256"] = {rel: self._artifact_sha256(rel) for rel in self.stats["artifacts"]}
         write_json(self.dir / "stats.json", self.stats)
 
     def record_lineage(self, name: str, folder: Optional[Path], note: Optional[str] = None) -> None:

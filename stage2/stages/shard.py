@@ -1,19 +1,25 @@
 """The shard stage: tokenize every component and pack it into fixed-length `.npy` shards (and trainer formats).
 
 Partitions (a filtered part, or `dataset.partition_size` raw documents) are tokenized in parallel by
-`run.executor`; each task writes its token stream to `shards/<component>/.work/`. The driver packs
-those streams in partition order as they arrive, so the shards are byte-identical whatever the
-worker count, and only one shard's worth of tokens per split (plus the partitions in flight) is in memory.
-With one local worker there is no process pool: threads of this process read, encode and pack at
-once (`_tokenize_in_process`), writing the same token files and markers, in the same order.
+`run.executor`; each task writes its token stream to `shards/<component>/.work/`. With worker
+processes (a pool or Ray, `_pack_with_workers`), the driver then only plans: from the partitions' token
+counts it cuts each split's stream into shards, and write tasks in the workers read their slices of the
+token files and write (and hash) each shard, and each split's document table and trainer formats; the
+driver writes the index.json files. With one local worker there is no process pool: threads of this
+process read, encode and pack at once (`_tokenize_in_process`, `_pack_in_process`), the driver packing
+the streams in partition order as they come, one shard's worth of tokens per split in memory. Both
+make the same bytes whatever the worker count (tests/unit/test_shard_partitions.py checks the write
+tasks against the packer).
 
 Each partition's documents go to the train or the validation split by a hash of their id
 (`shard.validation_percent`, the tokenizer's held-out rule); each split has its own packer, shards,
 document table and trainer formats (`stage2.shards.format`), written when the component ends.
 
 Resume (`resume=true`): a partition is done once its file per split (document rows, then tokens), then
-its one done-marker, are on disk, and stays done for a split while that split's file is unchanged; each
-split's packer writes a checkpoint after every full shard (a task marker, `stage2.runtime.tasks`,
+its one done-marker, are on disk. With workers, each write task leaves a marker vouching for its files
+(`SHARD_MARKER`, `TABLE_MARKER`), and the partitions' files stay until their component's index.json is
+written, so a resumed run re-plans the same tasks and keeps the finished ones. A partition stays done
+for a split while that split's file is unchanged. In-process, each split's packer writes a checkpoint after every full shard (a task marker, `stage2.runtime.tasks`,
 vouching for the document rows put behind that shard, whose sha256 it records), and a split's partition
 files are deleted only once its checkpoint lies past them (the marker once neither split has a file
 left). A component is done once its train index.json is written (after everything else). A resumed run
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import os
 import re
@@ -50,8 +57,8 @@ from stage2.runtime.tasks import read_marker, read_state, write_marker
 from stage2.runtime.run import Run, atomic_path, file_sha256, filtered_source
 from stage2.shards.format import (
     DOCUMENTS, INDEX, SHARDS_DIR, SPLITS, component_index, document_rows, document_rows_fixed, documents_dtype, format_files, is_shard_name,
-    manifest_entry, open_shard, PackResult, Packer, put_rows, read_documents, split_dir, token_dtype, utf8_fixed_width, write_documents,
-    write_formats, write_index, write_manifest,
+    manifest_entry, open_shard, PackResult, Packer, put_rows, read_documents, shard_name, split_dir, token_dtype, utf8_fixed_width,
+    write_documents, write_formats, write_index, write_manifest, write_shard,
 )
 
 log = logging.getLogger(__name__)
@@ -117,28 +124,38 @@ def _copy_file(source: Path, target: Path) -> None:
         atomic_write(target, data)
 
 
+def export_tokenizer_json(task: Dict[str, Any]) -> Dict[str, Any]:
+    """The tokenizer.json files of a model (`stage2.tokenizer.export`) and their sha256; runs in a worker."""
+    from stage2.tokenizer import export
+
+    made: Dict[str, str] = {}
+    try:
+        for written in export.write(Path(task["model"]).read_bytes(), Path(task["out_dir"]), task["model_max_length"]):
+            made[written.name] = file_sha256(written)
+    except Stage2Error as exc:
+        return {"made": made, "error": str(exc).split(": ", 1)[1]}
+    return {"made": made, "error": None}
+
+
 def copy_tokenizer(run: Run, model: Path) -> Path:
     """Copy a model from elsewhere into this run's tokenizer/ folder, with its tokenizer.json files made
     from the model itself (never copied from beside it: they could be another model's).
 
     The shards can then be trained on without the other folder; hashes go to stats.
     """
-    from stage2.tokenizer import export
-
     out_dir = run.dir / "tokenizer"
     target = out_dir / model.name
     others = [p for p in out_dir.glob("*.model") if p.name != model.name]
     if others:
         raise Stage2Error(f"{others[0]}: this run has its own tokenizer; shard.tokenizer={model} would be a second one in {out_dir}")
-    data = model.read_bytes()
     _copy_file(model, target)
     copied = {target.name: file_sha256(target)}
-    made = {}
-    try:
-        for written in export.write(data, out_dir, run.cfg.model_max_length()):
-            made[written.name] = file_sha256(written)
-    except Stage2Error as exc:
-        log.warning("shard: no tokenizer.json for %s: %s", model, str(exc).split(": ", 1)[1])
+    # In a task: building the tokenizer.json files is about half a second of CPU, the driver's to save.
+    task = {"model": str(target), "out_dir": str(out_dir), "model_max_length": run.cfg.model_max_length()}
+    (exported,) = list((run.executor.map if run.executor is not None else map)(export_tokenizer_json, [task]))
+    made = exported["made"]
+    if exported["error"]:
+        log.warning("shard: no tokenizer.json for %s: %s", model, exported["error"])
     for name in (*copied, *made):
         run.add_artifact(out_dir / name)
     run.stage_stats("shard")["tokenizer_copy"] = {"source": str(model), "copied": copied, "made_here": made}
@@ -220,7 +237,12 @@ def read_partition(task: Dict[str, Any]) -> PartitionDocs:
 
     # ParquetFile, not read_table: read_table imports pyarrow.dataset and pandas in every process.
     # One thread: the encoder's threads use the cores.
-    table = pq.ParquetFile(task["part"]).read(columns=["text", "id", "source", "record"], use_threads=False)
+    source: Any = task["part"]
+    if task.get("part_check"):  # its sha256 checked here, from the bytes parsed (`parts.deferred_hashes`)
+        data = Path(task["part"]).read_bytes()
+        parts.verify_part(Path(task["part"]), data, task["part_check"])
+        source = pa.BufferReader(data)
+    table = pq.ParquetFile(source).read(columns=["text", "id", "source", "record"], use_threads=False)
     texts = table.column("text").to_pylist()
     ids, sources, record = _string_column(table.column("id")), _string_column(table.column("source")), table.column("record").combine_chunks()
     if isinstance(ids, list) or isinstance(sources, list) or record.null_count or not pa.types.is_signed_integer(record.type):
@@ -442,7 +464,7 @@ def _tasks(run: Run, filtered: Optional[Path], base: Dict[str, Any], resume: Dic
             continue
         work = run.dir / SHARDS_DIR / spec.name / WORK_DIR
         if filtered is not None:
-            sources = ({"part": str(p)} for p in parts.filtered_part_files(filtered, spec.name))
+            sources = ({"part": str(p), "part_check": parts.part_check(p)} for p in parts.filtered_part_files(filtered, spec.name))
         else:
             docs = usable(iter_documents(spec), skip_bad=run.cfg.filter.on_bad_record == BadRecordPolicy.skip)
             chunks = iter(lambda: list(itertools.islice(docs, size)), [])
@@ -453,7 +475,9 @@ def _tasks(run: Run, filtered: Optional[Path], base: Dict[str, Any], resume: Dic
                 continue  # packed into every split's checkpoint (raw text is still read to find later partitions)
             needed = state.needs(i)
             if all(i in state.done[s] for s in needed):
-                yield {"component": spec.name, "index": i, "out": out, "markers": {s: state.done[s][i] for s in needed}}
+                # (a part's sha256 is still checked: its tokens are reused only if it is the part they came from)
+                yield {"component": spec.name, "index": i, "out": out, "markers": {s: state.done[s][i] for s in needed},
+                       **{k: v for k, v in source.items() if k in ("part", "part_check")}}
             else:
                 yield {**base, **source, "component": spec.name, "index": i, "out": out}
         # A sentinel so the driver knows the component ended even when it had no partition.
@@ -464,6 +488,8 @@ def _passthrough(task: Dict[str, Any]) -> Dict[str, Any]:
     if task.get("end"):
         return task
     if "markers" in task:  # done by a killed run: nothing to compute
+        if task.get("part_check"):
+            parts.verify_part(Path(task["part"]), Path(task["part"]).read_bytes(), task["part_check"])
         work = Path(task["out"]).parent
         splits = {s: {**m, "file": str(work / PART.format(task["index"], s))} for s, m in task["markers"].items()}
         return {"component": task["component"], "index": task["index"], "splits": splits, "docs": sum(m["docs"] for m in splits.values()),
@@ -579,7 +605,7 @@ class SplitPacker:
         self.docs += len(rows)
 
     def _on_shard(self, path: Path) -> None:
-        self.run.add_artifact(path)
+        self.run.add_artifact(path, self.packer.result.shards[-1]["sha256"])
         if self.finishing:
             return  # the last shard: index.json follows and marks the split done
         number = len(self.packer.result.shards) - 1
@@ -678,14 +704,14 @@ def finish_split(run: Run, packer: SplitPacker, s: ShardConfig, tok: Dict[str, A
     table = write_documents(folder / DOCUMENTS, rows_counted(), packer.docs, *packer.widths)
     if counted[0] != packed.stream_tokens:
         raise Stage2Error(f"{folder / DOCUMENTS}: its documents hold {counted[0]} tokens, the {packer.split} stream {packed.stream_tokens}")
-    run.add_artifact(folder / DOCUMENTS)
+    run.add_artifact(folder / DOCUMENTS, table["sha256"])
     comp_dir = packer.folder if packer.split == "train" else packer.folder.parent
     formats: List[Dict[str, Any]] = []
     if set(s.formats) - {"npy"}:  # (the table is read back only for them: its pages would count in the driver's RSS)
         lengths = np.asarray(read_documents(folder)["tokens"])
         formats = write_formats(comp_dir, packer.split, s.formats, split_stream(folder, packed, s.seq_len, packer.packer.dtype), lengths, tok["vocab_size"], tok["path"])
     for entry in formats:
-        run.add_artifact(comp_dir / entry["file"])
+        run.add_artifact(comp_dir / entry["file"], entry["sha256"])
     index = component_index(comp_dir.name, weight, s, tok, packer.packer.dtype, packer.docs, packed)
     index.update({"split": packer.split, "validation_percent": s.validation_percent, "documents_table": table, "formats": formats})
     run.add_artifact(write_index(folder, index))
@@ -734,58 +760,312 @@ def _component_stats(train: Dict[str, Any], val: Dict[str, Any], seconds: Option
     }
 
 
-def run(run: Run) -> Dict[str, Any]:
-    s: ShardConfig = run.cfg.shard
-    seq_len, per_shard = s.seq_len, s.sequences_per_shard
-    if seq_len < 2:
-        raise Stage2Error(f"shard.seq_len={seq_len}: a row needs at least 2 tokens (an input and its next-token target)")
-    model = resolve_tokenizer(run, s.tokenizer)
-    sp = load_processor(model)
-    tok = _tokenizer_info(run, model.resolve(), sp)
-    if s.remainder == Remainder.pad and tok["pad_id"] < 0:
-        raise Stage2Error(f"{model}: shard.remainder=pad but this tokenizer has no pad id (-1); use shard.remainder=drop or a tokenizer trained with pad_id")
-    for what, flag, tid in (("add_eos", s.add_eos, tok["eos_id"]), ("add_bos", s.add_bos, tok["bos_id"])):
-        if flag and tid < 0:
-            raise Stage2Error(f"{model}: shard.{what}=true but this tokenizer has no {what[4:]} id (-1)")
-    dtype = token_dtype(tok["vocab_size"])
-    filtered = filtered_source(run, s.input_run, "shard")
-    workers = getattr(run.executor, "workers", 1)
-    part_key = partition_key(tok["sha256"], dtype, s.validation_percent)
-    base = {
-        "model": str(model.resolve()),
-        "partition_key": part_key,
-        "batch_size": s.batch_size,
-        "num_threads": encode_threads(s.num_threads, workers),
-        "bos": tok["bos_id"] if s.add_bos else None,
-        "eos": tok["eos_id"] if s.add_eos else None,
-        "dtype": dtype.str,
-        "validation_percent": s.validation_percent,
-    }
-    if run.cfg.stage == "pipeline" and s.validation_percent > run.cfg.tokenizer.heldout_percent:
-        log.warning(
-            "shard: shard.validation_percent=%s is above tokenizer.heldout_percent=%s: the tokenizer trained on some validation documents",
-            s.validation_percent, run.cfg.tokenizer.heldout_percent,
+
+# --- with worker processes (a pool or Ray): the driver plans, the workers write ----------------------
+#
+# Tokenize tasks first (their results: each partition's document and token count per split), then one
+# task per shard (it reads its slices of the partitions' token files, writes the shard and hashes it) and
+# one per split for its document table and trainer formats; the driver only adds up counts, plans the
+# slices and writes the index.json files. Each write task leaves a task marker vouching for its files, so
+# a resumed run keeps the tasks that finished. The partitions' files stay in `.work/` until their
+# component's index.json is written: scratch holds every unfinished component's token stream and
+# document rows (about 2 bytes a token and 100 bytes a document).
+
+GROUP_MAX = 8  # filtered parts to a tokenize task at most (`group_size`)
+SHARD_MARKER = "shard.{}.{:05d}.json"  # a write task's marker: the shard it wrote (and its sha256)
+TABLE_MARKER = "table.{}.json"  # a write task's marker: a split's document table and trainer formats
+
+
+def _token_slice(entry: Dict[str, Any], dtype: np.dtype, start: int, end: int, out: np.ndarray) -> None:
+    """Tokens [start, end) of a split's partition file into `out`; its tokens are the file's last bytes."""
+    path = Path(entry["file"])
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        at = size - int(entry["tokens"]) * dtype.itemsize + start * dtype.itemsize
+        if at < 0:
+            raise Stage2Error(f"{path}: {size} bytes, too short for its {entry['tokens']} tokens")
+        f.seek(at)
+        got = f.readinto(memoryview(out).cast("B"))
+    if got != (end - start) * dtype.itemsize:
+        raise Stage2Error(f"{path}: cut short: {got} of {(end - start) * dtype.itemsize} bytes of tokens at byte {at}")
+
+
+def _partition_rows(entry: Dict[str, Any], dtype: np.dtype) -> np.ndarray:
+    """A split's partition file -> its document rows (placed by the result's counts and widths)."""
+    path = Path(entry["file"])
+    rows_dtype = documents_dtype(*entry["widths"])
+    size = path.stat().st_size
+    rows_at = size - int(entry["tokens"]) * dtype.itemsize - int(entry["docs"]) * rows_dtype.itemsize
+    if rows_at < 0:
+        raise Stage2Error(f"{path}: {size} bytes, too short for its {entry['docs']} document rows and {entry['tokens']} tokens")
+    return np.fromfile(path, dtype=rows_dtype, count=int(entry["docs"]), offset=rows_at)
+
+
+def write_shard_task(task: Dict[str, Any]) -> Dict[str, Any]:
+    """Runs in a worker: one shard from its slices of the partitions' token files (and any padding),
+    its sha256 taken as it is written; kept as it is when a killed run's marker vouches for it."""
+    marker = Path(task["marker"])
+    done = read_marker(marker, task["key"])
+    if done is not None:
+        return {**done, "resumed": True}
+    dtype = np.dtype(task["dtype"])
+    flat = np.empty(task["rows"] * task["seq_len"], dtype=dtype)
+    at = 0
+    for entry, start, end in task["pieces"]:
+        _token_slice(entry, dtype, start, end, flat[at : at + end - start])
+        at += end - start
+    if len(flat) - at != task["padding"]:
+        raise Stage2Error(f"{task['path']}: its slices hold {at} tokens, its rows {len(flat)} with {task['padding']} of padding")
+    flat[at:] = task["pad_id"]  # the last shard's padded row (shard.remainder=pad)
+    path = Path(task["path"])
+    entry = write_shard(path, flat.reshape(-1, task["seq_len"]))
+    write_marker(marker, task["key"], {"shard": entry}, [path])
+    return {"shard": entry, "resumed": False}
+
+
+def write_table_task(task: Dict[str, Any]) -> Dict[str, Any]:
+    """Runs in a worker: a split's document table (each partition's rows placed at its offset in the
+    split's stream) and its trainer formats (the partitions' token streams in order)."""
+    marker = Path(task["marker"])
+    done = read_marker(marker, task["key"])
+    if done is not None:
+        return {**done, "resumed": True}
+    dtype = np.dtype(task["dtype"])
+    folder, comp_dir = Path(task["folder"]), Path(task["comp_dir"])
+    lengths: List[np.ndarray] = []
+
+    def rows() -> Iterator[np.ndarray]:
+        for entry, first in zip(task["partitions"], task["firsts"]):
+            part = _partition_rows(entry, dtype)
+            part["first"] += first
+            lengths.append(np.asarray(part["tokens"]))
+            yield part
+
+    table = write_documents(folder / DOCUMENTS, rows(), task["docs"], *task["widths"])
+    counted = int(sum(int(x.sum()) for x in lengths))
+    if counted != task["stream_tokens"]:
+        raise Stage2Error(f"{folder / DOCUMENTS}: its documents hold {counted} tokens, the {task['split']} stream {task['stream_tokens']}")
+    outputs = [folder / DOCUMENTS]
+    formats: List[Dict[str, Any]] = []
+    if set(task["formats"]) - {"npy"}:
+        def stream() -> Iterator[np.ndarray]:
+            for entry in task["partitions"]:
+                tokens = np.empty(int(entry["tokens"]), dtype=dtype)
+                _token_slice(entry, dtype, 0, len(tokens), tokens)
+                yield tokens
+
+        all_lengths = np.concatenate(lengths) if lengths else np.empty(0, np.int64)
+        formats = write_formats(comp_dir, task["split"], task["formats"], stream(), all_lengths, task["vocab_size"], task["tokenizer_name"])
+        outputs += [comp_dir / e["file"] for e in formats]
+    result = {"documents_table": table, "formats": formats}
+    write_marker(marker, task["key"], result, outputs)
+    return {**result, "resumed": False}
+
+
+def write_task(task: Dict[str, Any]) -> Dict[str, Any]:
+    return {**task["reply"], **(write_shard_task(task) if task["kind"] == "shard" else write_table_task(task))}
+
+
+@dataclass
+class SplitPlan:
+    """One split of a component, planned from its partitions' counts."""
+
+    partitions: List[Dict[str, Any]] = field(default_factory=list)  # result["splits"][split] of each partition, in order
+
+    def counts(self) -> Tuple[int, int, List[int]]:
+        """(documents, stream tokens, widths)."""
+        docs = sum(int(p["docs"]) for p in self.partitions)
+        tokens = sum(int(p["tokens"]) for p in self.partitions)
+        widths = [1, 1]
+        for p in self.partitions:
+            if int(p["docs"]):
+                widths = [max(widths[0], int(p["widths"][0])), max(widths[1], int(p["widths"][1]))]
+        return docs, tokens, widths
+
+
+def plan_split(plan: SplitPlan, seq_len: int, per_shard: int, remainder: str, pad_id: Optional[int]) -> Tuple[PackResult, List[Dict[str, Any]]]:
+    """What `Packer` makes of the split's stream (rows, padding, tail), and per shard its slices of the
+    partitions (entry, start, end), its rows and padding: the same shards, planned from the counts."""
+    _, total, _ = plan.counts()
+    per = seq_len * per_shard
+    full, left = divmod(total, per)
+    rows_last, tail = divmod(left, seq_len)
+    packed = PackResult(stream_tokens=total)
+    if tail:
+        if remainder == "pad":
+            if pad_id is None or pad_id < 0:
+                raise Stage2Error("shard.remainder=pad but the tokenizer has no pad id; train it with a pad_id or use shard.remainder=drop")
+            packed.padding = seq_len - tail
+            rows_last += 1
+        elif remainder == "drop":
+            packed.tail_dropped = tail
+        else:
+            raise Stage2Error(f"shard.remainder={remainder!r}: use drop or pad")
+    sizes = [per_shard] * full + ([rows_last] if rows_last else [])
+    packed.rows = full * per_shard + rows_last
+    shards: List[Dict[str, Any]] = []
+    starts = np.cumsum([0] + [int(p["tokens"]) for p in plan.partitions]).tolist()
+    j = 0  # the first partition that may hold the shard's first token
+    for number, rows in enumerate(sizes):
+        begin, end = number * per, min(number * per + rows * seq_len, total)
+        pieces = []
+        while j < len(plan.partitions) and starts[j + 1] <= begin:
+            j += 1
+        k = j
+        while k < len(plan.partitions) and starts[k] < end:
+            a, b = max(begin, starts[k]) - starts[k], min(end, starts[k + 1]) - starts[k]
+            if b > a:
+                pieces.append((k, a, b))
+            k += 1
+        shards.append({"number": number, "rows": rows, "pieces": pieces})
+    return packed, shards
+
+
+def _write_key(part_key: str, split: str, seq_len: int, per_shard: int, what: Any) -> str:
+    """A write task's marker key: the recipe, and the slices of which partitions it writes (their tokens
+    are fixed by the partition key and the input parts)."""
+    return f"{checkpoint_key(part_key, split, seq_len, per_shard)}:{json.dumps(what, sort_keys=True, separators=(',', ':'))}"
+
+
+def _run_group(tasks: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return [_passthrough(task) for task in tasks]
+
+
+def _groups(tasks: Iterator[Dict[str, Any]], per: int) -> Iterator[List[Dict[str, Any]]]:
+    """Consecutive tasks, `per` to a group (a task of the executor's)."""
+    while True:
+        group = list(itertools.islice(tasks, per))
+        if not group:
+            return
+        yield group
+
+
+def group_size(parts_count: int, workers: int) -> int:
+    """Partitions per tokenize task: each task costs the driver about a millisecond (the pool's queues and
+    pickling), so small parts go several to a task, while every worker still gets about 4 tasks."""
+    return max(1, min(GROUP_MAX, parts_count // (4 * max(1, workers))))
+
+
+def _pack_with_workers(run: Run, tasks: Iterator[Dict[str, Any]], s: ShardConfig, tok: Dict[str, Any], dtype: np.dtype, part_key: str,
+                       weights: Dict[str, float], stats: Dict[str, Any], progress: Progress, per: int = 1) -> List[Dict[str, Any]]:
+    """The stage with worker processes: tokenize every partition (`per` to a task), then write every shard,
+    document table and trainer format in write tasks, then the index.json files; the manifest's entries, in order."""
+    order: List[str] = []
+    finished: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {}
+    plans: Dict[str, Dict[str, SplitPlan]] = {}
+    busy: Dict[str, float] = {}
+    for result in itertools.chain.from_iterable(run.executor.map(_run_group, _groups(tasks, per))):
+        progress.update(result.get("tokens", 0))
+        name = result["component"]
+        if name not in plans and name not in finished:
+            order.append(name)
+            if result.get("finished"):
+                finished[name] = _keep_finished(run, run.dir / SHARDS_DIR / name)
+                stats["components_resumed"] += 1
+                stats["components"][name] = {**_component_stats(*finished[name], None), "resumed": True}
+                log.info("shard %s: resume: finished by the interrupted run, kept", name)
+                continue
+            plans[name] = {split: SplitPlan() for split in SPLITS}
+            busy[name] = 0.0
+        if result.get("end"):
+            continue
+        for split in SPLITS:
+            plans[name][split].partitions.append({**result["splits"][split], "index": result["index"], "resumed": bool(result.get("resumed"))})
+        busy[name] += result["seconds"]
+        if result.get("resumed"):
+            stats["partitions_resumed"] += 1
+    # Plan every write task (an empty train split fails here, before anything is written).
+    writes: List[Dict[str, Any]] = []
+    packs: Dict[Tuple[str, str], PackResult] = {}
+    for name, splits in plans.items():
+        comp_dir = run.dir / SHARDS_DIR / name
+        work = comp_dir / WORK_DIR
+        if run.cfg.resume:
+            log.info("shard %s: resume: %d partitions already tokenized", name, sum(1 for p in splits["train"].partitions if p.get("resumed")))
+        for split, plan in splits.items():
+            packed, shards = plan_split(plan, s.seq_len, s.sequences_per_shard, str(s.remainder), tok["pad_id"])
+            if split == "train" and packed.rows == 0:
+                # the mixture would lose it without a word: the reader skips a component without rows
+                raise Stage2Error(
+                    f"component {name}: its {packed.stream_tokens:,} train tokens fill no row of shard.seq_len={s.seq_len}"
+                    " (shard.remainder=drop); lower shard.seq_len, set shard.remainder=pad, or remove the component"
+                )
+            packs[name, split] = packed
+            folder = split_dir(comp_dir, split)
+            for shard in shards:
+                pieces = [(plan.partitions[k], a, b) for k, a, b in shard["pieces"]]
+                what = {"shard": shard["number"], "rows": shard["rows"], "pad": tok["pad_id"] if packed.padding else None,
+                        "pieces": [(p["index"], a, b) for p, a, b in pieces]}
+                writes.append({
+                    "kind": "shard", "reply": {"component": name, "split": split, "number": shard["number"]},
+                    "path": str(folder / shard_name(shard["number"])), "rows": shard["rows"], "seq_len": s.seq_len, "dtype": dtype.str,
+                    "pieces": pieces, "pad_id": tok["pad_id"] if packed.padding else 0,
+                    "padding": shard["rows"] * s.seq_len - sum(b - a for _, a, b in pieces),
+                    "marker": str(work / SHARD_MARKER.format(split, shard["number"])), "key": _write_key(part_key, split, s.seq_len, s.sequences_per_shard, what),
+                })
+            docs, total, widths = plan.counts()
+            firsts = np.cumsum([0] + [int(p["tokens"]) for p in plan.partitions])[:-1].tolist()
+            what = {"table": [(p["index"], int(p["docs"]), int(p["tokens"])) for p in plan.partitions], "widths": widths, "formats": list(s.formats)}
+            writes.append({
+                "kind": "table", "reply": {"component": name, "split": split}, "split": split, "folder": str(folder), "comp_dir": str(comp_dir),
+                "partitions": plan.partitions, "firsts": firsts, "docs": docs, "stream_tokens": total, "widths": widths, "dtype": dtype.str,
+                "formats": list(s.formats), "vocab_size": tok["vocab_size"], "tokenizer_name": tok["path"],
+                "marker": str(work / TABLE_MARKER.format(split)), "key": _write_key(part_key, split, s.seq_len, s.sequences_per_shard, what),
+            })
+    tables: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    writing = time.time()
+    for result in run.executor.map(write_task, writes):
+        if result["resumed"]:
+            stats["write_tasks_resumed"] = stats.get("write_tasks_resumed", 0) + 1
+        key = (result["component"], result["split"])
+        if "number" in result:
+            packs[key].shards.append(result["shard"])  # (in order: the executor's results come in task order)
+        else:
+            tables[key] = result
+    write_seconds = time.time() - writing
+    manifest = []
+    for name in order:
+        if name in finished:
+            manifest.append(manifest_entry(name, weights[name], *finished[name]))
+            continue
+        comp_dir = run.dir / SHARDS_DIR / name
+        indexes = {}
+        for split in ("validation", "train"):  # the train split's index.json, written last, marks the component done
+            folder = split_dir(comp_dir, split)
+            packed, table = packs[name, split], tables[name, split]
+            for entry in packed.shards:
+                run.add_artifact(folder / entry["file"], entry["sha256"])
+            run.add_artifact(folder / DOCUMENTS, table["documents_table"]["sha256"])
+            for entry in table["formats"]:
+                run.add_artifact(comp_dir / entry["file"], entry["sha256"])
+            docs = plans[name][split].counts()[0]
+            index = component_index(name, weights[name], s, tok, dtype, docs, packed)
+            index.update({"split": split, "validation_percent": s.validation_percent, "documents_table": table["documents_table"], "formats": table["formats"]})
+            run.add_artifact(write_index(folder, index))
+            _clean_split(folder, packed.shards)
+            indexes[split] = index
+        shutil.rmtree(comp_dir / WORK_DIR, ignore_errors=True)
+        train_index, val_index = indexes["train"], indexes["validation"]
+        # Its tasks' time (tokenize, and its share of the write tasks by tokens), not wall time: components overlap.
+        share = (train_index["tokens"] + train_index["separators"]) / max(1, sum(p.stream_tokens for p in packs.values()))
+        stats["components"][name] = _component_stats(train_index, val_index, busy[name] + write_seconds * share)
+        manifest.append(manifest_entry(name, weights[name], train_index, val_index))
+        log.info(
+            "shard %s: %d docs (%d validation), %d tokens, %d rows in %d shards", name, train_index["documents"] + val_index["documents"],
+            val_index["documents"], train_index["tokens"] + train_index["separators"], train_index["rows"], len(train_index["shards"]),
         )
-    stats = run.stage_stats("shard")
-    stats.update({"tokenizer": tok["path"], "seq_len": seq_len, "dtype": dtype.name, "formats": list(s.formats), "validation_percent": s.validation_percent, "components": {}})
-    resume: Dict[str, ComponentResume] = {}
-    if run.cfg.resume:
-        resume = {c.name: find_resume(run.dir / SHARDS_DIR / c.name, part_key, seq_len, per_shard) for c in run.components}
-        stats["resumed"] = True
-        stats["components_resumed"] = 0
-        stats["partitions_resumed"] = 0  # partitions not tokenized again
-    weights = {c.name: c.weight for c in run.components}
+    return manifest
+
+
+def _pack_in_process(run: Run, tasks: Iterator[Dict[str, Any]], s: ShardConfig, tok: Dict[str, Any], dtype: np.dtype, part_key: str,
+                     weights: Dict[str, float], stats: Dict[str, Any], progress: Progress, resume: Dict[str, "ComponentResume"]) -> List[Dict[str, Any]]:
+    """The stage with one worker, in this process: partitions tokenized on threads, packed here as they come, in order."""
+    seq_len, per_shard = s.seq_len, s.sequences_per_shard
     manifest: List[Dict[str, Any]] = []
     current: Optional[ComponentPacker] = None
-    busy, stage_started = 0.0, time.time()
+    busy = 0.0
 
-    tasks = _tasks(run, filtered, base, resume)
-    if _in_process(run.executor):
-        _PROCESSORS[base["model"]] = sp  # loaded above: a second load costs as much as encoding a small part
-        results = _tokenize_in_process(tasks)
-    else:
-        results = run.executor.map(_passthrough, tasks)
-    progress = Progress("shard", unit="token", enabled=run.cfg.progress)
+    results = _tokenize_in_process(tasks)
     # Closed on an error too: in-process, that stops the tokenizing threads before the error propagates.
     with contextlib.closing(results):
         for result in results:
@@ -838,6 +1118,65 @@ def run(run: Run) -> Dict[str, Any]:
                 val_index["documents"], train_index["tokens"] + train_index["separators"], train_index["rows"], len(train_index["shards"]),
             )
 
+    return manifest
+
+
+def run(run: Run) -> Dict[str, Any]:
+    s: ShardConfig = run.cfg.shard
+    seq_len, per_shard = s.seq_len, s.sequences_per_shard
+    if seq_len < 2:
+        raise Stage2Error(f"shard.seq_len={seq_len}: a row needs at least 2 tokens (an input and its next-token target)")
+    model = resolve_tokenizer(run, s.tokenizer)
+    sp = load_processor(model)
+    tok = _tokenizer_info(run, model.resolve(), sp)
+    if s.remainder == Remainder.pad and tok["pad_id"] < 0:
+        raise Stage2Error(f"{model}: shard.remainder=pad but this tokenizer has no pad id (-1); use shard.remainder=drop or a tokenizer trained with pad_id")
+    for what, flag, tid in (("add_eos", s.add_eos, tok["eos_id"]), ("add_bos", s.add_bos, tok["bos_id"])):
+        if flag and tid < 0:
+            raise Stage2Error(f"{model}: shard.{what}=true but this tokenizer has no {what[4:]} id (-1)")
+    dtype = token_dtype(tok["vocab_size"])
+    # With workers, each tokenize task checks its part's sha256 as it reads it, and nothing is written
+    # outside .work/ before every task has returned; in-process, the driver reads them all first.
+    with parts.deferred_hashes(not _in_process(run.executor)):
+        filtered = filtered_source(run, s.input_run, "shard")
+    workers = getattr(run.executor, "workers", 1)
+    part_key = partition_key(tok["sha256"], dtype, s.validation_percent)
+    base = {
+        "model": str(model.resolve()),
+        "partition_key": part_key,
+        "batch_size": s.batch_size,
+        "num_threads": encode_threads(s.num_threads, workers),
+        "bos": tok["bos_id"] if s.add_bos else None,
+        "eos": tok["eos_id"] if s.add_eos else None,
+        "dtype": dtype.str,
+        "validation_percent": s.validation_percent,
+    }
+    if run.cfg.stage == "pipeline" and s.validation_percent > run.cfg.tokenizer.heldout_percent:
+        log.warning(
+            "shard: shard.validation_percent=%s is above tokenizer.heldout_percent=%s: the tokenizer trained on some validation documents",
+            s.validation_percent, run.cfg.tokenizer.heldout_percent,
+        )
+    stats = run.stage_stats("shard")
+    stats.update({"tokenizer": tok["path"], "seq_len": seq_len, "dtype": dtype.name, "formats": list(s.formats), "validation_percent": s.validation_percent, "components": {}})
+    resume: Dict[str, ComponentResume] = {}
+    if run.cfg.resume:
+        resume = {c.name: find_resume(run.dir / SHARDS_DIR / c.name, part_key, seq_len, per_shard) for c in run.components}
+        stats["resumed"] = True
+        stats["components_resumed"] = 0
+        stats["partitions_resumed"] = 0  # partitions not tokenized again
+    weights = {c.name: c.weight for c in run.components}
+    stage_started = time.time()
+    progress = Progress("shard", unit="token", enabled=run.cfg.progress)
+    if _in_process(run.executor):
+        _PROCESSORS[base["model"]] = sp  # loaded above: a second load costs as much as encoding a small part
+        manifest = _pack_in_process(run, _tasks(run, filtered, base, resume), s, tok, dtype, part_key, weights, stats, progress, resume)
+    else:
+        for state in resume.values():  # (checkpoints are the in-process packer's: every partition's tokens are read again)
+            state.splits = {split: SplitResume() for split in SPLITS}
+        # (raw documents travel in their tasks: one partition to a task)
+        count = sum(len(parts.filtered_part_files(filtered, c.name)) for c in run.components) if filtered is not None else 0
+        per = group_size(count, workers)
+        manifest = _pack_with_workers(run, _tasks(run, filtered, base, resume), s, tok, dtype, part_key, weights, stats, progress, per)
     progress.close()
     plan = mixture_plan(manifest, seq_len, s.plan_tokens, s.max_epochs)
     stats["plan"] = plan

@@ -134,6 +134,17 @@ def test_a_tampered_input_run_is_refused_naming_the_part(runs, tmp_path, tamper,
     assert tree(past) == before
 
 
+@pytest.mark.parametrize("tamper", [flipped, rewritten])
+def test_with_workers_a_tampered_part_fails_in_its_task_before_any_shard(runs, tmp_path, tamper):
+    """With worker processes the parts' bytes are hashed by the tasks that read them, not up front: the run
+    fails all the same, naming the part, before a shard is written."""
+    past = copy(runs["filter"], tmp_path / "past")
+    part = tamper(past)
+    out = cli(tmp_path, *small(tmp_path), *consumer_args("shard", past, runs), "executor.workers=2", "hydra.run.dir=new")
+    one_line_error(out, str(past / part), f"input run {past}", "the file changed after that run wrote it")
+    assert not [p for p in (tmp_path / "new").rglob("*.npy") if ".work" not in p.parts]
+
+
 def test_an_untampered_input_run_is_used_and_its_parts_digest_recorded(runs, tmp_path):
     tok = json.loads((runs["tokenizer"] / "provenance.json").read_text())["lineage"]["tokenizer.documents"]
     assert tok["folder"] == str(runs["filter"]) and len(tok["parts_sha256"]) == 64

@@ -135,6 +135,27 @@ def test_shard_killed_mid_stage_resumes_to_identical_shards(shard_base, workers,
         assert shard["components"][name]["sequences"] == fresh[name]["sequences"]
 
 
+def a_shard_task_done(run_dir: Path) -> Any:
+    """With workers: every partition tokenized, and a write task (a shard) finished, the run not."""
+    markers = list((run_dir / "shards").glob("*/.work/shard.*.json"))
+    return len(markers) if markers and not (run_dir / "shards" / "manifest.json").exists() else None
+
+
+def test_shard_killed_while_workers_write_shards_resumes_to_identical_shards(shard_base):
+    base, recipe = shard_base
+    run_dir = base / "killed-writing"
+    kill_when([*recipe, "executor.workers=2"], base, run_dir, a_shard_task_done)
+    assert_killed_mid_stage(run_dir, run_dir / "shards" / "manifest.json")
+    # A shard written but its marker not yet: never taken for a finished task.
+    (run_dir / "shards" / "noisy_tldr" / ".shard-00001.npy.tmp-99999").write_bytes(b"not a shard")
+    resume(run_dir, base, "executor.workers=2")
+    assert_resumed_like(run_dir, base / "fresh")
+    shard = stats(run_dir)["stages"]["shard"]
+    total_partitions = sum(-(-n // PARTITION) for _, n in COMPONENTS)
+    assert shard["partitions_resumed"] == total_partitions  # every partition was tokenized before the kill
+    assert shard["write_tasks_resumed"] >= 1
+
+
 def test_shard_resume_of_a_finished_run_redoes_nothing(shard_base):
     base, recipe = shard_base
     run_dir = base / "finished"

@@ -28,12 +28,14 @@ def test_worker_count_does_not_change_bytes(tmp_path, tiny_model):
     assert_same_shards(one.dir, two.dir)
 
 
-def test_filtered_parts_same_bytes_with_one_or_two_workers(tmp_path, tiny_model):
-    """One worker reads parts on a thread and packs from memory; two workers go through token files."""
+@pytest.mark.parametrize("per_part", [30, 4], ids=["a-part-a-task", "parts-grouped"])
+def test_filtered_parts_same_bytes_with_one_or_two_workers(tmp_path, tiny_model, per_part):
+    """One worker reads parts on a thread and packs from memory; two workers go through token files and
+    write tasks (80 small parts: 8 to a tokenize task, groups running across the components' ends)."""
     paths = corpus(tmp_path)
     past = tmp_path / "past"
     for comp, path in zip(("web", "enc"), paths):
-        write_filtered(past, comp, [json.loads(l)["text"] for l in open(path, encoding="utf-8")], per_part=30)
+        write_filtered(past, comp, [json.loads(l)["text"] for l in open(path, encoding="utf-8")], per_part=per_part)
     common = (f"shard.tokenizer={tiny_model}", f"shard.input_run={past}", "shard.seq_len=64", "shard.sequences_per_shard=16", "shard.batch_size=8")
     one = shard_run(tmp_path, "w1", paths, *common, "executor.workers=1")
     two = shard_run(tmp_path, "w2", paths, *common, "executor.workers=2", "shard.num_threads=1")

@@ -134,3 +134,97 @@ def test_put_rows_widens_like_astype():
     narrow = shard_format.document_rows(["a", "bb"], ["s", "t"], [1, 2], np.array([3, 4]))
     wide = shard_format.documents_dtype(9, 4)
     assert shard_format.put_rows(np.empty(2, wide), narrow).tobytes() == narrow.astype(wide).tobytes()
+
+
+def _synthetic_partitions(tmp_path, sizes, seed=0):
+    """Partition files as workers write them (`save_partition`), with random tokens and document lengths."""
+    rng = np.random.default_rng(seed)
+    work = tmp_path / "comp" / shard.WORK_DIR
+    work.mkdir(parents=True)
+    results = []
+    for i, n_docs in enumerate(sizes):
+        splits = {}
+        for split in shard_format.SPLITS:
+            lengths = rng.integers(1, 40, size=n_docs if split == "train" else n_docs // 3)
+            tokens = rng.integers(0, 30000, size=int(lengths.sum())).astype(np.uint16)
+            ids = [f"{split}-{i}-{k}" + "x" * int(rng.integers(0, 5)) for k in range(len(lengths))]
+            splits[split] = (tokens, shard_format.document_rows(ids, ["src"] * len(ids), list(range(len(ids))), lengths))
+        results.append(shard.save_partition({"out": str(work / f"part-{i:05d}"), "index": i, "partition_key": "k", "component": "comp"}, splits, 0.0))
+    return work.parent, results
+
+
+@pytest.mark.parametrize("sizes,seq_len,per_shard,remainder", [
+    ([7, 0, 12, 3, 9], 16, 4, "drop"),
+    ([7, 0, 12, 3, 9], 16, 4, "pad"),
+    ([20, 1, 1, 30], 8, 3, "drop"),
+    ([5], 64, 2, "pad"),  # one partition, no full shard
+    ([0, 0], 16, 2, "drop"),  # an empty stream
+])
+def test_write_tasks_make_the_packers_shards_table_and_formats(tmp_path, sizes, seq_len, per_shard, remainder):
+    """Shards written by workers from slices of the partition files, planned from the counts alone, are
+    the in-process packer's, byte for byte; so are the document table and the trainer formats."""
+    comp_dir, results = _synthetic_partitions(tmp_path, sizes)
+    formats = ["npy", "megatron", "datatrove", "nanogpt"]
+    dtype = np.dtype(np.uint16)
+    for split in shard_format.SPLITS:
+        stream = np.concatenate([shard.read_partition_file(r["splits"][split]["file"], dtype, r["splits"][split])[0] for r in results])
+        want = tmp_path / "want" / split
+        packer = shard_format.Packer(want, seq_len, per_shard, dtype)
+        for at in range(0, len(stream), 11):  # (any chunking: the packer's shards depend on the stream only)
+            packer.add(stream[at : at + 11])
+        packed = packer.finish(remainder, 0)
+        plan = shard.SplitPlan([{**r["splits"][split], "index": r["index"]} for r in results])
+        planned, shards = shard.plan_split(plan, seq_len, per_shard, remainder, 0)
+        assert (planned.rows, planned.stream_tokens, planned.padding, planned.tail_dropped) == (packed.rows, packed.stream_tokens, packed.padding, packed.tail_dropped)
+        assert len(shards) == len(packed.shards)
+        got_dir = tmp_path / "got" / split
+        for number, planned_shard in enumerate(shards):
+            task = {
+                "path": str(got_dir / shard_format.shard_name(number)), "rows": planned_shard["rows"], "seq_len": seq_len, "dtype": dtype.str,
+                "pieces": [(plan.partitions[k], a, b) for k, a, b in planned_shard["pieces"]], "pad_id": 0,
+                "padding": planned_shard["rows"] * seq_len - sum(b - a for _, a, b in planned_shard["pieces"]),
+                "marker": str(tmp_path / f"shard.{split}.{number}.json"), "key": "k",
+            }
+            got = shard.write_shard_task(task)
+            assert got["shard"] == packed.shards[number] and not got["resumed"]
+            assert (got_dir / got["shard"]["file"]).read_bytes() == (want / packed.shards[number]["file"]).read_bytes()
+            assert shard.write_shard_task(task) == {**got, "resumed": True}  # its marker vouches for it
+        # The table and formats from the partitions, against the whole stream and rows put together.
+        docs, total, widths = plan.counts()
+        firsts = np.cumsum([0] + [int(p["tokens"]) for p in plan.partitions])[:-1].tolist()
+        task = {"split": split, "folder": str(got_dir), "comp_dir": str(tmp_path / "got"), "partitions": plan.partitions, "firsts": firsts,
+                "docs": docs, "stream_tokens": total, "widths": widths, "dtype": dtype.str, "formats": formats, "vocab_size": 32000,
+                "tokenizer_name": "t.model", "marker": str(tmp_path / f"table.{split}.json"), "key": "k"}
+        got = shard.write_table_task(task)
+        rows = [shard.read_partition_file(r["splits"][split]["file"], dtype, r["splits"][split])[1] for r in results]
+        all_rows = shard._concat_rows([np.array(r) for r in rows])
+        all_rows["first"] = np.cumsum(all_rows["tokens"]) - all_rows["tokens"]
+        want_table = shard_format.write_documents(want / shard_format.DOCUMENTS, [all_rows], len(all_rows), *widths)
+        assert got["documents_table"] == want_table
+        assert (got_dir / shard_format.DOCUMENTS).read_bytes() == (want / shard_format.DOCUMENTS).read_bytes()
+        want_formats = shard_format.write_formats(tmp_path / "want", split, formats, [stream], all_rows["tokens"], 32000, "t.model")
+        assert got["formats"] == want_formats
+        for entry in want_formats:
+            assert (tmp_path / "got" / entry["file"]).read_bytes() == (tmp_path / "want" / entry["file"]).read_bytes()
+
+
+def test_a_shard_task_writes_again_when_its_shard_changed(tmp_path):
+    comp_dir, results = _synthetic_partitions(tmp_path, [30, 30])
+    plan = shard.SplitPlan([{**r["splits"]["train"], "index": r["index"]} for r in results])
+    _, shards = shard.plan_split(plan, 8, 4, "drop", 0)
+    task = {"path": str(tmp_path / "shard-00000.npy"), "rows": 4, "seq_len": 8, "dtype": "<u2", "pad_id": 0, "padding": 0,
+            "pieces": [(plan.partitions[k], a, b) for k, a, b in shards[0]["pieces"]], "marker": str(tmp_path / "m.json"), "key": "k"}
+    first = shard.write_shard_task(task)
+    data = bytearray((tmp_path / "shard-00000.npy").read_bytes())
+    data[-1] ^= 1
+    (tmp_path / "shard-00000.npy").write_bytes(bytes(data))
+    again = shard.write_shard_task(task)
+    assert again == {**first, "resumed": False}
+    assert shard.write_shard_task({**task, "key": "other"})["resumed"] is False  # another recipe: written again
+
+
+def test_group_size_keeps_every_worker_busy():
+    assert shard.group_size(7, 2) == 1  # few parts: one to a task
+    assert shard.group_size(80, 2) == shard.GROUP_MAX
+    assert shard.group_size(40, 2) == 5
+    assert [len(g) for g in shard._groups(iter(range(11)), 4)] == [4, 4, 3]
