@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -191,6 +192,8 @@ def app(cfg: DictConfig) -> None:
         config = resolve_config(cfg, launch_dir, rerun_of)
         from stage2.stages.pipeline import run_stage  # here: `--help` and config errors need none of the stages
 
+        _collect_garbage_from_here()
+
         # A read-only stage run alone writes no folder (in a sweep its job folder holds its report).
         run_stage(config, run_dir, record=not (single and config.stage in ("report", "verify")))
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (`Interrupted`); the stage has stopped its workers
@@ -205,6 +208,18 @@ def app(cfg: DictConfig) -> None:
             folder.abandon(run_dir)  # a run that never owned its folder leaves it as it was (or leaves none)
         else:
             folder.release(run_dir, done=True)  # the next job of the sweep starts afresh, even in the same folder
+
+
+def _collect_garbage_from_here() -> None:
+    """Collection back on where the console script turned it off for start-up. What start-up made (modules,
+    configs; its few MB of garbage too) goes out of the collector's sight first (`gc.freeze`): turned on
+    with all of it in sight, its first full collection alone would cost more than start-up saved.
+    Only once: a sweep's later jobs run with collection on, and their objects are collected as usual."""
+    import gc
+
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _failed(run_dir: Path, hydra_cfg: Any, verbose: bool, exc: Exception) -> None:
@@ -396,9 +411,67 @@ def hydra_error(exc: BaseException) -> str:
     return first if first != type(exc).__name__ else describe(exc)
 
 
+# Overrides of these `hydra.` keys cannot set hydra.mode (see `_mode_unset`).
+MODELESS_HYDRA_KEYS = ("hydra.run.", "hydra.sweep.", "hydra.job.", "hydra.verbose", "hydra.output_subdir")
+# A config file line that could set hydra.mode, directly or by adding a search path with other files.
+_MODE_LINE = re.compile(r"^[ \t]*[\"']?(mode|searchpath)[\"']?[ \t]*:", re.MULTILINE)
+
+
+def _mode_unset(sources: Any, overrides: List[str]) -> bool:
+    """Whether nothing can set `hydra.mode`: no override of a `hydra` key other than MODELESS_HYDRA_KEYS
+    (nor a `hydra/` group), and no config file of the search path with a `mode:` or `searchpath:` line.
+    Sources other than files are Hydra's own configs and the ConfigStore (stage2's schema), which do not."""
+    for override in overrides:
+        key = override.split("=", 1)[0].strip().lstrip("+~")
+        if (key == "hydra" or key.startswith(("hydra.", "hydra/"))) and not key.startswith(MODELESS_HYDRA_KEYS):
+            return False
+    for source in sources:
+        scheme = source.scheme()
+        if scheme == "structured" or (scheme == "pkg" and source.path in ("hydra.conf", "hydra/conf")):
+            continue
+        if scheme != "file" or not os.path.isdir(source.path):
+            return False
+        for root, _, names in os.walk(source.path):
+            for name in names:
+                if name.endswith((".yaml", ".yml")):
+                    try:
+                        text = Path(root, name).read_text(encoding="utf-8", errors="replace")
+                    except OSError:
+                        return False
+                    if _MODE_LINE.search(text):
+                        return False
+    return True
+
+
+def _skip_needless_mode_probe() -> None:
+    """Hydra composes the config twice per launch: once only to read `hydra.mode` (`Hydra.get_mode`),
+    which decides between a run and a sweep only when a config or override sets it (else `--multirun`
+    decides). stage2 sets it nowhere, so that first composition (~0.1 CPU s of every driver's start-up)
+    is skipped when `_mode_unset` shows that nothing else can set it either; the answer is then None,
+    the one Hydra would give."""
+    try:
+        from hydra._internal.hydra import Hydra
+    except ImportError:  # (another Hydra layout: keep its own probe)
+        return
+    probe = getattr(Hydra, "get_mode", None)
+    if probe is None or getattr(probe, "stage2_shortcut", False):
+        return
+
+    def get_mode(self: Any, config_name: Optional[str], overrides: List[str]) -> Any:
+        try:
+            unset = _mode_unset(self.config_loader.get_sources(), list(overrides))
+        except Exception:  # noqa: BLE001 - an unexpected layout: ask Hydra
+            unset = False
+        return None if unset else probe(self, config_name, overrides)
+
+    get_mode.stage2_shortcut = True  # type: ignore[attr-defined]
+    Hydra.get_mode = get_mode
+
+
 def main() -> None:
     from stage2.runtime import folder
 
+    _skip_needless_mode_probe()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_stop_signal)
     # Hydra prints its own errors (a config file, an override, a folder) as tracebacks; with

@@ -127,3 +127,17 @@ def test_a_key_added_with_plus_that_the_schema_lacks_is_refused(tmp_path):
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1] == "stage2: error: tokenizer.vocab_sise: Key 'vocab_sise' not in 'TokenizerConfig'"
     assert not (tmp_path / "run" / "stats.json").exists()
+
+
+@pytest.mark.parametrize("how", ["override", "config file"])
+def test_hydra_mode_multirun_without_the_flag_still_sweeps(tmp_path, how):
+    """The CLI skips Hydra's composition that only reads hydra.mode when nothing can set it; where
+    something does (an override, a file of a --config-dir), the jobs go to the sweep's folders."""
+    shutil.copy(SAMPLE / "web_stackexchange.jsonl.gz", tmp_path / "web.jsonl.gz")
+    (tmp_path / "mine" / "sweeping").mkdir(parents=True)
+    (tmp_path / "mine" / "sweeping" / "on.yaml").write_text("# @package _global_\nhydra:\n  mode: MULTIRUN\n")
+    mode = ["hydra.mode=MULTIRUN"] if how == "override" else ["--config-dir", str(tmp_path / "mine"), "+sweeping=on"]
+    stage2(*mode, "stage=filter", "dataset=files", "dataset.paths=[web.jsonl.gz]", "dataset.max_records=50", "executor.workers=1",
+           "filter.min_chars=100,400", "hydra.sweep.dir=sweep", "hydra.run.dir=single", f"runs_index={tmp_path}/runs.jsonl", cwd=tmp_path)
+    assert (tmp_path / "sweep" / "0" / "stats.json").is_file() and (tmp_path / "sweep" / "1" / "stats.json").is_file()
+    assert not (tmp_path / "single").exists()
