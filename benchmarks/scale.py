@@ -3,6 +3,7 @@
     uv run python -m benchmarks.scale [--scales 1,10,40,150] [--workers 2] [--keep] [--compress]
         [--max-docs N] [--cache DIR] [--work DIR] [--set KEY=VALUE ...] [--from-json scale.json ...]
         [--stages tokenizer --rows-from scale.json]
+    uv run python -m benchmarks.scale --driver-ab REV [--scales 1,10] [--stages tokenizer,shard] [--repeat 5]
 
 Per scale, three CLI runs, each measured alone: `stage=filter` (default recipe), then
 `stage=tokenizer tokenizer.input_run=<the filter run>`, then `stage=shard shard.input_run=<the filter
@@ -11,6 +12,11 @@ what it measured); `--from-json` rewrites the report from saved scale.json files
 anything, merging the scales of several invocations (the report says so). `--stages tokenizer`
 measures only that stage (the filter still runs, as its input) and keeps the other stages' rows from
 `--rows-from`, a scale.json of an earlier invocation (the report names it and its git revision).
+
+`--driver-ab REV` measures only driver CPU: per scale one filter run, then `--repeat` rounds of the
+tokenizer stage (and the shard stage on its tokenizer, with `--stages tokenizer,shard`) with the code of
+REV and with the working tree's, alternating which goes first; it prints a table of every round's
+driver CPU and the medians (nothing is written to the results).
 
 Input. "1x" is the English dev text of ../shared/data (or $STAGE2_SHARED_DATA): every record of
 en_web_stackexchange_dev, en_web_cc_samples_dev and en_foldoc_dev (12,240 documents, about 6.8 MB of
@@ -820,6 +826,56 @@ def rewrite_report(args: argparse.Namespace) -> None:
     write_results("scale", text, headline)
 
 
+def driver_ab(args: argparse.Namespace) -> None:
+    """`--driver-ab REV`: the driver CPU of the tokenizer (and, with `--stages tokenizer,shard`, the shard)
+    stage, the code of REV against the working tree's, interleaved: per scale one filter run (working
+    tree), then `--repeat` rounds, each running the stage with both codes (REV first in odd rounds, the
+    working tree first in even ones), each run measured like the main benchmark's (`measure`)."""
+    scales = sorted({int(s) for s in args.scales.split(",") if s.strip()})
+    stages = [st for st in ("tokenizer", "shard") if st in {x.strip() for x in args.stages.split(",")}]
+    inputs = Inputs(args.cache, args.max_docs, args.compress)
+    work = Path(tempfile.mkdtemp(prefix="stage2-driver-ab-", dir=args.work))
+    say = lambda msg: print(f"[driver-ab] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    load_start = os.getloadavg()[0]
+    old, sha = export_revision(args.driver_ab, work / "code")
+    codes = {f"{sha} (--driver-ab)": old, f"{git_state()} (working tree)": None}
+    rows: List[List[str]] = []
+    try:
+        for k in scales:
+            folder, _ = inputs.scale(k)
+            pattern = f"{folder}/*{inputs.ext}"
+            filt = run_filter(pattern, work, f"x{k}-filter", args.workers, args.set, "filtered/.work", args.interval)
+            got: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+            for rep in range(args.repeat):
+                order = list(codes.items()) if rep % 2 == 0 else list(codes.items())[::-1]
+                for label, code in order:
+                    name = f"x{k}-r{rep}-{'old' if code else 'new'}"
+                    tok = run_tokenizer(pattern, Path(filt["run_dir"]), work, f"{name}-tokenizer", args.workers, args.set, args.interval, code)
+                    got.setdefault(("tokenizer", label), []).append(tok)
+                    if "shard" in stages:
+                        sh = run_shard(pattern, Path(filt["run_dir"]), Path(tok["run_dir"]), folder.name, work, f"{name}-shard",
+                                       args.workers, args.set, args.interval, code)
+                        got.setdefault(("shard", label), []).append(sh)
+                        shutil.rmtree(sh["run_dir"], ignore_errors=True)
+                    say(f"{k}x round {rep + 1} {label}: tokenizer driver {tok['driver_cpu_s']:.2f} CPU s of {tok['cpu_s']:.1f}"
+                        + (f", shard driver {sh['driver_cpu_s']:.2f} of {sh['cpu_s']:.1f}" if "shard" in stages else ""))
+                    shutil.rmtree(tok["run_dir"], ignore_errors=True)
+            for stage in stages:
+                for label in codes:
+                    rs = got[(stage, label)]
+                    drv = sorted(r["driver_cpu_s"] for r in rs)
+                    cpu = sorted(r["cpu_s"] for r in rs)
+                    rows.append([stage, f"{k}x", label, " ".join(f"{d:.2f}" for d in (r["driver_cpu_s"] for r in rs)),
+                                 f"{drv[len(drv) // 2]:.2f}", f"{cpu[len(cpu) // 2]:.1f}", f"{100 * drv[len(drv) // 2] / cpu[len(cpu) // 2]:.1f}%"])
+            shutil.rmtree(filt["run_dir"], ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"Machine: {machine()}; 1-minute load {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.")
+    print(f"Command: `uv run python -m benchmarks.scale --driver-ab {args.driver_ab} --scales {args.scales} --stages {args.stages}"
+          f" --repeat {args.repeat} --workers {args.workers}`\n")
+    print(md_table(["stage", "input", "code", "driver CPU s, each round", "median driver CPU s", "median total CPU s", "driver share (medians)"], rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", default="1,10,40,150", help="comma-separated copy counts")
@@ -837,7 +893,13 @@ def main() -> None:
     parser.add_argument("--rows-from", type=Path, default=None, help="a scale.json this benchmark wrote: rows of the stages not measured")
     parser.add_argument("--from-json", type=Path, action="append", default=[],
                         help="rewrite the report from scale.json files this benchmark wrote (no runs; repeatable: their scales are merged)")
+    parser.add_argument("--driver-ab", default=None, metavar="REV",
+                        help="only the driver CPU of --stages (tokenizer, shard), REV's code against the working tree's, interleaved")
+    parser.add_argument("--repeat", type=int, default=5, help="--driver-ab: rounds per scale")
     args = parser.parse_args()
+    if args.driver_ab:
+        driver_ab(args)
+        return
     if args.from_json:
         rewrite_report(args)
         return

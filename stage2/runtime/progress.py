@@ -7,8 +7,6 @@ import sys
 import time
 from typing import Iterable, Iterator, Optional, TypeVar
 
-from tqdm import tqdm
-
 T = TypeVar("T")
 log = logging.getLogger("stage2.runtime.progress")
 
@@ -22,7 +20,11 @@ class Progress:
         self.desc, self.total, self.unit = desc, total, unit
         self.done = 0
         self.started = self._last_log = time.monotonic()
-        self._bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True) if enabled and sys.stderr.isatty() else None
+        self._bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm  # here: importing it costs a driver without a terminal ~0.03 CPU s
+
+            self._bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True)
 
     def update(self, n: int = 1) -> None:
         self.done += n

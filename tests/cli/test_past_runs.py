@@ -145,6 +145,44 @@ def test_with_workers_a_tampered_part_fails_in_its_task_before_any_shard(runs, t
     assert not [p for p in (tmp_path / "new").rglob("*.npy") if ".work" not in p.parts]
 
 
+@pytest.mark.parametrize("tamper,executor", [(flipped, "local"), (dropped_in, "local"), (flipped, "ray")])
+def test_a_tampered_input_run_is_refused_by_a_workers_check_too(runs, tmp_path, tamper, executor):
+    """With worker processes (or Ray) a worker hashes the parts: the same one-line error, before the run claims a folder."""
+    if executor == "ray":
+        pytest.importorskip("ray")
+    past = copy(runs["filter"], tmp_path / "past")
+    part = tamper(past)
+    args = [a for a in small(tmp_path) if not a.startswith("executor.workers=")]
+    out = cli(tmp_path, *args, f"executor={executor}", "executor.workers=2", *consumer_args("tokenizer", past, runs), "hydra.run.dir=new")
+    one_line_error(out, str(past / part), f"input run {past}")
+    assert not (tmp_path / "new").exists()
+
+
+def test_the_start_up_check_of_an_input_run_runs_in_a_worker(runs, tmp_path):
+    """The driver gets the worker's record of the parts it hashed: its own check of the same files then
+    hashes nothing, and a part changed since is hashed again and refused."""
+    from stage2.main import compose_recipe
+    from stage2.runtime.executor import LocalExecutor
+    from stage2.runtime.run import check_input_parts
+
+    past = copy(runs["filter"], tmp_path / "past").resolve()
+    cfg = compose_recipe([*SMALL_SAMPLE, "stage=tokenizer", f"tokenizer.input_run={past}"], str(tmp_path))
+    names = list(json.loads((past / "filtered/manifest.json").read_text())["components"])
+    assert past not in parts._CHECKED
+    pool = LocalExecutor(2)
+    try:
+        check_input_parts(cfg, names, pool.map)
+    finally:
+        pool.close()
+    components, stats, digest = parts._CHECKED[past]  # (checked by a worker: this process hashed nothing)
+    assert components == frozenset(names) and str(WEB) in stats
+    lineage = json.loads((runs["tokenizer"] / "provenance.json").read_text())["lineage"]["tokenizer.documents"]
+    assert digest == lineage["parts_sha256"] == parts.check_parts(past, names, "this run")
+    flip_byte(past / WEB)
+    with pytest.raises(Stage2Error, match="does not match"):
+        parts.check_parts(past, names, "this run")
+
+
 def test_an_untampered_input_run_is_used_and_its_parts_digest_recorded(runs, tmp_path):
     tok = json.loads((runs["tokenizer"] / "provenance.json").read_text())["lineage"]["tokenizer.documents"]
     assert tok["folder"] == str(runs["filter"]) and len(tok["parts_sha256"]) == 64
