@@ -293,3 +293,28 @@ def tmpfs(folder: Path, size: str) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], check=False)
+
+
+CORPORA = REPO / "tests" / "data" / "corpora"
+
+
+def corpora() -> Dict[str, List[str]]:
+    """Every document of the development corpora's samples (tests/data/corpora/), by corpus."""
+    return {
+        path.name.split(".")[0]: [json.loads(line)["text"] for line in gzip.open(path, "rt", encoding="utf-8")]
+        for path in sorted(CORPORA.glob("*.jsonl.gz"))
+    }
+
+
+def corpora_slice(texts: Dict[str, List[str]], max_bytes: int) -> List[str]:
+    """The first documents of each corpus, up to `max_bytes` of UTF-8 each: a training text with every script."""
+    out = []
+    for docs in texts.values():
+        size = 0
+        for doc in docs:
+            size += len(doc.encode("utf-8"))
+            if size > max_bytes:
+                break
+            out.append(doc)
+    return out
+

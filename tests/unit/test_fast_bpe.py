@@ -7,10 +7,7 @@ literal "▁" spelled in byte pieces between the parts around it.
 
 from __future__ import annotations
 
-import gzip
 import io
-import json
-from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
@@ -19,24 +16,17 @@ import sentencepiece as spm
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers import corpora, corpora_slice
 from stage2.config import ModelType, TokenizerConfig
 from stage2.tokenizer import encoding
 from stage2.tokenizer import train as tok_train
 
-CORPORA = Path(__file__).resolve().parent.parent / "data" / "corpora"
 TRAIN_BYTES = 40_000  # per corpus
 ADVERSARIAL = [
     "", " ", "   ", "\u2581", "a\u2581b", "  \u2581 x", "x \u2581\u2581  y ", "\u2581" * 7 + " " * 3, "\x00\r\n\t ",
     "<s></s><unk><pad><0x41><0xE2> x<s>y", "\U0001F600" * 50 + " \U0001F9EA\u0BF5 end", "a" * 5000, "ab" * 3000 + " " * 300,
     "x" + encoding.FastBPE.SEPARATOR + "y", encoding.FastBPE.SEPARATOR, "tab\tnew\nline\r\n  indented  ",
 ]
-
-
-def corpora() -> Dict[str, List[str]]:
-    return {
-        path.name.split(".")[0]: [json.loads(line)["text"] for line in gzip.open(path, "rt", encoding="utf-8")]
-        for path in sorted(CORPORA.glob("*.jsonl.gz"))
-    }
 
 
 def train(texts: List[str], **extra) -> spm.SentencePieceProcessor:
@@ -63,15 +53,7 @@ def texts() -> Dict[str, List[str]]:
 
 @pytest.fixture(scope="module")
 def sp(texts) -> spm.SentencePieceProcessor:
-    slice_ = []
-    for docs in texts.values():
-        size = 0
-        for doc in docs:
-            size += len(doc.encode("utf-8"))
-            if size > TRAIN_BYTES:
-                break
-            slice_.append(doc)
-    return train(slice_)
+    return train(corpora_slice(texts, TRAIN_BYTES))
 
 
 @pytest.fixture(scope="module")

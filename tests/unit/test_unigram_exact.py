@@ -7,11 +7,8 @@ train.quantized_unigram puts its scores on the grid, as train_model does after e
 
 from __future__ import annotations
 
-import gzip
 import io
-import json
 import random
-from pathlib import Path
 from typing import Dict, List
 
 import pytest
@@ -20,25 +17,18 @@ from sentencepiece import sentencepiece_model_pb2
 from tokenizers import Tokenizer, models
 
 from oracles import unigram_viterbi
+from helpers import corpora, corpora_slice
 from stage2.config import ModelType, TokenizerConfig
 from stage2.errors import Stage2Error
 from stage2.tokenizer import encoding, export
 from stage2.tokenizer import train as tok_train
 
-CORPORA = Path(__file__).resolve().parent.parent / "data" / "corpora"
 TRAIN_BYTES = 40_000  # per corpus: enough pieces of every script, a training of a second or two
 ONE_CHAR_RUNS = [ch * n for ch in "-~=*#.0 \n\tab" for n in (7, 64, 1000, 33333)]
 LITERALS = [
     "<s></s><unk><pad><0x41><0xE2> x<s>y \u2581\u2581a\u2581 \U0001F600\U0001F9EA\u0BF5 end",
     "\u2581", "<s>", "</s>", "<0x41>", "\u2581\u2581\u2581 \u2581", "\U0001F600" * 50, "a\u2581b",
 ]
-
-
-def corpora() -> Dict[str, List[str]]:
-    return {
-        path.name.split(".")[0]: [json.loads(line)["text"] for line in gzip.open(path, "rt", encoding="utf-8")]
-        for path in sorted(CORPORA.glob("*.jsonl.gz"))
-    }
 
 
 def options(**extra) -> dict:
@@ -62,15 +52,7 @@ def texts() -> Dict[str, List[str]]:
 
 @pytest.fixture(scope="module")
 def raw_model(texts) -> bytes:
-    slice_ = []
-    for docs in texts.values():
-        size = 0
-        for doc in docs:
-            size += len(doc.encode("utf-8"))
-            if size > TRAIN_BYTES:
-                break
-            slice_.append(doc)
-    return train_raw(slice_)
+    return train_raw(corpora_slice(texts, TRAIN_BYTES))
 
 
 @pytest.fixture(scope="module")
