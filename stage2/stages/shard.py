@@ -838,7 +838,7 @@ def write_table_task(task: Dict[str, Any]) -> Dict[str, Any]:
         for entry, first in zip(task["partitions"], task["firsts"]):
             part = _partition_rows(entry, dtype)
             part["first"] += first
-            lengths.append(np.asarray(part["tokens"]))
+            lengths.append(part["tokens"].astype(np.int64))  # a copy: a view would keep every partition's rows alive
             yield part
 
     table = write_documents(folder / DOCUMENTS, rows(), task["docs"], *task["widths"])
