@@ -13,14 +13,12 @@ import fnmatch
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stage2.config import Config
 from stage2.documents import Document
 from stage2.errors import Stage2Error
 from stage2.io.files import atomic_path, file_sha256
@@ -141,22 +139,6 @@ def filtered_part_files(run_dir: Path, component: str) -> List[Path]:
 def iter_filtered(run_dir: Path, component: str) -> Iterator[Document]:
     for path in filtered_part_files(run_dir, component):
         yield from read_documents(path)
-
-
-def check_input_parts(cfg: Config, names: List[str]) -> None:
-    """At start-up, before the run claims its folder: the past runs whose parts this recipe reads
-    (`tokenizer.input_run`, `shard.input_run`) still hold the parts they recorded. `stage=shard` checks
-    the parts' bytes itself when it has worker processes (`deferred_hashes`): here only the set of parts
-    and their records."""
-    from stage2.config import ExecutorKind
-
-    # (executor.workers 0 is one per core, as `runtime.executor.resolve_workers` has it)
-    pooled = cfg.executor.kind == ExecutorKind.ray or (cfg.executor.workers if cfg.executor.workers > 0 else os.cpu_count() or 1) > 1
-    for consumer, input_run in (("tokenizer", cfg.tokenizer.input_run), ("shard", cfg.shard.input_run)):
-        if input_run and cfg.stage in (consumer, "pipeline"):
-            folder = Path(cfg.absolute(input_run)).resolve()
-            with deferred_hashes(cfg.stage == "shard" and pooled):
-                check_parts(folder, names, f"the input run {folder}")
 
 
 # Set by `deferred_hashes`: check_parts then leaves the parts' sha256 to the caller (`part_check`).
