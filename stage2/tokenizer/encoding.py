@@ -118,6 +118,9 @@ class FastBPE:
         encoding = tiktoken.Encoding(
             "stage2-sentencepiece-bpe", pat_str=SEGMENT_PATTERN, mergeable_ranks=ranks, special_tokens={cls.SEPARATOR: len(ids)}
         )
+        core = getattr(encoding, "_core_bpe", None)
+        if not all(hasattr(core, name) for name in ("encode_ordinary", "encode_to_tiktoken_buffer")):
+            return None  # a tiktoken whose Rust core differs from the one this was written against (0.9 to 0.14)
         return cls(encoding, np.array(ids, dtype=np.int32), expansions)
 
     def encode(self, texts: Sequence[str], num_threads: Optional[int] = None) -> List[List[int]]:
