@@ -106,6 +106,7 @@ def test_stream_is_the_documents_with_their_separators(sp, fast, texts, bos, eos
     assert np.array_equal(got, want)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(data=st.data())
 def test_random_texts_encode_as_sentencepiece(sp, fast, data):
@@ -114,6 +115,7 @@ def test_random_texts_encode_as_sentencepiece(sp, fast, data):
     assert encoding.encode(sp, texts) == [reference(sp, t) for t in texts]
 
 
+@pytest.mark.slow
 def test_models_it_cannot_encode_exactly_keep_sentencepiece(texts):
     docs = texts["en_foldoc"][:200]
     unigram = train(docs, model_type="unigram", vocab_size=500)
