@@ -771,7 +771,7 @@ def _component_stats(train: Dict[str, Any], val: Dict[str, Any], seconds: Option
 # component's index.json is written: scratch holds every unfinished component's token stream and
 # document rows (about 2 bytes a token and 100 bytes a document).
 
-GROUP_MAX = 8  # filtered parts to a tokenize task at most (`group_size`)
+GROUP_MAX = 32  # filtered parts to a tokenize task, or shards to a write task, at most (`group_size`)
 SHARD_MARKER = "shard.{}.{:05d}.json"  # a write task's marker: the shard it wrote (and its sha256)
 TABLE_MARKER = "table.{}.json"  # a write task's marker: a split's document table and trainer formats
 
@@ -931,6 +931,10 @@ def _run_group(tasks: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return [_passthrough(task) for task in tasks]
 
 
+def _write_group(tasks: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    return [write_task(task) for task in tasks]
+
+
 def _groups(tasks: Iterator[Dict[str, Any]], per: int) -> Iterator[List[Dict[str, Any]]]:
     """Consecutive tasks, `per` to a group (a task of the executor's)."""
     while True:
@@ -941,8 +945,9 @@ def _groups(tasks: Iterator[Dict[str, Any]], per: int) -> Iterator[List[Dict[str
 
 
 def group_size(parts_count: int, workers: int) -> int:
-    """Partitions per tokenize task: each task costs the driver about a millisecond (the pool's queues and
-    pickling), so small parts go several to a task, while every worker still gets about 4 tasks."""
+    """Partitions per tokenize task (or shards per write task): each task costs the driver about a
+    millisecond (the pool's queues and pickling), so several go to a task, while every worker still gets
+    about 4 tasks."""
     return max(1, min(GROUP_MAX, parts_count // (4 * max(1, workers))))
 
 
@@ -1014,7 +1019,8 @@ def _pack_with_workers(run: Run, tasks: Iterator[Dict[str, Any]], s: ShardConfig
             })
     tables: Dict[Tuple[str, str], Dict[str, Any]] = {}
     writing = time.time()
-    for result in run.executor.map(write_task, writes):
+    per_write = group_size(len(writes), run.executor.workers)
+    for result in itertools.chain.from_iterable(run.executor.map(_write_group, _groups(iter(writes), per_write))):
         if result["resumed"]:
             stats["write_tasks_resumed"] = stats.get("write_tasks_resumed", 0) + 1
         key = (result["component"], result["split"])

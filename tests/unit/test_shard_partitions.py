@@ -225,6 +225,6 @@ def test_a_shard_task_writes_again_when_its_shard_changed(tmp_path):
 
 def test_group_size_keeps_every_worker_busy():
     assert shard.group_size(7, 2) == 1  # few parts: one to a task
-    assert shard.group_size(80, 2) == shard.GROUP_MAX
+    assert shard.group_size(1000, 2) == shard.GROUP_MAX
     assert shard.group_size(40, 2) == 5
     assert [len(g) for g in shard._groups(iter(range(11)), 4)] == [4, 4, 3]
