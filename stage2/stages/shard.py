@@ -767,8 +767,8 @@ def _component_stats(train: Dict[str, Any], val: Dict[str, Any], seconds: Option
 # task per shard (it reads its slices of the partitions' token files, writes the shard and hashes it) and
 # one per split for its document table and trainer formats; the driver only adds up counts, plans the
 # slices and writes the index.json files. Tasks go several to an executor task (`group_size`); each
-# write task leaves a task marker vouching for its files, so
-# a resumed run keeps the tasks that finished. The partitions' files stay in `.work/` until their
+# write task leaves a task marker vouching for its files, so a resumed run keeps the tasks that
+# finished. The partitions' files stay in `.work/` until their
 # component's index.json is written: scratch holds every unfinished component's token stream and
 # document rows (about 2 bytes a token and 100 bytes a document).
 
