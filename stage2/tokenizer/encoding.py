@@ -126,8 +126,8 @@ class FastBPE:
     def encode(self, texts: Sequence[str], num_threads: Optional[int] = None) -> List[List[int]]:
         """Each text's SentencePiece ids."""
         ranks = self._joined_ranks(texts, num_threads)
-        if ranks is None:  # a text holds the SEPARATOR: one call per text
-            return [self._ids(r) for r in self._ranks(texts, num_threads)]
+        if ranks is None:
+            return self._one_by_one(texts, num_threads)
         ids = self._expanded(np.append(self.ids, np.int32(-2))[ranks], ranks)
         ends = np.flatnonzero(ids == -2).tolist()
         flat = ids.tolist()
@@ -136,8 +136,8 @@ class FastBPE:
     def encode_stream(self, texts: Sequence[str], num_threads: Optional[int], bos: Optional[int], eos: Optional[int], dtype: np.dtype) -> np.ndarray:
         """The texts' ids as one stream, [BOS] doc [EOS] for each: what `separated` makes of `encode`."""
         ranks = self._joined_ranks(texts, num_threads)
-        if ranks is None:  # a text holds the SEPARATOR
-            return with_separators([self._ids(r) for r in self._ranks(texts, num_threads)], bos, eos, dtype)
+        if ranks is None:
+            return with_separators(self._one_by_one(texts, num_threads), bos, eos, dtype)
         usual = bos is None and eos is not None  # each separator becomes the EOS
         ids = self._expanded(np.append(self.ids, np.int32(eos if usual else -2))[ranks], ranks)
         if usual:
@@ -154,13 +154,7 @@ class FastBPE:
         def ranks(chunk: Sequence[str]) -> np.ndarray:
             return np.frombuffer(self._core.encode_to_tiktoken_buffer(self.SEPARATOR.join(chunk) + self.SEPARATOR, allowed), np.uint32)
 
-        threads = min(num_threads or 1, len(texts))
-        if threads <= 1:
-            out = ranks(texts)
-        else:  # tiktoken lets go of the GIL while it encodes: one slice of the batch per thread
-            step = -(-len(texts) // threads)
-            with ThreadPoolExecutor(threads) as pool:
-                out = np.concatenate(list(pool.map(ranks, [texts[i : i + step] for i in range(0, len(texts), step)])))
+        out = np.concatenate(_per_thread(ranks, texts, num_threads))
         return out if np.count_nonzero(out == self.separator) == len(texts) else None
 
     def _ids(self, ranks: List[int]) -> List[int]:
@@ -178,15 +172,21 @@ class FastBPE:
             start = at + 1
         return np.concatenate(pieces + [ids[start:]])
 
-    def _ranks(self, texts: Sequence[str], num_threads: Optional[int]) -> List[List[int]]:
-        threads = min(num_threads or 1, len(texts))
-        if threads <= 1:
-            return [self._core.encode_ordinary(t) for t in texts]
-        # tiktoken lets go of the GIL while it encodes: one slice of the batch per thread.
-        step = -(-len(texts) // threads)
-        with ThreadPoolExecutor(threads) as pool:
-            parts = pool.map(lambda i: [self._core.encode_ordinary(t) for t in texts[i : i + step]], range(0, len(texts), step))
-            return [ranks for part in parts for ranks in part]
+    def _one_by_one(self, texts: Sequence[str], num_threads: Optional[int]) -> List[List[int]]:
+        """One tiktoken call per text: for a batch where a text holds the SEPARATOR."""
+        slices = _per_thread(lambda chunk: [self._core.encode_ordinary(t) for t in chunk], texts, num_threads)
+        return [self._ids(ranks) for part in slices for ranks in part]
+
+
+def _per_thread(fn: Any, texts: Sequence[str], num_threads: Optional[int]) -> List[Any]:
+    """`fn` of each of up to `num_threads` consecutive slices of the texts, on that many threads
+    (tiktoken lets go of the GIL while it encodes)."""
+    threads = min(num_threads or 1, len(texts))
+    if threads <= 1:
+        return [fn(texts)]
+    step = -(-len(texts) // threads)
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(fn, [texts[i : i + step] for i in range(0, len(texts), step)]))
 
 
 _FAST: "weakref.WeakKeyDictionary[Any, Optional[FastBPE]]" = weakref.WeakKeyDictionary()
