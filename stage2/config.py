@@ -345,7 +345,7 @@ class TokenizerConfig:
     model_type: ModelType = ModelType.bpe
     vocab_size: int = 32000
     hard_vocab_limit: bool = True
-    character_coverage: float = 0.9995
+    character_coverage: float = 0.999
     byte_fallback: bool = True
     split_digits: bool = False
     # Lossless by default: no normalisation, no whitespace squeezing, no dummy prefix space, pieces of

@@ -125,8 +125,8 @@ def test_config_digest_ignores_workers_and_folders_but_not_recipe(tmp_path):
 # index would no longer recognise them. The validation split (shard.validation_percent=0.5) changed
 # every default shard, and so every digest: at 0 the digests from before it hold (test below).
 SHIPPED_DIGESTS = {
-    ("dataset", "files"): "9151fc6d4927a8d0",
-    ("dataset", "refinedweb_mix"): "8b1a81605c01aafa",
+    ("dataset", "files"): "d4fec27cae867130",
+    ("dataset", "refinedweb_mix"): "72b9993ed5dabec6",
     ("dataset", "sample"): "e6254723d4f93d64",
     ("dataset_tokenizer", "sample"): "e6254723d4f93d64",
     ("executor", "local"): "e6254723d4f93d64",
