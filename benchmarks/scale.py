@@ -553,6 +553,17 @@ def run_shard(pattern: str, filtered: Path, tokenizer: Path, component: str, wor
     return r
 
 
+def run_pipeline(pattern: str, work: Path, name: str, workers: int, overrides: List[str], interval: float,
+                 code: Optional[Path] = None) -> Dict[str, Any]:
+    """`stage2 stage=pipeline`: the three stages in one CLI run, so one start-up; per stage, the CPU of its
+    driver and of its tasks as the run's stats.json records them (`driver_cpu`)."""
+    run_dir = work / name
+    r = measure(_base_args("pipeline", pattern, work, run_dir, workers, overrides), work, name, run_dir, None, interval, code)
+    cpu = json.loads((run_dir / "stats.json").read_text())["driver_cpu"]
+    r.update({"start_up_s": cpu["start_up_s"], "stages": cpu["stages"]})
+    return r
+
+
 # ----------------------------------------------------------------------------------------- reporting
 
 
@@ -607,6 +618,17 @@ def goals(runs: Dict[str, Dict[int, Dict[str, Any]]], meta: Dict[int, Dict[str, 
                              f">= {1 - GOAL_WITHIN:g}", "yes" if rb / ra >= 1 - GOAL_WITHIN else "NO"])
             else:
                 rows.append([stage, f"docs/s per worker {big}x / {small}x", "n/a (no worker CPU)", f">= {1 - GOAL_WITHIN:g}", "-"])
+    pipelines = runs.get("pipeline") or {}
+    if pipelines:
+        big = max(pipelines)
+        p = pipelines[big]
+        for stage in STAGES:
+            share = p["stages"][stage]["driver_share"]
+            rows.append([stage, f"in one pipeline run: the stage's driver CPU / its driver + task CPU at {big}x", f"{share * 100:.1f}%",
+                         f"<= {GOAL_DRIVER_SHARE * 100:g}%", "yes" if share <= GOAL_DRIVER_SHARE else "NO"])
+        share = p["driver_cpu_share"]
+        rows.append(["pipeline", f"the whole run: driver CPU (start-up included) / all CPU at {big}x", f"{share * 100:.1f}%",
+                     f"<= {GOAL_DRIVER_SHARE * 100:g}%", "yes" if share <= GOAL_DRIVER_SHARE else "NO"])
     return rows
 
 
@@ -702,6 +724,21 @@ def report(args: argparse.Namespace, runs: Dict[str, Dict[int, Dict[str, Any]]],
                    f"{r['tokens'] / r['worker_cpu_s'] / 1e3:.0f}" if r["worker_cpu_s"] > 0 else "n/a"]
                   for k, r in sorted(runs["shard"].items())]
     shard_table = md_table(["input", "documents", "tokens", "shards MB", "token streams peak MB (scratch)", "k tokens per worker CPU s"], shard_rows)
+    pipeline_rows = []
+    for k, p in sorted((runs.get("pipeline") or {}).items()):
+        per_stage = [f"{c['driver_s']:.2f} / {c['tasks_s']:.1f} ({c['driver_share'] * 100:.2f}%)" for c in (p["stages"][st] for st in STAGES)]
+        pipeline_rows.append([f"{k}x", f"{p['wall_s']:.1f}", f"{p['cpu_s']:.1f}", f"{p['driver_cpu_share'] * 100:.2f}% ({p['driver_cpu_s']:.1f} s)",
+                              f"{p['start_up_s']:.2f}", *per_stage, f"{p['driver_peak_rss_mb']:.0f}", f"{p['workers_peak_rss_mb']:.0f}"])
+    pipeline_section = "" if not pipeline_rows else (
+        "## One pipeline run (`--pipeline`)\n\n"
+        "The same input as one `stage=pipeline` CLI run (filter, tokenizer and shard in one process, so one start-up), measured "
+        "from outside as above; per stage, from the run's stats.json (`driver_cpu`): the driver's CPU while the stage ran and the "
+        "CPU of the stage's executor tasks, each measured in the process that ran it (time.process_time; a worker's start-up and "
+        "idle time are not a task's). Start-up: the driver's CPU before the first stage (imports, Hydra composing the config, "
+        "checking the inputs).\n\n"
+        + md_table(["input", "wall s", "total CPU s", "driver CPU share (whole run)", "driver start-up CPU s",
+                    *[f"{st}: driver s / tasks s (driver share)" for st in STAGES], "driver peak RSS MB", "worker peak RSS MB"], pipeline_rows)
+        + "\n\n")
     goal_rows = goals(runs, meta)
     ex = extrapolate(runs, meta)
     counts = [str(n) for n in ex["workers"]]
@@ -731,7 +768,7 @@ def report(args: argparse.Namespace, runs: Dict[str, Dict[int, Dict[str, Any]]],
     sets = f" {' '.join('--set ' + s for s in args.set)}" if args.set else ""
     command = (f"uv run python -m benchmarks.scale --scales {','.join(map(str, scales))} --workers {args.workers}"
                + (f" --max-docs {args.max_docs}" if args.max_docs is not None else "") + (" --compress" if args.compress else "")
-               + (f" --rev {args.rev}" if args.rev else "") + sets
+               + (f" --rev {args.rev}" if args.rev else "") + (" --pipeline" if getattr(args, "pipeline", False) or runs.get("pipeline") else "") + sets
                + (f" --stages {args.stages} --rows-from {args.rows_from}" if getattr(args, "rows_from", None) else ""))
     wall_total = {k: sum(runs[st][k]["wall_s"] for st in STAGES if k in runs[st]) for k in scales}
     text = (
@@ -755,6 +792,7 @@ def report(args: argparse.Namespace, runs: Dict[str, Dict[int, Dict[str, Any]]],
         "Wall per scale, all three stages: " + ", ".join(f"{k}x {wall_total[k]:.0f} s" for k in scales)
         + ". Wall time depends on what else the shared box runs; CPU seconds and RSS hardly do.\n\n"
         "## Goals (issue 25, point 3) at the largest scale\n\n" + md_table(["stage", "measure", "value", "target", "met"], goal_rows) + "\n\n"
+        + pipeline_section +
         "## The tokenizer's phases\n\n" + tok_table + "\n\n"
         "Every phase runs as executor tasks: sampling in groups of consecutive filtered parts (about 16 MB each), training as "
         "one task (SentencePiece's own threads) on a sample whose size is fixed by the recipe (`tokenizer.samples_per_component`), "
@@ -779,7 +817,7 @@ def report(args: argparse.Namespace, runs: Dict[str, Dict[int, Dict[str, Any]]],
         "overrides": args.set, "rev": args.rev, "load_start": load[0], "load_end": load[1], "cache": str(inputs.root),
         "generated_copies": inputs.generated, "generation_s": round(inputs.generated_s, 1),
         "scales": {f"{k}x": meta[k] for k in scales},
-        "runs": {stage: {f"{k}x": r for k, r in sorted(runs[stage].items())} for stage in STAGES},
+        "runs": {stage: {f"{k}x": r for k, r in sorted(runs[stage].items())} for stage in (*STAGES, "pipeline") if stage in runs},
         "goals": [dict(zip(["stage", "measure", "value", "target", "met"], row)) for row in goal_rows],
         "extrapolation": ex,
     }
@@ -807,6 +845,8 @@ def rewrite_report(args: argparse.Namespace) -> None:
         meta.update({int(k[:-1]): v for k, v in saved["scales"].items() if int(k[:-1]) in done})
         for stage in STAGES:
             runs[stage].update({int(k[:-1]): r for k, r in saved["runs"][stage].items() if int(k[:-1]) in done})
+        if "pipeline" in saved["runs"]:
+            runs.setdefault("pipeline", {}).update({int(k[:-1]): r for k, r in saved["runs"]["pipeline"].items() if int(k[:-1]) in done})
     saved = saved_all[-1]
     for key in ("workers", "compress", "max_docs", "rev"):
         setattr(args, key, saved[key])
@@ -886,6 +926,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("STAGE2_SCALE_CACHE") or Path(tempfile.gettempdir()) / "stage2-scale-inputs"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra override for every stage2 run (repeatable)")
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between /proc samples")
+    parser.add_argument("--pipeline", action="store_true", help="also run the three stages as one `stage=pipeline` run per scale")
     parser.add_argument("--rev", default=None, help="run the stage2 code of this git revision (exported to a temp folder) instead of the working tree")
     parser.add_argument("--work", type=Path, default=None, help="where the run folders go (default: a new temp folder)")
     parser.add_argument("--stages", default=",".join(STAGES),
@@ -943,14 +984,20 @@ def main() -> None:
             if "shard" in measured:
                 runs["shard"][k] = run_shard(pattern, Path(filt["run_dir"]), Path(tok["run_dir"]), folder.name, work, f"x{k}-shard",
                                              args.workers, args.set, args.interval, code)
+            if args.pipeline:
+                runs.setdefault("pipeline", {})[k] = run_pipeline(pattern, work, f"x{k}-pipeline", args.workers, args.set, args.interval, code)
             for stage in STAGES:
                 if stage not in measured:  # (the filter ran as the others' input; its row is the kept one)
                     runs[stage][k] = kept_rows["runs"][stage][f"{k}x"]
             for stage, r in ((st, runs[st][k]) for st in measured):
                 say(f"{k}x {stage}: {r['wall_s']:.0f} s wall, {r['cpu_s']:.0f} CPU s, driver {r['driver_cpu_share'] * 100:.1f}%, "
                     f"max RSS {r['max_rss_mb']:.0f} MB")
+            if args.pipeline:
+                p = runs["pipeline"][k]
+                say(f"{k}x pipeline: {p['wall_s']:.0f} s wall, {p['cpu_s']:.0f} CPU s, driver {p['driver_cpu_share'] * 100:.1f}%, "
+                    + ", ".join(f"{st} {c['driver_share'] * 100:.2f}%" for st, c in p["stages"].items()))
             if not args.keep:
-                for r in (filt, *(runs[st][k] for st in measured if st != "filter")):
+                for r in (filt, *(runs[st][k] for st in measured if st != "filter"), *([runs["pipeline"][k]] if args.pipeline else [])):
                     shutil.rmtree(r["run_dir"], ignore_errors=True)
             # Partial results after every scale: a long run that is stopped still leaves what it measured.
             text, headline = report(args, runs, {s: meta[s] for s in meta}, inputs, (load_start, os.getloadavg()[0]), revision)
@@ -961,7 +1008,7 @@ def main() -> None:
         else:
             shutil.rmtree(work, ignore_errors=True)
     if not args.keep:  # deleted: do not point at them from the results
-        for stage in STAGES:
+        for stage in runs:
             for r in runs[stage].values():
                 r.pop("run_dir", None)
     text, headline = report(args, runs, meta, inputs, (load_start, os.getloadavg()[0]), revision)

@@ -12,9 +12,10 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import multiprocessing
 
@@ -72,6 +73,8 @@ class LocalExecutor:
         self.workers = resolve_workers(workers)
         self.max_in_flight = max_in_flight or 2 * self.workers
         self._pool: Optional[ProcessPoolExecutor] = None
+        self.tasks_cpu_s = 0.0  # CPU seconds its tasks used so far, wherever they ran (stats: driver_cpu)
+        self.in_process = self.workers == 1
 
     def start(self, warm: Optional[Callable[[], Any]] = None) -> None:
         """Start the workers now, each running `warm()` (imports, a model) before its first task.
@@ -108,18 +111,23 @@ class LocalExecutor:
     def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
         if self.workers == 1:
             for task in tasks:
-                yield fn(task)
+                yield self._counted(_timed(fn, task))
             return
         if self._pool is None:
             self._start_pool()
         pending: deque = deque()
         for task in tasks:
             with signals_deferred():
-                pending.append(self._pool.submit(fn, task))
+                pending.append(self._pool.submit(_timed, fn, task))
             if len(pending) >= self.max_in_flight:
-                yield pending.popleft().result()
+                yield self._counted(pending.popleft().result())
         while pending:
-            yield pending.popleft().result()
+            yield self._counted(pending.popleft().result())
+
+    def _counted(self, timed: Tuple[Any, float]) -> Any:
+        value, cpu = timed
+        self.tasks_cpu_s += cpu
+        return value
 
     def close(self) -> None:
         """Stop the pool: queued tasks are cancelled; running ones end, or, when the run is being
@@ -204,14 +212,17 @@ class RayExecutor:
         self.workers = int(ray.cluster_resources().get("CPU", 1))
         self.max_in_flight = max_in_flight or 2 * self.workers
         self._apply = ray.remote(num_cpus=1)(_apply)
+        self.tasks_cpu_s = 0.0
+        self.in_process = False
         self.nodes: set = set()  # the Ray nodes that ran a task (stats: executor_nodes)
 
     def map(self, fn: Callable[[Any], Any], tasks: Iterable[Any]) -> Iterator[Any]:
         pending = self._pending = deque()
 
         def result() -> Any:
-            value, node = self._ray.get(pending.popleft())
+            value, cpu, node = self._ray.get(pending.popleft())
             self.nodes.add(node)
+            self.tasks_cpu_s += cpu
             return value
 
         for task in tasks:
@@ -240,8 +251,15 @@ class RayExecutor:
                 self._ray.shutdown()
 
 
+def _timed(fn: Callable[[Any], Any], task: Any) -> Tuple[Any, float]:
+    """`fn(task)` and the CPU seconds of this process it took."""
+    started = time.process_time()
+    value = fn(task)
+    return value, time.process_time() - started
+
+
 def _apply(fn: Callable[[Any], Any], task: Any) -> Any:
     # One remote function for every stage: `fn` travels by reference (module + name), like in a process pool.
     import ray
 
-    return fn(task), ray.get_runtime_context().get_node_id()
+    return (*_timed(fn, task), ray.get_runtime_context().get_node_id())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
@@ -63,6 +64,17 @@ def _by_line_hint(run: Run, name: str) -> str:
     return f" (a text file is read one document per line: dataset.components.{name}.sample_by=paragraph or document reads larger ones)" if text else ""
 
 
+def _tasks_cpu(run: Run) -> float:
+    return run.executor.tasks_cpu_s if run.executor is not None else 0.0
+
+
+def _driver_share(run: Run, process_s: float, tasks_s: float) -> Dict[str, Any]:
+    """A stage's driver CPU (this process's, less its tasks' when they ran here) against its tasks' CPU."""
+    driver_s = process_s - tasks_s if run.executor is not None and run.executor.in_process else process_s
+    total = driver_s + tasks_s
+    return {"driver_s": round(driver_s, 3), "tasks_s": round(tasks_s, 3), "driver_share": round(driver_s / total, 4) if total else None}
+
+
 def run_stage(cfg: Config, run_dir: Path, record: bool = True) -> Path:
     """Run `cfg.stage` in `run_dir`. `record=False` (a read-only stage run alone): no report.md in it."""
     from stage2.runtime import folder
@@ -86,10 +98,13 @@ def run_stage(cfg: Config, run_dir: Path, record: bool = True) -> Path:
     run = start_run(run_dir, cfg, warmup)
     steps = PIPELINE if stage == "pipeline" else (stage,)
     headline: Dict[str, Any] = {}
+    cpu = run.stats["driver_cpu"] = {"start_up_s": round(time.process_time(), 3), "stages": {}}
     try:
         for step in steps:
             log.info("stage %s: %s", step, ", ".join(c.name for c in run.components))
+            driver, tasks = time.process_time(), _tasks_cpu(run)
             headline.update(_stage_runner(step)(run) or {})
+            cpu["stages"][step] = _driver_share(run, time.process_time() - driver, _tasks_cpu(run) - tasks)
             run.stats.setdefault("steps", []).append(step)
             # The chain of steps (a resume redoes them, but the chain stays one); what each step read
             # is in provenance["lineage"].

@@ -72,6 +72,19 @@ def test_rerun_and_other_worker_count_give_identical_artifacts(first_run):
     assert (base / "run_d" / "filtered").is_dir()
 
 
+def test_stats_split_each_stages_cpu_between_its_driver_and_its_tasks(first_run):
+    base, run_dir, _ = first_run
+    pooled = json.loads((run_dir / "stats.json").read_text())["driver_cpu"]
+    assert pooled["start_up_s"] > 0 and set(pooled["stages"]) == {"filter", "tokenizer", "shard"}
+    for step, cpu in pooled["stages"].items():
+        assert cpu["tasks_s"] > 0 and cpu["driver_s"] >= 0, step
+        assert cpu["driver_share"] == pytest.approx(cpu["driver_s"] / (cpu["driver_s"] + cpu["tasks_s"]), abs=0.002), step
+    # In-process tasks run in the driver's own process: their CPU is theirs, not the driver's.
+    stage2("stage=filter", "hydra.run.dir=in_process", f"runs_index={base}/runs.jsonl", "executor.workers=1", *SMALL_SAMPLE, cwd=base)
+    alone = json.loads((base / "in_process" / "stats.json").read_text())["driver_cpu"]["stages"]["filter"]
+    assert alone["driver_s"] < alone["tasks_s"] and alone["driver_share"] < 0.5
+
+
 def test_runs_index_has_a_line_per_run(first_run):
     base, run_dir, _ = first_run
     lines = [json.loads(l) for l in (base / "runs.jsonl").read_text().splitlines()]
