@@ -809,8 +809,8 @@ def report(args: argparse.Namespace, runs: Dict[str, Dict[int, Dict[str, Any]]],
         "T(N) columns use the marginal figures where there are some.\n\n"
         f"{ex_table}\n\n"
         "These assume the serial fraction and the cost per byte stay as measured, and ignore I/O bandwidth, the network, "
-        "scheduling, stragglers and start-up of many workers. The shard stage's serial part (the driver packing token "
-        "streams in order) grows with the tokens; the tokenizer's training does not.\n"
+        "scheduling, stragglers and start-up of many workers. The shard stage's serial part (the driver planning shards from "
+        "the partitions' counts and handing out tasks) grows with the partitions; the tokenizer's training does not.\n"
     )
     headline = {
         "command": command, "git": revision, "workers": args.workers, "compress": args.compress, "max_docs": args.max_docs,
