@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from stage2.documents import Document
 from stage2.errors import Stage2Error
 from stage2.io.files import atomic_path, file_sha256
+
+if TYPE_CHECKING:  # pyarrow is imported by what reads or writes a table: a driver that only checks parts needs none
+    import pyarrow as pa
 
 
 log = logging.getLogger(__name__)
@@ -32,16 +33,16 @@ REJECTED_DIR = "rejected"
 MANIFEST = "manifest.json"
 FILTER_FINISHED = ".finished.json"  # the filter stage's record of its artifacts' sha256 (stage2.stages.filter.FINISHED)
 PART_GLOB = "part-*.parquet"  # the names `part_path` gives
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("text", pa.string()),
-        ("component", pa.string()),
-        ("source", pa.string()),
-        ("record", pa.int64()),
-        ("meta", pa.string()),
-    ]
-)
+COLUMNS = ("id", "text", "component", "source", "record", "meta")
+
+
+@functools.lru_cache(maxsize=None)
+def schema() -> pa.Schema:
+    """The parts' columns (`COLUMNS`) and their types."""
+    import pyarrow as pa
+
+    kinds = {"record": pa.int64()}
+    return pa.schema([(name, kinds.get(name, pa.string())) for name in COLUMNS])
 
 
 def arrow_without_pandas() -> None:
@@ -53,6 +54,8 @@ def arrow_without_pandas() -> None:
     For worker processes, before their first table; a no-op where pandas is loaded already.
     """
     import sys
+
+    import pyarrow as pa
 
     if "pandas" in sys.modules:
         return
@@ -85,6 +88,8 @@ def part_path(run_dir: Path, component: str, file_index: int, chunk: int) -> Pat
 
 def docs_to_table(docs: List[Document], extra: Optional[Dict[str, list]] = None, types: Optional[Dict[str, pa.DataType]] = None) -> pa.Table:
     """Documents as a parts table, with `extra` columns (lists; `types` where inference would not do)."""
+    import pyarrow as pa
+
     columns = {
         "id": [d.id for d in docs],
         "text": [d.text for d in docs],
@@ -93,29 +98,33 @@ def docs_to_table(docs: List[Document], extra: Optional[Dict[str, list]] = None,
         "record": [d.record for d in docs],
         "meta": [metadata_json(d.metadata) for d in docs],
     }
-    schema = SCHEMA
+    table_schema = schema()
     for name, values in (extra or {}).items():
         columns[name] = values
         kind = (types or {}).get(name) or (pa.infer_type(values) if values else pa.string())
-        schema = schema.append(pa.field(name, kind))
-    return pa.table(columns, schema=schema)
+        table_schema = table_schema.append(pa.field(name, kind))
+    return pa.table(columns, schema=table_schema)
 
 
 def write_table(path: Path, table: pa.Table) -> None:
     """Atomic, deterministic parquet (no timestamps in the file; same bytes for the same rows)."""
+    import pyarrow.parquet as pq
+
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=10_000)
 
 
 def read_documents(path: Path) -> Iterator[Document]:
+    import pyarrow.parquet as pq
+
     # ParquetFile, not read_table: read_table imports pyarrow.dataset and pandas in every process.
-    yield from table_documents(pq.ParquetFile(path).read(columns=list(SCHEMA.names)))
+    yield from table_documents(pq.ParquetFile(path).read(columns=list(COLUMNS)))
 
 
 def table_documents(table: pa.Table) -> List[Document]:
     """The rows of a parts table (other columns ignored) as Documents."""
     out = []
-    for row in table.select(list(SCHEMA.names)).to_pylist():
+    for row in table.select(list(COLUMNS)).to_pylist():
         row["metadata"] = json.loads(row.pop("meta"))
         out.append(Document(**row))
     return out

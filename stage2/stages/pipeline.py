@@ -124,9 +124,12 @@ def run_stage(cfg: Config, run_dir: Path, record: bool = True) -> Path:
     log.info("run folder: %s", run_dir)
     folder.release(run_dir)  # after the index line: a process that takes the folder next sees a finished run
     table = summary_table(run.stats)
-    from stage2.stages.shard import plan_table
+    shard_stats = (run.stats.get("stages") or {}).get("shard")
+    plan = ""
+    if shard_stats:  # (the shard stage's module imports numpy: not for the other stages' drivers)
+        from stage2.stages.shard import plan_table
 
-    plan = plan_table((run.stats.get("stages") or {}).get("shard") or {}, run_dir)
+        plan = plan_table(shard_stats, run_dir)
     print("".join(t + "\n" for t in (table, plan) if t) + f"stage2: {stage} finished; run folder: {run_dir}")
     return run_dir
 

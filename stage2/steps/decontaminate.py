@@ -25,14 +25,16 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import numpy as np
 import xxhash
 
 from stage2.documents import Document
 from stage2.errors import Stage2Error
 from stage2.steps.base import HUB_PREFIX, Drop, Rule, Step, StepInputs, Verdict, parse_hub_entry, register
+
+if TYPE_CHECKING:  # numpy is imported where the index is built or read: the config imports every step, numpy not
+    import numpy as np
 
 COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2", ".xz")
 PATHS_KEY = "filter.decontaminate.paths"  # what messages about an eval set's files name
@@ -123,6 +125,8 @@ _P_INV = pow(_P, -1, 1 << 64)
 
 
 def _powers(base: int, n: int) -> np.ndarray:
+    import numpy as np
+
     out = np.full(n, base, dtype=np.uint64)
     if n:
         out[0] = 1
@@ -132,6 +136,8 @@ def _powers(base: int, n: int) -> np.ndarray:
 
 def _mix(h: np.ndarray) -> np.ndarray:
     """splitmix64's finaliser: spreads the polynomial sum over all bits."""
+    import numpy as np
+
     h = h ^ (h >> np.uint64(30))
     h *= np.uint64(0xBF58476D1CE4E5B9)
     h ^= h >> np.uint64(27)
@@ -147,6 +153,8 @@ class WordBatch:
     """
 
     def __init__(self, words: Sequence[Sequence[bytes]]) -> None:
+        import numpy as np
+
         self.words = words
         self.lens = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
         self.ends = np.cumsum(self.lens)
@@ -159,6 +167,8 @@ class WordBatch:
 
     def windows(self, length: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(hash, text, first word) of every window of `length` words inside one text."""
+        import numpy as np
+
         n = self.total - length + 1
         if n <= 0:
             empty = np.empty(0, dtype=np.int64)
@@ -199,6 +209,8 @@ def _as_text(value: Any) -> str:
 
 def build_index(settings: DecontaminateSettings, folder: Path, inputs: StepInputs) -> Dict[str, Any]:
     """Read every eval set, write the index under `folder`; return its description (meta.json)."""
+    import numpy as np
+
     n, floor = settings.ngram, settings.min_item_words
     sets: List[Dict[str, Any]] = []
     names: List[str] = []
@@ -259,6 +271,8 @@ def build_index(settings: DecontaminateSettings, folder: Path, inputs: StepInput
 
 def _sorted_pairs(hashes: List[np.ndarray], owners: List[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
     """Distinct (hash, item) pairs, by hash then item."""
+    import numpy as np
+
     h = np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64)
     o = np.concatenate(owners) if owners else np.empty(0, dtype=np.uint32)
     order = np.lexsort((o, h))
@@ -284,6 +298,8 @@ def _write(path: Path, fill: Any) -> None:
 @functools.lru_cache(maxsize=4)
 def load_index(folder: str) -> Tuple[Dict[bool, Tuple[np.ndarray, np.ndarray]], np.ndarray, Dict[str, Any]]:
     """({short?: (hashes, owners)}, item_sets, meta) of an index, memory-mapped: the workers share the pages."""
+    import numpy as np
+
     path = Path(folder)
     meta = json.loads((path / "meta.json").read_text())
     load = lambda name: np.load(path / name, mmap_mode="r") if (path / name).stat().st_size > 128 else np.load(path / name)  # noqa: E731
@@ -337,6 +353,8 @@ class Decontaminate(Step):
         return cls(DecontaminateSettings(**own), settings.get("index"))
 
     def judge(self, docs: Sequence[Document]) -> List[Verdict]:
+        import numpy as np
+
         if self.index is None:
             raise RuntimeError("decontaminate: no index (the driver's prepare builds it)")
         pairs, item_sets, meta = load_index(self.index)

@@ -6,8 +6,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Tuple
 
-from stage2.tokenizer import encoding
-
 log = logging.getLogger(__name__)
 
 METRICS = ("bytes_per_token", "chars_per_token", "tokens_per_word", "unk_rate", "byte_fallback_rate", "vocab_used_share", "roundtrip_share")
@@ -52,6 +50,8 @@ class EvalCounts:
 
 def evaluate(sp: Any, texts: List[str], batch: int = 256) -> EvalCounts:
     """Token counts of `texts` under the processor `sp` (whole documents, as the shard stage encodes them)."""
+    from stage2.tokenizer import encoding  # (with numpy: here, in the evaluation tasks, not in the driver)
+
     counts = EvalCounts()
     unk_id = sp.unk_id()
     byte_ids = {i for i in range(sp.get_piece_size()) if sp.is_byte(i)}

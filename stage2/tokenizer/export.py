@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from stage2.errors import Stage2Error
-from stage2.tokenizer import encoding
 
 TOKENIZER_JSON = "tokenizer.json"
 TOKENIZER_CONFIG = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP = "special_tokens_map.json"
 EXPORT_FILES = (TOKENIZER_JSON, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP)
-SPACE = encoding.MARKER
+SPACE = "\u2581"  # SentencePiece's space marker (encoding.MARKER: that module imports numpy, a stage's driver need not)
 # ModelProto.SentencePiece.Type
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
@@ -176,5 +175,7 @@ def write(model: bytes, folder: Path, model_max_length: int) -> List[Path]:
 
 def agreement(sp: Any, tok: Any, texts: List[str]) -> int:
     """How many of `texts` the HF tokenizer `tok` encodes to exactly the SentencePiece processor `sp`'s ids."""
+    from stage2.tokenizer import encoding
+
     theirs = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
     return sum(a == b for a, b in zip(encoding.encode(sp, texts), theirs))

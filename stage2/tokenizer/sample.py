@@ -23,14 +23,16 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple
 
-import numpy as np
 import xxhash
 
 from stage2.documents import Document
 from stage2.errors import Stage2Error
 from stage2.io.sources import ComponentSpec
+
+if TYPE_CHECKING:  # numpy only where the shard stage splits: the tokenizer stage's driver imports this module
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ def is_heldout(doc_id: str, percent: float) -> bool:
 def heldout_mask(id_bytes: List[bytes], percent: float) -> np.ndarray:
     """`is_heldout` of every id (given as UTF-8 bytes), `heldout_key`'s arithmetic on a numpy array: one
     hash call per id instead of a Python function call and its arithmetic (the shard stage's split)."""
+    import numpy as np
+
     if percent <= 0:
         return np.zeros(len(id_bytes), dtype=bool)
     h = np.fromiter(map(xxhash.xxh64_intdigest, id_bytes, itertools.repeat(HELDOUT_HASH_SEED)), dtype=np.uint64, count=len(id_bytes))
