@@ -6,6 +6,7 @@ work lives in its own module (stage2/stages/filter.py, tokenizer.py, shard.py, .
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -191,6 +192,11 @@ def app(cfg: DictConfig) -> None:
         config = resolve_config(cfg, launch_dir, rerun_of)
         from stage2.stages.pipeline import run_stage  # here: `--help` and config errors need none of the stages
 
+        if not gc.isenabled():  # start-up is over (stage2.cli turned the collector off for it)
+            # What start-up left, its few MB of cyclic garbage too, is never looked at again: a collection
+            # would cost the driver about as much CPU as the collector's passes that were skipped.
+            gc.freeze()
+            gc.enable()
         # A read-only stage run alone writes no folder (in a sweep its job folder holds its report).
         run_stage(config, run_dir, record=not (single and config.stage in ("report", "verify")))
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (`Interrupted`); the stage has stopped its workers
