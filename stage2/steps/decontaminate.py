@@ -33,7 +33,7 @@ from stage2.documents import Document
 from stage2.errors import Stage2Error
 from stage2.steps.base import HUB_PREFIX, Drop, Rule, Step, StepInputs, Verdict, parse_hub_entry, register
 
-if TYPE_CHECKING:  # numpy is imported where the index is built or read: the config imports every step, numpy not
+if TYPE_CHECKING:  # numpy is imported by what builds or reads the index: the config imports every step, a driver needs no numpy
     import numpy as np
 
 COMPRESSION_SUFFIXES = (".gz", ".zst", ".bz2", ".xz")
