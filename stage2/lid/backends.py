@@ -161,8 +161,21 @@ def target_score(ranked: Sequence[Tuple[str, float]], wanted: Sequence[str]) -> 
 def language_text(text: str, max_chars: int) -> str:
     """What a detector reads: the first `max_chars` characters, without code, URLs and paths."""
     head = text[:max_chars] if max_chars and max_chars > 0 else text
-    pattern = _not_language_in(tuple([s in head for s in _NOT_LANGUAGE_NEEDLES]))
-    return pattern.sub(" ", head) if pattern is not None else head
+    found = tuple([s in head for s in _NOT_LANGUAGE_NEEDLES])
+    pattern = _not_language_in(found)
+    if pattern is None:
+        return head
+    held = [s for s, here in zip(_NOT_LANGUAGE_NEEDLES, found) if here]
+    if any(s in _SPANNING_NEEDLES for s in held):
+        return pattern.sub(" ", head)
+    # Every match of the other alternatives lies inside one whitespace-free token holding one of their
+    # strings, and their lookbehinds read a token's start as they read the text's: the regex need only
+    # scan from the start of the first such token to the end of the last (the same matches).
+    start = min(head.find(s) for s in held)
+    while start and not head[start - 1].isspace():  # (\s is str.isspace)
+        start -= 1
+    end = _NON_SPACE.match(head, max(head.rfind(s) for s in held)).end()
+    return head[:start] + pattern.sub(" ", head[start:end]) + head[end:]
 
 
 # _NOT_LANGUAGE's alternatives, each with the strings one of which its every match contains. An
@@ -179,6 +192,9 @@ _NOT_LANGUAGE_PARTS = (
     (r"(?<![\w.-])[\w.-]*[/\\][\w./\\-]*", ("/", "\\")),
 )
 _NOT_LANGUAGE_NEEDLES = tuple(dict.fromkeys(s for _, needs in _NOT_LANGUAGE_PARTS for s in needs))
+# The strings of the alternatives whose matches can hold whitespace (code spans and blocks, placeholders).
+_SPANNING_NEEDLES = ("`", "{{")
+_NON_SPACE = re.compile(r"\S*")
 
 
 @functools.lru_cache(maxsize=None)

@@ -189,7 +189,7 @@ def test_language_text_is_the_whole_pattern_applied():
 
     from stage2.lid.backends import _NOT_LANGUAGE
 
-    pieces = list("ab .-_/\\@`{}<>:htps\n\x1b[;09mé\u2028\t") + ["http://", "https://x.y/z", "```", "{{", "}}", "\x1b[31m", "a@b.c", "/usr/bin", "C:\\x"]
+    pieces = list("ab .-_/\\@`{}<>:htps\n\x1b[;09mé\u2028\t\x85\xa0\x1c") + ["http://", "https://x.y/z", "```", "{{", "}}", "\x1b[31m", "a@b.c", "/usr/bin", "C:\\x"]
     rng = random.Random(0)
     texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 30))) for _ in range(20000)]
     texts += [r["text"] for name in ("noisy_tldr.jsonl.gz", "web_stackexchange.jsonl.gz") for r in sample_records(name, 300)]
