@@ -114,11 +114,18 @@ def write_table(path: Path, table: pa.Table) -> None:
         pq.write_table(table, tmp, compression="zstd", row_group_size=10_000)
 
 
-def read_documents(path: Path) -> Iterator[Document]:
+def read_documents(path: Path, check: Optional[Dict[str, str]] = None) -> Iterator[Document]:
+    """A part's documents; `check` (`part_check`): the sha256 a deferred check left, compared with the bytes read."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    source: Any = path
+    if check:
+        data = Path(path).read_bytes()
+        verify_part(Path(path), data, check)
+        source = pa.BufferReader(data)
     # ParquetFile, not read_table: read_table imports pyarrow.dataset and pandas in every process.
-    yield from table_documents(pq.ParquetFile(path).read(columns=list(COLUMNS)))
+    yield from table_documents(pq.ParquetFile(source).read(columns=list(COLUMNS)))
 
 
 def table_documents(table: pa.Table) -> List[Document]:

@@ -106,14 +106,16 @@ class SampleTask:
     eval_docs: int
     seed: int
     out: str  # candidate files' base path (sample.candidate_files)
+    # Per partition: the sha256 check a deferred parts check left to the reader (`parts.part_check`), or None.
+    checks: Tuple[Optional[Dict[str, str]], ...] = ()
 
 
-def _partition_documents(spec: ComponentSpec, kind: str, where: Any, skip_bad: bool) -> Iterable[Document]:
+def _partition_documents(spec: ComponentSpec, kind: str, where: Any, skip_bad: bool, check: Optional[Dict[str, str]] = None) -> Iterable[Document]:
     from stage2.io import parts
     from stage2.io.sources import iter_documents, read_unit, usable
 
     if kind == "part":
-        return parts.read_documents(where)
+        return parts.read_documents(where, check)
     if kind == "unit":
         return usable(read_unit(spec, where), skip_bad)
     return usable(iter_documents(spec), skip_bad)
@@ -122,7 +124,8 @@ def _partition_documents(spec: ComponentSpec, kind: str, where: Any, skip_bad: b
 def _sample_task(task: SampleTask) -> Tuple[str, PartitionCounts, str, Dict[str, Any]]:
     """One group's sample candidates, written next to the run's other scratch (a worker; top level: pickled)."""
     started = time.process_time()
-    docs = (doc for spec, kind, where in task.partitions for doc in _partition_documents(spec, kind, where, task.skip_bad))
+    checks = task.checks or (None,) * len(task.partitions)
+    docs = (doc for (spec, kind, where), check in zip(task.partitions, checks) for doc in _partition_documents(spec, kind, where, task.skip_bad, check))
     part = sample_partition(docs, task.bounds, task.quota, task.heldout_percent, task.eval_docs, task.seed)
     write_candidates(task.out, part)
     return task.component, PartitionCounts.of(part), task.out, _usage(started)
@@ -184,7 +187,12 @@ def sample_to_files(run: Any, t: TokenizerConfig, work: Path, usage: Optional[Di
     `work`) whose merge is its training sample and eval slice (stage2/tokenizer/sample.py: the same
     for any partitioning, grouping and worker count). `usage`, when given, gets the tasks' CPU seconds,
     largest peak RSS, and the passes and tasks run."""
-    filtered_dir = filtered_source(run, t.input_run, "tokenizer")
+    from stage2.io import parts
+
+    # With workers, each sampling task checks its parts' sha256 as it reads them (nothing outside .work/
+    # is written before every task has returned); in-process, the driver hashes them all first.
+    with parts.deferred_hashes(run.executor is not None and not run.executor.in_process):
+        filtered_dir = filtered_source(run, t.input_run, "tokenizer")
     shares = quotas(run.components, t.samples_per_component, t.sample_by_weight)
     partitions = sample_partitions_of(run, filtered_dir)
     groups = {name: _grouped(found) for name, (found, _) in partitions.items()}
@@ -198,6 +206,7 @@ def sample_to_files(run: Any, t: TokenizerConfig, work: Path, usage: Optional[Di
             SampleTask(
                 name, group, skip_bad, bounds[name], shares[name], t.heldout_percent, t.eval_docs_per_component, t.seed,
                 str(work / f"pass{passes[0]}-c{index[name]:04d}-g{g:05d}"),
+                tuple(parts.part_check(where) if kind == "part" else None for _, kind, where in group),
             )
             for name in bounds for g, group in enumerate(groups[name])
         ]

@@ -183,6 +183,26 @@ def test_the_start_up_check_of_an_input_run_runs_in_a_worker(runs, tmp_path):
         parts.check_parts(past, names, "this run")
 
 
+def test_with_workers_the_tokenizers_sampling_tasks_hash_the_parts_they_read(runs, tmp_path):
+    """A part the start-up check did not cover (changed since, or a pipeline's own parts) is hashed by the
+    sampling task that reads it, not by the driver: the driver leaves a check per part, and a changed part
+    fails its task, naming it."""
+    from stage2.main import compose_recipe
+    from stage2.runtime.run import start_run
+    from stage2.stages import tokenizer as tokenizer_stage
+
+    past = copy(runs["filter"], tmp_path / "past").resolve()
+    cfg = compose_recipe([*small(tmp_path), "executor.workers=2", "stage=tokenizer", f"tokenizer.input_run={past}"], str(tmp_path))
+    run = start_run(tmp_path / "new", cfg)
+    try:
+        flip_byte(past / WEB)  # after the start-up check
+        with pytest.raises(Stage2Error, match=f"{past / WEB}: sha256 .* does not match .* the file changed after that run wrote it"):
+            tokenizer_stage.sample_to_files(run, cfg.tokenizer, tmp_path / "work")
+        assert parts.part_check(past / WEB)["sha256"] != parts.file_sha256(past / WEB)  # (left to the task: the driver did not hash it)
+    finally:
+        run.executor.close()
+
+
 def test_an_untampered_input_run_is_used_and_its_parts_digest_recorded(runs, tmp_path):
     tok = json.loads((runs["tokenizer"] / "provenance.json").read_text())["lineage"]["tokenizer.documents"]
     assert tok["folder"] == str(runs["filter"]) and len(tok["parts_sha256"]) == 64
