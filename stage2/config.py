@@ -477,7 +477,7 @@ class ShardConfig:
     add_bos: bool = False
     add_eos: bool = True
     batch_size: int = 512  # documents per encode call
-    tokenizer: Optional[str] = None  # a .model file or a tokenizer/pipeline run folder
+    tokenizer: Optional[str] = None  # a .model file or a tokenizer/pipeline run folder; a pipeline given one trains none
     input_run: Optional[str] = None  # a past filter/pipeline run whose filtered parts to shard
     # SentencePiece encode threads per worker; 0: this machine's cores / executor workers.
     # Not part of the result: encoding gives the same ids with any thread count.

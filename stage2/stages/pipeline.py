@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from stage2.config import Config
 from stage2.errors import Stage2Error
@@ -15,6 +15,12 @@ from stage2.runtime.run import Run, append_index, start_run
 log = logging.getLogger("stage2")
 
 PIPELINE = ("filter", "tokenizer", "shard")
+
+
+def pipeline_steps(cfg: Config) -> Tuple[str, ...]:
+    """The stages `stage=pipeline` runs: all of them, but the tokenizer's when `shard.tokenizer` gives one
+    (the run filters, then shards with that tokenizer; a pipeline holds one tokenizer)."""
+    return tuple(step for step in PIPELINE if not (step == "tokenizer" and cfg.shard.tokenizer))
 
 
 def _stage_runner(name: str) -> Callable[[Run], Dict[str, Any]]:
@@ -96,7 +102,7 @@ def run_stage(cfg: Config, run_dir: Path, record: bool = True) -> Path:
     if stage in ("filter", "pipeline"):  # the workers load the filter's language models while they scan the inputs
         from stage2.stages.filter import worker_warmup as warmup
     run = start_run(run_dir, cfg, warmup)
-    steps = PIPELINE if stage == "pipeline" else (stage,)
+    steps = pipeline_steps(cfg) if stage == "pipeline" else (stage,)
     headline: Dict[str, Any] = {}
     cpu = run.stats["driver_cpu"] = {"start_up_s": round(time.process_time(), 3), "stages": {}}
     try:

@@ -85,6 +85,19 @@ def test_stats_split_each_stages_cpu_between_its_driver_and_its_tasks(first_run)
     assert alone["driver_s"] < alone["tasks_s"] and alone["driver_share"] < 0.5
 
 
+def test_a_pipeline_given_a_tokenizer_filters_and_shards_with_it(first_run):
+    """`stage=pipeline shard.tokenizer=<run>` trains no tokenizer: the same recipe and the same model give
+    the same parts, tokenizer files and shards as the run that trained it."""
+    base, run_dir, _ = first_run
+    stage2("hydra.run.dir=given", f"runs_index={base}/runs.jsonl", "executor.workers=2", *SMALL_SAMPLE, f"shard.tokenizer={run_dir}", cwd=base)
+    stats = json.loads((base / "given" / "stats.json").read_text())
+    assert stats["steps"] == ["filter", "shard"] and "tokenizer" not in stats["stages"]
+    given, trained = artifact_hashes(base / "given"), artifact_hashes(run_dir)
+    assert {rel for rel in given if rel.startswith("tokenizer/")} == {rel for rel in trained if rel.startswith("tokenizer/") and not rel.endswith(".vocab")}
+    assert {rel: h for rel, h in given.items() if not rel.startswith("tokenizer/")} == {rel: h for rel, h in trained.items() if not rel.startswith("tokenizer/")}
+    assert all(trained[rel] == h for rel, h in given.items())
+
+
 def test_runs_index_has_a_line_per_run(first_run):
     base, run_dir, _ = first_run
     lines = [json.loads(l) for l in (base / "runs.jsonl").read_text().splitlines()]
