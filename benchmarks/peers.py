@@ -12,9 +12,12 @@ exported `tokenizer.json` (the same ids: the export is exact for BPE), both appe
 
 Contestants, each its own process tree, measured from outside (wall, and CPU of the process and every
 descendant it reaped, os.wait4), in interleaved rounds (order rotated every round):
-  stage2 filter+shard   `stage=filter filter=fasttext` with the length screen and fastText language ID
-                        only (no dedup, no function-word share, no quality steps), then `stage=shard`
-                        from its parts: two CLI runs, their times added.
+  stage2 filter+shard   one CLI run, `stage=pipeline filter=fasttext shard.tokenizer=<the model>`: the
+                        length screen and fastText language ID only (no dedup, no function-word share, no
+                        quality steps), then the shard stage from its parts (a pipeline given a tokenizer
+                        trains none).
+  stage2 filter, shard  the same as two CLI runs, `stage=filter ...` then `stage=shard` from its parts,
+                        their times added (one more start-up of the driver and of its workers).
   datatrove             JsonlReader -> LambdaFilter (the same length bounds) -> LanguageFilter (fastText
                         lid.176, the same .ftz model file stage2 ships, the same threshold) ->
                         DocumentTokenizer (tokenizer.json), LocalPipelineExecutor with one task per file
@@ -32,6 +35,7 @@ import argparse
 import json
 import ctypes
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -153,7 +157,8 @@ def main() -> None:
     env = child_env()
     peer_env = {k: v for k, v in env.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
     peer_env["HF_DATASETS_OFFLINE"] = peer_env["HF_HUB_OFFLINE"] = "1"
-    results: Dict[str, List[Dict[str, float]]] = {"stage2 filter+shard": [], "datatrove": [], "stage2 shard (raw)": [], "nanoGPT-style": []}
+    results: Dict[str, List[Dict[str, float]]] = {"stage2 filter+shard": [], "datatrove": [], "stage2 shard (raw)": [], "nanoGPT-style": [],
+                                                  "stage2 filter, shard": []}
     try:
         # The tokenizer both sides use, trained once (not timed) on copy 0.
         copy0 = inputs.folder("peers_tokenizer_input", [next(iter(sorted(folder.iterdir())))])
@@ -176,13 +181,19 @@ def main() -> None:
         Path(f"{target}.completed").touch()  # (datatrove's own mark of a finished download)
         (work / "peer_datatrove.py").write_text(DATATROVE)
         (work / "peer_nanogpt.py").write_text(NANOGPT)
-        stage2_filter = [*base, "stage=filter", "filter=fasttext", f"dataset.paths=[{data}/*.jsonl]", "filter.function_words=0",
+        stage2_filter = [*base, "filter=fasttext", f"dataset.paths=[{data}/*.jsonl]", "filter.function_words=0",
                          "filter.dedup.exact=false", "filter.dedup.near=false", *args.set]
 
         def run(contestant: str, r: int) -> Dict[str, float]:
-            out = work / f"r{r}-{contestant.split()[0]}-{len(results[contestant])}"
+            slug = "-".join(re.findall(r"\w+", contestant))
+            out = work / f"r{r}-{slug}-{len(results[contestant])}"
             if contestant == "stage2 filter+shard":
-                a = timed([*stage2_filter, f"hydra.run.dir={out}-f"], work, env, work / f"{out.name}-f.log")
+                got = timed([*stage2_filter, "stage=pipeline", f"shard.tokenizer={model}", f"hydra.run.dir={out}"], work, env, work / f"{out.name}.log")
+                stats = json.loads((out / "stats.json").read_text())["stages"]
+                got["kept"] = stats["filter"]["kept"]
+                got["tokens"] = sum(c["tokens"] for c in stats["shard"]["components"].values())
+            elif contestant == "stage2 filter, shard":
+                a = timed([*stage2_filter, "stage=filter", f"hydra.run.dir={out}-f"], work, env, work / f"{out.name}-f.log")
                 b = timed([*base, "stage=shard", f"dataset.paths=[{data}/*.jsonl]", f"shard.input_run={out}-f", f"shard.tokenizer={model}",
                            f"hydra.run.dir={out}-s", *args.set], work, env, work / f"{out.name}-s.log")
                 got = add(a, b)
