@@ -50,7 +50,6 @@ from stage2.io import parts
 from stage2.io.sources import iter_documents, usable
 from stage2.config import BadRecordPolicy, Remainder, ShardConfig
 from stage2.errors import Stage2Error
-from stage2.runtime.executor import LocalExecutor
 from stage2.runtime.progress import Progress
 from stage2.io.files import FingerprintingFile, atomic_write, is_temporary, write_array
 from stage2.runtime.tasks import read_marker, read_state, write_marker
@@ -498,7 +497,7 @@ def _passthrough(task: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _in_process(executor: Any) -> bool:
-    return isinstance(executor, LocalExecutor) and executor.workers == 1
+    return bool(getattr(executor, "in_process", False))
 
 
 def _encode_read(task: Dict[str, Any], read: Future[PartitionDocs]) -> Tuple[PartitionDocs, np.ndarray, float]:
