@@ -116,16 +116,22 @@ def write_table(path: Path, table: pa.Table) -> None:
 
 def read_documents(path: Path, check: Optional[Dict[str, str]] = None) -> Iterator[Document]:
     """A part's documents; `check` (`part_check`): the sha256 a deferred check left, compared with the bytes read."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    source: Any = path
-    if check:
-        data = Path(path).read_bytes()
-        verify_part(Path(path), data, check)
-        source = pa.BufferReader(data)
     # ParquetFile, not read_table: read_table imports pyarrow.dataset and pandas in every process.
-    yield from table_documents(pq.ParquetFile(source).read(columns=list(COLUMNS)))
+    yield from table_documents(pq.ParquetFile(checked_source(path, check)).read(columns=list(COLUMNS)))
+
+
+def checked_source(path: Path, check: Optional[Dict[str, str]]) -> Any:
+    """What to open a part from: its path, or, with a deferred check (`part_check`), its bytes, read once
+    and checked against the recorded sha256 (`verify_part`) before parquet parses them."""
+    if not check:
+        return path
+    import pyarrow as pa
+
+    data = Path(path).read_bytes()
+    verify_part(Path(path), data, check)
+    return pa.BufferReader(data)
 
 
 def table_documents(table: pa.Table) -> List[Document]:

@@ -236,11 +236,7 @@ def read_partition(task: Dict[str, Any]) -> PartitionDocs:
 
     # ParquetFile, not read_table: read_table imports pyarrow.dataset and pandas in every process.
     # One thread: the encoder's threads use the cores.
-    source: Any = task["part"]
-    if task.get("part_check"):  # its sha256 checked here, from the bytes parsed (`parts.deferred_hashes`)
-        data = Path(task["part"]).read_bytes()
-        parts.verify_part(Path(task["part"]), data, task["part_check"])
-        source = pa.BufferReader(data)
+    source = parts.checked_source(Path(task["part"]), task.get("part_check"))  # (`parts.deferred_hashes`)
     table = pq.ParquetFile(source).read(columns=["text", "id", "source", "record"], use_threads=False)
     texts = table.column("text").to_pylist()
     ids, sources, record = _string_column(table.column("id")), _string_column(table.column("source")), table.column("record").combine_chunks()
