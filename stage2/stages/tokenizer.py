@@ -107,7 +107,7 @@ class SampleTask:
     seed: int
     out: str  # candidate files' base path (sample.candidate_files)
     # Per partition: the sha256 check a deferred parts check left to the reader (`parts.part_check`), or None.
-    checks: Tuple[Optional[Dict[str, str]], ...] = ()
+    checks: Tuple[Optional[Dict[str, str]], ...]
 
 
 def _partition_documents(spec: ComponentSpec, kind: str, where: Any, skip_bad: bool, check: Optional[Dict[str, str]] = None) -> Iterable[Document]:
@@ -124,8 +124,7 @@ def _partition_documents(spec: ComponentSpec, kind: str, where: Any, skip_bad: b
 def _sample_task(task: SampleTask) -> Tuple[str, PartitionCounts, str, Dict[str, Any]]:
     """One group's sample candidates, written next to the run's other scratch (a worker; top level: pickled)."""
     started = time.process_time()
-    checks = task.checks or (None,) * len(task.partitions)
-    docs = (doc for (spec, kind, where), check in zip(task.partitions, checks) for doc in _partition_documents(spec, kind, where, task.skip_bad, check))
+    docs = (doc for (spec, kind, where), check in zip(task.partitions, task.checks) for doc in _partition_documents(spec, kind, where, task.skip_bad, check))
     part = sample_partition(docs, task.bounds, task.quota, task.heldout_percent, task.eval_docs, task.seed)
     write_candidates(task.out, part)
     return task.component, PartitionCounts.of(part), task.out, _usage(started)
