@@ -342,15 +342,16 @@ def python_pin(version: Optional[tuple] = None) -> Dict[str, Any]:
     return {"python": ".".join(map(str, version)), "pinned": pinned, "matches": matches, "note": note}
 
 
-def remove_stale_temporaries(run_dir: Path) -> None:
+def remove_stale_temporaries(run_dir: Path, writers_done: bool = False) -> None:
     """Temporary files (`.<name>.tmp-<pid>`) that writers killed mid-write left behind.
 
-    Only those of processes that are gone: the run holds the folder's lock, so no other run writes here,
-    and this run's own workers are alive.
+    Only those of processes that are gone, unless `writers_done` (every task of this run has ended): the
+    run holds the folder's lock, but a killed Ray driver's tasks go on until Ray reaps them, and may still
+    be writing when the resume starts.
     """
     for tmp in run_dir.rglob(".*.tmp-*"):
         pid = tmp.name.rsplit(".tmp-", 1)[1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and (writers_done or not _alive(int(pid))):
             tmp.unlink(missing_ok=True)
 
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from stage2.config import Config
 from stage2.errors import Stage2Error
-from stage2.runtime.run import Run, append_index, start_run
+from stage2.runtime.run import Run, append_index, remove_stale_temporaries, start_run
 
 log = logging.getLogger("stage2")
 
@@ -121,6 +121,7 @@ def run_stage(cfg: Config, run_dir: Path, record: bool = True) -> Path:
             if step == "filter" and stage == "pipeline":
                 _check_no_empty_component(run)
             run.save_stats()
+        remove_stale_temporaries(run.dir, writers_done=True)
         run.save_stats(status="finished")
         if not finished_before:
             append_index(run, headline)

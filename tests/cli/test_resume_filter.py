@@ -4,6 +4,7 @@ tasks whose markers were written (a marker is checked before it is trusted: test
 from __future__ import annotations
 
 import shutil
+import subprocess
 
 import pytest
 
@@ -58,7 +59,16 @@ def test_filter_killed_mid_stage_resumes_to_identical_outputs(filter_base):
     undone.mkdir(parents=True, exist_ok=True)
     shutil.copy(done[0], undone / ".done-screen.json.tmp-99999")
 
-    resume(run_dir, base, "executor.workers=1")  # another worker count: still the same bytes
+    # A killed Ray driver's tasks go on until Ray reaps them: a part's temporary whose writer still lives
+    # when the resume starts is gone once the resumed run has finished.
+    straggler = subprocess.Popen(["sleep", "300"])
+    try:
+        (run_dir / "filtered" / "web").mkdir(exist_ok=True)
+        (run_dir / "filtered" / "web" / f".part-00000-00001.parquet.tmp-{straggler.pid}").write_bytes(b"half a part")
+        resume(run_dir, base, "executor.workers=1")  # another worker count: still the same bytes
+    finally:
+        straggler.kill()
+        straggler.wait()
     assert_resumed_like(run_dir, base / "fresh")  # also: no .work folder and no temp file left
     filt = stats(run_dir)["stages"]["filter"]
     assert filt["resumed"] is True
