@@ -163,14 +163,16 @@ def _start(run_dir: Path, cfg: Config, components: List[ComponentSpec], executor
         executor.start(warmup(cfg, components))  # the workers load their models while they scan
     # Workers scan the inputs (hash, count, check compressed files to their end, partition offsets).
     # The files the filter's steps read (eval sets, blocklists) are inputs too: a changed one is refused like any.
+    # A stage that reads a past run's parts reads no input file: those parts are checked instead (below).
+    raw = reads_input_files(cfg)
     step_files = step_input_files(cfg.filter.input_patterns(), cfg.launch_dir) if cfg.stage in ("filter", "pipeline") else []
-    scans = input_fingerprints(components, cfg.dataset.partition_size, executor.map if executor else map, step_files)
+    scans = input_fingerprints(components, cfg.dataset.partition_size, executor.map if executor else map, step_files) if raw else {}
     fingerprints = {path: {k: v for k, v in scan.items() if k != "offsets"} for path, scan in scans.items()}
     # Every later read of an input checks that the file is still the one scanned here.
     components = [spec.with_scans(scans) for spec in components]
-    if resuming:
+    if resuming and raw:
         check_inputs_unchanged(run_dir, fingerprints, allowed=False, resume=True)
-    elif cfg.rerun_of:
+    elif cfg.rerun_of and raw:
         check_inputs_unchanged(Path(cfg.rerun_of), fingerprints, cfg.allow_changed_inputs)
     pin = python_pin()
     if not pin["matches"]:
@@ -215,6 +217,16 @@ def _start(run_dir: Path, cfg: Config, components: List[ComponentSpec], executor
         run.stats["workers"] = run.executor.workers
     run.save_stats()  # from here on the folder is a (resumable) run
     return run
+
+
+def reads_input_files(cfg: Config) -> bool:
+    """Whether the stage reads the dataset's files: a tokenizer or shard stage given `input_run` reads
+    that run's parts instead (at 45 GB, scanning raw files it never reads would cost a full read)."""
+    if cfg.stage == "tokenizer":
+        return not cfg.tokenizer.input_run
+    if cfg.stage == "shard":
+        return not cfg.shard.input_run
+    return cfg.stage in ("filter", "pipeline")
 
 
 def check_input_parts(cfg: Config, names: List[str], mapper: Any = map) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import SMALL_SAMPLE, cli, one_line_error, tree
+from helpers import SMALL_SAMPLE, cli, filter_run, one_line_error, sample_records, tree, write_jsonl
 from stage2.io import parts
 from stage2 import reader
 from stage2.errors import Stage2Error
@@ -419,3 +419,23 @@ def test_verify_checks_shards_without_the_shard_stage():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_stages_given_an_input_run_read_its_parts_and_no_input_file(tmp_path):
+    """A tokenizer or shard stage given `input_run` reads that run's parts, never the dataset's files: it
+    neither scans them (at full scale a read of all the raw text) nor records them as its inputs. So a
+    raw file damaged after the filter ran stops the filter, not them."""
+    paths = [write_jsonl(tmp_path / "in" / f"{name}.jsonl.gz", sample_records(f"{name}.jsonl.gz", 200)) for name in ("web_cc", "foldoc")]
+    recipe = ["dataset.paths=[in/*.jsonl.gz]", "tokenizer.vocab_size=800", "progress=false"]
+    ok(filter_run(tmp_path, *recipe, "hydra.run.dir=filt"))
+    paths[0].write_bytes(paths[0].read_bytes()[:-40])  # cut short: a gzip stream without its end
+    one_line_error(filter_run(tmp_path, *recipe, "hydra.run.dir=refiltered"), str(paths[0]))
+
+    given = [*recipe, "dataset=files", "executor.workers=2", f"runs_index={tmp_path}/runs.jsonl"]
+    ok(cli(tmp_path, *given, "stage=tokenizer", f"tokenizer.input_run={tmp_path / 'filt'}", "hydra.run.dir=tok"))
+    ok(cli(tmp_path, *given, "stage=shard", f"shard.input_run={tmp_path / 'filt'}", f"shard.tokenizer={tmp_path / 'tok'}", "hydra.run.dir=sh"))
+    for run in ("tok", "sh"):
+        provenance = json.loads((tmp_path / run / "provenance.json").read_text())
+        assert provenance["inputs"] == {}, run
+        assert any(entry["folder"] == str(tmp_path / "filt") for entry in provenance["lineage"].values()), run
+    ok(cli(tmp_path, "stage=verify", f"verify.dir={tmp_path / 'sh'}"))
