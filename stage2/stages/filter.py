@@ -402,8 +402,6 @@ def run(run) -> Dict[str, Any]:
     write_marker(finished_path, run.digest, result, [run.dir / rel for rel in sorted(own)], durable=True)
     # The work files are not needed any more: .finished.json keeps the stage done for a resume.
     shutil.rmtree(work, ignore_errors=True)
-    for leftover in filtered.glob(".*.tmp-*"):  # of a killed manifest write
-        leftover.unlink(missing_ok=True)
     return headline
 
 
