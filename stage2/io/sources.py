@@ -129,8 +129,9 @@ def _single_format(files: List[str], what: str) -> str:
     return formats.pop()
 
 
-def expand_paths(patterns: List[str], launch_dir: str, what: str) -> List[str]:
-    """Globs and relative paths -> sorted absolute paths; a pattern that matches nothing is an error.
+def expand_paths(patterns: List[str], launch_dir: str, what: str, need_files: bool = True) -> List[str]:
+    """Globs and relative paths -> sorted absolute paths; a pattern that matches nothing is an error
+    (with need_files=False: it gives no file).
 
     As HF `data_files` does: `**` matches any number of folders; `*`, `?` and `**` skip hidden names
     (a leading dot) unless the pattern spells the dot, and folders named `__*` (`__pycache__`) unless
@@ -149,7 +150,7 @@ def expand_paths(patterns: List[str], launch_dir: str, what: str) -> List[str]:
                 m for m in glob.glob(absolute, recursive=True)
                 if os.path.isfile(m) and (spelled or not any(part.startswith("__") for part in Path(os.path.relpath(m, root)).parts[:-1]))
             )
-        if not matches:
+        if not matches and need_files:
             raise Stage2Error(f"{what}: no file matches {pattern!r} (looked in {os.path.dirname(absolute) or '.'})")
         files.extend(os.path.abspath(m) for m in matches)
     return files
@@ -182,8 +183,11 @@ def id_names(files: List[str], root: str) -> Dict[str, str]:
     return names
 
 
-def resolve_components(dataset: DatasetConfig, launch_dir: str) -> List[ComponentSpec]:
+def resolve_components(dataset: DatasetConfig, launch_dir: str, need_files: bool = True) -> List[ComponentSpec]:
     """The manifest (a resolved `dataset` config) -> components in manifest order.
+
+    need_files=False: for a stage that reads a past run's parts, not the files (which may be gone): a
+    path that matches nothing still names its component, with no files.
 
     `dataset.max_records` caps every component: one that sets its own reads the smaller of the two.
     `dataset=files`: every path's component gets `dataset.lang_filter` and its weight in `dataset.weights`.
@@ -196,7 +200,7 @@ def resolve_components(dataset: DatasetConfig, launch_dir: str) -> List[Componen
     entries = dict(dataset.components or {})
     for index, pattern in enumerate(paths):
         # One component per path or glob (a glob over a sharded dataset is one component).
-        files = expand_paths([pattern], launch_dir, "dataset.paths")
+        files = expand_paths([pattern], launch_dir, "dataset.paths", need_files)
         name = component_name(pattern)
         if any(s.name == name for s in specs):
             raise Stage2Error(f"dataset.paths: two paths give the component name {name!r}; rename a file, or name one with dataset.components.<name>.data_files=[...] (components are named after file stems)")
@@ -213,7 +217,7 @@ def resolve_components(dataset: DatasetConfig, launch_dir: str) -> List[Componen
             settings = path_settings(settings, own)
         config = {f.name: getattr(settings, f.name) for f in dataclasses.fields(ComponentConfig)}
         cap_own = settings.max_records
-        fmt = settings.format or _single_format(files, f"dataset.paths {pattern!r}")
+        fmt = settings.format or (_single_format(files, f"dataset.paths {pattern!r}") if files else None)
         if fmt == "text" and (own is None or own.data_files):  # a text file's one column (dataset.text_column names JSON's and parquet's)
             config["text_column"] = "text"
         config.update(
@@ -233,9 +237,9 @@ def resolve_components(dataset: DatasetConfig, launch_dir: str) -> List[Componen
                 raise Stage2Error(f"dataset.components.{name}: no path in dataset.paths gives a component named {name!r} (they give {given}), "
                                   "and it sets neither data_files nor hub_path: name a path's component, or give this one its files")
             raise Stage2Error(f"dataset.components.{name}: set exactly one of data_files or hub_path")
-        files = expand_paths(list(comp.data_files), launch_dir, f"dataset.components.{name}") if has_files else []
+        files = expand_paths(list(comp.data_files), launch_dir, f"dataset.components.{name}", need_files) if has_files else []
         fmt = comp.format
-        if has_files and fmt is None:
+        if files and fmt is None:
             fmt = _single_format(files, f"dataset.components.{name}")
         own = comp.max_records
         resolved: Dict[str, Any] = {

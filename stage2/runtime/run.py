@@ -146,7 +146,8 @@ def start_run(run_dir: Path, cfg: Config, warmup: Optional[Callable[[Config, Lis
     check_runs_index(cfg)
     resuming = (run_dir / "stats.json").exists()
     needs_inputs = cfg.stage not in ("report", "verify")
-    components = resolve_components(cfg.dataset, cfg.launch_dir) if needs_inputs else []
+    # (A stage reading a past run's parts needs its components' names and settings, not their files.)
+    components = resolve_components(cfg.dataset, cfg.launch_dir, need_files=reads_input_files(cfg)) if needs_inputs else []
     executor = cfg.executor.make() if needs_inputs else None
     try:
         return _start(run_dir, cfg, components, executor, resuming, warmup)
@@ -208,7 +209,7 @@ def _start(run_dir: Path, cfg: Config, components: List[ComponentSpec], executor
             "config_digest": run.digest,
             "inputs": fingerprints,
             "inputs_digest": json_digest({p: v["xxh3_128"] for p, v in fingerprints.items()}),
-            "hub": hub_revisions(components),
+            "hub": hub_revisions(components) if raw else {},
         }
         if cfg.rerun_of:
             run.provenance["rerun_of"] = cfg.rerun_of

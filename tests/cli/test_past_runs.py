@@ -212,6 +212,30 @@ def test_an_untampered_input_run_is_used_and_its_parts_digest_recorded(runs, tmp
     ok(cli(tmp_path, "stage=verify", f"verify.dir={tmp_path / 'sh'}"))
 
 
+def test_stages_given_an_input_run_need_no_raw_file_at_all(tmp_path):
+    """The raw text deleted after the filter ran (45 GB one would not keep): a tokenizer or shard stage
+    given that run still runs, takes its components from the recipe's paths, and trains the same model.
+    A filter run, which reads the files, still stops on a path that matches nothing."""
+    write_jsonl(tmp_path / "raw" / "web.jsonl", sample_records("web_cc.jsonl.gz", 300))
+    recipe = ["dataset=files", "dataset.paths=[raw/web.jsonl]", "tokenizer.vocab_size=800", "progress=false",
+              "executor.workers=2", f"runs_index={tmp_path}/runs.jsonl"]
+    ok(filter_run(tmp_path, *recipe, "hydra.run.dir=filt"))
+    tokenizer = [*recipe, "stage=tokenizer", f"tokenizer.input_run={tmp_path / 'filt'}"]
+    ok(cli(tmp_path, *tokenizer, "hydra.run.dir=tok_with_raw"))
+
+    shutil.rmtree(tmp_path / "raw")
+    one_line_error(filter_run(tmp_path, *recipe, "hydra.run.dir=refiltered"), "no file matches")
+    ok(cli(tmp_path, *tokenizer, "hydra.run.dir=tok"))
+    model = "tokenizer/spm_800_bpe.model"
+    assert (tmp_path / "tok" / model).read_bytes() == (tmp_path / "tok_with_raw" / model).read_bytes()
+    ok(cli(tmp_path, *recipe, "stage=shard", f"shard.input_run={tmp_path / 'filt'}", f"shard.tokenizer={tmp_path / 'tok'}", "hydra.run.dir=sh"))
+    assert json.loads((tmp_path / "sh" / "stats.json").read_text())["status"] == "finished"
+    ok(cli(tmp_path, "stage=verify", f"verify.dir={tmp_path / 'sh'}"))
+    # A component the input run does not hold is still refused, before any work.
+    err = one_line_error(cli(tmp_path, *tokenizer, "dataset.paths=[raw/books.jsonl]", "hydra.run.dir=tok_other"), "no component 'books'")
+    assert not (tmp_path / "tok_other" / "stats.json").exists(), err
+
+
 def test_an_input_run_without_a_record_of_its_parts_is_refused(runs, tmp_path):
     past = copy(runs["filter"], tmp_path / "past")
     edit_json(past / "stats.json", lambda s: s.pop("artifact_sha256"))
