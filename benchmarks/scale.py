@@ -3,7 +3,7 @@
     uv run python -m benchmarks.scale [--scales 1,10,40,150] [--workers 2] [--keep] [--compress]
         [--max-docs N] [--cache DIR] [--work DIR] [--set KEY=VALUE ...] [--from-json scale.json ...]
         [--stages tokenizer --rows-from scale.json]
-    uv run python -m benchmarks.scale --driver-ab REV [--scales 1,10] [--stages tokenizer,shard] [--repeat 5]
+    uv run python -m benchmarks.scale --driver-ab REV [--scales 1,10] [--stages filter,tokenizer,shard] [--repeat 5]
 
 Per scale, three CLI runs, each measured alone: `stage=filter` (default recipe), then
 `stage=tokenizer tokenizer.input_run=<the filter run>`, then `stage=shard shard.input_run=<the filter
@@ -13,10 +13,10 @@ anything, merging the scales of several invocations (the report says so). `--sta
 measures only that stage (the filter still runs, as its input) and keeps the other stages' rows from
 `--rows-from`, a scale.json of an earlier invocation (the report names it and its git revision).
 
-`--driver-ab REV` measures only driver CPU: per scale one filter run, then `--repeat` rounds of the
-tokenizer stage (and the shard stage on its tokenizer, with `--stages tokenizer,shard`) with the code of
-REV and with the working tree's, alternating which goes first; it prints a table of every round's
-driver CPU and the medians (nothing is written to the results).
+`--driver-ab REV` measures only driver CPU: per scale `--repeat` rounds of the stages in `--stages`
+(filter, tokenizer, shard; the later two on one filter run of the working tree) with the code of REV
+and with the working tree's, alternating which goes first; it prints a table of every round's driver
+CPU and the medians (nothing is written to the results).
 
 Input. "1x" is the English dev text of ../shared/data (or $STAGE2_SHARED_DATA): every record of
 en_web_stackexchange_dev, en_web_cc_samples_dev and en_foldoc_dev (12,240 documents, about 6.8 MB of
@@ -867,12 +867,13 @@ def rewrite_report(args: argparse.Namespace) -> None:
 
 
 def driver_ab(args: argparse.Namespace) -> None:
-    """`--driver-ab REV`: the driver CPU of the tokenizer (and, with `--stages tokenizer,shard`, the shard)
-    stage, the code of REV against the working tree's, interleaved: per scale one filter run (working
-    tree), then `--repeat` rounds, each running the stage with both codes (REV first in odd rounds, the
-    working tree first in even ones), each run measured like the main benchmark's (`measure`)."""
+    """`--driver-ab REV`: the driver CPU of the stages in `--stages` (filter, tokenizer, shard), the code of
+    REV against the working tree's, interleaved: per scale one filter run (working tree) as the later
+    stages' input, then `--repeat` rounds, each running the stages with both codes (REV first in odd
+    rounds, the working tree first in even ones), each run measured like the main benchmark's (`measure`).
+    The filter's artifacts must be byte-identical between the two codes (stats.json's sha256)."""
     scales = sorted({int(s) for s in args.scales.split(",") if s.strip()})
-    stages = [st for st in ("tokenizer", "shard") if st in {x.strip() for x in args.stages.split(",")}]
+    stages = [st for st in STAGES if st in {x.strip() for x in args.stages.split(",")}]
     inputs = Inputs(args.cache, args.max_docs, args.compress)
     work = Path(tempfile.mkdtemp(prefix="stage2-driver-ab-", dir=args.work))
     say = lambda msg: print(f"[driver-ab] {msg}", file=sys.stderr, flush=True)  # noqa: E731
@@ -884,35 +885,52 @@ def driver_ab(args: argparse.Namespace) -> None:
         for k in scales:
             folder, _ = inputs.scale(k)
             pattern = f"{folder}/*{inputs.ext}"
-            filt = run_filter(pattern, work, f"x{k}-filter", args.workers, args.set, "filtered/.work", args.interval)
+            later = [st for st in stages if st != "filter"]
+            filt = run_filter(pattern, work, f"x{k}-filter", args.workers, args.set, "filtered/.work", args.interval) if later else None
             got: Dict[Tuple[str, str], List[Dict[str, Any]]] = {}
+            artifacts: Dict[str, Any] = {}
             for rep in range(args.repeat):
                 order = list(codes.items()) if rep % 2 == 0 else list(codes.items())[::-1]
                 for label, code in order:
                     name = f"x{k}-r{rep}-{'old' if code else 'new'}"
-                    tok = run_tokenizer(pattern, Path(filt["run_dir"]), work, f"{name}-tokenizer", args.workers, args.set, args.interval, code)
-                    got.setdefault(("tokenizer", label), []).append(tok)
+                    done: List[str] = []
+                    if "filter" in stages:
+                        fr = run_filter(pattern, work, f"{name}-filter", args.workers, args.set, "filtered/.work", args.interval, code)
+                        got.setdefault(("filter", label), []).append(fr)
+                        artifacts.setdefault(label, json.loads((Path(fr["run_dir"]) / "stats.json").read_text())["artifact_sha256"])
+                        done.append(f"filter driver {fr['driver_cpu_s']:.2f} CPU s of {fr['cpu_s']:.1f}")
+                        shutil.rmtree(fr["run_dir"], ignore_errors=True)
+                    if later:
+                        tok = run_tokenizer(pattern, Path(filt["run_dir"]), work, f"{name}-tokenizer", args.workers, args.set, args.interval, code)
+                        got.setdefault(("tokenizer", label), []).append(tok)
+                        done.append(f"tokenizer driver {tok['driver_cpu_s']:.2f} of {tok['cpu_s']:.1f}")
                     if "shard" in stages:
                         sh = run_shard(pattern, Path(filt["run_dir"]), Path(tok["run_dir"]), folder.name, work, f"{name}-shard",
                                        args.workers, args.set, args.interval, code)
                         got.setdefault(("shard", label), []).append(sh)
+                        done.append(f"shard driver {sh['driver_cpu_s']:.2f} of {sh['cpu_s']:.1f}")
                         shutil.rmtree(sh["run_dir"], ignore_errors=True)
-                    say(f"{k}x round {rep + 1} {label}: tokenizer driver {tok['driver_cpu_s']:.2f} CPU s of {tok['cpu_s']:.1f}"
-                        + (f", shard driver {sh['driver_cpu_s']:.2f} of {sh['cpu_s']:.1f}" if "shard" in stages else ""))
-                    shutil.rmtree(tok["run_dir"], ignore_errors=True)
-            for stage in stages:
+                    if later:
+                        shutil.rmtree(tok["run_dir"], ignore_errors=True)
+                    say(f"{k}x round {rep + 1} {label}: " + ", ".join(done))
+            if len(artifacts) == 2 and len(set(map(json.dumps, artifacts.values()))) != 1:
+                raise SystemExit(f"{k}x: the filter's artifacts differ between the two codes")
+            for stage in [st for st in STAGES if any(key[0] == st for key in got)]:
                 for label in codes:
                     rs = got[(stage, label)]
                     drv = sorted(r["driver_cpu_s"] for r in rs)
                     cpu = sorted(r["cpu_s"] for r in rs)
                     rows.append([stage, f"{k}x", label, " ".join(f"{d:.2f}" for d in (r["driver_cpu_s"] for r in rs)),
                                  f"{drv[len(drv) // 2]:.2f}", f"{cpu[len(cpu) // 2]:.1f}", f"{100 * drv[len(drv) // 2] / cpu[len(cpu) // 2]:.1f}%"])
-            shutil.rmtree(filt["run_dir"], ignore_errors=True)
+            if filt:
+                shutil.rmtree(filt["run_dir"], ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"Machine: {machine()}; 1-minute load {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.")
     print(f"Command: `uv run python -m benchmarks.scale --driver-ab {args.driver_ab} --scales {args.scales} --stages {args.stages}"
           f" --repeat {args.repeat} --workers {args.workers}`\n")
+    if "filter" in stages:
+        print("The filter's artifacts (stats.json's sha256 of each) are byte-identical between the two codes.\n")
     print(md_table(["stage", "input", "code", "driver CPU s, each round", "median driver CPU s", "median total CPU s", "driver share (medians)"], rows))
 
 
@@ -935,7 +953,7 @@ def main() -> None:
     parser.add_argument("--from-json", type=Path, action="append", default=[],
                         help="rewrite the report from scale.json files this benchmark wrote (no runs; repeatable: their scales are merged)")
     parser.add_argument("--driver-ab", default=None, metavar="REV",
-                        help="only the driver CPU of --stages (tokenizer, shard), REV's code against the working tree's, interleaved")
+                        help="only the driver CPU of --stages (filter, tokenizer, shard), REV's code against the working tree's, interleaved")
     parser.add_argument("--repeat", type=int, default=5, help="--driver-ab: rounds per scale")
     args = parser.parse_args()
     if args.driver_ab:

@@ -95,7 +95,8 @@ class Run:
             st = os.stat(path)
             self.artifact_hashes[rel] = (sha256, st.st_size, st.st_mtime_ns)
 
-    def _artifact_sha256(self, rel: str) -> str:
+    def artifact_sha256(self, rel: str) -> str:
+        """The sha256 given with the artifact while it is unchanged since (size, mtime); else read from the file."""
         known = self.artifact_hashes.get(rel)
         if known:
             st = os.stat(self.dir / rel)
@@ -114,7 +115,7 @@ class Run:
         self.stats["artifacts"] = sorted(self.artifacts)
         if status == "finished":
             # Only once, at the end: it costs one read of every artifact not hashed as it was written; `stage=verify` checks against it.
-            self.stats["artifact_sha256"] = {rel: self._artifact_sha256(rel) for rel in self.stats["artifacts"]}
+            self.stats["artifact_sha256"] = {rel: self.artifact_sha256(rel) for rel in self.stats["artifacts"]}
         write_json(self.dir / "stats.json", self.stats)
 
     def record_lineage(self, name: str, folder: Optional[Path], note: Optional[str] = None) -> None:

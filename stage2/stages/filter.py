@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from stage2.dedup import buckets_for
-from stage2.io.files import file_sha256
+from stage2.io.files import file_fingerprint
 from stage2.stages.filter_tasks import DEDUP_REASONS, build_chain, decide, merge_rejected, resolve, screen
 from stage2.lid.backends import check_languages
 from stage2.runtime.tasks import read_marker, write_marker
@@ -161,8 +161,8 @@ def _restore_finished(run, path: Path) -> Optional[Dict[str, Any]]:
         if path.exists():
             log.warning("filter: resume: the finished stage's outputs are missing or changed; filtering again")
         return None
-    for rel in finished["artifacts"]:
-        run.add_artifact(run.dir / rel)
+    for rel, sha256 in finished["artifacts"].items():  # (read_marker found each with the bytes it had)
+        run.add_artifact(run.dir / rel, sha256=sha256)
     stats = run.stage_stats("filter")
     stats.update(finished["stats"])
     stats.update({"resumed": True, "stage_finished_before": True})
@@ -304,6 +304,7 @@ def run(run) -> Dict[str, Any]:
     empty: List[str] = []
     redacted_total: Counter = Counter()
     described: Dict[str, Dict[str, Any]] = {}
+    part_digests: Dict[str, Dict[str, Any]] = {}  # rel -> the digests its decide task took as it wrote it
     at = 0
     for (spec, units), steps in zip(plans, passes.chains):
         n = len(units)
@@ -351,8 +352,10 @@ def run(run) -> Dict[str, Any]:
             run.add_artifact(path)
             entry["rejected_file"] = str(path.relative_to(run.dir))
         parts = [rel for r in decides for rel in r["parts"]]
+        for r in decides:
+            part_digests.update(r.get("part_digests") or {})
         for rel in parts:
-            run.add_artifact(run.dir / rel)
+            run.add_artifact(run.dir / rel, sha256=part_digests.get(rel, {}).get("sha256"))
         if entry["kept"] == 0:
             log.warning("filter: component %s kept no document (%d read: %s)", spec.name, entry["records_in"], entry["dropped"])
             entry["empty"] = True
@@ -398,8 +401,9 @@ def run(run) -> Dict[str, Any]:
     headline = {"filter_records_in": total["records_in"], "filter_kept": total["kept"], "filter_kept_bytes": total["bytes_out"]}
     own = [rel for rel in run.artifacts if rel.startswith((f"{FILTERED_DIR}/", f"{REJECTED_DIR}/"))]
     # The sha256 of the parts are what a later run that reads them checks (io/parts.check_parts).
-    result = {"headline": headline, "stats": _without_timings(stats), "artifacts": {rel: file_sha256(run.dir / rel) for rel in sorted(own)}}
-    write_marker(finished_path, run.digest, result, [run.dir / rel for rel in sorted(own)], durable=True)
+    result = {"headline": headline, "stats": _without_timings(stats), "artifacts": {rel: run.artifact_sha256(rel) for rel in sorted(own)}}
+    fingerprints = {run.dir / rel: part_digests[rel]["fingerprint"] if rel in part_digests else file_fingerprint(run.dir / rel) for rel in sorted(own)}
+    write_marker(finished_path, run.digest, result, fingerprints, durable=True)
     # The work files are not needed any more: .finished.json keeps the stage done for a resume.
     shutil.rmtree(work, ignore_errors=True)
     return headline

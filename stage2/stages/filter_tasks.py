@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from stage2.dedup import batch_window_hashes, exact_key, lookup, resolve_bucket, spill
 from stage2.documents import Document
-from stage2.io.files import share_file
+from stage2.io.files import file_digests, share_file
 from stage2.io.parts import docs_to_table, part_path, table_documents, write_table
 from stage2.io.sources import Unit, read_unit
 from stage2.runtime.tasks import once
@@ -212,6 +212,7 @@ def _decide(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
     dropped = Counter({r: 0 for r in DEDUP_REASONS})
     kept = bytes_out = 0
     parts: List[str] = []
+    digests: Dict[str, Dict[str, Any]] = {}
     threshold = task["threshold"]
     for k, candidate_bytes in zip(task["chunks"], task["chunk_bytes"]):
         candidates = pq.ParquetFile(folder / f"cand-{k:05d}.parquet")
@@ -251,9 +252,10 @@ def _decide(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
             kept += kept_table.num_rows
             bytes_out += sum(utf8_len(t) for t in kept_table.column("text").to_pylist())
         parts.append(os.path.relpath(path, task["parts_dir"]))
+        digests[parts[-1]] = file_digests(path)  # here, in parallel: the driver records them without a read
     samples.write(folder / "rejected-decide.parquet")
     outputs = [Path(task["parts_dir"]) / rel for rel in parts] + _existing(folder / "rejected-decide.parquet")
-    return {"outputs": outputs, "kept": kept, "bytes_out": bytes_out, "dropped": dict(dropped), "parts": parts}
+    return {"outputs": outputs, "kept": kept, "bytes_out": bytes_out, "dropped": dict(dropped), "parts": parts, "part_digests": digests}
 
 
 def _windows(near_spill: Path, positions: np.ndarray) -> np.ndarray:
