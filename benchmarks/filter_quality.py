@@ -29,7 +29,8 @@ import numpy as np
 import stage2.main as stage2_main
 from stage2.config import FilterConfig
 from benchmarks.common import RESULTS, machine, md_table, read_jsonl, shared_data_dir
-from stage2.dedup import batch_window_hashes, exact_key, COMPONENT_SHIFT, buckets_for, lookup, resolve_bucket, spill
+from stage2.dedup import batch_window_hashes, exact_key, COMPONENT_SHIFT, lookup, resolve_bucket, spill
+from stage2.stages.filter import buckets_for
 from stage2.lid.rule import LanguageRule, judge
 
 LANG_FILES = ("multiling_fortunes_dev.jsonl.gz", "multiling_tldr_dev.jsonl.gz", "multiling_udhr_dev.jsonl.gz")

@@ -183,7 +183,8 @@ def time_near(texts: List[str], k: int, threshold: float, partition_size: int, m
     """
     import numpy as np
 
-    from stage2.dedup import batch_window_hashes, exact_key, buckets_for, lookup, resolve_bucket, spill
+    from stage2.dedup import batch_window_hashes, exact_key, lookup, resolve_bucket, spill
+    from stage2.stages.filter import buckets_for
 
     cpu = {key: 0.0 for key in ("hash_s", "spill_s", "resolve_s", "lookup_s", "exact_s")}
 

@@ -180,10 +180,6 @@ def _drop_repeats(h: np.ndarray, doc: np.ndarray) -> Tuple[np.ndarray, np.ndarra
 
 # The passes.
 
-# Resolve-task memory per (hash, position) pair, with a margin: the pairs (16 bytes), the sort order
-# (8), the sorted copies (16) and masks; resolve_bucket alone peaked at 40 bytes a pair above its
-# start (4M and 8M random pairs, some repeated).
-BYTES_PER_PAIR = 64
 COMPONENT_SHIFT = 56  # stage2.io.sources: the component's index is the position's top 8 bits
 
 
@@ -210,10 +206,6 @@ def bucket_bounds(bucket: int, buckets: int) -> Tuple[int, int]:
     """[lo, hi) of hash values; hi = 2^64 for the last bucket."""
     span = (1 << 64) // buckets
     return bucket * span, (1 << 64) if bucket == buckets - 1 else (bucket + 1) * span
-
-
-def buckets_for(pairs: int, memory_mb: int) -> int:
-    return max(1, -(-pairs * BYTES_PER_PAIR // (memory_mb << 20)))
 
 
 def _open(path: str) -> np.ndarray:

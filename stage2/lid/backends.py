@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from stage2.errors import Stage2Error
+from stage2.lid import langdetect_languages
 
 UNKNOWN = "unknown"
 _NEWLINES = re.compile(r"[\r\n\u2028\u2029\x0b\x0c\x85]+")
@@ -213,9 +214,7 @@ def check_languages(backend: str, languages: Sequence[str], main: bool = True) -
     `main`: the backend is `filter.lang_backend` (a `lang_check` detector only screens: fastText reads
     langdetect's `zh-cn` as its `zh`, and langdetect then tells the regions apart)."""
     if backend in ("langdetect", "langdetect_fast"):  # the same bundled profiles
-        from stage2.lid.langdetect_fast import profile_names
-
-        known = profile_names()
+        known = langdetect_languages()
         unknown = [lang for lang in languages if lang not in known]
         if not unknown:
             return
@@ -244,8 +243,19 @@ def check_languages(backend: str, languages: Sequence[str], main: bool = True) -
             )
 
 
-@functools.lru_cache(maxsize=None)
+# lid.176's labels, as `fasttext_model().predict("", k=-1)` lists them (tests/unit/test_langid.py
+# checks the installed model against this list): the driver checks `filter.languages` without
+# loading the model and numpy, which only its workers need.
+LID176_LABELS = tuple("""
+af als am an ar arz as ast av az azb ba bar bcl be bg bh bn bo bpy br bs bxr ca cbk ce ceb ckb co
+cs cv cy da de diq dsb dty dv el eml en eo es et eu fa fi fr frr fy ga gd gl gn gom gu gv he hi hif
+hr hsb ht hu hy ia id ie ilo io is it ja jbo jv ka kk km kn ko krc ku kv kw ky la lb lez li lmo lo
+lrc lt lv mai mg mhr min mk ml mn mr mrj ms mt mwl my myv mzn nah nap nds ne new nl nn no oc or os
+pa pam pfl pl pms pnb ps pt qu rm ro ru rue sa sah sc scn sco sd sh si sk sl so sq sr su sv sw ta
+te tg th tk tl tr tt tyv ug uk ur uz vec vep vi vls vo wa war wuu xal xmf yi yo yue zh
+""".split())
+
+
 def fasttext_labels() -> Tuple[str, ...]:
-    """The 176 language codes of lid.176 (ask for every label)."""
-    all_labels, _ = fasttext_model().predict("", k=-1, threshold=-1.0)
-    return tuple(sorted(label.replace("__label__", "") for label in all_labels))
+    """The 176 language codes of lid.176, sorted."""
+    return LID176_LABELS

@@ -41,6 +41,8 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from stage2.lid import langdetect_profiles_directory
+
 N_TRIAL = 7
 ITERATION_LIMIT = 1000
 CONV_THRESHOLD = 0.99999
@@ -100,14 +102,6 @@ def profiles() -> Profiles:
     return built
 
 
-def _profiles_directory() -> str:
-    """langdetect's `profiles/` folder (its PROFILES_DIRECTORY), found without importing langdetect."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("langdetect")
-    return os.path.join(list(spec.submodule_search_locations)[0], "profiles")
-
-
 def cache_folder():
     """Where this machine's profile arrays are kept: `$STAGE2_CACHE_DIR` (or `$XDG_CACHE_HOME/stage2`,
     `~/.cache/stage2`), in a folder named by everything the arrays depend on: the profile files (in
@@ -120,7 +114,7 @@ def cache_folder():
     from pathlib import Path
 
     try:
-        directory = _profiles_directory()
+        directory = langdetect_profiles_directory()
         listing = [(name, os.path.getsize(os.path.join(directory, name))) for name in os.listdir(directory)]
     except (OSError, TypeError, IndexError):
         return None
@@ -167,7 +161,7 @@ def build_profiles() -> Profiles:
     from langdetect.utils.ngram import NGram
 
     factory = DetectorFactory()  # a private one: its dict of lists is dropped once copied to numpy
-    factory.load_profile(_profiles_directory())  # (its PROFILES_DIRECTORY: the folder the cache key names)
+    factory.load_profile(langdetect_profiles_directory())  # (its PROFILES_DIRECTORY: the folder the cache key names)
     words = list(factory.word_lang_prob_map)
     prob = np.array([factory.word_lang_prob_map[w] for w in words], dtype=np.float64)
     char_map = np.arange(0x110000, dtype=np.uint32)
@@ -756,9 +750,3 @@ def detect(text: str) -> List[Tuple[str, float]]:
     (`detect_batch` of many texts is cheaper per text: it shares its numpy calls between them.)"""
     rows = extract(text)
     return _ranked(_posterior_alone(rows)) if len(rows) else []  # langdetect: "No features in text."
-
-
-def profile_names() -> Tuple[str, ...]:
-    """The languages langdetect has profiles for, from its profile files' names: the driver checks
-    `filter.languages` without loading the profiles (only workers need them)."""
-    return tuple(sorted(os.listdir(_profiles_directory())))

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from stage2.dedup import buckets_for
 from stage2.io.files import file_fingerprint
 from stage2.stages.filter_tasks import DEDUP_REASONS, build_chain, decide, merge_rejected, resolve, screen
 from stage2.lid.backends import check_languages
@@ -132,7 +131,10 @@ def warm_worker(backends: Tuple[str, ...]) -> None:
     """A worker's start-up, done before the driver sends it a task (LocalExecutor.start)."""
     from stage2.lid.backends import get_backend
     from stage2.io.parts import arrow_without_pandas
-    from stage2.stages import filter_tasks  # noqa: F401  (the tasks' module, imported before the worker's objects are frozen)
+    # The tasks' modules, imported before the worker's objects are frozen (filter_tasks imports these in its tasks).
+    import pyarrow.parquet  # noqa: F401
+
+    from stage2 import dedup  # noqa: F401
 
     for backend in backends:
         get_backend(backend)  # loading a model or profiles
@@ -407,6 +409,17 @@ def run(run) -> Dict[str, Any]:
     # The work files are not needed any more: .finished.json keeps the stage done for a resume.
     shutil.rmtree(work, ignore_errors=True)
     return headline
+
+
+# A resolve task's memory per (hash, position) pair, with a margin: the pairs (16 bytes), the sort order
+# (8), the sorted copies (16) and masks; stage2.dedup.resolve_bucket alone peaked at 40 bytes a pair
+# above its start (4M and 8M random pairs, some repeated).
+BYTES_PER_PAIR = 64
+
+
+def buckets_for(pairs: int, memory_mb: int) -> int:
+    """How many hash buckets (resolve tasks) keep each task within `memory_mb`."""
+    return max(1, -(-pairs * BYTES_PER_PAIR // (memory_mb << 20)))
 
 
 def _spec_of(spec: ComponentSpec, unit: Unit) -> ComponentSpec:

@@ -8,6 +8,10 @@
 Each task is done once its `done-<pass>.json` marker exists with the task's key; a resumed run
 returns the marker's counts instead of redoing the task (outputs are written before the marker, each
 atomically, so a task killed midway is simply redone).
+
+numpy, pyarrow and the dedup passes are imported inside the task bodies: with worker processes the
+driver imports this module only to hand its tasks out, and their imports were a fifth of its CPU at
+40x (benchmarks/results/scale.md).
 """
 
 from __future__ import annotations
@@ -18,19 +22,18 @@ import os
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from stage2.dedup import batch_window_hashes, exact_key, lookup, resolve_bucket, spill
 from stage2.documents import Document
 from stage2.io.files import file_digests, share_file
 from stage2.io.parts import docs_to_table, part_path, table_documents, write_table
 from stage2.io.sources import Unit, read_unit
 from stage2.runtime.tasks import once
 from stage2.steps import STEPS, Chain, Drop, Edit
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
 
 # Part of every task key: bump it when a task's outputs change, so a resume with newer code redoes them.
 TASK_VERSION = 3
@@ -99,6 +102,8 @@ class Samples:
 
 
 def _column_value(value: Any) -> Any:
+    import numpy as np
+
     return float(value) if isinstance(value, (float, np.floating)) else value
 
 
@@ -109,6 +114,10 @@ def screen(task: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _screen(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
+    import numpy as np
+
+    from stage2.dedup import batch_window_hashes, exact_key, spill
+
     unit: Unit = task["unit"]
     chain = build_chain(task["steps"])
     dedup = task["dedup"]  # {"exact": bool, "near": bool, "window_words": k} or None
@@ -188,6 +197,8 @@ def _describe_undetected(samples: Samples, steps: List[Tuple[str, Dict[str, Any]
 
 def resolve(task: Dict[str, Any]) -> Dict[str, Any]:
     """Pass 2: one hash bucket (stage2/dedup.py)."""
+    from stage2.dedup import resolve_bucket
+
     return once(Path(task["dir"]) / "done-resolve.json", task_key(task), lambda: {**resolve_bucket(task), "outputs": [task["exact_out"], task["near_out"]]})
 
 
@@ -203,10 +214,17 @@ def _existing(path: Path) -> List[Path]:
 
 def _positions(unit: Unit, records: np.ndarray) -> np.ndarray:
     """The canonical positions of the unit's file's records (1-based numbers), as Unit.position."""
+    import numpy as np
+
     return np.uint64(unit.position(1)) + (records - 1).astype(np.uint64)
 
 
 def _decide(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from stage2.dedup import lookup
+
     unit: Unit = task["unit"]
     samples = Samples(task["keep_rejected"])
     dropped = Counter({r: 0 for r in DEDUP_REASONS})
@@ -260,6 +278,8 @@ def _decide(task: Dict[str, Any], folder: Path) -> Dict[str, Any]:
 
 def _windows(near_spill: Path, positions: np.ndarray) -> np.ndarray:
     """How many distinct windows each candidate has: its pairs in the partition's near spill."""
+    import numpy as np
+
     if not near_spill.is_file():  # (no candidate had a window)
         return np.zeros(len(positions), dtype=np.int64)
     owners, counts = np.unique(np.load(near_spill, mmap_mode="r")[:, 1], return_counts=True)
@@ -270,10 +290,13 @@ def _windows(near_spill: Path, positions: np.ndarray) -> np.ndarray:
 
 def merge_rejected(paths: Iterable[Path], reasons: List[str], limit: int) -> Optional[pa.Table]:
     """The first `limit` samples per reason over the units' sample files (in canonical order), reasons in chain order."""
-    tables = [pq.ParquetFile(p).read() for p in paths if p.is_file()]
-    if not tables or not limit:
+    existing = [p for p in paths if p.is_file()] if limit else []
+    if not existing:
         return None
-    table = pa.concat_tables(tables, promote_options="default")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.concat_tables([pq.ParquetFile(p).read() for p in existing], promote_options="default")
     reason = table.column("reason").to_pylist()
     taken: Counter = Counter()
     rows = []

@@ -10,7 +10,7 @@ from typing import Dict, List, Tuple
 import pytest
 from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
 
-import stage2.dedup as passes
+import stage2.stages.filter as filter_stage
 from helpers import dedup_reference, sample_records, write_jsonl
 from stage2.runtime.executor import LocalExecutor
 from stage2.config import DedupConfig, FilterConfig
@@ -99,7 +99,7 @@ def test_verdicts_do_not_depend_on_partitions_buckets_or_workers(pool, tmp_path_
     texts, planted = build(recipe)
     want = reference(texts, k, threshold)
     if tiny_buckets:  # about 8 pairs a bucket: dozens of hash ranges, resolved one by one (in this process)
-        monkeypatch.setattr(passes, "BYTES_PER_PAIR", (1 << 20) // 8)
+        monkeypatch.setattr(filter_stage, "BYTES_PER_PAIR", (1 << 20) // 8)
     one = verdicts(texts, tmp_path_factory.mktemp("one"), sizes[0], k, threshold)
     monkeypatch.undo()
     other = verdicts(texts, tmp_path_factory.mktemp("other"), sizes[1], k, threshold, pool.map)

@@ -156,6 +156,15 @@ def test_check_languages_validates_fasttext_codes(tmp_path):
     assert "filter=fasttext" not in str(error.value)
 
 
+def test_the_language_codes_checked_are_the_installed_models_labels():
+    """`check_languages` reads lid.176's labels from a list, not from the model (the driver loads no
+    model): the list must be what the installed model answers."""
+    from stage2.lid.backends import LID176_LABELS, fasttext_model
+
+    labels, _ = fasttext_model().predict("", k=-1, threshold=-1.0)
+    assert LID176_LABELS == tuple(sorted(label.replace("__label__", "") for label in labels))
+
+
 @pytest.mark.slow  # over half a second
 def test_threshold_follows_the_backend_and_bad_values_fail(tmp_path):
     from stage2.errors import Stage2Error
