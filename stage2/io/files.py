@@ -13,11 +13,20 @@ from typing import Any, BinaryIO, Dict, Iterator, List
 from stage2.errors import Stage2Error, first_line
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def _read_into(path: Path, *digests: Any) -> int:
+    """Feed the file's bytes to every digest in one read; returns its size."""
+    size = 0
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
+            for digest in digests:
+                digest.update(block)
+            size += len(block)
+    return size
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    _read_into(path, digest)
     return digest.hexdigest()
 
 
@@ -27,12 +36,7 @@ def file_fingerprint(path: Path) -> List[Any]:
     import xxhash
 
     digest = xxhash.xxh3_128()
-    size = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-            size += len(block)
-    return [size, digest.hexdigest()]
+    return [_read_into(path, digest), digest.hexdigest()]
 
 
 def file_digests(path: Path) -> Dict[str, Any]:
@@ -40,12 +44,8 @@ def file_digests(path: Path) -> Dict[str, Any]:
     driver never reads the file again (at scale, every part's bytes in one process)."""
     import xxhash
 
-    sha, fast, size = hashlib.sha256(), xxhash.xxh3_128(), 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            sha.update(block)
-            fast.update(block)
-            size += len(block)
+    sha, fast = hashlib.sha256(), xxhash.xxh3_128()
+    size = _read_into(path, sha, fast)
     return {"sha256": sha.hexdigest(), "fingerprint": [size, fast.hexdigest()]}
 
 

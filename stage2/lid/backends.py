@@ -208,6 +208,19 @@ def _not_language_in(found: Tuple[bool, ...]) -> Optional["re.Pattern[str]"]:
     return re.compile("|".join(parts), _NOT_LANGUAGE.flags) if parts else None
 
 
+# lid.176's labels, sorted, as `fasttext_model().predict("", k=-1)` lists them (checked against the
+# installed model by tests/unit/test_langrule.py): the driver checks `filter.languages` without
+# loading the model and numpy, which only its workers need.
+LID176_LABELS = tuple("""
+af als am an ar arz as ast av az azb ba bar bcl be bg bh bn bo bpy br bs bxr ca cbk ce ceb ckb co
+cs cv cy da de diq dsb dty dv el eml en eo es et eu fa fi fr frr fy ga gd gl gn gom gu gv he hi hif
+hr hsb ht hu hy ia id ie ilo io is it ja jbo jv ka kk km kn ko krc ku kv kw ky la lb lez li lmo lo
+lrc lt lv mai mg mhr min mk ml mn mr mrj ms mt mwl my myv mzn nah nap nds ne new nl nn no oc or os
+pa pam pfl pl pms pnb ps pt qu rm ro ru rue sa sah sc scn sco sd sh si sk sl so sq sr su sv sw ta
+te tg th tk tl tr tt tyv ug uk ur uz vec vep vi vls vo wa war wuu xal xmf yi yo yue zh
+""".split())
+
+
 def check_languages(backend: str, languages: Sequence[str], main: bool = True) -> None:
     """Fail at start-up on a code the detector never reports (`zh`, `ga`): it would drop every document.
 
@@ -225,13 +238,13 @@ def check_languages(backend: str, languages: Sequence[str], main: bool = True) -
                 message += f"; for {lang!r} use {' or '.join(regional)}"
         other = [
             lang for lang in unknown
-            if not any(code.startswith(lang + "-") for code in known) and lang.split("-")[0] in fasttext_labels()
+            if not any(code.startswith(lang + "-") for code in known) and lang.split("-")[0] in LID176_LABELS
         ]
         if other:
             message += f"; fastText's lid.176 knows {', '.join(map(repr, other))}: add filter=fasttext"
         raise Stage2Error(message)
     elif backend == "fasttext":
-        labels = set(fasttext_labels())
+        labels = set(LID176_LABELS)
         unknown = [lang for lang in languages if lang.split("-")[0] not in labels]
         if unknown:
             raise Stage2Error(f"filter.languages: {', '.join(map(repr, unknown))} unknown to fastText's lid.176 (it knows {', '.join(sorted(labels))})")
@@ -241,21 +254,3 @@ def check_languages(backend: str, languages: Sequence[str], main: bool = True) -
                 f"filter.languages: {', '.join(map(repr, regional))}: fastText's lid.176 has no regions or scripts "
                 f"(it would keep every {regional[0].split('-')[0]!r} document); use {', '.join(sorted({r.split('-')[0] for r in regional}))!s}"
             )
-
-
-# lid.176's labels, as `fasttext_model().predict("", k=-1)` lists them (tests/unit/test_langid.py
-# checks the installed model against this list): the driver checks `filter.languages` without
-# loading the model and numpy, which only its workers need.
-LID176_LABELS = tuple("""
-af als am an ar arz as ast av az azb ba bar bcl be bg bh bn bo bpy br bs bxr ca cbk ce ceb ckb co
-cs cv cy da de diq dsb dty dv el eml en eo es et eu fa fi fr frr fy ga gd gl gn gom gu gv he hi hif
-hr hsb ht hu hy ia id ie ilo io is it ja jbo jv ka kk km kn ko krc ku kv kw ky la lb lez li lmo lo
-lrc lt lv mai mg mhr min mk ml mn mr mrj ms mt mwl my myv mzn nah nap nds ne new nl nn no oc or os
-pa pam pfl pl pms pnb ps pt qu rm ro ru rue sa sah sc scn sco sd sh si sk sl so sq sr su sv sw ta
-te tg th tk tl tr tt tyv ug uk ur uz vec vep vi vls vo wa war wuu xal xmf yi yo yue zh
-""".split())
-
-
-def fasttext_labels() -> Tuple[str, ...]:
-    """The 176 language codes of lid.176, sorted."""
-    return LID176_LABELS
