@@ -102,8 +102,28 @@ def config_error(exc: Exception, key: Optional[str] = None) -> str:
     """OmegaConf's error in one line, naming the key; an interpolation's says how to write a literal '${'."""
     from omegaconf.errors import InterpolationResolutionError
 
+    if unknown_key(exc):
+        return unknown_key(exc)
     hint = " (a literal '${' is written '\\${' on the command line and in YAML)" if isinstance(exc, InterpolationResolutionError) else ""
     return f"{key or getattr(exc, 'full_key', None) or 'config'}: {str(exc).splitlines()[0]}{hint}"
+
+
+def unknown_key(exc: BaseException) -> Optional[str]:
+    """A key the schema lacks (a typo, or `+key=...`), said with its config path and the closest key the
+    section has, or None for any other error. OmegaConf names the section's Python class instead."""
+    import dataclasses
+    import difflib
+
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+    section_type = getattr(exc, "object_type", None)
+    if not isinstance(exc, (ConfigAttributeError, ConfigKeyError)) or not dataclasses.is_dataclass(section_type) or not getattr(exc, "full_key", None):
+        return None
+    full_key = str(exc.full_key)
+    section = full_key.rpartition(".")[0]
+    close = difflib.get_close_matches(str(exc.key), [f.name for f in dataclasses.fields(section_type)], n=1)
+    hint = f"; did you mean {section + '.' if section else ''}{close[0]}?" if close else ""
+    return f"{full_key}: no such key{' in ' + section if section else ''}{hint} (every key: docs/configuration.md)"
 
 
 def resolve_config(cfg: DictConfig, launch_dir: str, rerun_of: Optional[str] = None) -> Config:
@@ -396,6 +416,8 @@ def hydra_error(exc: BaseException) -> str:
     if isinstance(exc, OverrideParseException):
         return f"{exc.override}: {first}"
     cause = exc.__cause__
+    if cause is not None and unknown_key(cause):  # (Hydra's message would suggest `+key=...`, which fails too)
+        return unknown_key(cause)
     if cause is not None and first_line(cause) not in first:  # e.g. "Error merging override x=abc": what was wrong
         key = getattr(cause, "full_key", None)
         return f"{first}: {f'{key}: ' if key and key not in first else ''}{first_line(cause)}"

@@ -1191,6 +1191,11 @@ def run(run: Run) -> Dict[str, Any]:
                 " beyond which repeated data returns less, Muennighoff et al. 2023); lower its weight or the budget",
                 name, p["epochs"], f"{plan['tokens']:,}", s.max_epochs,
             )
+    for name, c in stats["components"].items():
+        for split, tokens, rows in (("train", c["tokens"], c["sequences"]), ("validation", c["validation_tokens"], c["validation_sequences"])):
+            if tokens and not rows:  # its tokens are only the dropped tail: a reader finds no row of it
+                log.warning("shard: component %s has %s %s tokens, fewer than one row of shard.seq_len=%d: it has no %s rows",
+                            name, f"{tokens:,}", split, seq_len, split)
     run.add_artifact(write_manifest(run.dir / SHARDS_DIR, seq_len, dtype, tok, manifest, list(s.formats)))
     comps = stats["components"].values()
     wall = time.time() - stage_started

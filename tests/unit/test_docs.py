@@ -159,7 +159,7 @@ def test_an_entry_that_names_no_path_is_refused_naming_the_paths_components(tmp_
 
 
 def test_a_misspelt_component_key_fails_at_start_up(tmp_path):
-    with pytest.raises(Stage2Error, match=r"dataset.components.web.lang_fliter: Key 'lang_fliter' not in 'ComponentConfig'"):
+    with pytest.raises(Stage2Error, match=r"dataset.components.web.lang_fliter: no such key in dataset.components.web; did you mean dataset.components.web.lang_filter\?"):
         compose_plain(["dataset.components.web.lang_fliter=false"], tmp_path)
     with pytest.raises(Stage2Error, match=r"dataset.components.web.sample_by=lines: a text file is read by line, paragraph, document"):
         compose_plain(["dataset.components.web.sample_by=lines"], tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
 from typing import Any, Dict, List
@@ -119,6 +120,19 @@ def test_shard_stage_shapes_index_and_stats(tmp_path, tiny_model):
     assert run.stats["headline"]["sequences"] == sum(c["sequences"] for c in stats.values())
     manifest = json.loads((run.dir / "shards" / "manifest.json").read_text())
     assert [c["name"] for c in manifest["components"]] == ["web", "enc"]
+
+
+def test_a_split_shorter_than_one_row_is_said(tmp_path, tiny_model, caplog):
+    """A component whose validation split holds fewer tokens than one row gets no validation row (its
+    tokens are the dropped tail): a warning says so, rather than a plan that counts tokens no row holds."""
+    with caplog.at_level(logging.WARNING, logger="stage2.stages.shard"):
+        run = shard_run(tmp_path, "run", corpus(tmp_path), f"shard.tokenizer={tiny_model}", "shard.seq_len=2048", "shard.validation_percent=1")
+    stats = run.stats["stages"]["shard"]["components"]
+    short = [c for c in stats if stats[c]["validation_tokens"] and not stats[c]["validation_sequences"]]
+    assert short, stats
+    said = [r.getMessage() for r in caplog.records if "fewer than one row" in r.getMessage()]
+    assert [m.split()[2] for m in said if " validation tokens" in m] == short, said
+    assert all("shard.seq_len=2048" in m for m in said)
 
 
 def test_pad_remainder_and_bos(tmp_path, tiny_model):
