@@ -102,8 +102,9 @@ def config_error(exc: Exception, key: Optional[str] = None) -> str:
     """OmegaConf's error in one line, naming the key; an interpolation's says how to write a literal '${'."""
     from omegaconf.errors import InterpolationResolutionError
 
-    if unknown_key(exc):
-        return unknown_key(exc)
+    unknown = unknown_key(exc)
+    if unknown:
+        return unknown
     hint = " (a literal '${' is written '\\${' on the command line and in YAML)" if isinstance(exc, InterpolationResolutionError) else ""
     return f"{key or getattr(exc, 'full_key', None) or 'config'}: {str(exc).splitlines()[0]}{hint}"
 
@@ -416,8 +417,9 @@ def hydra_error(exc: BaseException) -> str:
     if isinstance(exc, OverrideParseException):
         return f"{exc.override}: {first}"
     cause = exc.__cause__
-    if cause is not None and unknown_key(cause):  # (Hydra's message would suggest `+key=...`, which fails too)
-        return unknown_key(cause)
+    unknown = unknown_key(cause) if cause is not None else None
+    if unknown:  # (Hydra's message would suggest `+key=...`, which fails too)
+        return unknown
     if cause is not None and first_line(cause) not in first:  # e.g. "Error merging override x=abc": what was wrong
         key = getattr(cause, "full_key", None)
         return f"{first}: {f'{key}: ' if key and key not in first else ''}{first_line(cause)}"
