@@ -521,7 +521,7 @@ class ShardConfig:
 class ExecutorConfig:
     kind: ExecutorKind = ExecutorKind.local
     workers: int = 0  # 0: all cores of this machine
-    address: Optional[str] = None  # ray only: auto, ray://host:port, or none for a local instance
+    address: Optional[str] = None  # ray only: auto, ray://host:port, or none: an instance of its own (or $RAY_ADDRESS's cluster)
     max_in_flight: int = 0  # partitions queued at once; 0: 2 x workers (bounds memory)
 
     def make(self) -> Any:

@@ -209,7 +209,13 @@ class RayExecutor:
         self._own_instance = False  # a local instance this executor started (shut down when a run is interrupted)
         self._pending: deque = deque()
         if not ray.is_initialized():
-            kwargs: Dict[str, Any] = {"address": address, "include_dashboard": False, "log_to_driver": False}
+            # No address: under `ray job submit` (RAY_ADDRESS set) join that cluster; otherwise start an
+            # instance of our own with `workers` CPUs, even when a `ray start` cluster runs on this node
+            # (ray.init() would join it and refuse num_cpus): `executor.address=auto` joins that one.
+            if address is None and os.environ.get("RAY_ADDRESS"):
+                address = os.environ["RAY_ADDRESS"]
+                log.info("executor=ray: joining the Ray cluster at %s (RAY_ADDRESS)", address)
+            kwargs: Dict[str, Any] = {"address": address or "local", "include_dashboard": False, "log_to_driver": False}
             if address is None:
                 kwargs["num_cpus"] = resolve_workers(workers)
             ray.init(**kwargs)

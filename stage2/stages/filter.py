@@ -394,9 +394,6 @@ def run(run) -> Dict[str, Any]:
             "workers_peak_rss_mb": max((r.get("peak_rss_mb", 0) for r in all_tasks), default=0),
         },
     })
-    nodes = getattr(run.executor, "nodes", None)
-    if nodes:
-        stats["executor_nodes"] = len(nodes)
     if resuming:
         stats.update({"resumed": True, "tasks_resumed": sum(bool(r.get("resumed")) for r in all_tasks)})
         log.info("filter: resume: %d of %d tasks were done already", stats["tasks_resumed"], len(all_tasks))

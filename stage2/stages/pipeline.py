@@ -109,8 +109,13 @@ def run_stage(cfg: Config, run_dir: Path, record: bool = True) -> Path:
         for step in steps:
             log.info("stage %s: %s", step, ", ".join(c.name for c in run.components))
             driver, tasks = time.process_time(), _tasks_cpu(run)
+            nodes = getattr(run.executor, "nodes", None)  # Ray's: the nodes that ran a task of this stage
+            if nodes is not None:
+                nodes.clear()
             headline.update(_stage_runner(step)(run) or {})
             cpu["stages"][step] = _driver_share(run, time.process_time() - driver, _tasks_cpu(run) - tasks)
+            if nodes:
+                run.stage_stats(step)["executor_nodes"] = len(nodes)
             run.stats.setdefault("steps", []).append(step)
             # The chain of steps (a resume redoes them, but the chain stays one); what each step read
             # is in provenance["lineage"].

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Dict, List, Optional, Set, Tuple
 
 import pytest
 
-from helpers import artifact_hashes, assert_killed_mid_stage, assert_resumed_like, kill_when, resume, sample_records, stage2, stats, write_jsonl
+from helpers import BIN, artifact_hashes, assert_killed_mid_stage, assert_resumed_like, kill_when, resume, sample_records, stage2, stats, write_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -215,13 +216,12 @@ def assert_same_counts(run_dir: Path, reference: Path) -> None:
             assert got["components"][name][key] == entry[key], (name, key)
 
 
-def assert_ran_on_several_nodes(run_dir: Path) -> None:
-    # THE SPREAD ASSERTION: the Ray executor records how many distinct Ray nodes ran the stage's tasks
-    # (`executor_nodes`, issue 14). Code from before that change has no such key: the check is then not
-    # made (the test below still asks Ray's own logs, see ray_task_nodes).
-    filt = stats(run_dir)["stages"]["filter"]
-    if "executor_nodes" in filt:
-        assert isinstance(filt["executor_nodes"], int) and filt["executor_nodes"] >= 2, filt["executor_nodes"]
+def assert_ran_on_several_nodes(run_dir: Path, stages: Tuple[str, ...] = ("filter",)) -> None:
+    # THE SPREAD ASSERTION: the Ray executor records how many distinct Ray nodes ran each stage's tasks
+    # (`stages.<stage>.executor_nodes`); the test below also asks Ray's own logs (ray_task_nodes).
+    for stage in stages:
+        nodes = stats(run_dir)["stages"][stage].get("executor_nodes")
+        assert isinstance(nodes, int) and nodes >= 2, (stage, nodes)
 
 
 # --- the tests ------------------------------------------------------------------------------------
@@ -307,4 +307,43 @@ def test_ray_cluster_runs_the_whole_pipeline_to_the_local_bytes(filter_inputs, r
     assert got["stages"]["tokenizer"]["sample"]["docs"] < got["stages"]["filter"]["kept"]  # a sample, not everything
     resources = got["stages"]["tokenizer"]["resources"]
     assert resources["train_task"]["pid"] != resources["driver_pid"]  # trained in a Ray worker, not the driver
-    assert_ran_on_several_nodes(base / "pipeline_ray")
+    assert_ran_on_several_nodes(base / "pipeline_ray", ("filter", "tokenizer", "shard"))
+
+
+# --- executor=ray without an address --------------------------------------------------------------
+
+
+def test_ray_without_an_address_starts_its_own_instance_beside_a_running_cluster(filter_inputs, monkeypatch):
+    # A cluster that `ray start --head` left running on this node (a user's): ray.init() without an address
+    # would join it and then refuse the run's num_cpus. `executor=ray` starts an instance of its own, as
+    # docs/executors.md says; `executor.address=auto` is how to join that cluster.
+    base, recipe = filter_inputs
+    temp_dir = tempfile.mkdtemp(prefix="s2rs-", dir="/tmp")  # (Ray's sockets: a short path)
+    monkeypatch.setenv("RAY_TMPDIR", temp_dir)  # where ray.init() looks for a running cluster
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    before = _cluster_processes(temp_dir)
+    try:
+        subprocess.run([str(BIN / "ray"), "start", "--head", "--num-cpus", "1", "--port", "0", "--include-dashboard", "false",
+                        "--disable-usage-stats"], check=True, capture_output=True, timeout=120)
+        assert (Path(temp_dir) / "ray" / "ray_current_cluster").is_file()  # what ray.init() would find and join
+        stage2([*recipe, "executor=ray", "executor.workers=2", "hydra.run.dir=ray_own_instance"], base)
+    finally:
+        procs = _cluster_processes(temp_dir, before)
+        for pid in procs:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert filter_artifacts(base / "ray_own_instance") == filter_artifacts(base / "local")
+    assert stats(base / "ray_own_instance")["stages"]["filter"]["executor_nodes"] == 1
+
+
+def test_ray_without_an_address_joins_the_cluster_ray_address_names(filter_inputs, ray_cluster, monkeypatch):
+    # `ray job submit` runs its entrypoint with RAY_ADDRESS set: the run joins that cluster.
+    base, recipe = filter_inputs
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
+    stage2([*recipe, "executor=ray", "hydra.run.dir=ray_address"], base)
+    assert filter_artifacts(base / "ray_address") == filter_artifacts(base / "local")
+    assert_ran_on_several_nodes(base / "ray_address")
+    assert f"joining the Ray cluster at {ray_cluster.address} (RAY_ADDRESS)" in (base / "ray_address" / "stage2.log").read_text()
