@@ -121,6 +121,29 @@ def test_a_finished_run_folder_is_not_overwritten(first_run):
     assert {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()} == before
 
 
+def test_rerun_with_another_option_of_a_group_is_the_recipe_the_command_line_gives(first_run):
+    # The saved config has no defaults list, so `stage2-rerun <run> executor=local` was a merge error
+    # ("str is not a subclass of ExecutorConfig"). A group's option now becomes the keys it changes for
+    # this run; the recipe is the one the run's own command line composes with that option.
+    base, run_dir, _ = first_run
+    original = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    for option in ("tokenizer=unigram", "tokenizer=lossy", "filter=fineweb", "executor=ray"):
+        rerun = stage2(str(run_dir), option, "--cfg", "job", cwd=base, command="stage2-rerun")
+        direct = stage2(*original, option, "--cfg", "job", cwd=base)
+        assert yaml.safe_load(rerun.stdout) == yaml.safe_load(direct.stdout), option
+        assert rerun.stderr.startswith(f"stage2-rerun: {option}: ++"), rerun.stderr
+    saved = yaml.safe_load(stage2(str(run_dir), "--cfg", "job", cwd=base, command="stage2-rerun").stdout)
+    # The run's own option changes nothing; a key after an option wins over it.
+    same = stage2(str(run_dir), "executor=local", "--cfg", "job", cwd=base, command="stage2-rerun")
+    assert yaml.safe_load(same.stdout) == saved and "nothing changes" in same.stderr
+    both = yaml.safe_load(stage2(str(run_dir), "tokenizer=unigram", "tokenizer.vocab_size=900", "--cfg", "job", cwd=base, command="stage2-rerun").stdout)
+    assert (both["tokenizer"]["model_type"], both["tokenizer"]["vocab_size"]) == ("unigram", 900)
+    assert saved["tokenizer"]["vocab_size"] != 900
+    missing = stage2(str(run_dir), "executor=nope", "hydra.run.dir=never", cwd=base, command="stage2-rerun", check=False)
+    assert missing.returncode != 0 and not (base / "never").exists()
+    assert missing.stderr.strip().splitlines() == [missing.stderr.strip()] and "executor" in missing.stderr and "local" in missing.stderr
+
+
 def test_changed_input_is_detected_before_a_rerun(tmp_path):
     data = write_jsonl(tmp_path / "docs.jsonl", sample_records("web_stackexchange.jsonl.gz", 40))
     stage2("stage=filter", "dataset=files", "dataset.paths=[docs.jsonl]", "hydra.run.dir=orig", f"runs_index={tmp_path}/runs.jsonl", cwd=tmp_path)
