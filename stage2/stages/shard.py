@@ -1196,6 +1196,9 @@ def run(run: Run) -> Dict[str, Any]:
             if tokens and not rows:  # its tokens are only the dropped tail: a reader finds no row of it
                 log.warning("shard: component %s has %s %s tokens, fewer than one row of shard.seq_len=%d: it has no %s rows",
                             name, f"{tokens:,}", split, seq_len, split)
+        if s.validation_percent > 0 and c["records"] and not c["validation_records"]:  # (validation then samples the others only)
+            log.warning("shard: component %s has no validation documents: shard.validation_percent=%s of its %s documents picked none",
+                        name, s.validation_percent, f"{c['records']:,}")
     run.add_artifact(write_manifest(run.dir / SHARDS_DIR, seq_len, dtype, tok, manifest, list(s.formats)))
     comps = stats["components"].values()
     wall = time.time() - stage_started

@@ -135,6 +135,18 @@ def test_a_split_shorter_than_one_row_is_said(tmp_path, tiny_model, caplog):
     assert all("shard.seq_len=2048" in m for m in said)
 
 
+def test_a_component_without_validation_documents_is_said(tmp_path, tiny_model, caplog):
+    # Too few documents for the validation share: the validation sampler then draws from the other
+    # components only, which a warning says rather than a plan that lists the component as usual.
+    with caplog.at_level(logging.WARNING, logger="stage2.stages.shard"):
+        run = shard_run(tmp_path, "run", corpus(tmp_path), f"shard.tokenizer={tiny_model}", "shard.validation_percent=0.01")
+    stats = run.stats["stages"]["shard"]["components"]
+    none = sorted(c for c in stats if not stats[c]["validation_records"])
+    assert none, stats
+    said = [r.getMessage() for r in caplog.records if "has no validation documents" in r.getMessage()]
+    assert sorted(m.split()[2] for m in said) == none and all("shard.validation_percent=0.01" in m for m in said), said
+
+
 def test_pad_remainder_and_bos(tmp_path, tiny_model):
     paths = corpus(tmp_path)
     run = shard_run(tmp_path, "run", paths, f"shard.tokenizer={tiny_model}", "shard.seq_len=128", "shard.remainder=pad", "shard.add_bos=true")
