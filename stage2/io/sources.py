@@ -769,7 +769,11 @@ def _json_file_rows(path: str) -> Iterator[Any]:
     text = text[1:] if text.startswith("\ufeff") else text  # the file's BOM, as for every format
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
+    except json.JSONDecodeError as exc:
+        if text.lstrip().startswith("["):  # an array, broken (a JSON line is an object): no record of it is read
+            end = len(text.rstrip())
+            cut = " where the file ends: it is cut short" if exc.msg.startswith("Unterminated") or end - exc.pos <= 6 else ""
+            raise Stage2Error(f"{path}: not a complete JSON array: {exc.msg} at line {exc.lineno}, column {exc.colno}{cut}; no record of it was read") from None
         value = None  # JSON lines in a file named .json (datasets reads those too)
     if isinstance(value, list):
         yield from ({"text": v} if isinstance(v, str) else v for v in value)

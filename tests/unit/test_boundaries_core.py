@@ -74,3 +74,26 @@ def test_a_json_file_keeps_its_values_as_written(tmp_path):
     assert [t for _, t, _, _ in read(tmp_path / "strings.json")] == ["one", "two"]
     (tmp_path / "mixed.json").write_text('[{"text": "a"}, 3]')
     assert read(tmp_path / "mixed.json")[1][3] == "is a JSON int, not an object"
+
+
+def test_a_json_array_cut_short_is_said_so(tmp_path):
+    # The whole array is one JSON value: a cut anywhere makes it unreadable, and the error says where
+    # and that the file ends there, not "record 1" of a file none of whose records was read.
+    import pytest
+
+    from stage2.errors import Stage2Error
+    from stage2.io.sources import ComponentSpec, read_records
+
+    whole = json.dumps([{"id": str(i), "text": f"record {i} \u00e9 text"} for i in range(50)], ensure_ascii=True)
+    for cut_at in (len(whole) // 2, whole.index("\\u00e9", len(whole) // 3) + 3, len(whole) - 1):
+        path = tmp_path / f"cut{cut_at}.json"
+        path.write_text(whole[:cut_at])
+        with pytest.raises(Stage2Error) as err:
+            list(read_records(ComponentSpec(name="x", files=[str(path)], format="json"), str(path)))
+        message = str(err.value)
+        assert message.startswith(f"{path}: not a complete JSON array: ") and "at line 1, column" in message, message
+        assert message.endswith("where the file ends: it is cut short; no record of it was read"), message
+    broken = tmp_path / "broken.json"
+    broken.write_text(whole.replace('"text"', '"text" 1', 1))  # malformed inside, not at the end
+    with pytest.raises(Stage2Error, match="not a complete JSON array: Expecting ':' delimiter at line 1, column [0-9]+; no record"):
+        list(read_records(ComponentSpec(name="x", files=[str(broken)], format="json"), str(broken)))
