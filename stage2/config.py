@@ -554,7 +554,7 @@ class ReportConfig:
 
 @dataclass
 class VerifyConfig:
-    dir: Optional[str] = None  # the run folder to check (shards, index invariants, filter stats)
+    dir: Optional[str] = None  # the run folder to check (shards, index invariants, filter stats), or a sweep's: each job
 
 
 @dataclass

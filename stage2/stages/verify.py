@@ -362,6 +362,10 @@ def run(cfg: Config, run_dir: Path) -> Dict[str, Any]:
     if not target:
         raise Stage2Error("stage=verify needs verify.dir=<run folder>")
     folder = Path(target) if Path(target).is_absolute() else Path(cfg.launch_dir or ".") / target
+    from stage2.stages.report import is_sweep, job_folders
+
+    if not (folder / "stats.json").exists() and folder.is_dir() and is_sweep(folder):
+        return verify_sweep(folder, job_folders(folder))
     report = verify_folder(folder)
     n_shards = sum(c["shards"] for c in report["components"].values())
     n_rows = sum(c["rows"] for c in report["components"].values())
@@ -380,3 +384,17 @@ def run(cfg: Config, run_dir: Path) -> Dict[str, Any]:
         checked.append(f"filter stats of {report['filter_components']} components")
     print(f"stage2: verify OK: {folder}: {'; '.join(checked)}")
     return report
+
+
+def verify_sweep(folder: Path, jobs: List[Path]) -> Dict[str, Any]:
+    """Every job folder of a sweep, each as its own run; a failed job (no record: `status failed`) fails too."""
+    failed = []
+    for job in jobs:
+        try:
+            verify_folder(job)
+        except Stage2Error as exc:
+            failed.append(f"{job.name}: {exc}")
+    if not jobs or failed:
+        raise Stage2Error(f"{folder}: {len(failed)} of {len(jobs)} jobs of the sweep failed verification; {failed[0] if failed else 'it has no job folder'}")
+    print(f"stage2: verify OK: {folder}: {len(jobs)} jobs of the sweep ({', '.join(j.name for j in jobs)})")
+    return {"folder": str(folder), "jobs": [str(j) for j in jobs]}
