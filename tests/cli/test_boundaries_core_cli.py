@@ -264,6 +264,7 @@ def test_a_local_hub_folder_is_fingerprinted_so_a_rerun_sees_it_change(tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     inputs = json.loads((tmp_path / "run" / "provenance.json").read_text())["inputs"]
     assert list(inputs) == [str(folder / "train.jsonl")]
+    assert inputs[str(folder / "train.jsonl")]["records"] == len(RECORDS)  # counted as a data_files input's are
     write_jsonl(folder / "train.jsonl", RECORDS[:5])
     one_line_error(cli(tmp_path, str(tmp_path / "run"), "hydra.run.dir=again", command="stage2-rerun"), "inputs differ", "train.jsonl")
 
