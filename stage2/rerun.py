@@ -76,6 +76,9 @@ def group_choices_as_keys(run_dir: Path, overrides: list[str]) -> list[str]:
     chosen = [(i, arg.partition("=")) for i, arg in enumerate(overrides) if arg.partition("=")[0] in groups and "=" in arg]
     if not chosen:
         return overrides
+    for _, (key, _, option) in chosen:
+        if "," in option or option.startswith(("choice(", "range(", "glob(")):
+            raise SystemExit(f"stage2-rerun: {key}={option}: a rerun takes one option of a group; sweep options with stage2 --multirun and the run's own overrides (.hydra/overrides.yaml)")
     hydra_yaml = run_dir / ".hydra" / "hydra.yaml"
     runtime = _load_yaml(hydra_yaml).get("hydra", {}).get("runtime", {}) if hydra_yaml.is_file() else {}
     if not runtime.get("choices"):

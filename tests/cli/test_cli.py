@@ -142,6 +142,8 @@ def test_rerun_with_another_option_of_a_group_is_the_recipe_the_command_line_giv
     missing = stage2(str(run_dir), "executor=nope", "hydra.run.dir=never", cwd=base, command="stage2-rerun", check=False)
     assert missing.returncode != 0 and not (base / "never").exists()
     assert missing.stderr.strip().splitlines() == [missing.stderr.strip()] and "executor" in missing.stderr and "local" in missing.stderr
+    swept = stage2(str(run_dir), "--multirun", "tokenizer=bpe,unigram", cwd=base, command="stage2-rerun", check=False)
+    assert swept.returncode != 0 and swept.stderr.strip().startswith("stage2-rerun: tokenizer=bpe,unigram: a rerun takes one option of a group")
 
 
 def test_changed_input_is_detected_before_a_rerun(tmp_path):
