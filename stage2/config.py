@@ -115,7 +115,7 @@ class ComponentConfig:
     min_chars: Optional[int] = None
     max_chars: Optional[int] = None  # 0: no upper bound for this component
     languages: Optional[List[str]] = None  # the languages to keep from this component
-    dedup: Optional[bool] = None  # false: neither exact nor near dedup (null, true: filter.dedup.exact/near)
+    dedup: Optional[bool] = None  # false: none of its documents dropped as a duplicate (null, true: filter.dedup.exact/near)
     quality: Optional[List[str]] = None  # this component's quality steps ([]: none; null: filter.quality)
 
     def filter_settings(self, f: "FilterKeys") -> Dict[str, Any]:

@@ -113,6 +113,16 @@ def component_dedup(spec: ComponentSpec, f: FilterConfig) -> Optional[Dict[str, 
     return {"exact": own["exact_dedup"], "near": own["near_dedup"], "window_words": f.dedup.window_words}
 
 
+def component_spill(spec: ComponentSpec, f: FilterConfig) -> Optional[Dict[str, Any]]:
+    """The hashes a component's screen spills: its own dedup's. With `scope=mixture` a component without
+    dedup spills them too: none of its documents is dropped, but they are earlier occurrences for the
+    components after it (a copy of a kept-whole component's document is still a duplicate)."""
+    own = component_dedup(spec, f)
+    if own is None and f.dedup.scope == DedupScope.mixture and (f.dedup.exact or f.dedup.near):
+        return {"exact": bool(f.dedup.exact), "near": bool(f.dedup.near), "window_words": f.dedup.window_words}
+    return own
+
+
 def detectors(f: FilterConfig, components: List[ComponentSpec]) -> Tuple[str, ...]:
     """The language detectors the recipe runs (none when no component is language-filtered)."""
     base = f.language_rule()
@@ -201,13 +211,15 @@ def execute(
     chains = prepared_steps(plans, f, work, inputs or RunInputs(os.getcwd()))
     # ---- screen -------------------------------------------------------------------------------
     screen_tasks = []
+    drops_duplicates: List[bool] = []  # per screen task: whether its component's duplicates are dropped
     for (spec, units), steps in zip(plans, chains):
-        dedup = component_dedup(spec, f)
+        spilled = component_spill(spec, f)
         for unit in units:
             screen_tasks.append({
-                "spec": _spec_of(spec, unit), "unit": unit, "steps": steps, "dedup": dedup, "keep_rejected": keep_rejected,
+                "spec": _spec_of(spec, unit), "unit": unit, "steps": steps, "dedup": spilled, "keep_rejected": keep_rejected,
                 "dir": str(work / spec.name / unit.name),
             })
+            drops_duplicates.append(component_dedup(spec, f) is not None)
     counts = [u.count for _, units in plans for u in units]
     expected = None if None in counts else sum(counts)  # (a JSON array's records are not counted at start-up)
     progress = Progress("filter", total=expected, unit="doc", enabled=progress)
@@ -241,9 +253,9 @@ def execute(
 
     # ---- decide -------------------------------------------------------------------------------
     decide_tasks = []
-    for task, result in zip(screen_tasks, screened):
+    for task, result, dropping in zip(screen_tasks, screened, drops_duplicates):
         decide_tasks.append({
-            "unit": task["unit"], "chunks": result["chunks"], "chunk_bytes": result["chunk_bytes"], "dedup": task["dedup"] is not None,
+            "unit": task["unit"], "chunks": result["chunks"], "chunk_bytes": result["chunk_bytes"], "dedup": dropping,
             "threshold": float(d.threshold), "keep_rejected": keep_rejected,
             "exact_files": [t["exact_out"] for t in resolve_tasks], "near_files": [t["near_out"] for t in resolve_tasks],
             "dir": task["dir"], "parts_dir": str(out_dir),

@@ -151,6 +151,16 @@ def test_scope_lang_filter_and_empty_component(tmp_path, plain_config, caplog):
     assert kept_ids(run.dir, "a") == [en[0]["id"], en[1]["id"]]
     assert kept_ids(run.dir, "b") == [en[2]["id"], ru["id"]]  # en[1] was first seen in component a
     assert run.stats["stages"]["filter"]["components"]["b"]["dropped"]["duplicate"] == 1
+    # A component kept whole (dedup: false) still holds the first occurrence: b's copy of its en[1] is a
+    # duplicate, and its own repeat is kept; without the mixture scope it claims nothing.
+    whole_a = components.replace(f"a: {{data_files: ['{a}']}}", f"a: {{data_files: ['{a}', '{a}'], dedup: false}}")
+    assert whole_a != components
+    whole = [*common[:2], whole_a, *common[3:]]
+    run, _ = run_filter(plain_config, tmp_path / "mixture_whole", *whole, "filter.dedup.scope=mixture")
+    assert kept_ids(run.dir, "a") == [en[0]["id"], en[1]["id"]] * 2
+    assert kept_ids(run.dir, "b") == [en[2]["id"], ru["id"]]
+    run, _ = run_filter(plain_config, tmp_path / "component_whole", *whole)
+    assert kept_ids(run.dir, "b") == [en[1]["id"], en[2]["id"], ru["id"]]
 
 
 def test_fasttext_backend(tmp_path, plain_config):
