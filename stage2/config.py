@@ -356,7 +356,7 @@ class TokenizerConfig:
     allow_whitespace_only_pieces: bool = True
     split_by_whitespace: bool = True
     split_by_unicode_script: bool = False  # true keeps "(1995" or "._vendor" from ever being one piece
-    required_chars: str = ""  # characters always in the vocabulary, whatever their frequency
+    required_chars: str = "\t\n"  # characters always in the vocabulary, whatever their frequency
     keep_newlines: bool = True  # train on documents cut at line boundaries (false: one stripped line each)
     unk_id: int = 0
     bos_id: int = 1
@@ -479,7 +479,7 @@ class ShardConfig:
     batch_size: int = 512  # documents per encode call
     tokenizer: Optional[str] = None  # a .model file or a tokenizer/pipeline run folder; a pipeline given one trains none
     input_run: Optional[str] = None  # a past filter/pipeline run whose filtered parts to shard
-    # SentencePiece encode threads per worker; 0: this machine's cores / executor workers.
+    # Encode threads per worker (FastBPE's for bpe, SentencePiece's otherwise); 0: this machine's cores / executor workers.
     # Not part of the result: encoding gives the same ids with any thread count.
     num_threads: int = 0
     # Output formats, all from the same token stream: npy (always), megatron, datatrove, nanogpt.

@@ -51,7 +51,7 @@ MEANINGS: Dict[str, str] = {
     "filter.dedup.near": "drop documents most of whose word windows occur earlier (`near_duplicate`)",
     "tokenizer.model_type": "SentencePiece's algorithm: bpe or unigram",
     "tokenizer.vocab_size": "pieces in the vocabulary (the default run's sample mixture: 8000, from conf/dataset_tokenizer/sample.yaml)",
-    "tokenizer.hard_vocab_limit": "fail when the sample cannot support vocab_size (false: train as many pieces as it supports)",
+    "tokenizer.hard_vocab_limit": "fail when SentencePiece finds no more pieces in the sample than vocab_size (unigram: its own limit; BPE: no pair left to merge); false: train as many as it finds",
     "tokenizer.character_coverage": "the share of the sample's characters that get pieces of their own; byte fallback spells the rest",
     "tokenizer.byte_fallback": "spell characters outside the vocabulary as UTF-8 byte pieces (needed for a lossless tokenizer)",
     "tokenizer.split_digits": "split numbers into single digits",
@@ -254,7 +254,7 @@ def generate() -> str:
         "Every key of the config, its type, default and meaning. Set any of them on the command line",
         "(`key=value`), in a YAML file of a config group, or sweep them (`--multirun key=a,b`). A misspelt key",
         "or a wrong type fails at start-up. `(default run: ...)` marks where `uv run stage2` (the sample",
-        "mixture) composes another value from `conf/`. `uv run stage2 --cfg job [overrides]` prints a composed config.",
+        "mixture) composes another value from `conf/`. `uv run stage2 --cfg job [overrides]` prints a composed config (`--resolve` fills in its `${...}` values).",
         "",
     ]
     for title, prefix, what in SECTIONS:
@@ -271,7 +271,8 @@ def generate() -> str:
             doc = (cls.__doc__ or "").strip()
             doc = "" if doc.startswith(cls.__name__ + "(") else " ".join(doc.split("\n\n")[0].split())  # (dataclass's own signature)
             if key.startswith("filter.") and key != "filter.dedup":
-                doc = f"The settings of the optional step `{key[7:]}` (it runs when `filter.quality` names it). {doc}".strip()
+                when = "it runs when `filter.quality` names it" if key[7:] in schema.QUALITY_STEPS else "its own keys switch it on: [hygiene.md](hygiene.md)"
+                doc = f"The settings of the optional step `{key[7:]}` ({when}). {doc}".strip()
             out += [f"### {key}", "", *( [doc, ""] if doc else []), _table(sub_rows), ""]
     return "\n".join(out).rstrip() + "\n"
 

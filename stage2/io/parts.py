@@ -150,11 +150,15 @@ def read_manifest(run_dir: Path) -> Dict[str, Any]:
     return json.loads(path.read_text())
 
 
+# A run given a past run's parts reads the components its own `dataset` names.
+SAME_DATASET = "; give the dataset that run filtered (its config.resolved.yaml), e.g. the same dataset=... overrides"
+
+
 def filtered_part_files(run_dir: Path, component: str) -> List[Path]:
     manifest = read_manifest(run_dir)
     entry = manifest["components"].get(component)
     if entry is None:
-        raise Stage2Error(f"{run_dir}: the filtered parts have no component {component!r} (have: {', '.join(manifest['components'])})")
+        raise Stage2Error(f"{run_dir}: the filtered parts have no component {component!r} (have: {', '.join(manifest['components'])}){SAME_DATASET}")
     return [Path(run_dir) / rel for rel in entry["parts"]]
 
 
@@ -241,7 +245,7 @@ def check_parts(folder: Path, names: List[str], who: str) -> str:
     manifest = read_manifest(folder)
     for name in names:
         if name not in manifest["components"]:
-            raise Stage2Error(f"{folder}: the filtered parts have no component {name!r} (have: {', '.join(manifest['components'])})")
+            raise Stage2Error(f"{folder}: the filtered parts have no component {name!r} (have: {', '.join(manifest['components'])}){SAME_DATASET}")
     records = part_records(folder)
     if not records:
         raise Stage2Error(

@@ -232,7 +232,7 @@ def test_stages_given_an_input_run_need_no_raw_file_at_all(tmp_path):
     assert json.loads((tmp_path / "sh" / "stats.json").read_text())["status"] == "finished"
     ok(cli(tmp_path, "stage=verify", f"verify.dir={tmp_path / 'sh'}"))
     # A component the input run does not hold is still refused, before any work.
-    err = one_line_error(cli(tmp_path, *tokenizer, "dataset.paths=[raw/books.jsonl]", "hydra.run.dir=tok_other"), "no component 'books'")
+    err = one_line_error(cli(tmp_path, *tokenizer, "dataset.paths=[raw/books.jsonl]", "hydra.run.dir=tok_other"), "no component 'books'", "give the dataset that run filtered")
     assert not (tmp_path / "tok_other" / "stats.json").exists(), err
 
 

@@ -525,3 +525,19 @@ def test_without_byte_fallback_u2581_reads_as_a_space_and_the_stage_says_so(tmp_
     assert encoding.encode(sp, ["a\u2581b"]) == sp.encode(["a\u2581b"]) and sp.decode(sp.encode("a\u2581b")) == "a b"
     assert "tokenizer.byte_fallback=false" in caplog.text and "U+2581" in caplog.text and "decode as a space" in caplog.text
     assert run.stage_stats("tokenizer")["tokenizer_json"] is None
+
+
+@pytest.mark.slow  # a few seconds
+def test_a_vocabulary_too_large_for_its_sample_is_said(tmp_path, caplog, runs):
+    # BPE trains every merge asked for (it stops only when no pair is left), also of pairs the sample holds
+    # once: a sample of a few KB a hundred pieces trains, and the stage says how little text each piece had.
+    caplog.set_level(logging.WARNING)
+    sparse = train_run(tmp_path / "sparse", "tokenizer.vocab_size=4000", "dataset.max_records=60")
+    stats = sparse.stage_stats("tokenizer")
+    said = [r.getMessage() for r in caplog.records if "per piece of tokenizer.vocab_size" in r.getMessage()]
+    assert stats["sample"]["bytes"] < tokenizer_stage.MIN_SAMPLE_BYTES_PER_PIECE * 4000 and len(said) == 1, said
+    assert said[0].startswith(f"tokenizer: the training sample has {stats['sample']['bytes']:,} bytes, ") and "BPE trains every merge" in said[0]
+    assert f"({100 * stats['overall']['vocab_used_share']:.1f}% of them occur in the held-out documents)" in said[0]
+    # The module's runs (up to 2,000 pieces on 700 documents a component) have enough text a piece.
+    for size, run in runs.items():
+        assert run.stage_stats("tokenizer")["sample"]["bytes"] >= tokenizer_stage.MIN_SAMPLE_BYTES_PER_PIECE * size, size
