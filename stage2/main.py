@@ -64,7 +64,7 @@ def complete_path_entries(cfg: DictConfig) -> None:
     """`dataset=files`: an entry `dataset.components.<name>` without files of its own holds the settings of
     the path whose component is <name>; what it leaves unset it takes from dataset.text_column, id_column,
     lang_filter and the path's dataset.weights value, so the recipe records every path's settings."""
-    from stage2.io.sources import component_name
+    from stage2.io.sources import component_name, format_of_name
 
     dataset = cfg.get("dataset")
     if not isinstance(dataset, DictConfig) or not dataset.get("paths") or not isinstance(dataset.get("components"), DictConfig):
@@ -78,7 +78,7 @@ def complete_path_entries(cfg: DictConfig) -> None:
         entry = dataset.components.get(component_name(str(pattern)))
         if not isinstance(entry, DictConfig) or entry.get("data_files") or entry.get("hub_path"):
             continue
-        text_file = str(entry.get("format") or _format_of(str(pattern))) == "text"
+        text_file = str(entry.get("format") or format_of_name(str(pattern))) == "text"  # (a name that tells none: said at start-up)
         with open_dict(entry):  # (a rerun's saved config is closed to new keys)
             for key in PATH_SHARED_KEYS:
                 if key == "text_column" and text_file:
@@ -87,15 +87,6 @@ def complete_path_entries(cfg: DictConfig) -> None:
                     entry[key] = dataset[key]
             if "weight" not in entry and index < len(weights):
                 entry["weight"] = weights[index]
-
-
-def _format_of(pattern: str) -> Optional[str]:
-    from stage2.io.sources import infer_format
-
-    try:
-        return infer_format(pattern)
-    except Stage2Error:  # (said at start-up with the files in hand)
-        return None
 
 
 def config_error(exc: Exception, key: Optional[str] = None) -> str:

@@ -92,9 +92,9 @@ def group_choices_as_keys(run_dir: Path, overrides: list[str]) -> list[str]:
     changes = list(_changed_keys(before, after))
     said = ", ".join(f"{key}={option}" for _, (key, _, option) in chosen)
     print(f"stage2-rerun: {said}: {' '.join(changes) if changes else 'the run already has it (nothing changes)'}", file=sys.stderr)
-    first = chosen[0][0]
-    rest = [arg for i, arg in enumerate(overrides) if i not in {i for i, _ in chosen}]
-    return rest[:first] + changes + rest[first:]
+    taken = {i for i, _ in chosen}
+    rest = [arg for i, arg in enumerate(overrides) if i not in taken]
+    return rest[: chosen[0][0]] + changes + rest[chosen[0][0] :]
 
 
 def _group_names(config_dirs: list[str]) -> set[str]:

@@ -106,7 +106,8 @@ def infer_format(path: str) -> str:
     raise Stage2Error(f"{path}: cannot tell the file format from its name; set the component's `format` (json, parquet or text)")
 
 
-def _named_format(path: str) -> Optional[str]:
+def format_of_name(path: str) -> Optional[str]:
+    """The format the file's name tells, or None where it tells none."""
     try:
         return infer_format(path)
     except Stage2Error:
@@ -902,7 +903,7 @@ def input_fingerprints(
     jobs += [(path, None, "line", None) for path in other_files if path not in {job[0] for job in jobs}]
     # A `hub_path` that names a local folder: its data files are inputs like any (a rerun checks them).
     # (Their format from their names, as `datasets` tells it: provenance then has their record counts too.)
-    jobs += [(path, _named_format(path), spec.sample_by, None) for spec in specs if spec.is_hub and os.path.isdir(spec.hub_path) for path in hub_data_files(spec)]
+    jobs += [(path, format_of_name(path), spec.sample_by, None) for spec in specs if spec.is_hub and os.path.isdir(spec.hub_path) for path in hub_data_files(spec)]
     return {job[0]: scan for job, scan in zip(jobs, mapper(scan_job, jobs))}
 
 

@@ -113,14 +113,12 @@ def component_dedup(spec: ComponentSpec, f: FilterConfig) -> Optional[Dict[str, 
     return {"exact": own["exact_dedup"], "near": own["near_dedup"], "window_words": f.dedup.window_words}
 
 
-def component_spill(spec: ComponentSpec, f: FilterConfig) -> Optional[Dict[str, Any]]:
-    """The hashes a component's screen spills: its own dedup's. With `scope=mixture` a component without
-    dedup spills them too: none of its documents is dropped, but they are earlier occurrences for the
-    components after it (a copy of a kept-whole component's document is still a duplicate)."""
-    own = component_dedup(spec, f)
-    if own is None and f.dedup.scope == DedupScope.mixture and (f.dedup.exact or f.dedup.near):
+def kept_whole_spill(f: FilterConfig) -> Optional[Dict[str, Any]]:
+    """What a component without dedup spills: nothing, but with `scope=mixture` the hashes, so that its
+    documents (none of them dropped) are earlier occurrences for the components after it."""
+    if f.dedup.scope == DedupScope.mixture and (f.dedup.exact or f.dedup.near):
         return {"exact": bool(f.dedup.exact), "near": bool(f.dedup.near), "window_words": f.dedup.window_words}
-    return own
+    return None
 
 
 def detectors(f: FilterConfig, components: List[ComponentSpec]) -> Tuple[str, ...]:
@@ -213,13 +211,13 @@ def execute(
     screen_tasks = []
     drops_duplicates: List[bool] = []  # per screen task: whether its component's duplicates are dropped
     for (spec, units), steps in zip(plans, chains):
-        spilled = component_spill(spec, f)
+        own = component_dedup(spec, f)
         for unit in units:
             screen_tasks.append({
-                "spec": _spec_of(spec, unit), "unit": unit, "steps": steps, "dedup": spilled, "keep_rejected": keep_rejected,
+                "spec": _spec_of(spec, unit), "unit": unit, "steps": steps, "dedup": own or kept_whole_spill(f), "keep_rejected": keep_rejected,
                 "dir": str(work / spec.name / unit.name),
             })
-            drops_duplicates.append(component_dedup(spec, f) is not None)
+        drops_duplicates += [own is not None] * len(units)
     counts = [u.count for _, units in plans for u in units]
     expected = None if None in counts else sum(counts)  # (a JSON array's records are not counted at start-up)
     progress = Progress("filter", total=expected, unit="doc", enabled=progress)
