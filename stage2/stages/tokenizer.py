@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from stage2.config import BadRecordPolicy, TokenizerConfig
+from stage2.config import BadRecordPolicy, ModelType, TokenizerConfig
 from stage2.documents import Document
 from stage2.errors import Stage2Error
 from stage2.io.sources import ComponentSpec
@@ -461,7 +461,7 @@ def run(run: Any) -> Dict[str, Any]:
             "tokenizer: the training sample has %s bytes, %.0f per piece of tokenizer.vocab_size=%d: too little text for so many "
             "pieces%s%s; a smaller vocab_size, or more text, fits better", f"{trained_by['bytes']:,}", trained_by["bytes"] / vocab_size,
             vocab_size, f" ({100 * used:.1f}% of them occur in the held-out documents)" if used is not None else "",
-            " (BPE trains every merge asked for, also of pairs the sample holds once)" if str(t.model_type).endswith("bpe") else "",
+            " (BPE trains every merge asked for, also of pairs the sample holds once)" if t.model_type == ModelType.bpe else "",
         )
 
     stats.update(
