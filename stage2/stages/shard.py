@@ -1052,10 +1052,7 @@ def _pack_with_workers(run: Run, tasks: Iterator[Dict[str, Any]], s: ShardConfig
         share = (train_index["tokens"] + train_index["separators"]) / max(1, sum(p.stream_tokens for p in packs.values()))
         stats["components"][name] = _component_stats(train_index, val_index, busy[name] + write_seconds * share)
         manifest.append(manifest_entry(name, weights[name], train_index, val_index))
-        log.info(
-            "shard %s: %d docs (%d validation), %d tokens, %d rows in %d shards", name, train_index["documents"] + val_index["documents"],
-            val_index["documents"], train_index["tokens"] + train_index["separators"], train_index["rows"], len(train_index["shards"]),
-        )
+        _log_component(name, train_index, val_index)
     return manifest
 
 
@@ -1115,12 +1112,17 @@ def _pack_in_process(run: Run, tasks: Iterator[Dict[str, Any]], s: ShardConfig, 
             current = None
             stats["components"][name] = _component_stats(train_index, val_index, busy + time.time() - packing_started)
             manifest.append(manifest_entry(name, weights[name], train_index, val_index))
-            log.info(
-                "shard %s: %d docs (%d validation), %d tokens, %d rows in %d shards", name, train_index["documents"] + val_index["documents"],
-                val_index["documents"], train_index["tokens"] + train_index["separators"], train_index["rows"], len(train_index["shards"]),
-            )
+            _log_component(name, train_index, val_index)
 
     return manifest
+
+
+def _log_component(name: str, train: Dict[str, Any], validation: Dict[str, Any]) -> None:
+    log.info(
+        "shard %s: %d docs (%d of them validation); train split: %d tokens (separators included), %d rows in %d shards",
+        name, train["documents"] + validation["documents"], validation["documents"], train["tokens"] + train["separators"],
+        train["rows"], len(train["shards"]),
+    )
 
 
 def run(run: Run) -> Dict[str, Any]:
@@ -1199,6 +1201,9 @@ def run(run: Run) -> Dict[str, Any]:
         if s.validation_percent > 0 and c["records"] and not c["validation_records"]:  # (validation then samples the others only)
             log.warning("shard: component %s has no validation documents: shard.validation_percent=%s of its %s documents picked none",
                         name, s.validation_percent, f"{c['records']:,}")
+    if s.validation_percent == 0 and set(s.formats) - {"npy"}:
+        log.warning("shard: shard.validation_percent=0: the validation files of %s are empty (nanoGPT's train.py reads val.bin"
+                    " at its first step; Megatron gets no --valid-data-path)", ", ".join(f for f in s.formats if f != "npy"))
     run.add_artifact(write_manifest(run.dir / SHARDS_DIR, seq_len, dtype, tok, manifest, list(s.formats)))
     comps = stats["components"].values()
     wall = time.time() - stage_started
@@ -1241,9 +1246,13 @@ def mixture_plan(manifest: List[Dict[str, Any]], seq_len: int, budget: Optional[
 
 def megatron_data_path(manifest: List[Dict[str, Any]]) -> Dict[str, str]:
     """Megatron's `--train-data-path` and `--valid-data-path` arguments: weight and prefix per component
-    (prefixes relative to the run folder)."""
+    (prefixes relative to the run folder); "" for a split no component has a document of. A component
+    whose split is empty is left out of it: Megatron cannot open an empty dataset (mmap of a 0-byte .bin)."""
     def arg(split: str) -> str:
-        return " ".join(f"{c['weight']:g} {SHARDS_DIR}/{c['name']}/{format_files('megatron', split)[0][:-4]}" for c in manifest if c["weight"] > 0)
+        return " ".join(
+            f"{c['weight']:g} {SHARDS_DIR}/{c['name']}/{format_files('megatron', split)[0][:-4]}"
+            for c in manifest if c["weight"] > 0 and (c if split == "train" else c["validation"])["documents"]
+        )
 
     return {"train": arg("train"), "validation": arg("validation")}
 
@@ -1286,5 +1295,8 @@ def plan_table(shard_stats: Dict[str, Any], run_dir: Optional[Path] = None) -> s
             parts = arg.split()
             return " ".join(p if i % 2 == 0 else prefix + p for i, p in enumerate(parts))
         lines.append(f"megatron: --train-data-path {absolute(data_path['train'])}")
-        lines.append(f"          --valid-data-path {absolute(data_path['validation'])}")
+        if data_path["validation"]:
+            lines.append(f"          --valid-data-path {absolute(data_path['validation'])}")
+        else:
+            lines.append("          (no --valid-data-path: no component has a validation document)")
     return "\n".join(lines)

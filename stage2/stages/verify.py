@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import yaml
 
@@ -203,8 +203,13 @@ def check_split(comp_dir: Path, split: str) -> Dict[str, Any]:
             _check_marks(path, flat, pos, marks, separator)
         pos += arr.size
     n_format_files = 0
+    first_tail = None  # (file, tokens): the tail no npy row holds, which every token file must hold alike
     for entry in index["formats"]:
-        check_format_file(comp_dir, folder, index, entry, table, arrays, covered, marks, separator)
+        tail = check_format_file(comp_dir, folder, index, entry, table, arrays, covered, marks, separator)
+        if tail is not None and first_tail is not None and not np.array_equal(tail, first_tail[1]):
+            raise Stage2Error(f"{comp_dir / entry['file']}: its last {len(tail)} tokens (the tail no npy row holds) differ from {first_tail[0]}'s")
+        if tail is not None and first_tail is None:
+            first_tail = (comp_dir / entry["file"], tail)
         n_format_files += 1
     return {"shards": len(index["shards"]), "rows": rows, "tokens": stream, "documents": len(table), "format_files": n_format_files}
 
@@ -239,8 +244,9 @@ def check_documents(folder: Path, index: Dict[str, Any], stream: int) -> np.ndar
 
 
 def check_format_file(comp_dir: Path, folder: Path, index: Dict[str, Any], entry: Dict[str, Any], table: np.ndarray,
-                      arrays: List[Any], covered: int, marks: Any, separator: Any) -> None:
-    """A trainer format's file: its sha256, and its contents against the document table and the npy shards."""
+                      arrays: List[Any], covered: int, marks: Any, separator: Any) -> Optional[np.ndarray]:
+    """A trainer format's file: its sha256, and its contents against the document table and the npy shards;
+    for a token file, the tokens past the npy shards (None for an index or metadata file)."""
     path = comp_dir / entry["file"]
     if not path.is_file():
         raise Stage2Error(f"{path}: listed in {folder / INDEX} but missing")
@@ -253,16 +259,16 @@ def check_format_file(comp_dir: Path, folder: Path, index: Dict[str, Any], entry
         dtype, got = read_megatron_idx(path)
         if not np.array_equal(got, lengths):
             raise Stage2Error(f"{path}: its sequence lengths are not the document table's")
-        return
+        return None
     if entry["format"] == "datatrove" and name.endswith(".index"):
         if not np.array_equal(np.fromfile(path, dtype="<u8"), np.cumsum(lengths)):
             raise Stage2Error(f"{path}: its document ends are not the document table's")
-        return
+        return None
     if entry["format"] == "datatrove" and name.endswith(".metadata"):
         token_size = np.dtype(next(e for e in index["formats"] if e["format"] == "datatrove" and e["file"].endswith(".ds"))["dtype"]).itemsize
         if path.read_bytes() != datatrove_metadata(index["tokenizer"]["path"], token_size, total):
             raise Stage2Error(f"{path}: not the metadata of its token file")
-        return
+        return None
     tokens = read_format_tokens(comp_dir, entry)
     if len(tokens) != total:
         raise Stage2Error(f"{path}: {len(tokens)} tokens, the document table {total}")
@@ -277,6 +283,7 @@ def check_format_file(comp_dir: Path, folder: Path, index: Dict[str, Any], entry
         raise Stage2Error(f"{path}: id {int(rest.max())} is out of range for a vocabulary of {index['vocab_size']}")
     if marks is not None:
         _check_marks(path, np.asarray(rest), pos, marks, separator)
+    return np.asarray(rest, dtype=np.int64)
 
 
 def check_filter_stats(stats: Dict[str, Any], stats_path: Path) -> int:

@@ -26,6 +26,9 @@ folder, texts = sys.argv[1], json.load(open(sys.argv[2]))
 tok = AutoTokenizer.from_pretrained(folder)
 out = {"ids": [tok(t)["input_ids"] for t in texts], "max": tok.model_max_length, "eos": tok.eos_token_id}
 out["decoded"] = [tok.decode(ids) for ids in out["ids"]]
+# As docs/tokenizer.md says to load it for a shard document's ids, BOS (shard.add_bos=true) and EOS included.
+framed = AutoTokenizer.from_pretrained(folder, add_bos_token=True, add_eos_token=True)
+out["framed"] = [framed(t)["input_ids"] for t in texts]
 json.dump(out, open(sys.argv[3], "w"))
 """
 
@@ -50,3 +53,4 @@ def test_autotokenizer_gives_the_shards_ids_and_context_length(tmp_path, tiny_mo
     assert out["ids"] == encoding.encode(sp, texts)  # the shards' ids, with no EOS appended
     assert out["decoded"] == texts
     assert out["max"] == 1024 and out["eos"] == sp.eos_id()
+    assert out["framed"] == [[sp.bos_id(), *ids, sp.eos_id()] for ids in out["ids"]]

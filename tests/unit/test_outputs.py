@@ -261,6 +261,21 @@ def test_verify_checks_tables_and_formats(formats_run, tmp_path):
     (folder / "index.json").write_text(json.dumps(index))
     with pytest.raises(Stage2Error, match="separators do not lie where the document table says"):
         verify.check_component(folder)
+    # A token of the dropped tail (in the trainer files, in no npy row) changed in one file, its hash
+    # recorded anew: the other token files hold that tail too.
+    shutil.copytree(run.dir, tmp_path / "copy2")
+    folder = tmp_path / "copy2" / "shards" / "web"
+    index = json.loads((folder / "index.json").read_text())
+    assert index["tail_dropped"] > 1, index
+    entry = next(e for e in index["formats"] if e["file"] == "nanogpt/train.bin")
+    tokens = np.fromfile(folder / entry["file"], dtype=entry["dtype"])
+    at = len(tokens) - index["tail_dropped"] + next(i for i in range(index["tail_dropped"]) if tokens[-index["tail_dropped"] + i] != 2)
+    tokens[at] = 5 if tokens[at] != 5 else 6  # another ordinary piece, not a separator
+    tokens.tofile(folder / entry["file"])
+    entry["sha256"] = hashlib.sha256((folder / entry["file"]).read_bytes()).hexdigest()
+    (folder / "index.json").write_text(json.dumps(index))
+    with pytest.raises(Stage2Error, match="nanogpt/train.bin: its last .* tokens .* differ from .*megatron/train.bin"):
+        verify.check_component(folder)
 
 
 @pytest.mark.slow  # (over half a second: the full suite runs it)

@@ -147,6 +147,31 @@ def test_a_component_without_validation_documents_is_said(tmp_path, tiny_model, 
     assert sorted(m.split()[2] for m in said) == none and all("shard.validation_percent=0.01" in m for m in said), said
 
 
+@pytest.mark.parametrize("percent", [1, 0])  # at 1% one of the two components has validation documents
+def test_megatron_is_given_no_empty_validation_dataset(tmp_path, tiny_model, caplog, percent):
+    # Megatron cannot open a dataset of no document (mmap of an empty .bin): the printed --valid-data-path
+    # names only the components with validation documents, and none at all when no component has one.
+    with caplog.at_level(logging.WARNING, logger="stage2.stages.shard"):
+        run = shard_run(tmp_path, "run", corpus(tmp_path), f"shard.tokenizer={tiny_model}", f"shard.validation_percent={percent}",
+                        "shard.formats=[npy,megatron,nanogpt]")
+    stats = run.stats["stages"]["shard"]
+    has_validation = sorted(c for c, v in stats["components"].items() if v["validation_records"])
+    listed = stats["megatron_data_path"]["validation"].split()
+    assert sorted(prefix.split("/")[1] for prefix in listed[1::2]) == has_validation
+    for prefix in listed[1::2]:
+        assert (run.dir / f"{prefix}.bin").stat().st_size > 0
+    assert len(stats["megatron_data_path"]["train"].split()) == 2 * len(stats["components"])
+    table = shard.plan_table(stats, run.dir)
+    assert any(line.strip().startswith("--valid-data-path ") for line in table.splitlines()) == bool(has_validation), table
+    said = [r.getMessage() for r in caplog.records if "shard.validation_percent=0:" in r.getMessage()]
+    if percent:
+        assert has_validation and len(has_validation) < len(stats["components"]), stats["components"]
+        assert not said
+    else:
+        assert not has_validation and "no component has a validation document" in table
+        assert len(said) == 1 and "megatron, nanogpt" in said[0] and "val.bin" in said[0], said
+
+
 def test_pad_remainder_and_bos(tmp_path, tiny_model):
     paths = corpus(tmp_path)
     run = shard_run(tmp_path, "run", paths, f"shard.tokenizer={tiny_model}", "shard.seq_len=128", "shard.remainder=pad", "shard.add_bos=true")
