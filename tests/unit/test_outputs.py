@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from pathlib import Path
 from typing import Dict, List, Tuple
 
 import numpy as np
