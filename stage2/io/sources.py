@@ -220,7 +220,12 @@ def resolve_components(dataset: DatasetConfig, launch_dir: str, need_files: bool
             lang_filter=bool(dataset.lang_filter),
         )
         own = entries.get(name)
-        if own is not None and not own.data_files and not own.hub_path:  # this path's own settings
+        if own is not None and (own.data_files or own.hub_path):  # two sources under one name would be mixed up
+            raise Stage2Error(
+                f"dataset.paths: {pattern!r} gives the component name {name!r}, which dataset.components.{name} already has"
+                f" with files of its own; rename the file, or add it to dataset.components.{name}.data_files"
+            )
+        if own is not None:  # this path's own settings
             entries.pop(name)
             settings = path_settings(settings, own)
         config = {f.name: getattr(settings, f.name) for f in dataclasses.fields(ComponentConfig)}

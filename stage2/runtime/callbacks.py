@@ -77,8 +77,9 @@ JOB_UNIQUE = ("hydra.job.num", "hydra.job.id", "hydra.job.override_dirname")
 def check_job_subdir(subdir: Any) -> None:
     if not any(key in str(subdir) for key in JOB_UNIQUE):
         raise Stage2Error(
-            f"hydra.sweep.subdir={subdir} gives every job of the sweep the same folder; include ${{hydra.job.num}}"
-            " (the default) or ${hydra.job.override_dirname}"
+            f"hydra.sweep.subdir={subdir} can give two jobs of the sweep the same folder (a job's .hydra/ record would"
+            " overwrite another's); include ${hydra.job.num} (the default; e.g. ${hydra.job.num}_mc${filter.min_chars})"
+            " or ${hydra.job.override_dirname}"
         )
 
 

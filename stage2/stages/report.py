@@ -41,11 +41,23 @@ def is_run(folder: Path) -> bool:
 
 
 def job_folders(folder: Path) -> List[Path]:
-    """A sweep's job folders (Hydra's `hydra.job.num` subdirs), in job order."""
+    """A sweep's job folders, in job order: its subfolders that Hydra recorded a job in (`.hydra/`), named
+    by `hydra.sweep.subdir` (`${hydra.job.num}` by default, or e.g. `${hydra.job.override_dirname}`)."""
     if not folder.is_dir():
         return []
-    jobs = [p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()]
-    return sorted(jobs, key=lambda p: int(p.name))
+    jobs = [p for p in folder.iterdir() if p.is_dir() and (p.name.isdigit() or (p / ".hydra").is_dir())]
+    return sorted(jobs, key=lambda p: (_job_number(p), p.name))
+
+
+def _job_number(job: Path) -> int:
+    """The job's `hydra.job.num` (its folder name by default); jobs with none recorded sort last."""
+    if job.name.isdigit():
+        return int(job.name)
+    try:
+        num = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text(encoding="utf-8"))["hydra"]["job"]["num"]
+        return int(num)
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        return 1 << 62
 
 
 def is_sweep(folder: Path) -> bool:
@@ -193,7 +205,7 @@ def safe_overrides(job: Path) -> List[str]:
 
 def job_row(job: Path, sweep_dir: Path, overrides: List[str]) -> Dict[str, Any]:
     """One job's summary row; a job that cannot be read gets a row saying why, not an exception."""
-    row: Dict[str, Any] = {"job": int(job.name), "folder": os.path.relpath(job, sweep_dir)}
+    row: Dict[str, Any] = {"job": _job_number(job), "folder": os.path.relpath(job, sweep_dir)}
     row["overrides"] = " ".join(overrides)
     try:
         stats = read_stats(job)
@@ -378,7 +390,7 @@ def write_summary(sweep_dir: Path) -> str:
     rows, columns, overrides = summary_rows(sweep_dir)
     swept = swept_keys(overrides)
     if not rows:
-        raise Stage2Error(f"{sweep_dir}: no job folders (0/, 1/, ...) in this sweep folder")
+        raise Stage2Error(f"{sweep_dir}: no job folders (0/, 1/, ... or a job folder of hydra.sweep.subdir with its .hydra/) in this sweep folder")
     table = markdown_table(columns, rows)
     # Named by its <date>/<time>, not the path it was given: a rebuilt summary has the same bytes.
     name = "/".join(Path(sweep_dir).resolve().parts[-2:])

@@ -32,6 +32,19 @@ def test_cli_multirun_runs_the_callback(tmp_path):
     assert all((sweep / r["folder"] / "report.md").exists() for r in rows)
 
 
+def test_cli_sweep_with_named_job_folders_is_summarised(tmp_path):
+    """Job folders named by the overrides (`${hydra.job.override_dirname}`), not numbers: the summary and
+    verify find every job, in job order."""
+    write_index(tmp_path / "outputs" / "runs.jsonl", [{"folder": "x", "stage": "filter", "dataset": "sample"}])
+    sweep = tmp_path / "sweep"
+    done = cli(["-m", "stage=report", "report.stage=tokenizer,filter", f"hydra.sweep.dir={sweep}",
+                "hydra.sweep.subdir=${hydra.job.override_dirname}"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = read_csv(sweep / "summary.csv")
+    assert [(r["job"], r["overrides"]) for r in rows] == [("0", "stage=report report.stage=tokenizer"), ("1", "stage=report report.stage=filter")]
+    assert [r["folder"] for r in rows] == ["report.stage=tokenizer,stage=report", "report.stage=filter,stage=report"]
+
+
 def test_cli_tiny_tokenizer_sweep_end_to_end(tmp_path):
     """A real pipeline sweep over vocab sizes: the summary must carry the jobs' real stats."""
     # Two small components copied from the embedded sample keep this real sweep to seconds.

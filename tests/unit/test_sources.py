@@ -122,6 +122,19 @@ def test_a_glob_is_one_component_named_after_its_stem(tmp_path):
     assert texts(specs[0]) == [r["text"] for r in RECORDS[:5]]
 
 
+def test_a_path_named_like_a_component_with_files_of_its_own_is_refused(tmp_path):
+    # Two sources under one name: the filter mixed them up (one's parts held the other's documents, or a
+    # crash at the end). A components entry without files is that path's own settings, as before.
+    write_jsonl(tmp_path / "a.jsonl", RECORDS[:3])
+    write_jsonl(tmp_path / "other" / "b.jsonl", RECORDS[3:6])
+    taken = DatasetConfig(paths=["a.jsonl"], components={"a": ComponentConfig(data_files=["other/b.jsonl"])})
+    with pytest.raises(Stage2Error, match=r"dataset.paths: 'a.jsonl' gives the component name 'a', which dataset.components.a already has"):
+        resolve_components(taken, str(tmp_path))
+    settings = DatasetConfig(paths=["a.jsonl"], components={"a": ComponentConfig(weight=2.0)})
+    [spec] = resolve_components(settings, str(tmp_path))
+    assert spec.weight == 2.0 and texts(spec) == [r["text"] for r in RECORDS[:3]]
+
+
 class _FailingStream:
     """A `datasets` stream whose rows fail after `good` rows, read one at a time or in batches."""
 
