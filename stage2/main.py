@@ -10,6 +10,7 @@ import gc
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -407,13 +408,19 @@ def hydra_error(exc: BaseException) -> str:
         return f"{first} (available: {', '.join(exc.options)})"
     if isinstance(exc, OverrideParseException):
         return f"{exc.override}: {first}"
-    cause = exc.__cause__
+    cause = exc.__cause__ or exc.__context__  # (a config file's error is Hydra's context, not its cause)
+    where = re.match(r"(In '[^']+'): \w+ raised while composing config:?$", first)
+    if where:  # a group option's file: name it, then what was wrong
+        first = where.group(1)
     unknown = unknown_key(cause) if cause is not None else None
     if unknown:  # (Hydra's message would suggest `+key=...`, which fails too)
-        return unknown
+        return f"{first}: {unknown}" if where else unknown
     if cause is not None and first_line(cause) not in first:  # e.g. "Error merging override x=abc": what was wrong
         key = getattr(cause, "full_key", None)
-        return f"{first}: {f'{key}: ' if key and key not in first else ''}{first_line(cause)}"
+        said = f"{first}: {f'{key}: ' if key and key not in first else ''}{first_line(cause)}"
+        if re.search(r"Key \S+ \((bool|int|float)\) is incompatible with \(str\)", said):  # `no:` or `2024:` as a YAML key
+            said += " (YAML reads an unquoted no, yes, on, off, true, false or a number as that value: quote the name)"
+        return said
     return first if first != type(exc).__name__ else describe(exc)
 
 

@@ -226,6 +226,9 @@ def check_languages(backend: str, languages: Sequence[str], main: bool = True) -
 
     `main`: the backend is `filter.lang_backend` (a `lang_check` detector only screens: fastText reads
     langdetect's `zh-cn` as its `zh`, and langdetect then tells the regions apart)."""
+    if any(lang in ("True", "False") for lang in languages):  # YAML 1.1 reads an unquoted no/yes/on/off as a bool
+        raise Stage2Error(f"filter.languages: {', '.join(lang for lang in languages if lang in ('True', 'False'))} is YAML's reading"
+                          " of an unquoted no, yes, on or off: quote the code in YAML ('no' for Norwegian)")
     if backend in ("langdetect", "langdetect_fast"):  # the same bundled profiles
         known = langdetect_languages()
         unknown = [lang for lang in languages if lang not in known]

@@ -37,6 +37,15 @@ def test_hydra_errors_are_one_line(tmp_path):
     only_line(cli(tmp_path, "dataset=nope"), "dataset/nope", "available: files, refinedweb_mix, sample")
     only_line(cli(tmp_path, "stage=["), "stage=[")
     only_line(cli(tmp_path, "filter.min_chars=abc"), "filter.min_chars=abc", "could not be converted to Integer")
+    # A mistake in a group option of one's own: the file, the key and what is wrong (not only Hydra's
+    # "ValidationError raised while composing config").
+    (tmp_path / "conf" / "filter").mkdir()
+    (tmp_path / "conf" / "filter" / "wrongtype.yaml").write_text("defaults:\n  - default\n  - _self_\nmin_chars: abc\n")
+    (tmp_path / "conf" / "filter" / "typo.yaml").write_text("defaults:\n  - default\n  - _self_\nmin_charz: 5\n")
+    (tmp_path / "conf" / "dataset" / "norwegian.yaml").write_text("defaults:\n  - sample\n  - _self_\ncomponents:\n  no:\n    data_files: [a.jsonl]\n")
+    only_line(cli(tmp_path, "--config-dir", "conf", "filter=wrongtype"), "In 'filter/wrongtype': filter.min_chars: Value 'abc'", "could not be converted to Integer")
+    only_line(cli(tmp_path, "--config-dir", "conf", "filter=typo"), "In 'filter/typo': filter.min_charz: no such key", "did you mean filter.min_chars?")
+    only_line(cli(tmp_path, "--config-dir", "conf", "dataset=norwegian"), "In 'dataset/norwegian'", "Key False (bool)", "quote the name")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["conf"]
     verbose = cli(tmp_path, *broken, "verbose=true")  # the traceback stays one override away
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr and "ParserError" in verbose.stderr
@@ -67,6 +76,8 @@ def test_a_sweep_whose_jobs_would_share_a_folder_is_refused(tmp_path):
     assert ok.returncode == 0, ok.stderr[-2000:]
     jobs = sorted(p.name for p in (tmp_path / "named").iterdir() if p.is_dir())
     assert len(jobs) == 2 and jobs[0].endswith("filter.min_chars=5,stage=filter") and jobs[1].endswith("filter.min_chars=6,stage=filter")
+    summary = (tmp_path / "named" / "summary.md").read_text()  # the jobs found by their .hydra/, not a number
+    assert "2 jobs; swept: filter.min_chars" in summary, summary
 
 
 def test_a_sweep_whose_jobs_do_not_compose_leaves_no_folder(tmp_path):

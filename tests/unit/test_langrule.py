@@ -154,6 +154,10 @@ def test_check_languages_validates_fasttext_codes(tmp_path):
     with pytest.raises(Stage2Error, match="for 'zh' use zh-cn or zh-tw") as error:
         check_languages("langdetect_fast", ["en", "zh"])
     assert "filter=fasttext" not in str(error.value)
+    # YAML's unquoted `no` (Norwegian) arrives as the string 'False': said as that, for either backend.
+    for backend in ("fasttext", "langdetect_fast"):
+        with pytest.raises(Stage2Error, match="False is YAML's reading of an unquoted no.*'no' for Norwegian"):
+            check_languages(backend, ["en", "False"])
 
 
 def test_the_language_codes_checked_are_the_installed_models_labels():
