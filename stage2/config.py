@@ -140,7 +140,8 @@ class ComponentConfig:
         low = f.min_chars if own_min is None else own_min
         high = f.max_chars if own_max is None else own_max
         return [
-            ((self.max_records or 0) >= 0, f"{key}.max_records={self.max_records} must be 0 or more (null: no limit)"),
+            (self.max_records is None or self.max_records >= 1, f"{key}.max_records={self.max_records} must be 1 or more (null: no limit)"),
+            (self.format is None or self.format in FORMATS, f"{key}.format={self.format}: the formats are {', '.join(FORMATS)} (null: from the file names)"),
             (self.sample_by in SAMPLE_BY, f"{key}.sample_by={self.sample_by}: a text file is read by {', '.join(SAMPLE_BY)} (one document each)"),
             (math.isfinite(self.weight) and self.weight > 0,
              f"{key}.weight={self.weight}: a weight must be a positive number (to leave a component out, remove it from the manifest)"),
@@ -160,6 +161,7 @@ class ComponentConfig:
 
 
 SAMPLE_BY = ("line", "paragraph", "document")
+FORMATS = ("json", "parquet", "text")  # `datasets`' builders for local files (JSON lines or arrays, parquet, text)
 
 # Records of a partition; far more than fits in memory, and well inside the 36 bits of a record's position.
 MAX_PARTITION = 10**8
@@ -187,7 +189,7 @@ class DatasetConfig:
         paths, weights = self.paths or [], self.weights or []
         rules = [
             (1 <= self.partition_size <= MAX_PARTITION, f"dataset.partition_size={self.partition_size} must be 1 to {MAX_PARTITION:,} (documents per partition)"),
-            ((self.max_records or 0) >= 0, f"dataset.max_records={self.max_records} must be 0 or more (null: no limit)"),
+            (self.max_records is None or self.max_records >= 1, f"dataset.max_records={self.max_records} must be 1 or more (null: no limit)"),
             (not weights or len(weights) == len(paths),
              f"dataset.weights={_override(weights)} has {_count(len(weights), 'value')} for {_count(len(paths), 'path')} in dataset.paths: give one weight per path (or [] for 1.0 each)"),
             *((math.isfinite(w) and w > 0, f"dataset.weights={_override(weights)}: the weight of {p!r} is {w}; every weight must be a positive number")

@@ -133,7 +133,7 @@ def test_the_recipe_records_the_component_settings(tmp_path):
         (100, None, 100),
         (None, 60, 60),
         (None, None, None),
-        (0, 60, 0),
+        (1, 60, 1),  # (0 is refused: it would read nothing)
     ],
 )
 def test_dataset_max_records_caps_a_component_that_sets_its_own(tmp_path, cap, own, expected):
@@ -197,7 +197,9 @@ FILES = ["dataset=files", "dataset.paths=[web.jsonl,code.jsonl]"]
     [
         (["dataset.components.code.min_chars=-1"], "dataset.components.code.min_chars=-1 must be 0 or more"),
         (["dataset.components.code.max_chars=-5"], "dataset.components.code.max_chars=-5 must be 0 (no upper bound) or more"),
-        (["dataset.components.code.max_records=-1"], "dataset.components.code.max_records=-1 must be 0 or more"),
+        (["dataset.components.code.max_records=-1"], "dataset.components.code.max_records=-1 must be 1 or more"),
+        (["dataset.components.code.max_records=0"], "dataset.components.code.max_records=0 must be 1 or more (null: no limit)"),
+        (["dataset.components.code.format=jsonl"], "dataset.components.code.format=jsonl: the formats are json, parquet, text"),
         (["dataset.components.web.min_chars=500", "dataset.components.web.max_chars=100"],
          "dataset.components.web.min_chars=500 and dataset.components.web.max_chars=100: need min_chars <= max_chars"),
         # against the filter's own bound, which the component leaves as it is
@@ -213,7 +215,8 @@ FILES = ["dataset=files", "dataset.paths=[web.jsonl,code.jsonl]"]
         ([*FILES, "dataset.weights=[inf,1]"], "dataset.weights=[inf,1.0]: the weight of 'web.jsonl' is inf"),
         (["dataset.weights=[0.5]"], "dataset.weights=[0.5] has 1 value for 0 paths in dataset.paths"),  # a manifest has no paths
         (["dataset.lang_filter=false"], "dataset.lang_filter=false applies to dataset.paths (dataset=files) only"),
-        (["dataset.max_records=-3"], "dataset.max_records=-3 must be 0 or more"),
+        (["dataset.max_records=-3"], "dataset.max_records=-3 must be 1 or more"),
+        (["dataset.max_records=0"], "dataset.max_records=0 must be 1 or more (null: no limit)"),
     ],
 )
 def test_range_errors_are_one_line_naming_the_key(tmp_path, overrides, starts):
