@@ -178,7 +178,7 @@ class DatasetConfig:
     text_column: str = "text"
     id_column: Optional[str] = "id"
     url_column: Optional[str] = None  # where a record's URL is (filter.url's rules need it); null: none
-    max_records: Optional[int] = None  # per component; caps the components' own max_records too
+    max_records: Optional[int] = None  # per component (1 or more); caps the components' own max_records too
     # Documents per partition. Partitions are the unit of parallel work and of output files; they
     # are fixed here (never by the machine) so artifacts do not depend on the worker count.
     partition_size: int = 2000

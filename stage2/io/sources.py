@@ -1022,6 +1022,34 @@ class _RecordCounter:
         return self.complete + counts
 
 
+class _FirstRecord:
+    """The first non-blank line of a JSON lines stream, to tell its columns at start-up (bounded: a first
+    record longer than `limit` bytes is not looked at)."""
+
+    def __init__(self, limit: int = 1 << 24):
+        self.limit, self.pieces, self.size, self.done = limit, [], 0, False
+
+    def feed(self, data: bytes) -> None:
+        if self.done or not data:
+            return
+        self.pieces.append(data)
+        self.size += len(data)
+        head = b"".join(self.pieces)
+        body = head.lstrip()
+        if b"\n" in body or self.size > self.limit:
+            self.done = True
+            self.pieces = [body.split(b"\n", 1)[0]] if self.size <= self.limit else []
+
+    def columns(self) -> Optional[List[str]]:
+        """Its keys, or None when it is not a JSON object (the reader says what is wrong, and where)."""
+        line = b"".join(self.pieces).strip()
+        try:
+            record = json.loads(line.decode("utf-8-sig")) if line else None
+        except ValueError:
+            return None
+        return sorted(record) if isinstance(record, dict) else None
+
+
 def scan_file(path: str, fmt: Optional[str], sample_by: str = "line", stride: Optional[int] = None) -> Dict[str, Any]:
     """Hash a file; decompress a compressed one to the end of its last stream, and count its records.
 
@@ -1035,6 +1063,7 @@ def scan_file(path: str, fmt: Optional[str], sample_by: str = "line", stride: Op
     suffix = next((s for s in COMPRESSION_SUFFIXES if path.lower().endswith(s)), None)
     counted = fmt == "json" and not _is_json_array(path) or fmt == "text" and sample_by == "line"
     counter = _RecordCounter(skip_blank=fmt == "json", stride=None if suffix else stride) if counted else None
+    first = _FirstRecord() if counted and fmt == "json" else None
     digest = xxhash.xxh3_128()
     size = 0
     decoder = _decompressor(suffix) if suffix else None
@@ -1058,6 +1087,8 @@ def scan_file(path: str, fmt: Optional[str], sample_by: str = "line", stride: Op
                 if decoder is None:
                     if counter is not None:
                         counter.feed(block)
+                    if first is not None:
+                        first.feed(block)
                     continue
                 for start in range(0, len(block), FEED):
                     data = block[start : start + FEED]
@@ -1078,6 +1109,8 @@ def scan_file(path: str, fmt: Optional[str], sample_by: str = "line", stride: Op
                         text_bytes += len(out)
                         if counter is not None and out:
                             counter.feed(out)
+                        if first is not None:
+                            first.feed(out)
                         at += len(data)
                         rest = getattr(decoder, "unused_data", b"") if decoder.eof else b""
                         at -= len(rest)
@@ -1092,10 +1125,13 @@ def scan_file(path: str, fmt: Optional[str], sample_by: str = "line", stride: Op
     if decoder is not None and not decoder.eof:
         raise broken(f"truncated {name} stream: the file ends at byte {size} before the end of its {name} stream")
     records = counter.total() if counter is not None else None
+    columns = first.columns() if first is not None else None
     if fmt == "parquet":
-        records = parquet_rows(path)
+        records, columns = parquet_rows(path), parquet_columns(path)
     scan = {"xxh3_128": digest.hexdigest(), "bytes": size, "records": records, "text_bytes": text_bytes if decoder else size,
             "mtime_ns": before.st_mtime_ns, "inode": before.st_ino}  # (what a read checks cheaply: check_unchanged)
+    if columns is not None:
+        scan["columns"] = columns  # not part of provenance either: for check_columns
     if counter is not None and counter.stride:
         scan["offsets"] = counter.offsets  # not part of provenance (stage2.runtime.run keeps it out)
     return scan
@@ -1110,6 +1146,36 @@ def parquet_rows(path: str) -> int:
             return pq.ParquetFile(f).metadata.num_rows  # the footer only: no data is read
     except Exception as exc:  # pyarrow's ArrowInvalid, OSError: not parquet, or cut short
         raise Stage2Error(f"{path}: record 1: cannot be read: not a readable parquet file ({first_line(exc)})") from None
+
+
+def parquet_columns(path: str) -> List[str]:
+    """A parquet file's column names, from its footer (parquet_rows has checked it can be read)."""
+    import pyarrow.parquet as pq
+
+    with open_binary(path) as f:
+        return sorted(pq.ParquetFile(f).schema_arrow.names)
+
+
+def check_columns(specs: List[ComponentSpec], scans: Mapping[str, Mapping[str, Any]]) -> None:
+    """At start-up, from each file's first record (JSON lines) or schema (parquet): a text column that is
+    not there fails before any work; an id column that is not there is said once per component, since
+    its documents would get numbered ids (`<component>/<file>/<record>`) instead."""
+    for spec in specs:
+        if spec.format not in ("json", "parquet"):
+            continue
+        warned = False
+        for path in spec.files:
+            columns = (scans.get(path) or {}).get("columns")
+            if columns is None:
+                continue
+            if spec.text_column not in columns:
+                raise Stage2Error(f"{path}: record 1: has no text column {spec.text_column!r} (columns: {', '.join(columns)});"
+                                  f" name it with dataset.components.{spec.name}.text_column (dataset.text_column for dataset.paths)")
+            if spec.id_column and spec.id_column not in columns and not warned:
+                warned = True
+                log.warning("component %s: record 1 of %s has no id column %r (columns: %s): its documents get numbered ids"
+                            " (%s/<file>/<record>); name the id column with id_column=..., or set id_column=null to say so",
+                            spec.name, path, spec.id_column, ", ".join(columns), spec.name)
 
 
 def hub_revisions(specs: List[ComponentSpec]) -> Dict[str, Dict[str, Any]]:

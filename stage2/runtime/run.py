@@ -28,7 +28,7 @@ import stage2
 from stage2.errors import Stage2Error
 from stage2.io.files import atomic_path, atomic_write, file_sha256, read_json, write_json  # noqa: F401  (part of this module's API)
 from stage2.config import Config, config_digest  # noqa: F401  (config_digest: part of this module's API)
-from stage2.io.sources import ComponentSpec, hub_revisions, input_fingerprints, resolve_components, step_input_files
+from stage2.io.sources import ComponentSpec, check_columns, hub_revisions, input_fingerprints, resolve_components, step_input_files
 from stage2.io import parts
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,8 @@ def _start(run_dir: Path, cfg: Config, components: List[ComponentSpec], executor
     raw = reads_input_files(cfg)
     step_files = step_input_files(cfg.filter.input_patterns(), cfg.launch_dir) if cfg.stage in ("filter", "pipeline") else []
     scans = input_fingerprints(components, cfg.dataset.partition_size, executor.map if executor else map, step_files) if raw else {}
-    fingerprints = {path: {k: v for k, v in scan.items() if k != "offsets"} for path, scan in scans.items()}
+    fingerprints = {path: {k: v for k, v in scan.items() if k not in ("offsets", "columns")} for path, scan in scans.items()}
+    check_columns(components, scans)
     # Every later read of an input checks that the file is still the one scanned here.
     components = [spec.with_scans(scans) for spec in components]
     if resuming and raw:

@@ -14,7 +14,7 @@ import zstandard
 
 from stage2.config import ComponentConfig, DatasetConfig
 from stage2.errors import Stage2Error
-from stage2.io.sources import ComponentSpec, iter_documents, resolve_components
+from stage2.io.sources import ComponentSpec, check_columns, input_fingerprints, iter_documents, resolve_components
 
 from helpers import sample_records, write_jsonl
 
@@ -133,6 +133,33 @@ def test_a_path_named_like_a_component_with_files_of_its_own_is_refused(tmp_path
     settings = DatasetConfig(paths=["a.jsonl"], components={"a": ComponentConfig(weight=2.0)})
     [spec] = resolve_components(settings, str(tmp_path))
     assert spec.weight == 2.0 and texts(spec) == [r["text"] for r in RECORDS[:3]]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".parquet"])
+def test_columns_are_checked_at_start_up_from_the_first_record(tmp_path, suffix, caplog):
+    # A text column the files lack fails before any work (not after the other components were filtered);
+    # an id column they lack is said, as every document would get a numbered id.
+    rows = [{"post_id": r["id"], "body": r["text"]} for r in RECORDS[:5]]
+    path = tmp_path / f"posts{suffix}"
+    if suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    else:
+        write_jsonl(path, rows)
+
+    def checked(**columns):
+        specs = resolve_components(DatasetConfig(paths=[str(path)], **columns), str(tmp_path))
+        check_columns(specs, input_fingerprints(specs, 1000, map))
+
+    with pytest.raises(Stage2Error, match=r"posts.*: record 1: has no text column 'text' \(columns: body, post_id\); name it with dataset.components.posts.text_column"):
+        checked()
+    with caplog.at_level("WARNING", logger="stage2.io.sources"):
+        checked(text_column="body")
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 1 and "component posts: record 1 of" in said[0] and "has no id column 'id' (columns: body, post_id)" in said[0], said
+        caplog.clear()
+        checked(text_column="body", id_column="post_id")
+        checked(text_column="body", id_column=None)
+        assert not caplog.records
 
 
 class _FailingStream:
