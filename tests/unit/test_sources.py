@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
 import json
-import os
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
