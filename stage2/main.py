@@ -14,7 +14,7 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 import hydra
 import yaml
@@ -203,6 +203,8 @@ def app(cfg: DictConfig) -> None:
         if rerun_of:  # relative input paths mean what they meant for the original run
             launch_dir = yaml.safe_load((Path(rerun_of) / "config.resolved.yaml").read_text()).get("launch_dir") or launch_dir
         config = resolve_config(cfg, launch_dir, rerun_of)
+        for note in dataset_tokenizer_precedence(hydra_cfg.runtime, OmegaConf.to_container(cfg.tokenizer, resolve=False)):
+            log.warning("%s", note)
         from stage2.stages.pipeline import run_stage  # here: `--help` and config errors need none of the stages
 
         if not gc.isenabled():  # start-up is over (stage2.cli turned the collector off for it)
@@ -224,6 +226,31 @@ def app(cfg: DictConfig) -> None:
             folder.abandon(run_dir)  # a run that never owned its folder leaves it as it was (or leaves none)
         else:
             folder.release(run_dir, done=True)  # the next job of the sweep starts afresh, even in the same folder
+
+
+def dataset_tokenizer_precedence(runtime: Any, tokenizer: Dict[str, Any]) -> List[str]:
+    """What a chosen tokenizer option sets and the dataset's tokenizer settings (dataset_tokenizer/<dataset>.yaml,
+    composed after it) replace: said, since choosing an option normally sets its values. Only the keys the
+    option's own file sets to other values than the default option (bpe), which the dataset's file is written against."""
+    choices = runtime.choices
+    option, dataset = choices.get("tokenizer"), choices.get("dataset_tokenizer@tokenizer")
+    if not option or not dataset or option == "bpe":
+        return []
+    folders = [src.path for src in runtime.config_sources if src.schema == "file"]  # stage2's conf first, as Hydra reads them
+
+    def own_keys(group: str, name: str) -> Dict[str, Any]:
+        path = next((Path(f) / group / f"{name}.yaml" for f in folders if (Path(f) / group / f"{name}.yaml").is_file()), None)
+        data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path else {}
+        return {k: v for k, v in data.items() if k != "defaults"} if isinstance(data, dict) else {}
+
+    chosen, base, by_dataset = own_keys("tokenizer", option), own_keys("tokenizer", "bpe"), own_keys("dataset_tokenizer", dataset)
+    return [
+        f"tokenizer={option} sets {key}: {chosen[key]}, but dataset_tokenizer/{dataset}.yaml, composed after it for"
+        f" dataset={dataset}, sets {by_dataset[key]}, which this run uses: give tokenizer.{key}={chosen[key]} on the"
+        f" command line to use the option's"
+        for key in sorted(set(chosen) & set(by_dataset))
+        if chosen[key] != base.get(key) and tokenizer.get(key) == by_dataset[key] != chosen[key]
+    ]
 
 
 def _failed(run_dir: Path, hydra_cfg: Any, verbose: bool, exc: Exception) -> None:

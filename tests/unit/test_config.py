@@ -220,3 +220,24 @@ def test_the_shard_buffers_must_fit_in_memory_one_per_split():
     ShardConfig(sequences_per_shard=rows, validation_percent=0).check()
     with pytest.raises(Stage2Error, match=r"the shard buffers \(2: one per split\)"):
         ShardConfig(sequences_per_shard=rows, validation_percent=0.5).check()
+
+
+@pytest.mark.parametrize("option_sets,command_line,said", [
+    ("vocab_size: 16000\n", [], ["vocab_size"]),
+    ("vocab_size: 16000\ncharacter_coverage: 0.9999\n", ["tokenizer.vocab_size=16000"], ["character_coverage"]),
+    ("vocab_size: 32000\nmodel_type: unigram\n", [], []),  # bpe's own value: the dataset's file is written against it
+])
+def test_a_tokenizer_option_the_dataset_settings_replace_is_said(tmp_path, option_sets, command_line, said):
+    # dataset_tokenizer/sample.yaml is composed after the tokenizer option: a user's option that sets
+    # vocab_size loses to the sample's 8000 without a word, unless this says so.
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    (tmp_path / "tokenizer").mkdir()
+    (tmp_path / "tokenizer" / "big.yaml").write_text("defaults:\n  - bpe\n  - _self_\n" + option_sets)
+    with initialize_config_dir(config_dir=stage2_main.CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["tokenizer=big", f"hydra.searchpath=[file://{tmp_path}]", *command_line], return_hydra_config=True)
+    notes = stage2_main.dataset_tokenizer_precedence(cfg.hydra.runtime, OmegaConf.to_container(cfg.tokenizer, resolve=False))
+    assert [n.split(" sets ")[1].split(":")[0] for n in notes] == said, notes
+    for note in notes:
+        assert "dataset_tokenizer/sample.yaml" in note and "on the command line" in note
