@@ -45,7 +45,7 @@ def rerun_argv(folder: str, overrides: list[str]) -> list[str]:
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         raise SystemExit(f"stage2-rerun: {run_dir} is not a run folder ({saved} is missing)\n{USAGE}")
-    overrides = group_choices_as_keys(run_dir, overrides)
+    overrides = [*environment_values(run_dir), *group_choices_as_keys(run_dir, overrides)]
     if "resume=true" in overrides:  # continue the run in its own folder
         target = [f"hydra.run.dir={run_dir}"]
     else:
@@ -61,6 +61,41 @@ def rerun_argv(folder: str, overrides: list[str]) -> list[str]:
         if not target and not any(o.startswith("hydra.run.dir=") for o in overrides):
             target = ["hydra.run.dir=outputs/${now:%Y-%m-%d}/${now:%H-%M-%S.%f}"]
     return ["--config-path", str(run_dir / ".hydra"), "--config-name", "config", *extras, *target, *overrides]
+
+
+def environment_values(run_dir: Path) -> list[str]:
+    """`++key=value` for every value the run read from an environment variable (`${oc.env:...}`), as it
+    resolved it (config.resolved.yaml): the recipe is what the run used, not what this shell's variables
+    say (a list is given whole). Other interpolations are resolved again, so an override still reaches
+    the keys that refer to it."""
+    resolved_path = run_dir / "config.resolved.yaml"
+    if not resolved_path.is_file():
+        return []
+    saved, resolved = _load_yaml(run_dir / ".hydra" / "config.yaml"), _load_yaml(resolved_path)
+    pins: list[str] = []
+
+    def walk(node, path: list[str]) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not path and key == "hydra":
+                    continue
+                walk(value, [*path, str(key)])
+        elif isinstance(node, list) and any("${oc.env:" in str(v) for v in node) or isinstance(node, str) and "${oc.env:" in node:
+            value = resolved
+            for key in path:
+                if not isinstance(value, dict) or key not in value:
+                    return
+                value = value[key]
+            pins.append(f"++{'.'.join(path)}={override_value(value)}")
+        elif isinstance(node, list):
+            for value in node:
+                if isinstance(value, (dict, list)) and "${oc.env:" in str(value):
+                    raise SystemExit(f"stage2-rerun: {'.'.join(path)} holds ${{oc.env:...}} inside a nested list; give its value on the command line")
+
+    walk(saved, [])
+    if pins:
+        print(f"stage2-rerun: the values the run read from environment variables: {' '.join(pins)}", file=sys.stderr)
+    return pins
 
 
 def group_choices_as_keys(run_dir: Path, overrides: list[str]) -> list[str]:

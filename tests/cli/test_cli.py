@@ -146,6 +146,36 @@ def test_rerun_with_another_option_of_a_group_is_the_recipe_the_command_line_giv
     assert swept.returncode != 0 and swept.stderr.strip().startswith("stage2-rerun: tokenizer=bpe,unigram: a rerun takes one option of a group")
 
 
+def test_rerun_keeps_the_values_the_run_read_from_the_environment(tmp_path, monkeypatch):
+    # A manifest of one's own with `${oc.env:MYDATA}`: the rerun is the recipe the run used (config.resolved.yaml),
+    # not what this shell's MYDATA says, or a failure where it is unset. A key given to the rerun still wins.
+    records = sample_records("web_stackexchange.jsonl.gz", 40)
+    write_jsonl(tmp_path / "a" / "docs.jsonl", records[:30])
+    write_jsonl(tmp_path / "b" / "docs.jsonl", records[30:])
+    (tmp_path / "conf" / "dataset").mkdir(parents=True)
+    (tmp_path / "conf" / "dataset" / "envmix.yaml").write_text('name: envmix\ncomponents:\n  docs:\n    data_files: ["${oc.env:MYDATA}/docs.jsonl"]\n')
+    common = ["stage=filter", "filter.min_chars=0", f"runs_index={tmp_path}/runs.jsonl"]
+    monkeypatch.setenv("MYDATA", str(tmp_path / "a"))
+    stage2("--config-dir", "conf", "dataset=envmix", *common, "hydra.run.dir=first", cwd=tmp_path)
+    kept = json.loads((tmp_path / "first" / "stats.json").read_text())["stages"]["filter"]["components"]["docs"]["records_in"]
+    assert kept == 30
+    monkeypatch.delenv("MYDATA")
+    again = stage2(str(tmp_path / "first"), "hydra.run.dir=again", cwd=tmp_path, command="stage2-rerun")
+    assert "values the run read from environment variables: ++dataset.components.docs.data_files=" in again.stderr
+    assert filter_parts(tmp_path / "again") == filter_parts(tmp_path / "first")
+    monkeypatch.setenv("MYDATA", str(tmp_path / "b"))
+    stage2(str(tmp_path / "first"), "hydra.run.dir=same", cwd=tmp_path, command="stage2-rerun")
+    assert filter_parts(tmp_path / "same") == filter_parts(tmp_path / "first")
+    moved = stage2(str(tmp_path / "first"), f"dataset.components.docs.data_files=[{tmp_path / 'b' / 'docs.jsonl'}]", "allow_changed_inputs=true",
+                   "hydra.run.dir=moved", cwd=tmp_path, command="stage2-rerun")
+    assert moved.returncode == 0
+    assert json.loads((tmp_path / "moved" / "stats.json").read_text())["stages"]["filter"]["components"]["docs"]["records_in"] == 10
+
+
+def filter_parts(run_dir: Path) -> dict:
+    return {rel: h for rel, h in artifact_hashes(run_dir).items() if rel.startswith("filtered/")}
+
+
 def test_changed_input_is_detected_before_a_rerun(tmp_path):
     data = write_jsonl(tmp_path / "docs.jsonl", sample_records("web_stackexchange.jsonl.gz", 40))
     stage2("stage=filter", "dataset=files", "dataset.paths=[docs.jsonl]", "hydra.run.dir=orig", f"runs_index={tmp_path}/runs.jsonl", cwd=tmp_path)
