@@ -261,6 +261,8 @@ def resolve_components(dataset: DatasetConfig, launch_dir: str, need_files: bool
             "languages": None if comp.languages is None else tuple(comp.languages),
             "quality": None if comp.quality is None else tuple(comp.quality),
         }
+        if has_hub and not os.path.isabs(comp.hub_path) and os.path.isdir(os.path.join(launch_dir, comp.hub_path)):
+            resolved["hub_path"] = os.path.join(launch_dir, comp.hub_path)  # a local dataset folder, as for data_files
         if files:
             root = os.path.commonpath([pattern_root(p, launch_dir) for p in comp.data_files])
             resolved["id_names"] = id_names(files, root)
@@ -1185,6 +1187,10 @@ def hub_revisions(specs: List[ComponentSpec]) -> Dict[str, Dict[str, Any]]:
         if not spec.is_hub:
             continue
         entry: Dict[str, Any] = {"path": spec.hub_path, "subset": spec.subset, "requested": spec.revision}
+        if os.path.isdir(spec.hub_path):  # a local dataset folder: no revision; its files are in provenance's inputs
+            entry["local"] = True
+            revisions[spec.name] = entry
+            continue
         try:
             from huggingface_hub import HfApi
 

@@ -11,7 +11,7 @@ import zstandard
 
 from stage2.config import ComponentConfig, DatasetConfig
 from stage2.errors import Stage2Error
-from stage2.io.sources import ComponentSpec, check_columns, input_fingerprints, iter_documents, resolve_components
+from stage2.io.sources import ComponentSpec, check_columns, hub_revisions, input_fingerprints, iter_documents, resolve_components
 
 from helpers import sample_records, write_jsonl
 
@@ -157,6 +157,20 @@ def test_columns_are_checked_at_start_up_from_the_first_record(tmp_path, suffix,
         checked(text_column="body", id_column="post_id")
         checked(text_column="body", id_column=None)
         assert not caplog.records
+
+
+def test_a_relative_local_hub_path_is_the_launch_folders_and_has_no_revision(tmp_path):
+    # Read from the launch folder whatever the process's working directory (hydra.job.chdir, a Ray worker),
+    # and recorded as a local folder in provenance, not as a failed hub lookup.
+    folder = tmp_path / "hubset" / "data"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(RECORDS[:10]), folder / "train-00000-of-00001.parquet")
+    [spec] = resolve_components(DatasetConfig(components={"web": ComponentConfig(hub_path="hubset")}), str(tmp_path))
+    assert spec.hub_path == str(tmp_path / "hubset")
+    assert texts(spec) == [r["text"] for r in RECORDS[:10]]
+    assert hub_revisions([spec]) == {"web": {"path": str(tmp_path / "hubset"), "subset": None, "requested": None, "local": True}}
+    [remote] = resolve_components(DatasetConfig(components={"fw": ComponentConfig(hub_path="HuggingFaceFW/fineweb")}), str(tmp_path))
+    assert remote.hub_path == "HuggingFaceFW/fineweb"
 
 
 class _FailingStream:
