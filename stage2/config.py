@@ -104,7 +104,7 @@ class ComponentConfig:
     split: str = "train"
     revision: Optional[str] = None  # pin a hub commit / tag
     text_column: str = "text"
-    id_column: Optional[str] = "id"  # when missing in a record, the id is <component>/<record number>
+    id_column: Optional[str] = "id"  # when missing in a record, the id is <component>/<file stem>/<record number>
     url_column: Optional[str] = None  # where a record's URL is (filter.url's rules read it); null: none
     url_filter: bool = True  # false: filter.url's rules skip this component (no URL column needed)
     sample_by: str = "line"  # for text files: line | paragraph | document

@@ -444,11 +444,28 @@ def hydra_error(exc: BaseException) -> str:
         return f"{first}: {unknown}" if where else unknown
     if cause is not None and first_line(cause) not in first:  # e.g. "Error merging override x=abc": what was wrong
         key = getattr(cause, "full_key", None)
-        said = f"{first}: {f'{key}: ' if key and key not in first else ''}{first_line(cause)}"
+        said = f"{first}: {f'{key}: ' if key and key not in first else ''}{first_line(cause)}{_value_hint(key, first_line(cause))}"
         if re.search(r"Key \S+ \((bool|int|float)\) is incompatible with \(str\)", said):  # `no:` or `2024:` as a YAML key
             said += " (YAML reads an unquoted no, yes, on, off, true, false or a number as that value: quote the name)"
         return said
     return first if first != type(exc).__name__ else describe(exc)
+
+
+def _value_hint(key: Optional[str], problem: str) -> str:
+    """How to write the value the schema wanted, for the two mistakes OmegaConf's words do not explain."""
+    if "is not a ListConfig, list or tuple" in problem:
+        return f" (a list is written in brackets: {key or 'key'}=[a,b])"
+    if key and "expected one of" in problem:
+        from stage2.config import Config
+
+        node: Any = OmegaConf.structured(Config)
+        try:
+            for part in key.split("."):
+                node = node._get_node(part)
+        except Exception:  # noqa: BLE001 - no hint rather than a second error
+            return ""
+        return f" (or null: {key}=null turns it off)" if node is not None and node._is_optional() else ""
+    return ""
 
 
 def main() -> None:

@@ -158,6 +158,8 @@ def expand_paths(patterns: List[str], launch_dir: str, what: str, need_files: bo
                 m for m in glob.glob(absolute, recursive=True)
                 if os.path.isfile(m) and (spelled or not any(part.startswith("__") for part in Path(os.path.relpath(m, root)).parts[:-1]))
             )
+        if not matches and need_files and os.path.isdir(absolute):
+            raise Stage2Error(f"{what}: {pattern!r} is a folder, not a file: give a glob of its files ({os.path.join(pattern, '*.jsonl')!r}, or '**/*.parquet' below it)")
         if not matches and need_files:
             raise Stage2Error(f"{what}: no file matches {pattern!r} (looked in {os.path.dirname(absolute) or '.'})")
         files.extend(os.path.abspath(m) for m in matches)

@@ -173,6 +173,12 @@ def test_a_relative_local_hub_path_is_the_launch_folders_and_has_no_revision(tmp
     assert remote.hub_path == "HuggingFaceFW/fineweb"
 
 
+def test_a_folder_given_as_a_path_is_said_to_be_one(tmp_path):
+    write_jsonl(tmp_path / "data" / "a.jsonl", RECORDS[:2])
+    with pytest.raises(Stage2Error, match=r"dataset.paths: 'data' is a folder, not a file: give a glob of its files \('data/\*.jsonl'"):
+        resolve_components(DatasetConfig(paths=["data"]), str(tmp_path))
+
+
 class _FailingStream:
     """A `datasets` stream whose rows fail after `good` rows, read one at a time or in batches."""
 
