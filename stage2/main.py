@@ -192,10 +192,12 @@ def app(cfg: DictConfig) -> None:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     verbose = bool(getattr(cfg, "verbose", False))
     single = hydra_cfg.mode != RunMode.MULTIRUN
-    if single:  # (a sweep's job folders are its own from the start)
+    if single:  # (a sweep's new job folders are its own from the start)
         _hold_log_until_claimed(run_dir)
     else:
         folder.keep(Path(hydra_cfg.sweep.dir))  # a job ran in the sweep's folder: it stays whatever follows
+        if folder.restore_records(run_dir):  # a resumed sweep's job in a run's folder: the run's record stays
+            _hold_log_until_claimed(run_dir)
     try:
         complete_saved_config(hydra_cfg)
         rerun_of = saved_run_folder(hydra_cfg)

@@ -67,6 +67,12 @@ class RunFolderGuard(Callback):
             print(f"stage2: error: {exc}", file=sys.stderr)
             sys.exit(1)
         folder.watch(sweep_dir)
+        if config.get("resume") and sweep_dir.is_dir():
+            # Hydra rewrites these before any job's checks: each job's record stays its run's (stage2.main.app).
+            folder.save_records(sweep_dir, ["multirun.yaml"])
+            for job in sweep_dir.iterdir():
+                if (job / "stats.json").is_file() and (job / ".hydra").is_dir():
+                    folder.save_records(job, [f".hydra/{p.name}" for p in (job / ".hydra").iterdir() if p.is_file()])
 
 
 # What makes a sweep's job folders differ: without one of these, every job writes one folder, and

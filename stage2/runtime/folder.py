@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Optional, Set
 import yaml
 
 from stage2.errors import Stage2Error
-from stage2.io.files import is_temporary
+from stage2.io.files import atomic_write, is_temporary
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ _owned: Set[Path] = set()
 _on_claim: Dict[Path, List[Callable[[], None]]] = {}
 _foreign: Set[Path] = set()  # folders refused as not stage2's: nothing may be written into them
 _failed: List[Path] = []  # the sweep jobs of this process that failed (a refused job may write no stats.json)
+_records: Dict[Path, Dict[str, bytes]] = {}  # record files saved before Hydra rewrote them (a sweep's resume)
 
 # What a stage2 start leaves in its folder before its first stats.json (Hydra's record, the log, the
 # lock, the recipe and provenance) when it is killed there: such a folder holds no run yet, and a new
@@ -115,6 +116,30 @@ def _stage2_file(path: Path) -> bool:
     except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
         return False
     return True
+
+
+def save_records(where: Path, names: List[str]) -> None:
+    """Keep the bytes of a folder's record files (`.hydra/*.yaml`, `multirun.yaml`): a resumed sweep's jobs
+    are composed and recorded by Hydra before stage2 can check them, and a job's folder must keep the
+    record of the run in it, refused or resumed, as a single run's does (`restore_records`)."""
+    key = _key(where)
+    saved = {}
+    for name in names:
+        try:
+            saved[name] = (key / name).read_bytes()
+        except OSError:
+            continue
+    if saved:
+        _records[key] = saved
+
+
+def restore_records(where: Path) -> bool:
+    """Put back what `save_records` kept of this folder; whether it kept anything."""
+    key = _key(where)
+    saved = _records.pop(key, None)
+    for name, data in (saved or {}).items():
+        atomic_write(key / name, data)
+    return saved is not None
 
 
 def note_failed(run_dir: Path) -> None:

@@ -410,6 +410,9 @@ class SweepSummaryCallback(Callback):
         sweep_dir = None
         try:
             sweep_dir = Path(str(config.hydra.sweep.dir))
+            from stage2.runtime import folder
+
+            folder.restore_records(sweep_dir)  # a resumed sweep's multirun.yaml is the sweep's first record
             write_summary(sweep_dir)
             print(f"stage2: sweep summary: {sweep_dir / 'summary.md'}")
         except Exception as exc:  # noqa: BLE001 - the sweep's results matter more than its summary

@@ -220,10 +220,19 @@ def test_a_sweep_job_refused_by_a_finished_run_leaves_it_as_it_was_and_the_sweep
     # Continued with another recipe for job 0: that job is refused and fails the sweep, the run that
     # finished there stays as it was; job 1, the same recipe, resumes.
     stats = (tmp_path / "sw" / "0" / "stats.json").read_bytes()
+    record = (tmp_path / "sw" / "multirun.yaml").read_bytes()
     mixed = sweep(tmp_path, "filter.min_chars=200,300", "hydra.sweep.dir=sw", "resume=true")
     assert mixed.returncode == 1
     assert (tmp_path / "sw" / "0" / "stats.json").read_bytes() == stats
     assert json.loads((tmp_path / "sw" / "1" / "stats.json").read_text())["status"] == "finished"
+    # Hydra rewrote every job's .hydra/ record (and multirun.yaml) before stage2 could check the job: put
+    # back, the refused job's folder is exactly as it was (log included), and the resumed job keeps its
+    # run's record, as a single run's resume does. A rerun of job 0 is still its min_chars=100 run.
+    assert tree(tmp_path / "sw" / "0") == before["0"]
+    after = tree(tmp_path / "sw" / "1")
+    assert {k: v for k, v in after.items() if k.startswith(".hydra")} == {k: v for k, v in before["1"].items() if k.startswith(".hydra")}
+    assert (tmp_path / "sw" / "multirun.yaml").read_bytes() == record
+    assert "min_chars=100" in (tmp_path / "sw" / "summary.md").read_text() and "min_chars=200" not in (tmp_path / "sw" / "summary.md").read_text()
 
 
 def test_a_report_does_not_write_into_another_programs_sweep_folder(tmp_path):
