@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -280,7 +281,12 @@ def interrupted(run_dir: Path, signum: int) -> None:
         mark_failed(run_dir / "stats.json", what, status="interrupted", only_existing=True)
         remove_stale_temporaries(run_dir)  # what the killed workers were writing
         _log_to_files(what)
-        print(f"stage2: {what}; finished partitions are kept in {run_dir}: `stage2-rerun {run_dir} resume=true` continues the run", file=sys.stderr)
+        how = f"`stage2-rerun {run_dir} resume=true` continues the run"
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:  # the sweep's later jobs never ran
+            given = [a for a in sys.argv[1:] if not a.startswith(("hydra.sweep.dir=", "resume="))]
+            command = " ".join(shlex.quote(a) for a in [*given, f"hydra.sweep.dir={HydraConfig.get().sweep.dir}", "resume=true"])
+            how = f"`stage2 {command}` continues the sweep"
+        print(f"stage2: {what}; finished partitions are kept in {run_dir}: {how}", file=sys.stderr)
     else:
         print(f"stage2: {what} before the run started; nothing was written", file=sys.stderr)
     sys.exit(128 + signum)
