@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from stage2.errors import Stage2Error, first_line
+from stage2.errors import Stage2Error, SystemRefused, first_line
 from stage2.config import Config, register, validate
 
 log = logging.getLogger("stage2")
@@ -337,7 +337,7 @@ def _resumable(exc: BaseException) -> bool:
     permissions, an I/O error), which `resume=true` gets past once it is fixed. A failure on the input or
     the recipe is not: a resume refuses changed inputs and recipes, and the same ones fail the same way."""
     while exc is not None:
-        if isinstance(exc, OSError):
+        if isinstance(exc, (OSError, SystemRefused)):
             return True
         exc = exc.__cause__
     return False

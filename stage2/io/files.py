@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterator, List
 
-from stage2.errors import Stage2Error, first_line
+from stage2.errors import Stage2Error, SystemRefused, first_line
 
 
 def _read_into(path: Path, *digests: Any) -> int:
@@ -113,7 +113,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         os.replace(tmp, path)
         replaced = True
     except OSError as exc:  # a full disk, a read-only folder: name the file, keep the message one line
-        raise Stage2Error(f"{path}: cannot write it: {exc.strerror or exc}") from exc
+        raise SystemRefused(f"{path}: cannot write it: {exc.strerror or exc}") from exc
     finally:
         if not replaced and tmp.exists():
             tmp.unlink()

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Mapping, Optional, 
 import xxhash
 
 from stage2.documents import Document
-from stage2.errors import Stage2Error
+from stage2.errors import Stage2Error, SystemRefused
 from stage2.steps.base import HUB_PREFIX, Drop, Rule, Step, StepInputs, Verdict, parse_hub_entry, register
 
 if TYPE_CHECKING:  # numpy is imported by what builds or reads the index: the config imports every step, a driver needs no numpy
@@ -290,7 +290,7 @@ def _write(path: Path, fill: Any) -> None:
             fill(f)
         os.replace(tmp, path)
     except OSError as exc:
-        raise Stage2Error(f"{path}: cannot write the decontamination index: {exc.strerror or exc}") from exc
+        raise SystemRefused(f"{path}: cannot write the decontamination index: {exc.strerror or exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
 
