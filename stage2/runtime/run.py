@@ -389,6 +389,13 @@ def check_inputs_unchanged(past_run: Path, fingerprints: Dict[str, Dict[str, Any
     changed = [p for p in sorted(set(recorded) | set(fingerprints)) if recorded.get(p, {}).get("xxh3_128") != fingerprints.get(p, {}).get("xxh3_128")]
     if not changed:
         return
+    contents = lambda inputs: [inputs[p].get("xxh3_128") for p in sorted(inputs)]  # noqa: E731
+    if not resume and contents(recorded) == contents(fingerprints):
+        # The same files, in the same order, at other paths (another checkout of stage2 and its sample, a
+        # moved data folder): the rerun reads what the run read.
+        moved = [p for p in sorted(fingerprints) if p not in recorded]
+        log.info("the inputs of %s are the same files, %d of them at other paths (e.g. %s)", past_run, len(moved), moved[0] if moved else "")
+        return
     what = ", ".join(f"{p} ({'missing now' if p not in fingerprints else 'new' if p not in recorded else 'content changed'})" for p in changed[:3])
     more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
     if resume:

@@ -153,6 +153,26 @@ def test_a_touched_input_does_not_block_a_rerun(tmp_path):
     check_inputs_unchanged(tmp_path / "past", after, allowed=False)  # no error
 
 
+def test_the_same_inputs_at_other_paths_do_not_block_a_rerun(tmp_path):
+    """Another checkout of stage2 (its embedded sample) or a moved data folder: the same files in the same
+    order are the same inputs for a rerun; swapped contents, or a resume, are refused as before."""
+    from stage2.runtime.run import check_inputs_unchanged
+
+    def scanned(folder: Path, first: list, second: list) -> dict:
+        write_jsonl(folder / "a.jsonl", first)
+        write_jsonl(folder / "b.jsonl", second)
+        specs = resolve_components(DatasetConfig(paths=[str(folder / "a.jsonl"), str(folder / "b.jsonl")]), str(tmp_path))
+        return input_fingerprints(specs)
+
+    (tmp_path / "past").mkdir()
+    (tmp_path / "past" / "provenance.json").write_text(json.dumps({"inputs": scanned(tmp_path / "one", RECORDS[:3], RECORDS[3:6])}))
+    check_inputs_unchanged(tmp_path / "past", scanned(tmp_path / "two", RECORDS[:3], RECORDS[3:6]), allowed=False)  # no error
+    with pytest.raises(Stage2Error, match="inputs differ"):
+        check_inputs_unchanged(tmp_path / "past", scanned(tmp_path / "three", RECORDS[3:6], RECORDS[:3]), allowed=False)
+    with pytest.raises(Stage2Error, match="a resume cannot mix"):
+        check_inputs_unchanged(tmp_path / "past", scanned(tmp_path / "four", RECORDS[:3], RECORDS[3:6]), allowed=False, resume=True)
+
+
 # ---- 4. globs as HF data_files ---------------------------------------------------------------------
 
 
