@@ -1109,7 +1109,11 @@ def scan_file(path: str, fmt: Optional[str], sample_by: str = "line", stride: Op
                         except Exception as exc:  # zlib.error, zstd.ZstdError, OSError, LZMAError: the library's own check
                             if at == 0 and not block.startswith(MAGIC[suffix][0]):
                                 raise broken(f"not {name}-compressed: it starts with {block[:8]!r}, not {name}'s magic bytes (plain text named {suffix}?)") from None
-                            raise broken(f"corrupt {name} data near byte {at} ({first_line(exc) or type(exc).__name__})") from None
+                            said = first_line(exc) or type(exc).__name__
+                            if re.search(r"data check|checksum|crc", said, re.IGNORECASE):  # found where the check is, not where the damage is
+                                raise Stage2Error(f"{path}: cannot be read: corrupt {name} data: its checksum fails by byte {at + len(data)}, so it is"
+                                                  f" damaged somewhere before that ({said}); no record of it can be trusted") from None
+                            raise broken(f"corrupt {name} data near byte {at} ({said})") from None
                         text_bytes += len(out)
                         if counter is not None and out:
                             counter.feed(out)
