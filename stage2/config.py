@@ -588,6 +588,13 @@ class Config:
         self.filter.check()
         self.executor.check()
         self.tokenizer.check(train=self.stage in (Stage.tokenizer, Stage.pipeline))  # stages that train: fail before the filter runs
+        if self.stage == Stage.pipeline and not self.shard.tokenizer:  # the shards will need the ids the pipeline trains
+            t, s = self.tokenizer, self.shard
+            first_failed([
+                (s.remainder != Remainder.pad or t.pad_id >= 0, f"shard.remainder=pad but tokenizer.pad_id={t.pad_id}: the tokenizer this pipeline trains has no pad id; use shard.remainder=drop or a pad_id"),
+                (not s.add_eos or t.eos_id >= 0, f"shard.add_eos=true but tokenizer.eos_id={t.eos_id}: the tokenizer this pipeline trains has no eos id"),
+                (not s.add_bos or t.bos_id >= 0, f"shard.add_bos=true but tokenizer.bos_id={t.bos_id}: the tokenizer this pipeline trains has no bos id"),
+            ])
 
     def absolutize_paths(self) -> None:
         """Record every user-given path as absolute (relative ones mean: from the launch directory)."""

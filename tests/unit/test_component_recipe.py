@@ -217,6 +217,9 @@ FILES = ["dataset=files", "dataset.paths=[web.jsonl,code.jsonl]"]
         (["dataset.lang_filter=false"], "dataset.lang_filter=false applies to dataset.paths (dataset=files) only"),
         (["dataset.max_records=-3"], "dataset.max_records=-3 must be 1 or more"),
         (["dataset.max_records=0"], "dataset.max_records=0 must be 1 or more (null: no limit)"),
+        # the shards of a pipeline need ids of the tokenizer it trains: said before the filter runs
+        (["shard.remainder=pad", "tokenizer.pad_id=-1"], "shard.remainder=pad but tokenizer.pad_id=-1: the tokenizer this pipeline trains has no pad id"),
+        (["shard.add_bos=true", "tokenizer.bos_id=-1"], "shard.add_bos=true but tokenizer.bos_id=-1"),
     ],
 )
 def test_range_errors_are_one_line_naming_the_key(tmp_path, overrides, starts):
