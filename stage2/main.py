@@ -265,6 +265,13 @@ def _failed(run_dir: Path, hydra_cfg: Any, verbose: bool, exc: Exception) -> Non
     if isinstance(exc, Stage2Error):
         fail(run_dir, hydra_cfg, verbose, str(exc), keep=_resumable(exc))
         return
+    from concurrent.futures.process import BrokenProcessPool
+
+    if isinstance(exc, BrokenProcessPool) and folder.owns(run_dir):  # a worker killed (the kernel's OOM killer, a kill -9)
+        _log_to_files("a worker process died", exc_info=True)
+        fail(run_dir, hydra_cfg, verbose, f"a worker process ended abruptly (killed: out of memory? see `dmesg`); finished partitions are"
+             f" kept in {run_dir}: `stage2-rerun {run_dir} resume=true` continues the run (fewer executor.workers use less memory)", keep=True)
+        return
     _log_to_files("unexpected error", exc_info=True)  # the traceback goes to the run's log, not the terminal
     where = f"; the log is in {run_dir}" if folder.owns(run_dir) else ""
     fail(run_dir, hydra_cfg, verbose, f"{describe(exc)} (verbose=true shows the traceback{where})", keep=True)

@@ -285,6 +285,33 @@ def test_an_interrupted_run_stops_cleanly_and_resumes(sample_base, sig):
     assert artifact_hashes(base / f"run-{sig}-0") == artifact_hashes(base / "fresh")
 
 
+def test_a_killed_worker_says_how_to_resume_and_the_resume_completes(sample_base):
+    # What the kernel's out-of-memory killer does: one worker gone mid-stage. Not "an error stage2 did not
+    # expect": the folder is kept, the line says how to go on, and the resume gives the fresh run's bytes.
+    base, recipe = sample_base
+    run_dir = base / "worker-killed"
+    proc = subprocess.Popen([str(BIN / "stage2"), *recipe, f"hydra.run.dir={run_dir}"], cwd=base, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not working("filter")(run_dir, proc.pid):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.005)
+        os.kill(children(proc.pid)[-1], signal.SIGKILL)  # the newest child: a pool worker (the first is the resource tracker)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 1, stderr[-3000:]
+    lines = stderr.strip().splitlines()
+    assert lines[-1].startswith("stage2: error: a worker process ended abruptly") and f"stage2-rerun {run_dir} resume=true" in lines[-1], stderr[-3000:]
+    assert status(run_dir) == "failed"
+    again = cli(base, str(run_dir), "resume=true", command="stage2-rerun")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert artifact_hashes(run_dir) == artifact_hashes(base / "fresh")
+
+
 def test_a_failing_start_with_workers_exits_without_a_traceback(tmp_path):
     write_jsonl(tmp_path / "docs.jsonl", RECORDS[:12])
     args = ["dataset.paths=[docs.jsonl]", "executor.workers=2"]
