@@ -701,6 +701,24 @@ def _drop_default(node: Any, parts: List[str], default: Any) -> None:
 def config_digest(plain: Mapping[str, Any]) -> str:
     """A stable hash of what decides the artifacts: the resolved recipe (`Config.to_plain()`, or a past
     run's config.resolved.yaml) without folders, workers, logging."""
+    canonical = json.dumps(recipe_of(plain), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def recipe_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> List[str]:
+    """`key: old -> new` for each key of the recipe (what `config_digest` hashes) that differs."""
+    def flat(node: Any, prefix: str = "") -> Dict[str, Any]:
+        if not isinstance(node, dict) or not node:
+            return {prefix: node}
+        return {k: v for key, value in node.items() for k, v in flat(value, f"{prefix}.{key}" if prefix else str(key)).items()}
+
+    before, after = flat(recipe_of(old)), flat(recipe_of(new))
+    return [f"{key}: {before.get(key)!r} -> {after.get(key)!r}" for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
+
+
+def recipe_of(plain: Mapping[str, Any]) -> Dict[str, Any]:
+    """The resolved recipe without the keys that do not decide the artifacts (NON_RECIPE_KEYS; keys added
+    since, at their default)."""
     recipe = json.loads(json.dumps(plain))  # a deep copy of plain data
     for key in NON_RECIPE_KEYS:
         *parents, last = key.split(".")
@@ -711,8 +729,7 @@ def config_digest(plain: Mapping[str, Any]) -> str:
             node.pop(last, None)
     for key, default in added_keys().items():
         _drop_default(recipe, key.split("."), default)
-    canonical = json.dumps(recipe, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+    return recipe
 
 
 # A component's name is a folder name in the run (filtered/<name>/, shards/<name>/) and a key on the

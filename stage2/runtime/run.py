@@ -423,9 +423,17 @@ def check_resumable(run_dir: Path, cfg: Config) -> None:
         )
     recorded = read_json(stats_file).get("config_digest")
     if recorded != cfg.digest():
+        differs = ""
+        try:  # which keys: the folder's recipe is its config.resolved.yaml
+            from stage2.config import recipe_differences
+
+            changes = recipe_differences(yaml.safe_load((run_dir / "config.resolved.yaml").read_text(encoding="utf-8")) or {}, cfg.to_plain())
+            differs = f": {'; '.join(changes[:3])}{f' and {len(changes) - 3} more' if len(changes) > 3 else ''}" if changes else ""
+        except (OSError, yaml.YAMLError, TypeError, ValueError):
+            pass
         raise Stage2Error(
             f"{run_dir}: cannot resume: the recipe differs from the one this folder was started with "
-            f"(config digest {cfg.digest()} != {recorded}); rerun into a new folder instead"
+            f"(config digest {cfg.digest()} != {recorded}){differs}; rerun into a new folder instead"
         )
 
 

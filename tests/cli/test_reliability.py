@@ -124,6 +124,10 @@ def test_a_refused_resume_leaves_the_finished_run_as_it_was(tmp_path):
     verify_folder(run)  # still a good run
 
     data.write_bytes(original)
+    # Another recipe: refused, naming the keys that differ.
+    out = cli(tmp_path, str(run), "resume=true", "filter.min_chars=7", command="stage2-rerun")
+    one_line_error(out, "cannot resume: the recipe differs", "filter.min_chars: 200 -> 7", "rerun into a new folder")
+    assert tree(run) == before
     stale = run / f".stats.json.tmp-{dead_pid()}"  # 8: what a run killed while writing stats.json leaves
     stale.write_text("{")
     again = cli(tmp_path, str(run), "resume=true", command="stage2-rerun")
