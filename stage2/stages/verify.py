@@ -49,8 +49,11 @@ def check_status(folder: Path, stats: Dict[str, Any]) -> None:
     if status is None:
         raise Stage2Error(f"{folder / 'stats.json'}: no status: the record is damaged; nothing can be verified without it")
     if status != "finished":
+        why = f": {stats['error']}" if stats.get("error") else ""
+        if not (folder / "provenance.json").is_file():  # it stopped at start-up: there is nothing to resume
+            raise Stage2Error(f"{folder}: the run did not finish (status {status}{why}); it stopped before any work: run its recipe again")
         raise Stage2Error(
-            f"{folder}: the run did not finish (status {status}); resume it with `stage2-rerun {folder} resume=true`"
+            f"{folder}: the run did not finish (status {status}{why}); resume it with `stage2-rerun {folder} resume=true`"
             " or verify another run"
         )
 

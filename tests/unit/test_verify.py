@@ -191,3 +191,12 @@ def test_unfinished_run_is_refused(pipeline_run, status):
     (pipeline_run / "stats.json").write_text(json.dumps(stats))
     with pytest.raises(Stage2Error, match=f"the run did not finish \\(status {status}\\); resume it with .*resume=true"):
         verify_folder(pipeline_run)
+
+
+def test_a_run_that_stopped_at_start_up_is_not_said_to_be_resumable(tmp_path):
+    # A sweep's job refused by a check: stats.json says failed and why, and nothing else was written.
+    job = tmp_path / "1"
+    job.mkdir()
+    (job / "stats.json").write_text(json.dumps({"status": "failed", "error": "filter.min_chars=900 and filter.max_chars=100: need min_chars <= max_chars"}))
+    with pytest.raises(Stage2Error, match=r"did not finish \(status failed: filter.min_chars=900 .*\); it stopped before any work: run its recipe again$"):
+        verify_folder(job)
