@@ -358,12 +358,13 @@ def fail(run_dir: Path, hydra_cfg: Any, verbose: bool, message: str, keep: bool 
     """
     from stage2.runtime import folder
 
-    if verbose:
-        raise
     _log_to_files(message)
-    print(f"stage2: error: {message}", file=sys.stderr)
+    if not verbose:  # (verbose: the traceback, raised below once the folder is dealt with as always)
+        print(f"stage2: error: {message}", file=sys.stderr)
     single = hydra_cfg.mode != RunMode.MULTIRUN
     if single and not keep and folder.owns(run_dir) and folder.discard(run_dir):
+        if verbose:
+            raise
         sys.exit(1)
     # In a sweep the job is marked (the summary lists it, the sweep exits 1 at its end) and the others go on.
     # A run records the failure only in a folder it owns or that holds no run: a refused start (a job
@@ -372,6 +373,8 @@ def fail(run_dir: Path, hydra_cfg: Any, verbose: bool, message: str, keep: bool 
         folder.note_failed(run_dir)
     if folder.owns(run_dir) or not (single or folder.foreign(run_dir) or (run_dir / "stats.json").exists()):
         mark_failed(run_dir / "stats.json", message, only_existing=single)
+    if verbose:
+        raise
     if single:
         sys.exit(1)
 

@@ -51,6 +51,15 @@ def test_hydra_errors_are_one_line(tmp_path):
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr and "ParserError" in verbose.stderr
 
 
+def test_verbose_shows_the_traceback_and_still_leaves_no_folder_for_a_bad_record(tmp_path):
+    write_jsonl(tmp_path / "docs.jsonl", [*RECORDS[:3], {"id": "x", "text": None}])
+    for verbose in ("false", "true"):
+        out = filter_run(tmp_path, "dataset.paths=[docs.jsonl]", f"verbose={verbose}", f"hydra.run.dir=run-{verbose}")
+        assert out.returncode == 1 and "record 4: text column 'text' is null" in out.stderr, out.stderr[-2000:]
+        assert ("Traceback" in out.stderr) == (verbose == "true")
+        assert not (tmp_path / f"run-{verbose}").exists()  # the same folder handling either way
+
+
 def test_a_sweep_that_cannot_make_its_folder_says_so_in_one_line(tmp_path):
     (tmp_path / "multirun").write_text("mine\n")
     only_line(cli(tmp_path, "--multirun", "stage=report", "report.stage=filter,shard"), f"{tmp_path / 'multirun'} is a file, not a folder")
