@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -468,6 +469,8 @@ def run_report(folder: Path) -> str:
     lines = [f"# Run {folder}", ""]
     for key in ("stage", "status", "dataset", "config_digest", "started", "seconds", "workers", "steps"):
         lines.append(f"- {key}: {fmt(stats.get(key))}")
+    if stats.get("error"):  # a failed or interrupted run: what stopped it
+        lines.append(f"- error: {stats['error']}")
     lines.append(f"- overrides: {' '.join(read_overrides(folder)) or '(none)'}")
     for stage, body in (stats.get("stages") or {}).items():
         lines += ["", f"## {stage}", ""]
@@ -532,19 +535,37 @@ def _show(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else fmt(value)
 
 
+# What varies between two runs of one recipe (time, the machine's load, process ids): compared apart,
+# after the results, so that the counts and metrics that differ are the first thing read.
+TIMING_KEY = re.compile(r"(^|\.)(started|seconds|workers|resources|driver_cpu|executor_nodes)(\.|$)|_per_s$|_s$|rss_mb$|pid$")
+
+
 def compare_report(a: Path, b: Path) -> str:
     names = ("A", "B")
-    stats = []
+    stats, hashes = [], []
     for folder in (a, b):
         s = read_stats(folder)
-        # The artifact list can run to thousands of shard names: compare its length.
+        # The artifact list can run to thousands of shard names: compare its length, and the hashes in one line.
         s["artifacts"] = len(s.get("artifacts") or [])
+        hashes.append(s.pop("artifact_sha256", None) or {})
         stats.append(flatten(s))
     n_cfg, cfg_table = diff_table(flatten(read_config(a)), flatten(read_config(b)), names)
-    n_stats, stats_table = diff_table(stats[0], stats[1], names)
+    results = [{k: v for k, v in side.items() if not TIMING_KEY.search(k)} for side in stats]
+    timings = [{k: v for k, v in side.items() if TIMING_KEY.search(k)} for side in stats]
+    n_stats, stats_table = diff_table(results[0], results[1], names)
+    n_time, time_table = diff_table(timings[0], timings[1], names)
+    differ = sorted(k for k in set(hashes[0]) | set(hashes[1]) if hashes[0].get(k) != hashes[1].get(k))
+    if not hashes[0] or not hashes[1]:
+        artifacts = "not both runs finished: no artifact hashes to compare"
+    elif not differ:
+        artifacts = f"the same bytes: all {len(hashes[0])} artifacts have the same sha256"
+    else:
+        shown = ", ".join(differ[:5]) + (f" and {len(differ) - 5} more" if len(differ) > 5 else "")
+        artifacts = f"{len(differ)} of {len(set(hashes[0]) | set(hashes[1]))} artifacts differ (or are in one run only): {shown}"
     return (
-        f"# Compare\n\n- A: {a}\n- B: {b}\n\n## Config ({n_cfg} keys differ)\n\n{cfg_table}"
+        f"# Compare\n\n- A: {a}\n- B: {b}\n- artifacts: {artifacts}\n\n## Config ({n_cfg} keys differ)\n\n{cfg_table}"
         f"\n## Stats ({n_stats} keys differ)\n\n{stats_table}"
+        f"\n## Timings and resources ({n_time} keys differ)\n\n{time_table}"
     )
 
 

@@ -202,6 +202,15 @@ def test_null_metrics_of_an_empty_eval_slice_are_blank_cells_and_no_plot_points(
     assert "0.0000" not in code_row and "| 0 |" in code_row  # eval_docs 0 is a count; the rates are blank
 
 
+def test_a_failed_runs_report_says_what_stopped_it(tmp_path):
+    run = make_run(tmp_path / "outputs" / "f", ["stage=filter"], {}, tmp_path)
+    stats = json.loads((run / "stats.json").read_text())
+    stats.update(status="failed", error="docs.jsonl: record 4: text column 'text' is null")
+    (run / "stats.json").write_text(json.dumps(stats))
+    text = report.run_report(run)
+    assert "- status: failed" in text and "- error: docs.jsonl: record 4: text column 'text' is null" in text
+
+
 def test_filter_sweep_plots_kept_share_against_the_swept_value(tmp_path):
     mins = [100, 300, 500]
     jobs = [["stage=filter", f"filter.min_chars={m}"] for m in mins]
@@ -390,17 +399,25 @@ def test_compare_shows_exactly_the_changed_keys(tmp_path):
     b_over = ["stage=filter", "filter.min_chars=300", "filter.dedup.near=false", "tokenizer.vocab_size=4000"]
     a = make_run(tmp_path / "outputs" / "a", a_over, {"filter": filter_stats(100)}, tmp_path, config=True)
     b = make_run(tmp_path / "outputs" / "b", b_over, {"filter": filter_stats(300)}, tmp_path, config=True)
+    # What two runs of one recipe differ in anyway (time), and their artifacts' hashes: apart from the results.
+    hashes = {f"shards/shard-{i:05d}.bin": f"{i:064x}" for i in range(3)}
+    for folder, seconds, changed_hash in ((a, 12.5, {}), (b, 99.0, {"shards/shard-00001.bin": "f" * 64})):
+        stats = json.loads((folder / "stats.json").read_text())
+        stats.update(seconds=seconds, artifact_sha256={**hashes, **changed_hash})
+        (folder / "stats.json").write_text(json.dumps(stats))
     text = report.run(report_cfg(tmp_path, compare=["outputs/a", str(b)]), tmp_path / "rep")
+    assert table_keys(text, "Timings and resources") == ["seconds"]
+    assert "- artifacts: 1 of 3 artifacts differ (or are in one run only): shards/shard-00001.bin" in text
 
     assert sorted(table_keys(text, "Config")) == ["filter.dedup.near", "filter.min_chars", "tokenizer.vocab_size"]
     assert "| filter.min_chars | 100 | 300 |" in text
     changed = [k for k, v in report.flatten(json.loads((a / "stats.json").read_text())).items()
-               if v != report.flatten(json.loads((b / "stats.json").read_text()))[k]]
+               if v != report.flatten(json.loads((b / "stats.json").read_text()))[k] and k != "seconds" and not k.startswith("artifact_sha256")]
     assert sorted(table_keys(text, "Stats")) == sorted(changed)
     assert "stages.filter.components.web.dropped.too_short" in changed  # the fixtures really differ in stats
     # A run compared with itself has no differences.
     same = report.run(report_cfg(tmp_path, compare=["outputs/a", "outputs/a"]), tmp_path / "rep")
-    assert "## Config (0 keys differ)" in same and "## Stats (0 keys differ)" in same
+    assert "## Config (0 keys differ)" in same and "## Stats (0 keys differ)" in same and "all 3 artifacts have the same sha256" in same
 
 
 # ---------------------------------------------------------------- through the CLI
