@@ -588,6 +588,12 @@ class Config:
         self.filter.check()
         self.executor.check()
         self.tokenizer.check(train=self.stage in (Stage.tokenizer, Stage.pipeline))  # stages that train: fail before the filter runs
+        stages = [str(s.value) for s in Stage]
+        first_failed([
+            (self.report.stage is None or self.report.stage in stages, f"report.stage={self.report.stage}: the stages are {', '.join(stages)}"),
+            (self.report.tokens is None or (math.isfinite(self.report.tokens) and self.report.tokens > 0),
+             f"report.tokens={self.report.tokens}: a token budget is a positive number"),
+        ])
         if self.stage == Stage.pipeline and not self.shard.tokenizer:  # the shards will need the ids the pipeline trains
             t, s = self.tokenizer, self.shard
             first_failed([

@@ -220,6 +220,8 @@ FILES = ["dataset=files", "dataset.paths=[web.jsonl,code.jsonl]"]
         # the shards of a pipeline need ids of the tokenizer it trains: said before the filter runs
         (["shard.remainder=pad", "tokenizer.pad_id=-1"], "shard.remainder=pad but tokenizer.pad_id=-1: the tokenizer this pipeline trains has no pad id"),
         (["shard.add_bos=true", "tokenizer.bos_id=-1"], "shard.add_bos=true but tokenizer.bos_id=-1"),
+        (["stage=report", "report.stage=nonsense"], "report.stage=nonsense: the stages are filter, tokenizer, shard"),
+        (["stage=report", "report.tokens=inf"], "report.tokens=inf: a token budget is a positive number"),
     ],
 )
 def test_range_errors_are_one_line_naming_the_key(tmp_path, overrides, starts):
