@@ -486,9 +486,35 @@ def _value_hint(key: Optional[str], problem: str) -> str:
     return ""
 
 
+# Hydra's command-line options that take a value, and --info's optional one.
+OPTIONS_WITH_VALUE = {"--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp", "--cfg", "-c", "--package", "-p",
+                      "--shell-completion", "-sc", "--experimental-rerun"}
+INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def options_first(args: List[str]) -> List[str]:
+    """Hydra's options before the overrides: its parser takes the overrides as one positional list, so an
+    option between two overrides (`stage=filter --config-dir conf dataset=mine`) was a usage error."""
+    options: List[str] = []
+    overrides: List[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("-") or arg == "-":
+            overrides.append(arg)
+        elif arg in OPTIONS_WITH_VALUE and i + 1 < len(args) or arg in ("--info", "-i") and i + 1 < len(args) and args[i + 1] in INFO_TOPICS:
+            options += [arg, args[i + 1]]
+            i += 1
+        else:
+            options.append(arg)
+        i += 1
+    return options + overrides
+
+
 def main() -> None:
     from stage2.runtime import folder
 
+    sys.argv[1:] = options_first(sys.argv[1:])
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_stop_signal)
     # Hydra prints its own errors (a config file, an override, a folder) as tracebacks; with

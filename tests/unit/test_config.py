@@ -241,3 +241,16 @@ def test_a_tokenizer_option_the_dataset_settings_replace_is_said(tmp_path, optio
     assert [n.split(" sets ")[1].split(":")[0] for n in notes] == said, notes
     for note in notes:
         assert "dataset_tokenizer/sample.yaml" in note and "on the command line" in note
+
+
+@pytest.mark.parametrize("given,expected", [
+    (["stage=filter", "--config-dir", "conf", "dataset=mine"], ["--config-dir", "conf", "stage=filter", "dataset=mine"]),
+    (["a=1", "--cfg", "job", "--resolve", "b=2"], ["--cfg", "job", "--resolve", "a=1", "b=2"]),
+    (["--multirun", "x=1,2", "--info", "searchpath", "y=3"], ["--multirun", "--info", "searchpath", "x=1,2", "y=3"]),
+    (["x=1", "--info", "y=3"], ["--info", "x=1", "y=3"]),  # --info alone: the next word is an override
+    (["~dataset.components.noisy", "-m", "filter.min_chars=-1"], ["-m", "~dataset.components.noisy", "filter.min_chars=-1"]),
+])
+def test_hydras_options_may_come_between_the_overrides(given, expected):
+    # Hydra's parser reads the overrides as one positional list: `stage=filter --config-dir conf dataset=mine`
+    # was an 8-line argparse usage error.
+    assert stage2_main.options_first(given) == expected
