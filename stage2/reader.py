@@ -24,6 +24,7 @@ the same across numpy releases, and uv.lock pins it).
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -125,6 +126,14 @@ def check_weights(weights: Mapping[str, Any], names: Sequence[str], what: str) -
     return out
 
 
+def _status(run_dir: Path) -> Optional[str]:
+    """A run folder's status from its stats.json; None when it has none to read."""
+    try:
+        return json.loads((run_dir / "stats.json").read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 class MixtureSampler:
     """The mixture stream of a shard run for one data-parallel rank (see the module docstring).
 
@@ -156,6 +165,10 @@ class MixtureSampler:
         folder = shards_dir(path)
         manifest_path = folder / MANIFEST
         if not manifest_path.exists():
+            run_dir = folder.parent
+            if (folder.is_dir() or (run_dir / "stats.json").is_file()) and _status(run_dir) not in (None, "finished"):
+                raise Stage2Error(f"{manifest_path}: missing: the run's shard stage did not finish (status {_status(run_dir)});"
+                                  f" `stage2-rerun {run_dir} resume=true` finishes it")
             raise Stage2Error(f"{manifest_path}: missing; point at a shard or pipeline run folder")
         manifest = read_manifest(folder)
         self.folder, self.split = folder, split

@@ -223,3 +223,14 @@ def test_torch_wrapper_only_with_torch():
         assert reader.TorchMixtureDataset is not None
 
 
+
+
+def test_a_run_whose_shard_stage_did_not_finish_is_said_to_be_one(tmp_path):
+    # Killed mid-shard: no manifest yet. Not "point at a shard run folder": it is one, unfinished.
+    run = tmp_path / "killed"
+    (run / "shards" / "web").mkdir(parents=True)
+    (run / "stats.json").write_text('{"status": "running", "stage": "pipeline"}')
+    with pytest.raises(Stage2Error, match=r"shard stage did not finish \(status running\); `stage2-rerun .*killed resume=true` finishes it"):
+        reader.MixtureSampler(run)
+    with pytest.raises(Stage2Error, match="point at a shard or pipeline run folder"):
+        reader.MixtureSampler(tmp_path / "nothing")
