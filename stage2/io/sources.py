@@ -1036,13 +1036,17 @@ class _FirstRecord:
     def feed(self, data: bytes) -> None:
         if self.done or not data:
             return
-        self.pieces.append(data)
-        self.size += len(data)
-        head = b"".join(self.pieces)
-        body = head.lstrip()
-        if b"\n" in body or self.size > self.limit:
+        if not self.pieces:  # blank lines before it
+            data = data.lstrip()
+            if not data:
+                return
+        end = data.find(b"\n")
+        self.pieces.append(data if end < 0 else data[:end])
+        self.size += len(self.pieces[-1])
+        if end >= 0 or self.size > self.limit:
             self.done = True
-            self.pieces = [body.split(b"\n", 1)[0]] if self.size <= self.limit else []
+            if self.size > self.limit:
+                self.pieces = []
 
     def columns(self) -> Optional[List[str]]:
         """Its keys, or None when it is not a JSON object (the reader says what is wrong, and where)."""
