@@ -1139,7 +1139,7 @@ def scan_file(path: str, fmt: Optional[str], sample_by: str = "line", stride: Op
     records = counter.total() if counter is not None else None
     columns = first.columns() if first is not None else None
     if fmt == "parquet":
-        records, columns = parquet_rows(path), parquet_columns(path)
+        records, columns = parquet_footer(path)
     scan = {"xxh3_128": digest.hexdigest(), "bytes": size, "records": records, "text_bytes": text_bytes if decoder else size,
             "mtime_ns": before.st_mtime_ns, "inode": before.st_ino}  # (what a read checks cheaply: check_unchanged)
     if columns is not None:
@@ -1151,21 +1151,19 @@ def scan_file(path: str, fmt: Optional[str], sample_by: str = "line", stride: Op
 
 def parquet_rows(path: str) -> int:
     """A parquet file's row count from its footer (a local file or a hub one)."""
+    return parquet_footer(path)[0]
+
+
+def parquet_footer(path: str) -> Tuple[int, List[str]]:
+    """A parquet file's row count and column names, from its footer only (no data is read)."""
     import pyarrow.parquet as pq
 
     try:
         with open_binary(path) as f:
-            return pq.ParquetFile(f).metadata.num_rows  # the footer only: no data is read
+            footer = pq.ParquetFile(f)
+            return footer.metadata.num_rows, sorted(footer.schema_arrow.names)
     except Exception as exc:  # pyarrow's ArrowInvalid, OSError: not parquet, or cut short
         raise Stage2Error(f"{path}: record 1: cannot be read: not a readable parquet file ({first_line(exc)})") from None
-
-
-def parquet_columns(path: str) -> List[str]:
-    """A parquet file's column names, from its footer (parquet_rows has checked it can be read)."""
-    import pyarrow.parquet as pq
-
-    with open_binary(path) as f:
-        return sorted(pq.ParquetFile(f).schema_arrow.names)
 
 
 def check_columns(specs: List[ComponentSpec], scans: Mapping[str, Mapping[str, Any]]) -> None:
