@@ -251,7 +251,7 @@ def test_verify_of_a_corrupt_stats_json_names_it(finished, tmp_path):
 @pytest.mark.parametrize(
     "override,needle",
     [
-        ("dataset.max_records=-1", "dataset.max_records=-1 must be 0 or more"),
+        ("dataset.max_records=-1", "dataset.max_records=-1 must be 1 or more"),
         ("executor.workers=-1", "executor.workers=-1 must be 0 (one per core) or more"),
         ("executor.max_in_flight=-2", "executor.max_in_flight=-2 must be 0"),
         ("filter.lang_max_chars=0", "filter.lang_max_chars=0 must be at least 1"),
