@@ -1062,9 +1062,10 @@ def scan_file(path: str, fmt: Optional[str], sample_by: str = "line", stride: Op
     """Hash a file; decompress a compressed one to the end of its last stream, and count its records.
 
     A compressed file must end exactly where its last stream (gzip member, zstd frame ...) ends; one
-    that is cut short, corrupt, not compressed at all or followed by other bytes is a one-line error
-    naming the first record that cannot be read (the records before it are complete). Without this,
-    a cut .zst (on a block boundary) streams as a shorter, "complete" file.
+    that is cut short, not compressed at all or followed by other bytes is a one-line error naming the
+    first record that cannot be read (the records before it are complete); a corrupt one says no record
+    can be trusted (damage decompresses to wrong text until it is noticed). Without this, a cut .zst
+    (on a block boundary) streams as a shorter, "complete" file.
     """
     import xxhash
 
@@ -1113,11 +1114,11 @@ def scan_file(path: str, fmt: Optional[str], sample_by: str = "line", stride: Op
                         except Exception as exc:  # zlib.error, zstd.ZstdError, OSError, LZMAError: the library's own check
                             if at == 0 and not block.startswith(MAGIC[suffix][0]):
                                 raise broken(f"not {name}-compressed: it starts with {block[:8]!r}, not {name}'s magic bytes (plain text named {suffix}?)") from None
-                            said = first_line(exc) or type(exc).__name__
-                            if re.search(r"data check|checksum|crc", said, re.IGNORECASE):  # found where the check is, not where the damage is
-                                raise Stage2Error(f"{path}: cannot be read: corrupt {name} data: its checksum fails by byte {at + len(data)}, so it is"
-                                                  f" damaged somewhere before that ({said}); no record of it can be trusted") from None
-                            raise broken(f"corrupt {name} data near byte {at} ({said})") from None
+                            # Damaged bytes may decompress to wrong text for a while before the library notices (at
+                            # the checksum, at the latest): the records before that point are not known to be good.
+                            raise Stage2Error(f"{path}: cannot be read: corrupt {name} data, found by byte {at + len(data)}"
+                                              f" ({first_line(exc) or type(exc).__name__}); the damage may lie before that, so no"
+                                              " record of it can be trusted") from None
                         text_bytes += len(out)
                         if counter is not None and out:
                             counter.feed(out)

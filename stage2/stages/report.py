@@ -46,8 +46,14 @@ def job_folders(folder: Path) -> List[Path]:
     by `hydra.sweep.subdir` (`${hydra.job.num}` by default, or e.g. `${hydra.job.override_dirname}`)."""
     if not folder.is_dir():
         return []
-    jobs = [p for p in folder.iterdir() if p.is_dir() and (p.name.isdigit() or (p / ".hydra").is_dir())]
-    return sorted(jobs, key=lambda p: (_job_number(p), p.name))
+    jobs, below = [], [p for p in folder.iterdir() if p.is_dir()]
+    while below:  # (a subdir of `${hydra.job.override_dirname}` with a path in a value nests: look down to the .hydra/)
+        path = below.pop()
+        if path.name.isdigit() and path.parent == folder or (path / ".hydra").is_dir():
+            jobs.append(path)
+        elif not path.name.startswith("."):
+            below += [p for p in path.iterdir() if p.is_dir()]
+    return sorted(jobs, key=lambda p: (_job_number(p), str(p)))
 
 
 def _job_number(job: Path) -> int:
@@ -418,7 +424,7 @@ class SweepSummaryCallback(Callback):
             print(f"stage2: sweep summary: {sweep_dir / 'summary.md'}")
         except Exception as exc:  # noqa: BLE001 - the sweep's results matter more than its summary
             log.warning("could not write the sweep summary: %s: %s", type(exc).__name__, exc)
-        failed = [j.name for j in job_folders(sweep_dir) if _failed(j)] if sweep_dir else []
+        failed = [os.path.relpath(j, sweep_dir) for j in job_folders(sweep_dir) if _failed(j)] if sweep_dir else []
         failed += [os.path.relpath(j, sweep_dir) if sweep_dir else str(j) for j in failed_jobs()]
         failed = list(dict.fromkeys(failed))
         if failed:

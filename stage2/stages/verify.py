@@ -403,8 +403,8 @@ def verify_sweep(folder: Path, jobs: List[Path]) -> Dict[str, Any]:
         try:
             verify_folder(job)
         except Stage2Error as exc:
-            failed.append(f"{job.name}: {exc}")
+            failed.append(f"{os.path.relpath(job, folder)}: {exc}")
     if not jobs or failed:
         raise Stage2Error(f"{folder}: {len(failed)} of {len(jobs)} jobs of the sweep failed verification; {failed[0] if failed else 'it has no job folder'}")
-    print(f"stage2: verify OK: {folder}: {len(jobs)} jobs of the sweep ({', '.join(j.name for j in jobs)})")
+    print(f"stage2: verify OK: {folder}: {len(jobs)} jobs of the sweep ({', '.join(os.path.relpath(j, folder) for j in jobs)})")
     return {"folder": str(folder), "jobs": [str(j) for j in jobs]}

@@ -43,6 +43,13 @@ def test_cli_sweep_with_named_job_folders_is_summarised(tmp_path):
     rows = read_csv(sweep / "summary.csv")
     assert [(r["job"], r["overrides"]) for r in rows] == [("0", "stage=report report.stage=tokenizer"), ("1", "stage=report report.stage=filter")]
     assert [r["folder"] for r in rows] == ["report.stage=tokenizer,stage=report", "report.stage=filter,stage=report"]
+    # A value holding a path nests the job folders (a/b): still found.
+    nested = tmp_path / "nested"
+    done = cli(["-m", "stage=report", "report.stage=tokenizer,filter", f"runs_index={tmp_path}/outputs/runs.jsonl", f"hydra.sweep.dir={nested}",
+                "hydra.sweep.subdir=${hydra.job.override_dirname}"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = read_csv(nested / "summary.csv")
+    assert [r["job"] for r in rows] == ["0", "1"] and all("/outputs/runs.jsonl" in r["folder"] for r in rows), rows
 
 
 def test_cli_tiny_tokenizer_sweep_end_to_end(tmp_path):
