@@ -428,7 +428,7 @@ class SweepSummaryCallback(Callback):
         failed += [os.path.relpath(j, sweep_dir) if sweep_dir else str(j) for j in failed_jobs()]
         failed = list(dict.fromkeys(failed))
         if failed:
-            print(f"stage2: error: {len(failed)} job(s) of the sweep failed: {', '.join(failed)} (see their stats.json and logs)", file=sys.stderr)
+            print(f"stage2: error: {len(failed)} job(s) of the sweep failed: {', '.join(failed)} (the errors above; a job refused at start-up left its folder as it was, the others say why in their stats.json and logs)", file=sys.stderr)
             sys.exit(1)
 
 

@@ -964,7 +964,7 @@ def _pack_with_workers(run: Run, tasks: Iterator[Dict[str, Any]], s: ShardConfig
                 finished[name] = _keep_finished(run, run.dir / SHARDS_DIR / name)
                 stats["components_resumed"] += 1
                 stats["components"][name] = {**_component_stats(*finished[name], None), "resumed": True}
-                log.info("shard %s: resume: finished by the interrupted run, kept", name)
+                log.info("shard %s: resume: finished by an earlier attempt, kept", name)
                 continue
             plans[name] = {split: SplitPlan() for split in SPLITS}
             busy[name] = 0.0
@@ -1077,7 +1077,7 @@ def _pack_in_process(run: Run, tasks: Iterator[Dict[str, Any]], s: ShardConfig, 
                 stats["components_resumed"] += 1
                 stats["components"][name] = {**_component_stats(*indexes, None), "resumed": True}
                 manifest.append(manifest_entry(name, weights[name], *indexes))
-                log.info("shard %s: resume: finished by the interrupted run, kept", name)
+                log.info("shard %s: resume: finished by an earlier attempt, kept", name)
                 continue
             if current is None:
                 current = ComponentPacker(run, name, seq_len, per_shard, dtype, part_key, state)
