@@ -68,9 +68,11 @@ class RunFolderGuard(Callback):
             sys.exit(1)
         folder.watch(sweep_dir)
         if config.get("resume") and sweep_dir.is_dir():
+            from stage2.stages.report import job_folders
+
             # Hydra rewrites these before any job's checks: each job's record stays its run's (stage2.main.app).
             folder.save_records(sweep_dir, ["multirun.yaml"])
-            for job in sweep_dir.iterdir():
+            for job in job_folders(sweep_dir):
                 if (job / "stats.json").is_file() and (job / ".hydra").is_dir():
                     folder.save_records(job, [f".hydra/{p.name}" for p in (job / ".hydra").iterdir() if p.is_file()])
 
