@@ -205,7 +205,10 @@ def app(cfg: DictConfig) -> None:
         launch_dir = hydra_cfg.runtime.cwd
         if rerun_of:  # relative input paths mean what they meant for the original run
             launch_dir = yaml.safe_load((Path(rerun_of) / "config.resolved.yaml").read_text()).get("launch_dir") or launch_dir
-        config = resolve_config(cfg, launch_dir, rerun_of)
+        try:
+            config = resolve_config(cfg, launch_dir, rerun_of)
+        except Stage2Error as exc:
+            raise Stage2Error(in_option_file(hydra_cfg.runtime, list(hydra_cfg.overrides.task), str(exc))) from exc
         for note in dataset_tokenizer_precedence(hydra_cfg.runtime, OmegaConf.to_container(cfg.tokenizer, resolve=False)):
             log.warning("%s", note)
         from stage2.stages.pipeline import run_stage  # here: `--help` and config errors need none of the stages
@@ -229,6 +232,25 @@ def app(cfg: DictConfig) -> None:
             folder.abandon(run_dir)  # a run that never owned its folder leaves it as it was (or leaves none)
         else:
             folder.release(run_dir, done=True)  # the next job of the sweep starts afresh, even in the same folder
+
+
+def in_option_file(runtime: Any, overrides: List[str], message: str) -> str:
+    """A schema error about a key that a group option of the user's own (a --config-dir file) set, said
+    with that file, as Hydra says its own composition errors; the message as it is otherwise."""
+    key = re.match(r"[A-Za-z_][\w.-]*", message)
+    group = key.group(0).split(".")[0] if key else None
+    option = runtime.choices.get(group) if group else None
+    if not option:
+        return message
+    given = [o.lstrip("+~").split("=", 1)[0] for o in overrides]
+    given = [g for g in given if g not in runtime.choices]  # (`dataset=mine` chooses the option: it sets no key)
+    if any(key.group(0) == g or key.group(0).startswith(g + ".") for g in given):  # the command line set it
+        return message
+    files = [Path(src.path) / group / f"{option}.yaml" for src in runtime.config_sources if src.schema == "file"]
+    found = next((f for f in files if f.is_file()), None)  # (the first, as Hydra reads them: stage2's conf first)
+    if found is None or str(found).startswith(CONF_DIR + os.sep):
+        return message
+    return f"In '{group}/{option}' ({found}): {message}"
 
 
 def dataset_tokenizer_precedence(runtime: Any, tokenizer: Dict[str, Any]) -> List[str]:

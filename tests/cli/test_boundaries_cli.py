@@ -46,6 +46,13 @@ def test_hydra_errors_are_one_line(tmp_path):
     only_line(cli(tmp_path, "--config-dir", "conf", "filter=wrongtype"), "In 'filter/wrongtype': filter.min_chars: Value 'abc'", "could not be converted to Integer")
     only_line(cli(tmp_path, "--config-dir", "conf", "filter=typo"), "In 'filter/typo': filter.min_charz: no such key", "did you mean filter.min_chars?")
     only_line(cli(tmp_path, "--config-dir", "conf", "dataset=norwegian"), "In 'dataset/norwegian'", "Key False (bool)", "quote the name")
+    # A fault the schema check finds after composition (a component's key): the file too, unless the
+    # command line set that key.
+    (tmp_path / "conf" / "dataset" / "ctypo.yaml").write_text("defaults:\n  - sample\n  - _self_\ncomponents:\n  web:\n    lang_fliter: false\n    weight: -2\n")
+    only_line(cli(tmp_path, "--config-dir", "conf", "dataset=ctypo"),
+              f"In 'dataset/ctypo' ({tmp_path / 'conf' / 'dataset' / 'ctypo.yaml'}): dataset.components.web.lang_fliter: no such key")
+    said = only_line(cli(tmp_path, "dataset.components.web.lang_fliter=false"), "dataset.components.web.lang_fliter: no such key")
+    assert "In '" not in said
     assert sorted(p.name for p in tmp_path.iterdir()) == ["conf"]
     verbose = cli(tmp_path, *broken, "verbose=true")  # the traceback stays one override away
     assert verbose.returncode == 1 and "Traceback" in verbose.stderr and "ParserError" in verbose.stderr
