@@ -208,7 +208,8 @@ def app(cfg: DictConfig) -> None:
         try:
             config = resolve_config(cfg, launch_dir, rerun_of)
         except Stage2Error as exc:
-            raise Stage2Error(in_option_file(hydra_cfg.runtime, list(hydra_cfg.overrides.task), str(exc))) from exc
+            overrides = OmegaConf.to_container(hydra_cfg.overrides.task, resolve=False)  # (as given: `${...}` in one is not resolved)
+            raise Stage2Error(in_option_file(hydra_cfg.runtime, overrides, str(exc))) from exc
         for note in dataset_tokenizer_precedence(hydra_cfg.runtime, OmegaConf.to_container(cfg.tokenizer, resolve=False)):
             log.warning("%s", note)
         from stage2.stages.pipeline import run_stage  # here: `--help` and config errors need none of the stages
