@@ -235,6 +235,13 @@ def app(cfg: DictConfig) -> None:
             folder.release(run_dir, done=True)  # the next job of the sweep starts afresh, even in the same folder
 
 
+def option_file(runtime: Any, group: str, option: str) -> Optional[Path]:
+    """The YAML file Hydra took a group's option from: the first of the run's config folders that has it
+    (stage2's conf first, then --config-dir's, as Hydra reads them)."""
+    files = (Path(src.path) / group / f"{option}.yaml" for src in runtime.config_sources if src.schema == "file")
+    return next((f for f in files if f.is_file()), None)
+
+
 def in_option_file(runtime: Any, overrides: List[str], message: str) -> str:
     """A schema error about a key that a group option of the user's own (a --config-dir file) set, said
     with that file, as Hydra says its own composition errors; the message as it is otherwise."""
@@ -247,8 +254,7 @@ def in_option_file(runtime: Any, overrides: List[str], message: str) -> str:
     given = [g for g in given if g not in runtime.choices]  # (`dataset=mine` chooses the option: it sets no key)
     if any(key.group(0) == g or key.group(0).startswith(g + ".") for g in given):  # the command line set it
         return message
-    files = [Path(src.path) / group / f"{option}.yaml" for src in runtime.config_sources if src.schema == "file"]
-    found = next((f for f in files if f.is_file()), None)  # (the first, as Hydra reads them: stage2's conf first)
+    found = option_file(runtime, group, option)
     if found is None or str(found).startswith(CONF_DIR + os.sep):
         return message
     return f"In '{group}/{option}' ({found}): {message}"
@@ -262,10 +268,8 @@ def dataset_tokenizer_precedence(runtime: Any, tokenizer: Dict[str, Any]) -> Lis
     option, dataset = choices.get("tokenizer"), choices.get("dataset_tokenizer@tokenizer")
     if not option or not dataset or option == "bpe":
         return []
-    folders = [src.path for src in runtime.config_sources if src.schema == "file"]  # stage2's conf first, as Hydra reads them
-
     def own_keys(group: str, name: str) -> Dict[str, Any]:
-        path = next((Path(f) / group / f"{name}.yaml" for f in folders if (Path(f) / group / f"{name}.yaml").is_file()), None)
+        path = option_file(runtime, group, name)
         data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path else {}
         return {k: v for k, v in data.items() if k != "defaults"} if isinstance(data, dict) else {}
 
